@@ -1,0 +1,1 @@
+//! ASFF decoding (placeholder).

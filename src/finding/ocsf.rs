@@ -1,0 +1,1 @@
+//! OCSF decoding (placeholder).

@@ -1,0 +1,3 @@
+//! Placeholder: replaced by the criteria engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Criteria;

@@ -1,0 +1,190 @@
+//! The contract every ticket system implements (Jira Cloud v3, Jira Data Center v2, ServiceNow),
+//! and the one error type the pipeline acts on: transient (retry later, leave the SQS message) or
+//! permanent (dead-letter it and tell the mapping owner what to fix).
+
+pub mod adf;
+pub mod jira;
+pub mod servicenow;
+pub mod wiki;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::marker::Marker;
+
+/// A ticket the bridge created or found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TicketRef {
+    /// `jira` or `servicenow` (the connection name).
+    pub system: String,
+    /// Human key: Jira `PAY-123`, ServiceNow `INC0010001`.
+    pub key: String,
+    /// Machine id: Jira issue id, ServiceNow `sys_id`.
+    pub id: String,
+    /// ServiceNow table the record lives in (`incident`, `sn_si_incident`); `None` for Jira.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Browser URL of the ticket.
+    pub url: String,
+}
+
+/// Where a ticket stands, as the ticket system says it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TicketStatus {
+    /// Jira status name (`In Progress`), ServiceNow state label or code as text.
+    pub name: String,
+    /// Jira status category key (`new`, `indeterminate`, `done`); ServiceNow state code (`6`).
+    pub category: String,
+    /// True when the ticket counts as finished (Jira category `done`; ServiceNow 6, 7, 8).
+    pub done: bool,
+}
+
+/// A bridge ticket seen by the poller, with the marker that ties it to a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketUpdate {
+    pub ticket: TicketRef,
+    pub marker: Option<Marker>,
+    pub status: TicketStatus,
+    /// Last update time as the ticket system reports it (RFC 3339).
+    pub updated_at: String,
+}
+
+/// One page of [`TicketSystem::updated_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdatedPage {
+    pub tickets: Vec<TicketUpdate>,
+    /// Opaque cursor for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Fields to change on an existing ticket (a severity change).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FieldUpdate {
+    /// Jira: the `fields` object to `PUT` (e.g. `{"priority": {"name": "Highest"}}`);
+    /// ServiceNow: the columns to `PATCH` (e.g. `{"urgency": "1"}`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The target state of a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetStatus {
+    /// Finished: Jira status category `done`; ServiceNow resolved (state 6 with close code/notes).
+    Done,
+    /// A named Jira status (through a transition the workflow offers) or a ServiceNow state code.
+    Named(String),
+}
+
+/// Error from a ticket system. Never contains credentials: bodies are cut to a short excerpt and
+/// headers are not kept.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TicketError {
+    /// Worth retrying later: connection failures, timeouts, 5xx, 429, retry budget exhausted.
+    #[error("{system} {operation}: transient: {message}")]
+    Transient {
+        system: &'static str,
+        operation: &'static str,
+        status: Option<u16>,
+        message: String,
+    },
+    /// Will fail again unchanged: 4xx other than 408/409/429, a payload the target rejects.
+    /// `message` names the field for Jira `errors` maps (`priority: Specify the Priority (name)`).
+    #[error("{system} {operation}: {message}")]
+    Permanent {
+        system: &'static str,
+        operation: &'static str,
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+impl TicketError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TicketError::Transient { .. })
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TicketError::Transient { status, .. } | TicketError::Permanent { status, .. } => {
+                *status
+            }
+        }
+    }
+}
+
+/// A boxed future, so that the pipeline can hold `Arc<dyn TicketSystem>` per connection.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One ticket system connection. Implementations retry transient failures internally (with
+/// backoff, `Retry-After` and a shared rate limit) and return an error only when the retry budget
+/// is spent or the failure is permanent.
+pub trait TicketSystem: Send + Sync {
+    /// Connection name (`jira`, `servicenow`), as used in `TicketRef::system`.
+    fn name(&self) -> &str;
+
+    /// Finds a ticket carrying this marker (Jira label, ServiceNow `correlation_id`). Search may
+    /// lag behind creates (Jira): a miss is not proof of absence.
+    fn find_by_marker<'a>(
+        &'a self,
+        marker: &'a Marker,
+        table: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<TicketRef>, TicketError>>;
+
+    /// Creates a ticket from a payload built by `render` (the exact request body). `table` is
+    /// the ServiceNow table of the rule (`None`: the connection's default; ignored by Jira).
+    fn create<'a>(
+        &'a self,
+        payload: &'a serde_json::Value,
+        table: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<TicketRef, TicketError>>;
+
+    fn update_fields<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        update: &'a FieldUpdate,
+    ) -> BoxFuture<'a, Result<(), TicketError>>;
+
+    /// Adds a comment (Jira comment in ADF or wiki markup; ServiceNow `work_notes`). `text` is
+    /// light Markdown.
+    fn comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), TicketError>>;
+
+    /// Moves the ticket to a status through whatever transition the workflow offers. Already
+    /// being there is success. `note` is used as the resolution note where the system needs one.
+    fn transition<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        to: &'a TargetStatus,
+        note: &'a str,
+    ) -> BoxFuture<'a, Result<(), TicketError>>;
+
+    /// Reopens a finished ticket (Jira: a transition to category `new`/`indeterminate`;
+    /// ServiceNow: state back to New/In Progress).
+    fn reopen<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        note: &'a str,
+    ) -> BoxFuture<'a, Result<(), TicketError>>;
+
+    fn status<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<TicketStatus, TicketError>>;
+
+    /// Bridge tickets (label / `correlation_display` = findings-bridge) updated at or after
+    /// `since` (RFC 3339), oldest first, one page at a time; pass the returned cursor back.
+    fn updated_since<'a>(
+        &'a self,
+        since: &'a str,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>>;
+}
+
+impl fmt::Display for TicketRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.system, self.key)
+    }
+}
