@@ -407,9 +407,9 @@ where
 {
     match classify(table, op, err) {
         Failure::Store(e) => e,
-        Failure::ConditionFailed => {
-            StoreError::Fatal(format!("DynamoDB table {table}: {op}: unexpected condition"))
-        }
+        Failure::ConditionFailed => StoreError::Fatal(format!(
+            "DynamoDB table {table}: {op}: unexpected condition"
+        )),
     }
 }
 
@@ -625,13 +625,22 @@ mod tests {
     fn records_become_plain_attributes_and_come_back_unchanged() {
         let original = record();
         let item = encode_record(&original).unwrap();
-        assert_eq!(item.get("team"), Some(&AttributeValue::S("payments".into())));
-        assert_eq!(item.get("finding_resolved"), Some(&AttributeValue::Bool(true)));
+        assert_eq!(
+            item.get("team"),
+            Some(&AttributeValue::S("payments".into()))
+        );
+        assert_eq!(
+            item.get("finding_resolved"),
+            Some(&AttributeValue::Bool(true))
+        );
         assert!(!item.contains_key("updated_at"), "None fields are left out");
         let Some(AttributeValue::M(ticket)) = item.get("ticket") else {
             panic!("ticket should be a map: {item:?}");
         };
-        assert_eq!(ticket.get("table"), Some(&AttributeValue::S("incident".into())));
+        assert_eq!(
+            ticket.get("table"),
+            Some(&AttributeValue::S("incident".into()))
+        );
         let back = decode_record("t", original.marker.as_str(), &item).unwrap();
         assert_eq!(back, Some(original));
     }
@@ -650,7 +659,10 @@ mod tests {
         item.insert("modified_at".into(), AttributeValue::Bs(vec![]));
         match decode_record("bridge", "fb-x", &item) {
             Err(StoreError::Fatal(msg)) => {
-                assert!(msg.contains("modified_at") && msg.contains("bridge"), "{msg}")
+                assert!(
+                    msg.contains("modified_at") && msg.contains("bridge"),
+                    "{msg}"
+                )
             }
             other => panic!("expected Fatal, got {other:?}"),
         }

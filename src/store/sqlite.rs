@@ -474,8 +474,11 @@ mod tests {
     fn a_file_that_is_not_a_database_is_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bridge.db");
-        std::fs::write(&path, b"this is not sqlite, just some text long enough to be read")
-            .unwrap();
+        std::fs::write(
+            &path,
+            b"this is not sqlite, just some text long enough to be read",
+        )
+        .unwrap();
         assert!(matches!(
             SqliteStore::open(&path),
             Err(StoreError::Fatal(_))
