@@ -572,6 +572,35 @@ async fn dynamodb_items_are_laid_out_as_documented() {
         "400 days"
     );
 
+    // A claim-only item left behind by a crashed holder: whoever takes it over must also move
+    // its TTL past the new lease, or DynamoDB could delete the item while the lease is live.
+    let orphan = marker("layout-orphan");
+    expect_acquired(store.claim(&orphan, "crashed", SHORT_LEASE).await);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    expect_acquired(store.claim(&orphan, "worker-2", LEASE).await);
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("rec#{orphan}")),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let taken_over_ttl: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(
+        (taken_over_ttl - now_secs - 30 - 86_400).abs() <= 2,
+        "the new holder's lease expiry + 1 day"
+    );
+
     store
         .set_watermark("jira", "2025-01-01T00:00:00Z")
         .await
