@@ -1,1 +1,506 @@
-//! Placeholder.
+//! The embedded store: one SQLite file, for a single replica (or a few processes on one host).
+//!
+//! rusqlite is blocking, so every call runs on tokio's blocking pool behind one `Mutex<Connection>`
+//! per store; a store is cheap to share (`Arc<dyn Store>`) and the mutex serializes tasks of one
+//! process. Across processes on the same file, SQLite's own write lock makes each claim atomic: a
+//! claim is a single `INSERT … ON CONFLICT DO UPDATE … WHERE` statement, so two connections can
+//! never both see the lease as free. The file runs in WAL mode with a busy timeout, so readers do
+//! not block the writer and a short wait on the lock is not an error.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+use super::{BoxFuture, Claim, Record, Store, StoreError};
+use crate::marker::Marker;
+
+/// The schema this build writes. Bump it and add a step to [`migrate`] for every change.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection's write lock before reporting
+/// [`StoreError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA_V1: &str = "
+CREATE TABLE records (
+    marker        TEXT PRIMARY KEY NOT NULL,
+    -- The whole Record as JSON; NULL while the key is only claimed (nothing created yet).
+    record        TEXT,
+    finding_id    TEXT,
+    team          TEXT,
+    ticket_system TEXT,
+    ticket_key    TEXT,
+    lease_owner   TEXT,
+    -- Unix milliseconds; the lease is free when NULL or in the past.
+    lease_until   INTEGER,
+    -- Unix milliseconds of the last write.
+    modified_at   INTEGER
+);
+CREATE INDEX records_by_ticket ON records (ticket_system, ticket_key);
+CREATE INDEX records_by_finding ON records (finding_id, team);
+CREATE TABLE watermarks (
+    name       TEXT PRIMARY KEY NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+";
+
+/// Dedup store on a SQLite file (`BRIDGE_STORE=sqlite:PATH`).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    /// For error messages: which file an operator has to look at.
+    location: Arc<str>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file and brings its schema up to date. A file
+    /// written by a newer build is refused rather than misread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let location = path.display().to_string();
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Fatal(format!("cannot open sqlite store {location}: {e}")))?;
+        Self::prepare(conn, location)
+    }
+
+    /// A private in-memory store, for tests and `render`-style tools that must not touch disk.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| StoreError::Fatal(format!("cannot open in-memory sqlite store: {e}")))?;
+        Self::prepare(conn, ":memory:".to_owned())
+    }
+
+    fn prepare(mut conn: Connection, location: String) -> Result<Self, StoreError> {
+        let ctx = |e: rusqlite::Error| classify(&location, "open", e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(ctx)?;
+        // In-memory databases answer "memory"; only a file can switch to WAL.
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(ctx)?;
+        migrate(&mut conn, &location)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            location: location.into(),
+        })
+    }
+
+    /// Runs `op` on the blocking pool with the connection locked.
+    fn run<T, F>(&self, op: &'static str, f: F) -> BoxFuture<'_, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let location = Arc::clone(&self.location);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                // A panic while holding the lock leaves the connection itself intact (SQLite
+                // rolls back an unfinished transaction), so a poisoned lock is still usable.
+                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError::Fatal(format!("sqlite store {location}: {op} aborted: {e}")))?
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
+    let ctx = |e: rusqlite::Error| classify(location, "migrate", e);
+    // IMMEDIATE: two processes opening a fresh file at once must not both create the schema.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(ctx)?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        [],
+    )
+    .map_err(ctx)?;
+    let current: Option<i64> = tx
+        .query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .map_err(ctx)?;
+    let current = current.unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Fatal(format!(
+            "sqlite store {location} has schema version {current}, newer than the {SCHEMA_VERSION} \
+             this build understands; run a newer findings-bridge"
+        )));
+    }
+    if current < 1 {
+        tx.execute_batch(SCHEMA_V1).map_err(ctx)?;
+    }
+    if current < SCHEMA_VERSION {
+        tx.execute("DELETE FROM schema_version", []).map_err(ctx)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            params![SCHEMA_VERSION],
+        )
+        .map_err(ctx)?;
+    }
+    tx.commit().map_err(ctx)
+}
+
+/// Busy / locked / I/O trouble will likely pass; anything else (corruption, a schema this code
+/// does not expect) needs a person.
+fn classify(location: &str, op: &str, err: rusqlite::Error) -> StoreError {
+    let message = format!("sqlite store {location}: {op}: {err}");
+    match err.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull,
+        ) => StoreError::Unavailable(message),
+        _ => StoreError::Fatal(message),
+    }
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn lease_millis(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn decode_record(location: &str, marker: &str, json: &str) -> Result<Record, StoreError> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Fatal(format!(
+            "sqlite store {location}: record {marker} is unreadable: {e}"
+        ))
+    })
+}
+
+impl Store for SqliteStore {
+    fn claim<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let marker = marker.as_str().to_owned();
+        let owner = owner.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("claim", move |conn| {
+            let now = now_millis();
+            let until = now.saturating_add(lease_millis(lease));
+            // One statement: SQLite holds the write lock for all of it, so the check of the old
+            // lease and the write of the new one cannot interleave with another connection.
+            let returned: Option<Option<String>> = conn
+                .query_row(
+                    "INSERT INTO records (marker, lease_owner, lease_until, modified_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (marker) DO UPDATE
+                        SET lease_owner = excluded.lease_owner,
+                            lease_until = excluded.lease_until
+                      WHERE records.lease_owner IS NULL
+                         OR records.lease_until IS NULL
+                         OR records.lease_until < ?4
+                         OR records.lease_owner = ?2
+                     RETURNING record",
+                    params![marker, owner, until, now],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| classify(&location, "claim", e))?;
+            match returned {
+                None => Ok(Claim::Busy),
+                Some(None) => Ok(Claim::Acquired(None)),
+                Some(Some(json)) => Ok(Claim::Acquired(Some(decode_record(
+                    &location, &marker, &json,
+                )?))),
+            }
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let location = Arc::clone(&self.location);
+        let owner = owner.to_owned();
+        let marker = record.marker.as_str().to_owned();
+        let json = serde_json::to_string(record);
+        let finding_id = record.finding_id.clone();
+        let team = record.team.clone();
+        let (ticket_system, ticket_key) = match &record.ticket {
+            Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
+            None => (None, None),
+        };
+        self.run("put", move |conn| {
+            let json = json.map_err(|e| {
+                StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
+            })?;
+            // Owner match alone is enough: whoever took over an expired lease overwrote
+            // lease_owner, and while it still names us nobody else can be holding the key.
+            let changed = conn
+                .execute(
+                    "UPDATE records
+                        SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
+                            ticket_key = ?5, modified_at = ?6,
+                            lease_owner = NULL, lease_until = NULL
+                      WHERE marker = ?7 AND lease_owner = ?8",
+                    params![
+                        json,
+                        finding_id,
+                        team,
+                        ticket_system,
+                        ticket_key,
+                        now_millis(),
+                        marker,
+                        owner
+                    ],
+                )
+                .map_err(|e| classify(&location, "put", e))?;
+            if changed == 0 {
+                return Err(StoreError::LostClaim(marker));
+            }
+            Ok(())
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let marker = marker.as_str().to_owned();
+        let owner = owner.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("release", move |conn| {
+            let ctx = |e| classify(&location, "release", e);
+            // A claim that never led to a record leaves nothing worth keeping.
+            conn.execute(
+                "DELETE FROM records WHERE marker = ?1 AND lease_owner = ?2 AND record IS NULL",
+                params![marker, owner],
+            )
+            .map_err(ctx)?;
+            conn.execute(
+                "UPDATE records SET lease_owner = NULL, lease_until = NULL
+                  WHERE marker = ?1 AND lease_owner = ?2",
+                params![marker, owner],
+            )
+            .map_err(ctx)?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, marker: &'a Marker) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        let marker = marker.as_str().to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("get", move |conn| {
+            let json: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT record FROM records WHERE marker = ?1",
+                    params![marker],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| classify(&location, "get", e))?;
+            json.flatten()
+                .map(|json| decode_record(&location, &marker, &json))
+                .transpose()
+        })
+    }
+
+    /// `None` leaves that field as it is. A marker without a stored record is a no-op: there
+    /// is no ticket of ours to track for it.
+    fn set_sync_status<'a>(
+        &'a self,
+        marker: &'a Marker,
+        status_from_ticket: Option<&'a str>,
+        status_to_hub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let marker = marker.as_str().to_owned();
+        let from_ticket = status_from_ticket.map(str::to_owned);
+        let to_hub = status_to_hub.map(str::to_owned);
+        let location = Arc::clone(&self.location);
+        self.run("set_sync_status", move |conn| {
+            if from_ticket.is_none() && to_hub.is_none() {
+                return Ok(());
+            }
+            let ctx = |e| classify(&location, "set_sync_status", e);
+            // Read-modify-write under the write lock, so a concurrent `put` from another
+            // connection lands either wholly before or wholly after.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ctx)?;
+            let json: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT record FROM records WHERE marker = ?1",
+                    params![marker],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(ctx)?;
+            let Some(json) = json.flatten() else {
+                return Ok(());
+            };
+            let mut record = decode_record(&location, &marker, &json)?;
+            if let Some(s) = from_ticket {
+                record.status_from_ticket = Some(s);
+            }
+            if let Some(s) = to_hub {
+                record.status_to_hub = Some(s);
+            }
+            let now = now_millis();
+            record.modified_at = now / 1000;
+            let json = serde_json::to_string(&record).map_err(|e| {
+                StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
+            })?;
+            tx.execute(
+                "UPDATE records SET record = ?1, modified_at = ?2 WHERE marker = ?3",
+                params![json, now, marker],
+            )
+            .map_err(ctx)?;
+            tx.commit().map_err(ctx)
+        })
+    }
+
+    fn watermark<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let name = name.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("watermark", move |conn| {
+            conn.query_row(
+                "SELECT value FROM watermarks WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| classify(&location, "watermark", e))
+        })
+    }
+
+    fn set_watermark<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let name = name.to_owned();
+        let value = value.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("set_watermark", move |conn| {
+            conn.execute(
+                "INSERT INTO watermarks (name, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE
+                    SET value = excluded.value, updated_at = excluded.updated_at",
+                params![name, value, now_millis()],
+            )
+            .map_err(|e| classify(&location, "set_watermark", e))?;
+            Ok(())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let location = Arc::clone(&self.location);
+        self.run("ping", move |conn| {
+            conn.query_row("SELECT count(*) FROM schema_version", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(|e| classify(&location, "ping", e))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_a_file_keeps_its_schema_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "INSERT INTO watermarks (name, value, updated_at) VALUES ('jira', 'x', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "migration must not append a version row per open");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_file_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+        drop(conn);
+        match SqliteStore::open(&path) {
+            Err(StoreError::Fatal(msg)) => {
+                assert!(msg.contains("schema version 99"), "{msg}");
+                assert!(msg.contains("bridge.db"), "{msg}");
+            }
+            other => panic!("expected Fatal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.db");
+        std::fs::write(
+            &path,
+            b"this is not sqlite, just some text long enough to be read",
+        )
+        .unwrap();
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Fatal(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_reported_not_panicked_on() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let marker = Marker::new("team", "finding");
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO records (marker, record) VALUES (?1, '{\"not\": \"a record\"}')",
+                params![marker.as_str()],
+            )
+            .unwrap();
+        match store.get(&marker).await {
+            Err(StoreError::Fatal(msg)) => assert!(msg.contains(marker.as_str()), "{msg}"),
+            other => panic!("expected Fatal, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! One behavioural suite for the dedup store, run against both implementations: SQLite on a file
+//! in a temporary directory, and DynamoDB on moto_server (see `tests/support/moto.rs`; install
+//! it with `scripts/venv`). Each behaviour is a plain `async fn` over `&dyn Store`, so both
+//! backends are held to exactly the same contract.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use findings_bridge::finding::{Schema, WriteBackId};
+use findings_bridge::marker::Marker;
+use findings_bridge::store::dynamodb::DynamoStore;
+use findings_bridge::store::sqlite::SqliteStore;
+use findings_bridge::store::{Claim, Record, Store, StoreError};
+use findings_bridge::ticket::TicketRef;
+
+const LEASE: Duration = Duration::from_secs(30);
+const SHORT_LEASE: Duration = Duration::from_secs(1);
+/// Past SHORT_LEASE in wall time: moto and SQLite both compare against the real clock.
+const PAST_SHORT_LEASE: Duration = Duration::from_millis(1200);
+
+fn marker(finding: &str) -> Marker {
+    Marker::new("payments", finding)
+}
+
+fn asff_record(finding: &str) -> Record {
+    Record {
+        marker: marker(finding),
+        finding_id: finding.to_owned(),
+        team: "payments".to_owned(),
+        schema: Schema::Asff,
+        write_back: WriteBackId::Asff {
+            id: finding.to_owned(),
+            product_arn: "arn:aws:securityhub:us-east-1::product/aws/guardduty".to_owned(),
+        },
+        rule: "critical-guardduty".to_owned(),
+        ticket: Some(TicketRef {
+            system: "jira".to_owned(),
+            key: "PAY-123".to_owned(),
+            id: "10042".to_owned(),
+            table: None,
+            url: "https://example.atlassian.net/browse/PAY-123".to_owned(),
+        }),
+        updated_at: Some("2025-01-02T03:04:05.678Z".to_owned()),
+        fingerprint: "3f2a9c".to_owned(),
+        severity: "CRITICAL".to_owned(),
+        finding_resolved: false,
+        closed_by_bridge: false,
+        status_to_hub: Some("NOTIFIED".to_owned()),
+        status_from_ticket: Some("To Do".to_owned()),
+        modified_at: 1_735_787_045,
+    }
+}
+
+/// The other shape of every optional or variant field: OCSF write-back (with and without
+/// `metadata_uid`), a ServiceNow ticket with a table, `None`s, `true`s, unicode.
+fn ocsf_record(finding: &str, metadata_uid: Option<&str>) -> Record {
+    Record {
+        marker: marker(finding),
+        finding_id: finding.to_owned(),
+        team: "payments".to_owned(),
+        schema: Schema::Ocsf,
+        write_back: WriteBackId::Ocsf {
+            metadata_uid: metadata_uid.map(str::to_owned),
+            cloud_account_uid: "111122223333".to_owned(),
+            finding_info_uid: finding.to_owned(),
+            metadata_product_uid: "arn:aws:securityhub:us-east-1::productv2/aws/inspector"
+                .to_owned(),
+        },
+        rule: "payments-to-servicenow — ünïcode".to_owned(),
+        ticket: Some(TicketRef {
+            system: "servicenow".to_owned(),
+            key: "INC0010001".to_owned(),
+            id: "9d385017c611228701d22104cc95c371".to_owned(),
+            table: Some("sn_si_incident".to_owned()),
+            url: "https://example.service-now.com/nav_to.do?uri=sn_si_incident.do".to_owned(),
+        }),
+        updated_at: None,
+        fingerprint: String::new(),
+        severity: "HIGH".to_owned(),
+        finding_resolved: true,
+        closed_by_bridge: true,
+        status_to_hub: None,
+        status_from_ticket: None,
+        modified_at: 0,
+    }
+}
+
+fn expect_acquired(claim: Result<Claim, StoreError>) -> Option<Record> {
+    match claim {
+        Ok(Claim::Acquired(record)) => record,
+        other => panic!("expected the claim to be acquired, got {other:?}"),
+    }
+}
+
+fn expect_busy(claim: Result<Claim, StoreError>) {
+    match claim {
+        Ok(Claim::Busy) => {}
+        other => panic!("expected Busy, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------------------------
+
+async fn first_claim_acquires_with_no_record(store: &dyn Store) {
+    let m = marker("first-claim");
+    assert_eq!(expect_acquired(store.claim(&m, "a", LEASE).await), None);
+    assert_eq!(
+        store.get(&m).await.unwrap(),
+        None,
+        "a claim alone is no record"
+    );
+}
+
+async fn second_owner_is_busy_while_the_lease_lives(store: &dyn Store) {
+    let m = marker("busy");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    expect_busy(store.claim(&m, "b", LEASE).await);
+    // The holder may renew its own lease.
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    expect_busy(store.claim(&m, "b", LEASE).await);
+    // Once released, the key is free for anyone.
+    store.release(&m, "a").await.unwrap();
+    expect_acquired(store.claim(&m, "b", LEASE).await);
+}
+
+async fn expired_lease_is_taken_over_and_the_stale_put_is_lost(store: &dyn Store) {
+    let m = marker("takeover");
+    expect_acquired(store.claim(&m, "stale", SHORT_LEASE).await);
+    expect_busy(store.claim(&m, "next", LEASE).await);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    expect_acquired(store.claim(&m, "next", LEASE).await);
+
+    let stale = asff_record("takeover");
+    match store.put(&stale, "stale").await {
+        Err(StoreError::LostClaim(which)) => assert_eq!(which, m.as_str()),
+        other => panic!("the stale owner's put must fail with LostClaim, got {other:?}"),
+    }
+    assert_eq!(
+        store.get(&m).await.unwrap(),
+        None,
+        "the stale write left no trace"
+    );
+
+    let mut fresh = asff_record("takeover");
+    fresh.rule = "written-by-next".to_owned();
+    store.put(&fresh, "next").await.unwrap();
+    assert_eq!(store.get(&m).await.unwrap(), Some(fresh));
+}
+
+async fn put_stores_the_record_and_releases_the_lease(store: &dyn Store) {
+    let m = marker("put");
+    let record = asff_record("put");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.put(&record, "a").await.unwrap();
+    assert_eq!(store.get(&m).await.unwrap(), Some(record.clone()));
+    // Released: another owner gets it at once, with the record.
+    assert_eq!(
+        expect_acquired(store.claim(&m, "b", LEASE).await),
+        Some(record)
+    );
+    // And the first owner's lease is gone for good: a second put from it is refused.
+    match store.put(&asff_record("put"), "a").await {
+        Err(StoreError::LostClaim(_)) => {}
+        other => panic!("put after release must be LostClaim, got {other:?}"),
+    }
+}
+
+async fn put_without_a_claim_is_refused(store: &dyn Store) {
+    let record = asff_record("never-claimed");
+    assert!(matches!(
+        store.put(&record, "a").await,
+        Err(StoreError::LostClaim(_))
+    ));
+    assert_eq!(store.get(&record.marker).await.unwrap(), None);
+}
+
+async fn claim_returns_the_stored_record(store: &dyn Store) {
+    let m = marker("returns");
+    let mut record = asff_record("returns");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.put(&record, "a").await.unwrap();
+
+    // A later version of the finding: claim, update, put — and the next claim sees the update.
+    let seen = expect_acquired(store.claim(&m, "b", LEASE).await);
+    assert_eq!(seen.as_ref(), Some(&record));
+    record.severity = "LOW".to_owned();
+    record.fingerprint = "changed".to_owned();
+    store.put(&record, "b").await.unwrap();
+    assert_eq!(
+        expect_acquired(store.claim(&m, "c", LEASE).await),
+        Some(record)
+    );
+}
+
+async fn release_by_a_non_owner_is_a_no_op(store: &dyn Store) {
+    let m = marker("release");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.release(&m, "intruder").await.unwrap();
+    expect_busy(store.claim(&m, "b", LEASE).await);
+    // Releasing a key nobody ever claimed is fine too.
+    store
+        .release(&marker("never-seen"), "intruder")
+        .await
+        .unwrap();
+    // The owner's release still works, and keeps a stored record intact.
+    store.put(&asff_record("release"), "a").await.unwrap();
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.release(&m, "a").await.unwrap();
+    assert_eq!(store.get(&m).await.unwrap(), Some(asff_record("release")));
+    expect_acquired(store.claim(&m, "b", LEASE).await);
+}
+
+async fn set_sync_status_updates_only_the_sync_fields(store: &dyn Store) {
+    let m = marker("sync");
+    let record = asff_record("sync");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.put(&record, "a").await.unwrap();
+
+    store
+        .set_sync_status(&m, Some("Done"), Some("RESOLVED"))
+        .await
+        .unwrap();
+    let after = store.get(&m).await.unwrap().unwrap();
+    assert_eq!(after.status_from_ticket.as_deref(), Some("Done"));
+    assert_eq!(after.status_to_hub.as_deref(), Some("RESOLVED"));
+    assert!(after.modified_at >= record.modified_at);
+    let untouched = Record {
+        status_from_ticket: record.status_from_ticket.clone(),
+        status_to_hub: record.status_to_hub.clone(),
+        modified_at: record.modified_at,
+        ..after.clone()
+    };
+    assert_eq!(untouched, record, "no other field may change");
+
+    // `None` leaves a field as it was.
+    store
+        .set_sync_status(&m, Some("Reopened"), None)
+        .await
+        .unwrap();
+    let later = store.get(&m).await.unwrap().unwrap();
+    assert_eq!(later.status_from_ticket.as_deref(), Some("Reopened"));
+    assert_eq!(later.status_to_hub.as_deref(), Some("RESOLVED"));
+
+    // It needs no claim, and does not disturb someone else's.
+    expect_acquired(store.claim(&m, "holder", LEASE).await);
+    store
+        .set_sync_status(&m, None, Some("NOTIFIED"))
+        .await
+        .unwrap();
+    expect_busy(store.claim(&m, "other", LEASE).await);
+
+    // A marker with no record creates nothing.
+    let unknown = marker("sync-unknown");
+    store
+        .set_sync_status(&unknown, Some("Done"), Some("RESOLVED"))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&unknown).await.unwrap(), None);
+}
+
+async fn watermarks_are_kept_per_name(store: &dyn Store) {
+    assert_eq!(store.watermark("jira").await.unwrap(), None);
+    store
+        .set_watermark("jira", "2025-01-01T00:00:00Z")
+        .await
+        .unwrap();
+    store
+        .set_watermark("servicenow", "2024-12-31T23:59:59Z")
+        .await
+        .unwrap();
+    store
+        .set_watermark("jira", "2025-01-02T00:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.watermark("jira").await.unwrap().as_deref(),
+        Some("2025-01-02T00:00:00Z")
+    );
+    assert_eq!(
+        store.watermark("servicenow").await.unwrap().as_deref(),
+        Some("2024-12-31T23:59:59Z")
+    );
+    // A watermark is not a record (separate key spaces).
+    assert_eq!(store.get(&marker("jira")).await.unwrap(), None);
+}
+
+async fn ping_answers(store: &dyn Store) {
+    store.ping().await.unwrap();
+}
+
+async fn every_record_field_round_trips(store: &dyn Store) {
+    let records = [
+        asff_record("rt-asff"),
+        ocsf_record("rt-ocsf-metadata", Some("meta-uid-1")),
+        ocsf_record("rt-ocsf-identifiers", None),
+    ];
+    for record in &records {
+        expect_acquired(store.claim(&record.marker, "a", LEASE).await);
+        store.put(record, "a").await.unwrap();
+    }
+    for record in &records {
+        assert_eq!(
+            store.get(&record.marker).await.unwrap().as_ref(),
+            Some(record)
+        );
+        assert_eq!(
+            expect_acquired(store.claim(&record.marker, "b", LEASE).await).as_ref(),
+            Some(record)
+        );
+    }
+}
+
+/// The heart of dedup: the same finding delivered to many workers at once yields one holder.
+async fn concurrent_claims_have_exactly_one_winner(stores: Vec<Arc<dyn Store>>) {
+    let m = marker("race");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = Arc::clone(&stores[i % stores.len()]);
+        let m = m.clone();
+        tasks.spawn(async move { store.claim(&m, &format!("worker-{i}"), LEASE).await });
+    }
+    let mut acquired = 0;
+    let mut busy = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("claim task panicked") {
+            Ok(Claim::Acquired(_)) => acquired += 1,
+            Ok(Claim::Busy) => busy += 1,
+            Err(e) => panic!("a racing claim failed: {e}"),
+        }
+    }
+    assert_eq!((acquired, busy), (1, 19));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+struct Sqlite {
+    store: Arc<dyn Store>,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn sqlite() -> Sqlite {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bridge.db");
+    let store = SqliteStore::open(&path).expect("open sqlite store");
+    Sqlite {
+        store: Arc::new(store),
+        path,
+        _dir: dir,
+    }
+}
+
+async fn dynamo_client() -> aws_sdk_dynamodb::Client {
+    let moto = support::moto::moto().await;
+    aws_sdk_dynamodb::Client::new(&support::moto::aws_config(&moto.endpoint).await)
+}
+
+async fn dynamodb() -> Arc<dyn Store> {
+    let client = dynamo_client().await;
+    let table = support::unique("store");
+    DynamoStore::create_table_for_tests(&client, &table)
+        .await
+        .expect("create table on moto");
+    Arc::new(DynamoStore::new(client, table))
+}
+
+macro_rules! suite {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let backend = super::sqlite();
+                    super::$behaviour(backend.store.as_ref()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let store = super::dynamodb().await;
+                    super::$behaviour(store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    first_claim_acquires_with_no_record,
+    second_owner_is_busy_while_the_lease_lives,
+    expired_lease_is_taken_over_and_the_stale_put_is_lost,
+    put_stores_the_record_and_releases_the_lease,
+    put_without_a_claim_is_refused,
+    claim_returns_the_stored_record,
+    release_by_a_non_owner_is_a_no_op,
+    set_sync_status_updates_only_the_sync_fields,
+    watermarks_are_kept_per_name,
+    ping_answers,
+    every_record_field_round_trips,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_claims_have_exactly_one_winner() {
+    let backend = sqlite();
+    concurrent_claims_have_exactly_one_winner(vec![backend.store.clone()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_concurrent_claims_have_exactly_one_winner() {
+    concurrent_claims_have_exactly_one_winner(vec![dynamodb().await]).await;
+}
+
+/// Two processes on one file are two connections: SQLite's lock, not our mutex, must decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_connections_on_one_file_never_both_hold_the_lease() {
+    let backend = sqlite();
+    let other: Arc<dyn Store> = Arc::new(SqliteStore::open(&backend.path).expect("second open"));
+
+    let m = marker("two-connections");
+    expect_acquired(backend.store.claim(&m, "process-1", LEASE).await);
+    expect_busy(other.claim(&m, "process-2", LEASE).await);
+    // What one connection writes, the other sees.
+    backend
+        .store
+        .put(&asff_record("two-connections"), "process-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_acquired(other.claim(&m, "process-2", LEASE).await),
+        Some(asff_record("two-connections"))
+    );
+    expect_busy(backend.store.claim(&m, "process-1", LEASE).await);
+
+    // And under contention, split across both connections.
+    let third: Arc<dyn Store> = Arc::new(SqliteStore::open(&backend.path).expect("third open"));
+    concurrent_claims_have_exactly_one_winner(vec![backend.store.clone(), other, third]).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_survives_a_reopen() {
+    let backend = sqlite();
+    let m = marker("reopen");
+    expect_acquired(backend.store.claim(&m, "a", LEASE).await);
+    backend
+        .store
+        .put(&asff_record("reopen"), "a")
+        .await
+        .unwrap();
+    backend.store.set_watermark("jira", "w").await.unwrap();
+    let path = backend.path.clone();
+    drop(backend.store);
+    let reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(reopened.get(&m).await.unwrap(), Some(asff_record("reopen")));
+    assert_eq!(
+        reopened.watermark("jira").await.unwrap().as_deref(),
+        Some("w")
+    );
+}
+
+#[tokio::test]
+async fn dynamodb_missing_table_is_fatal_and_named() {
+    let client = dynamo_client().await;
+    let table = support::unique("no-such-table");
+    let store = DynamoStore::new(client, table.clone());
+    let m = marker("missing");
+    let outcomes = [
+        store.claim(&m, "a", LEASE).await.map(|_| ()),
+        store.put(&asff_record("missing"), "a").await,
+        store.get(&m).await.map(|_| ()),
+        store.ping().await,
+        store.set_watermark("jira", "x").await,
+    ];
+    for outcome in outcomes {
+        match outcome {
+            Err(StoreError::Fatal(message)) => {
+                assert!(message.contains(&table), "{message}");
+                assert!(message.contains("not found"), "{message}");
+            }
+            other => panic!("expected Fatal naming {table}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dynamodb_unreachable_endpoint_is_unavailable() {
+    // A port nothing listens on: connection refused is transient, not a misconfiguration.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let config = support::moto::aws_config(&format!("http://127.0.0.1:{port}")).await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let store = DynamoStore::new(client, "bridge".to_owned());
+    match store.ping().await {
+        Err(e @ StoreError::Unavailable(_)) => assert!(e.is_transient()),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dynamodb_items_are_laid_out_as_documented() {
+    // Operators read the table directly (and the stack's TTL relies on `expires_at`):
+    // the item layout is part of the contract.
+    let client = dynamo_client().await;
+    let table = support::unique("layout");
+    DynamoStore::create_table_for_tests(&client, &table)
+        .await
+        .unwrap();
+    let store = DynamoStore::new(client.clone(), table.clone());
+    let m = marker("layout");
+    expect_acquired(store.claim(&m, "worker-1", LEASE).await);
+
+    let key = aws_sdk_dynamodb::types::AttributeValue::S(format!("rec#{m}"));
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", key.clone())
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["lease_owner"].as_s().unwrap(), "worker-1");
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let lease_until: i64 = item["lease_until"].as_n().unwrap().parse().unwrap();
+    assert!(
+        (lease_until / 1000 - now_secs - 30).abs() <= 2,
+        "unix ms, now + lease"
+    );
+    let claim_ttl: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(
+        (claim_ttl - now_secs - 30 - 86_400).abs() <= 2,
+        "lease expiry + 1 day"
+    );
+
+    store.put(&asff_record("layout"), "worker-1").await.unwrap();
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", key)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(!item.contains_key("lease_owner") && !item.contains_key("lease_until"));
+    assert_eq!(item["team"].as_s().unwrap(), "payments");
+    assert_eq!(
+        item["ticket"].as_m().unwrap()["key"].as_s().unwrap(),
+        "PAY-123"
+    );
+    let record_ttl: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(
+        (record_ttl - now_secs - 400 * 86_400).abs() <= 2,
+        "400 days"
+    );
+
+    // A claim-only item left behind by a crashed holder: whoever takes it over must also move
+    // its TTL past the new lease, or DynamoDB could delete the item while the lease is live.
+    let orphan = marker("layout-orphan");
+    expect_acquired(store.claim(&orphan, "crashed", SHORT_LEASE).await);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    expect_acquired(store.claim(&orphan, "worker-2", LEASE).await);
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("rec#{orphan}")),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let taken_over_ttl: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(
+        (taken_over_ttl - now_secs - 30 - 86_400).abs() <= 2,
+        "the new holder's lease expiry + 1 day"
+    );
+
+    store
+        .set_watermark("jira", "2025-01-01T00:00:00Z")
+        .await
+        .unwrap();
+    let wm = client
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("wm#jira".to_owned()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(wm["value"].as_s().unwrap(), "2025-01-01T00:00:00Z");
+    assert!(!wm.contains_key("expires_at"), "watermarks never expire");
+}
