@@ -164,7 +164,9 @@ mod tests {
     #[test]
     fn links_code_and_bold_become_marks() {
         assert_eq!(
-            markdown_to_adf("See [the console](https://console.aws.amazon.com/x) or `aws s3 ls`, **now**."),
+            markdown_to_adf(
+                "See [the console](https://console.aws.amazon.com/x) or `aws s3 ls`, **now**."
+            ),
             doc(json!([{"type": "paragraph", "content": [
                 {"type": "text", "text": "See "},
                 {"type": "text", "text": "the console", "marks": [{"type": "link", "attrs": {"href": "https://console.aws.amazon.com/x"}}]},
@@ -225,7 +227,9 @@ mod tests {
     #[test]
     fn fenced_code_blocks_keep_text_and_language() {
         assert_eq!(
-            markdown_to_adf("```bash\naws s3api put-public-access-block \\\n  --bucket b\n```\nafter"),
+            markdown_to_adf(
+                "```bash\naws s3api put-public-access-block \\\n  --bucket b\n```\nafter"
+            ),
             doc(json!([
                 {"type": "codeBlock", "attrs": {"language": "bash"}, "content": [
                     {"type": "text", "text": "aws s3api put-public-access-block \\\n  --bucket b"},

@@ -194,7 +194,9 @@ impl BlockParser {
         if !self.paragraph.is_empty() || self.list.as_ref().is_some_and(|l| l.0 != ordered) {
             self.close();
         }
-        let list = self.list.get_or_insert_with(|| (ordered, start, Vec::new()));
+        let list = self
+            .list
+            .get_or_insert_with(|| (ordered, start, Vec::new()));
         if !line.is_empty() {
             list.2.push(vec![line]);
         }
@@ -426,7 +428,10 @@ fn link_at<'a>(
 ) -> Option<(&'a str, &'a str, usize)> {
     let bytes = line.as_bytes();
     let close = close_bracket.next(bytes, start + 1)?;
-    if open_bracket.next(bytes, start + 1).is_some_and(|o| o < close) {
+    if open_bracket
+        .next(bytes, start + 1)
+        .is_some_and(|o| o < close)
+    {
         return None;
     }
     if bytes.get(close + 1) != Some(&b'(') {
@@ -563,7 +568,10 @@ mod tests {
         let blocks = parse("a\u{0}b\r\nc\u{7f}\u{1b}[31m");
         assert_eq!(
             blocks,
-            vec![Block::Paragraph(vec![vec![plain("ab")], vec![plain("c[31m")]])]
+            vec![Block::Paragraph(vec![
+                vec![plain("ab")],
+                vec![plain("c[31m")]
+            ])]
         );
     }
 }

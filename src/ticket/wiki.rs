@@ -206,7 +206,8 @@ mod tests {
 
     #[test]
     fn block_constructs() {
-        let md = "# Finding\nline one\nline two\n\n- a\n- b\n\n1. x\n2. y\n\n```bash\naws s3 ls\n```";
+        let md =
+            "# Finding\nline one\nline two\n\n- a\n- b\n\n1. x\n2. y\n\n```bash\naws s3 ls\n```";
         assert_eq!(
             markdown_to_wiki(md),
             "h1. Finding\n\nline one\nline two\n\n* a\n* b\n\n# x\n# y\n\n{code:bash}\naws s3 ls\n{code}"
@@ -243,7 +244,10 @@ mod tests {
 
     #[test]
     fn line_start_markup_is_neutralized() {
-        assert_eq!(markdown_to_wiki("h1. not a heading"), "&#104;1. not a heading");
+        assert_eq!(
+            markdown_to_wiki("h1. not a heading"),
+            "&#104;1. not a heading"
+        );
         assert_eq!(markdown_to_wiki("bq. quote"), "&#98;q. quote");
         assert_eq!(markdown_to_wiki("---- rule"), "\\-\\-\\-\\- rule");
         assert_eq!(markdown_to_wiki("#no list"), "\\#no list");
