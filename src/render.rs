@@ -223,14 +223,31 @@ pub fn render_route(
 }
 
 /// Light Markdown → the rich-text value a Jira field or comment body takes: ADF for Cloud, wiki
-/// markup for Data Center. Cut to Jira's text limit first. For comments and notes built outside
-/// templates (lifecycle comments).
+/// markup for Data Center, within Jira's text limit. Also for comments built outside templates
+/// (lifecycle comments).
 pub fn jira_rich_text(flavor: JiraFlavor, markdown: &str) -> Value {
-    let text = cut_to_limit(markdown, JIRA_TEXT_LIMIT);
     match flavor {
-        JiraFlavor::Cloud => markdown_to_adf(&text),
-        JiraFlavor::DataCenter => Value::String(markdown_to_wiki(&text)),
+        JiraFlavor::Cloud => markdown_to_adf(&cut_to_limit(markdown, JIRA_TEXT_LIMIT)),
+        JiraFlavor::DataCenter => Value::String(wiki_within_limit(markdown, JIRA_TEXT_LIMIT)),
     }
+}
+
+/// Data Center stores the wiki text itself, and escaping makes it longer than the Markdown
+/// (`\` becomes five characters), so the Markdown is cut until its wiki form fits. Cutting the
+/// Markdown rather than the wiki keeps escapes and macros whole; the budget shrinks in proportion
+/// to the overshoot, which converges in a few rounds. A last hard cut guarantees the limit.
+fn wiki_within_limit(markdown: &str, limit: usize) -> String {
+    let mut budget = limit;
+    for _ in 0..8 {
+        let wiki = markdown_to_wiki(&cut_to_limit(markdown, budget));
+        let len = wiki.chars().count();
+        if len <= limit {
+            return wiki;
+        }
+        let scaled = budget.saturating_mul(limit) / len;
+        budget = scaled.min(budget - 1).max(1);
+    }
+    cut_to_limit(&markdown_to_wiki(&cut_to_limit(markdown, budget)), limit).into_owned()
 }
 
 struct Renderer<'a> {
