@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::markdown::{Block, Line, Span, parse};
 
-/// Converts the Markdown subset described in [`super::markdown`] into an ADF `doc` node.
+/// Converts the Markdown subset described in `ticket::markdown` into an ADF `doc` node.
 /// Total: any input (hostile included) yields a valid document in linear time.
 pub fn markdown_to_adf(md: &str) -> Value {
     let content: Vec<Value> = parse(md).into_iter().map(block).collect();

@@ -10,7 +10,7 @@
 //!
 //! Subset: paragraphs (blank-line separated, single newlines are line breaks), `#`..`######`
 //! headings, `- ` / `* ` bullet lists, `1. ` / `1) ` ordered lists (flat; an indented line
-//! continues the previous item), fenced code blocks with an optional language, and inline
+//! continues the previous item; nested markers are flattened into the same list), fenced code blocks with an optional language, and inline
 //! `` `code` ``, `**bold**`, `[text](url)` and bare `http(s)://` URLs. Links only accept http,
 //! https and mailto targets; anything else stays literal text.
 

@@ -13,10 +13,12 @@
 //!   `{code` there gets a zero-width space after its brace.
 //!
 //! Emoticon shortcuts such as `:)` are left alone: they change how text looks, not what it says.
+//! Ordered lists always count from 1 (wiki markup has no start number), and a list item's
+//! continuation lines are joined with wiki's `\\` line break because a newline would end the item.
 
 use super::markdown::{Block, Line, Span, parse};
 
-/// Converts the Markdown subset described in [`super::markdown`] into Jira wiki markup. Total:
+/// Converts the Markdown subset described in `ticket::markdown` into Jira wiki markup. Total:
 /// any input yields escaped, well-formed markup in linear time.
 pub fn markdown_to_wiki(md: &str) -> String {
     let mut out = String::with_capacity(md.len() + md.len() / 8);
