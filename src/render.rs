@@ -1,1 +1,479 @@
-//! Payload builders (placeholder).
+//! Payload builders: one routed (finding, rule) pair → the exact create body for Jira or
+//! ServiceNow.
+//!
+//! Templates only ever produce field *values*; the JSON body is assembled here, so finding text
+//! can never change its structure. Every text value is cut to the target's limit with a visible
+//! [`TRUNCATION_MARK`](crate::mapping::template::TRUNCATION_MARK), because an over-long field is a 400 from the ticket system and a 400 sends
+//! the finding to the dead-letter queue.
+//!
+//! Keys the bridge owns win over a rule's `fields` table of the same name (see
+//! [`JIRA_RESERVED_FIELDS`], [`SERVICENOW_RESERVED_FIELDS`]): those entries are dropped, so a
+//! mapping file can neither clobber the marker that dedup depends on nor send a description Jira
+//! Cloud would reject for not being ADF. The loader may reject them outright.
+
+use std::sync::Arc;
+
+use minijinja::value::{Serde, Value as Ctx};
+use serde_json::{Map, Value, json};
+
+use crate::finding::{Finding, Severity};
+use crate::mapping::spec::{FieldTemplate, JiraSpec, Rule, ServiceNowSpec, TargetKind, TicketSpec};
+use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_limit};
+use crate::marker::{BRIDGE_LABEL, Marker};
+use crate::ticket::adf::markdown_to_adf;
+use crate::ticket::wiki::markdown_to_wiki;
+
+/// Jira `summary`: at most 255 characters, one line.
+pub const JIRA_SUMMARY_LIMIT: usize = 255;
+/// Jira text fields (description, text custom fields).
+pub const JIRA_TEXT_LIMIT: usize = 32_767;
+/// Jira labels.
+pub const JIRA_LABEL_LIMIT: usize = 255;
+/// ServiceNow `short_description`.
+pub const SERVICENOW_SHORT_DESCRIPTION_LIMIT: usize = 160;
+/// ServiceNow `description`.
+pub const SERVICENOW_DESCRIPTION_LIMIT: usize = 4_000;
+
+/// `fields` keys that the explicit `[rules.jira]` keys own; a `fields` entry with one of these
+/// names is ignored.
+pub const JIRA_RESERVED_FIELDS: [&str; 6] = [
+    "project",
+    "issuetype",
+    "summary",
+    "description",
+    "priority",
+    "labels",
+];
+
+/// `fields` keys that the explicit `[rules.servicenow]` keys and the dedup marker own.
+pub const SERVICENOW_RESERVED_FIELDS: [&str; 7] = [
+    "short_description",
+    "description",
+    "urgency",
+    "impact",
+    "assignment_group",
+    "correlation_id",
+    "correlation_display",
+];
+
+/// Which Jira API the payload is for: they differ in how rich text is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum JiraFlavor {
+    /// Jira Cloud, REST v3: description and comments are Atlassian Document Format.
+    #[default]
+    Cloud,
+    /// Jira Data Center / Server, REST v2: description and comments are wiki markup.
+    DataCenter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RenderOptions {
+    pub jira: JiraFlavor,
+}
+
+/// What one route renders to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedTicket {
+    /// Which kind of system `payload` is for.
+    pub kind: TargetKind,
+    pub marker: Marker,
+    /// The severity the templates saw: the rule's override when it has one.
+    pub severity: Severity,
+    /// The exact create request body.
+    pub payload: Value,
+    /// ServiceNow table of the rule; `None` for Jira.
+    pub table: Option<String>,
+}
+
+impl RenderedTicket {
+    /// The fields that follow the finding's severity, for updating an existing ticket when the
+    /// severity changes: Jira `{"priority": …}`, ServiceNow `{"urgency", "impact"}`; only those
+    /// the rule sets.
+    pub fn severity_fields(&self) -> Map<String, Value> {
+        let (source, keys): (Option<&Map<String, Value>>, &[&str]) = match self.kind {
+            TargetKind::Jira => (
+                self.payload.get("fields").and_then(Value::as_object),
+                &["priority"],
+            ),
+            TargetKind::ServiceNow => (self.payload.as_object(), &["urgency", "impact"]),
+        };
+        let mut out = Map::new();
+        if let Some(source) = source {
+            for key in keys {
+                if let Some(v) = source.get(*key) {
+                    out.insert((*key).to_owned(), v.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A route that cannot render. Permanent: the same finding and rule fail the same way, so the
+/// message goes to the dead-letter queue with this text, which names the rule and field to fix.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(
+        "rule {rule}: severity_override rendered {value:?}; expected INFORMATIONAL, LOW, MEDIUM, HIGH or CRITICAL"
+    )]
+    InvalidSeverityOverride { rule: String, value: String },
+    #[error("rule {rule}: {field} rendered {value:?}; ServiceNow accepts 1, 2 or 3")]
+    InvalidChoice {
+        rule: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error("rule {rule}: {field} rendered empty, but the ticket system requires it")]
+    EmptyField { rule: String, field: &'static str },
+    #[error("rule {rule}: fields.{field} holds a number JSON cannot represent (NaN or infinity)")]
+    NonFiniteNumber { rule: String, field: String },
+}
+
+/// `team/rule (file:line)`: enough for the mapping owner to find the rule.
+fn rule_label(rule: &Rule) -> String {
+    format!(
+        "{}/{} ({}:{})",
+        rule.team,
+        rule.name,
+        rule.file.display(),
+        rule.line
+    )
+}
+
+/// The template context for one (finding, rule): `finding` (its serde names, `severity` replaced
+/// by `severity`), `raw`, `team`, `rule`, and `context` (empty until business context lands).
+pub fn template_context(finding: &Finding, rule: &Rule, severity: Severity) -> Ctx {
+    let serialized = Ctx::from(Serde(finding));
+    context_from(&serialized, finding.severity, rule, severity)
+}
+
+/// Builds the context from an already serialized finding, so the override template and the
+/// ticket templates share one serialization (the raw JSON is the expensive part). `raw` is the
+/// same shared value as `finding.raw`, not a second copy.
+fn context_from(serialized: &Ctx, original: Severity, rule: &Rule, severity: Severity) -> Ctx {
+    let finding = if severity == original {
+        serialized.clone()
+    } else {
+        with_severity(serialized, severity)
+    };
+    let raw = finding.get_attr("raw").unwrap_or_default();
+    Ctx::from_pairs([
+        ("finding", finding),
+        ("raw", raw),
+        ("team", Ctx::from(Arc::clone(&rule.team))),
+        ("rule", Ctx::from(Arc::clone(&rule.name))),
+        ("context", Ctx::from_pairs(Vec::<(&str, Ctx)>::new())),
+    ])
+}
+
+/// A copy of the serialized finding map with `severity` replaced (entries are shared, not
+/// copied).
+fn with_severity(serialized: &Ctx, severity: Severity) -> Ctx {
+    let Ok(keys) = serialized.try_iter() else {
+        return serialized.clone();
+    };
+    Ctx::from_pairs(keys.map(|key| {
+        let value = if key.as_str() == Some("severity") {
+            Ctx::from(severity.as_str())
+        } else {
+            serialized.get_item(&key).unwrap_or_default()
+        };
+        (key, value)
+    }))
+}
+
+/// Renders the ticket payload of one route: evaluates the severity override, builds the context
+/// once, renders every field and assembles the create body.
+pub fn render_route(
+    engine: &TemplateEngine,
+    rule: &Rule,
+    finding: &Finding,
+    opts: &RenderOptions,
+) -> Result<RenderedTicket, RenderError> {
+    let serialized = Ctx::from(Serde(finding));
+    let severity = match &rule.severity_override {
+        None => finding.severity,
+        Some(template) => {
+            let ctx = context_from(&serialized, finding.severity, rule, finding.severity);
+            let value = engine.render(template, &ctx)?;
+            Severity::from_label(value.trim()).ok_or_else(|| {
+                RenderError::InvalidSeverityOverride {
+                    rule: rule_label(rule),
+                    value,
+                }
+            })?
+        }
+    };
+    let ctx = context_from(&serialized, finding.severity, rule, severity);
+    let marker = Marker::new(&rule.team, &finding.id);
+    let r = Renderer { engine, rule, ctx };
+    let (payload, table) = match &rule.ticket {
+        TicketSpec::Jira(spec) => (r.jira(spec, &marker, opts.jira)?, None),
+        TicketSpec::ServiceNow(spec) => (r.servicenow(spec, &marker)?, Some(spec.table.clone())),
+    };
+    Ok(RenderedTicket {
+        kind: rule.ticket.kind(),
+        marker,
+        severity,
+        payload,
+        table,
+    })
+}
+
+/// Light Markdown → the rich-text value a Jira field or comment body takes: ADF for Cloud, wiki
+/// markup for Data Center, within Jira's text limit. Also for comments built outside templates
+/// (lifecycle comments).
+pub fn jira_rich_text(flavor: JiraFlavor, markdown: &str) -> Value {
+    match flavor {
+        JiraFlavor::Cloud => markdown_to_adf(&cut_to_limit(markdown, JIRA_TEXT_LIMIT)),
+        JiraFlavor::DataCenter => Value::String(wiki_within_limit(markdown, JIRA_TEXT_LIMIT)),
+    }
+}
+
+/// Data Center stores the wiki text itself, and escaping makes it longer than the Markdown
+/// (`\` becomes five characters), so the Markdown is cut until its wiki form fits. Cutting the
+/// Markdown rather than the wiki keeps escapes and macros whole; the budget shrinks in proportion
+/// to the overshoot, which converges in a few rounds. A last hard cut guarantees the limit.
+fn wiki_within_limit(markdown: &str, limit: usize) -> String {
+    let mut budget = limit;
+    for _ in 0..8 {
+        let wiki = markdown_to_wiki(&cut_to_limit(markdown, budget));
+        let len = wiki.chars().count();
+        if len <= limit {
+            return wiki;
+        }
+        let scaled = budget.saturating_mul(limit) / len;
+        budget = scaled.min(budget - 1).max(1);
+    }
+    cut_to_limit(&markdown_to_wiki(&cut_to_limit(markdown, budget)), limit).into_owned()
+}
+
+struct Renderer<'a> {
+    engine: &'a TemplateEngine,
+    rule: &'a Rule,
+    ctx: Ctx,
+}
+
+impl Renderer<'_> {
+    fn text(&self, template: &Template) -> Result<String, RenderError> {
+        Ok(self.engine.render(template, &self.ctx)?)
+    }
+
+    /// An optional value: absent or rendered empty both mean "leave the key out".
+    fn optional(&self, template: Option<&Template>) -> Result<Option<String>, RenderError> {
+        match template {
+            None => Ok(None),
+            Some(t) => {
+                let s = self.text(t)?;
+                Ok((!s.trim().is_empty()).then_some(s))
+            }
+        }
+    }
+
+    fn required(&self, template: &Template, field: &'static str) -> Result<String, RenderError> {
+        let s = self.text(template)?;
+        if s.trim().is_empty() {
+            return Err(RenderError::EmptyField {
+                rule: rule_label(self.rule),
+                field,
+            });
+        }
+        Ok(s)
+    }
+
+    fn jira(
+        &self,
+        spec: &JiraSpec,
+        marker: &Marker,
+        flavor: JiraFlavor,
+    ) -> Result<Value, RenderError> {
+        let mut fields =
+            self.extra_fields(&spec.fields, &JIRA_RESERVED_FIELDS, Some(JIRA_TEXT_LIMIT))?;
+        let project = self.required(&spec.project, "project")?;
+        let issue_type = self.required(&spec.issue_type, "issue_type")?;
+        let summary = one_line(&self.required(&spec.summary, "summary")?);
+        fields.insert("project".into(), json!({"key": project.trim()}));
+        fields.insert("issuetype".into(), json!({"name": issue_type.trim()}));
+        fields.insert(
+            "summary".into(),
+            Value::from(cut_to_limit(&summary, JIRA_SUMMARY_LIMIT).into_owned()),
+        );
+        if let Some(description) = self.optional(spec.description.as_ref())? {
+            fields.insert("description".into(), jira_rich_text(flavor, &description));
+        }
+        if let Some(priority) = self.optional(spec.priority.as_ref())? {
+            fields.insert("priority".into(), json!({"name": priority.trim()}));
+        }
+        let mut rendered = Vec::with_capacity(spec.labels.len());
+        for label in &spec.labels {
+            rendered.push(self.text(label)?);
+        }
+        fields.insert("labels".into(), Value::from(jira_labels(&rendered, marker)));
+        Ok(json!({ "fields": fields }))
+    }
+
+    fn servicenow(&self, spec: &ServiceNowSpec, marker: &Marker) -> Result<Value, RenderError> {
+        let mut body = self.extra_fields(&spec.fields, &SERVICENOW_RESERVED_FIELDS, None)?;
+        let short = one_line(&self.required(&spec.short_description, "short_description")?);
+        body.insert(
+            "short_description".into(),
+            Value::from(cut_to_limit(&short, SERVICENOW_SHORT_DESCRIPTION_LIMIT).into_owned()),
+        );
+        if let Some(description) = self.optional(spec.description.as_ref())? {
+            body.insert(
+                "description".into(),
+                Value::from(cut_to_limit(&description, SERVICENOW_DESCRIPTION_LIMIT).into_owned()),
+            );
+        }
+        for (field, template) in [("urgency", &spec.urgency), ("impact", &spec.impact)] {
+            if let Some(value) = self.optional(template.as_ref())? {
+                let value = value.trim();
+                if !matches!(value, "1" | "2" | "3") {
+                    return Err(RenderError::InvalidChoice {
+                        rule: rule_label(self.rule),
+                        field,
+                        value: value.to_owned(),
+                    });
+                }
+                body.insert(field.into(), Value::from(value));
+            }
+        }
+        if let Some(group) = self.optional(spec.assignment_group.as_ref())? {
+            body.insert("assignment_group".into(), Value::from(group.trim()));
+        }
+        body.insert("correlation_id".into(), Value::from(marker.as_str()));
+        body.insert("correlation_display".into(), Value::from(BRIDGE_LABEL));
+        Ok(Value::Object(body))
+    }
+
+    /// Renders a `fields` table, keeping TOML types; top-level entries that render to an empty
+    /// string are left out (like the optional explicit keys), reserved names are skipped.
+    fn extra_fields(
+        &self,
+        fields: &std::collections::BTreeMap<String, FieldTemplate>,
+        reserved: &[&str],
+        text_limit: Option<usize>,
+    ) -> Result<Map<String, Value>, RenderError> {
+        let mut out = Map::new();
+        for (name, template) in fields {
+            if reserved.contains(&name.as_str()) {
+                continue;
+            }
+            let value = self.field(template, text_limit, name)?;
+            if value.as_str().is_some_and(|s| s.is_empty()) {
+                continue;
+            }
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// Recursion follows the mapping file's own nesting (operator-written config), not finding
+    /// data, so its depth is bounded by what someone typed.
+    fn field(
+        &self,
+        template: &FieldTemplate,
+        text_limit: Option<usize>,
+        name: &str,
+    ) -> Result<Value, RenderError> {
+        Ok(match template {
+            FieldTemplate::Text(t) => {
+                let s = self.text(t)?;
+                match text_limit {
+                    Some(limit) => Value::from(cut_to_limit(&s, limit).into_owned()),
+                    None => Value::from(s),
+                }
+            }
+            FieldTemplate::Integer(i) => Value::from(*i),
+            FieldTemplate::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .ok_or_else(|| RenderError::NonFiniteNumber {
+                    rule: rule_label(self.rule),
+                    field: name.to_owned(),
+                })?,
+            FieldTemplate::Bool(b) => Value::from(*b),
+            FieldTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.field(item, text_limit, name))
+                    .collect::<Result<_, _>>()?,
+            ),
+            FieldTemplate::Table(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.field(v, text_limit, name)?)))
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+        })
+    }
+}
+
+/// Summaries and short descriptions are single-line fields: any whitespace or control run
+/// becomes one space.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// The rule's labels made valid for Jira (no whitespace: runs become `-`; no empties; no
+/// duplicates; at most 255 characters, the truncation mark's space also becoming `-`), followed
+/// by the bridge label and the marker, which dedup and status sync search for.
+fn jira_labels(rendered: &[String], marker: &Marker) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(rendered.len() + 2);
+    let fixed = [BRIDGE_LABEL, marker.as_str()];
+    for raw in rendered.iter().map(String::as_str).chain(fixed) {
+        let joined = one_line(raw).replace(' ', "-");
+        if joined.is_empty() {
+            continue;
+        }
+        let label = cut_to_limit(&joined, JIRA_LABEL_LIMIT).replace(' ', "-");
+        if !out.contains(&label) {
+            out.push(label);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_collapses_whitespace_and_controls() {
+        assert_eq!(one_line("  a\n\tb \r\n c\u{0}d  "), "a b c d");
+        assert_eq!(one_line("\n\t "), "");
+    }
+
+    #[test]
+    fn labels_are_sanitized_deduped_and_always_carry_the_marker() {
+        let marker = Marker::new("payments", "f-1");
+        let labels = jira_labels(
+            &[
+                "security hub".into(),
+                "  ".into(),
+                "security-hub".into(),
+                "findings-bridge".into(),
+                "x".repeat(300),
+            ],
+            &marker,
+        );
+        assert_eq!(labels[0], "security-hub");
+        assert_eq!(labels[1], "findings-bridge");
+        assert_eq!(labels[2].chars().count(), JIRA_LABEL_LIMIT);
+        assert!(labels[2].ends_with("…-[truncated]"));
+        assert_eq!(labels[3], marker.as_str());
+        assert_eq!(labels.len(), 4);
+        assert!(labels.iter().all(|l| !l.contains(char::is_whitespace)));
+    }
+}

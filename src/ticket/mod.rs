@@ -4,6 +4,7 @@
 
 pub mod adf;
 pub mod jira;
+pub(crate) mod markdown;
 pub mod servicenow;
 pub mod wiki;
 
