@@ -319,6 +319,11 @@ impl Lifecycle {
         self
     }
 
+    pub fn with_owner_id(mut self, owner_id: impl Into<String>) -> Lifecycle {
+        self.owner_id = owner_id.into();
+        self
+    }
+
     /// Follows one finding: creates the tickets routing asks for, and moves every existing
     /// ticket of the finding along with it. Teams are independent: one team's failure does not
     /// stop the others, but the finding reports an error (permanent over transient) so the
@@ -418,6 +423,49 @@ impl Lifecycle {
             }
         }
         released
+    }
+
+    /// Renews the lease of every claim held by unfinished work, so a ticket system that takes
+    /// longer than the lease (retries, rate limits) does not let another worker in mid-create.
+    /// Call periodically (every third of the lease).
+    pub async fn renew_claims(&self) {
+        let held: Vec<(String, Marker)> = match self.held.lock() {
+            Ok(held) => held.iter().map(|(o, m)| (o.clone(), m.clone())).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .map(|(o, m)| (o.clone(), m.clone()))
+                .collect(),
+        };
+        for (owner, marker) in held {
+            match self.store.claim(&marker, &owner, self.lease).await {
+                Ok(Claim::Acquired(_)) => {
+                    // The work may have finished (put/release) while we renewed: then this
+                    // renewal took a fresh lease nobody will release, so give it back.
+                    if !self.is_held(&owner)
+                        && let Err(e) = self.store.release(&marker, &owner).await
+                    {
+                        tracing::warn!(%marker, error = %e, "could not release a renewed claim");
+                    }
+                }
+                Ok(Claim::Busy) => {
+                    tracing::warn!(%marker, "claim lost to another worker before renewal")
+                }
+                Err(e) => tracing::warn!(%marker, error = %e, "could not renew a claim"),
+            }
+        }
+    }
+
+    fn is_held(&self, owner: &str) -> bool {
+        match self.held.lock() {
+            Ok(held) => held.contains_key(owner),
+            Err(poisoned) => poisoned.into_inner().contains_key(owner),
+        }
+    }
+
+    /// The claim lease; renew held claims more often than this.
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     fn hold(&self, owner: &str, marker: &Marker) {

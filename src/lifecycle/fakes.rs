@@ -116,10 +116,11 @@ impl Store for MemoryStore {
             let now = Instant::now();
             let mut entries = lock(&self.entries);
             let entry = entries.entry(marker.clone()).or_default();
-            if let Some((holder, until)) = &entry.lease {
-                if holder != owner && *until > now {
-                    return Ok(Claim::Busy);
-                }
+            if let Some((holder, until)) = &entry.lease
+                && holder != owner
+                && *until > now
+            {
+                return Ok(Claim::Busy);
             }
             entry.lease = Some((owner.to_owned(), now + lease));
             Ok(Claim::Acquired(entry.record.clone()))
@@ -151,14 +152,13 @@ impl Store for MemoryStore {
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            if let Some(entry) = lock(&self.entries).get_mut(marker) {
-                if entry
+            if let Some(entry) = lock(&self.entries).get_mut(marker)
+                && entry
                     .lease
                     .as_ref()
                     .is_some_and(|(holder, _)| holder == owner)
-                {
-                    entry.lease = None;
-                }
+            {
+                entry.lease = None;
             }
             Ok(())
         })
