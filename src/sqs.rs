@@ -309,6 +309,149 @@ impl Queue for SqsQueue {
 mod tests {
     use super::*;
 
+    /// A moto server on 127.0.0.1, killed when dropped.
+    struct Moto {
+        child: std::process::Child,
+        url: String,
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    async fn moto() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (pip install 'moto[server]') for the SQS tests");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Moto { child, url };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+
+    fn client(endpoint: &str) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn the_worker_calls_work_against_a_real_sqs_peer() {
+        let moto = moto().await;
+        let client = client(&moto.url);
+        let url = |name: &str| {
+            let client = client.clone();
+            let name = name.to_owned();
+            async move {
+                client
+                    .create_queue()
+                    .queue_name(name)
+                    .send()
+                    .await
+                    .expect("create queue")
+                    .queue_url()
+                    .expect("queue url")
+                    .to_owned()
+            }
+        };
+        let queue = SqsQueue::new(client.clone(), url("source").await);
+        let dlq = SqsQueue::new(client.clone(), url("dlq").await);
+
+        let attributes = BTreeMap::from([
+            (
+                "fb-first-failure".to_owned(),
+                "2026-11-28T10:00:00Z".to_owned(),
+            ),
+            ("fb-error-kind".to_owned(), "decode".to_owned()),
+        ]);
+        queue.send("{\"a\":1}", &attributes).await.expect("send");
+        let got = queue
+            .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "{\"a\":1}");
+        assert_eq!(got[0].receive_count, 1);
+        assert_eq!(
+            got[0]
+                .attributes
+                .get("fb-first-failure")
+                .map(String::as_str),
+            Some("2026-11-28T10:00:00Z"),
+            "asked-for attributes come back; others are not requested"
+        );
+        assert!(!got[0].attributes.contains_key("fb-error-kind"));
+
+        // Made visible again at once: the next receive sees it with a higher count.
+        queue
+            .change_visibility(&got[0].receipt_handle, Duration::ZERO)
+            .await
+            .expect("change visibility");
+        let again = queue
+            .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .expect("receive again");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receive_count, 2);
+
+        let failures = queue
+            .delete_batch(&[
+                DeleteEntry {
+                    id: "0".into(),
+                    receipt_handle: again[0].receipt_handle.clone(),
+                },
+                DeleteEntry {
+                    id: "1".into(),
+                    receipt_handle: "not-a-handle".into(),
+                },
+            ])
+            .await
+            .expect("delete batch");
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].id, "1");
+        let empty = queue
+            .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .expect("receive after delete");
+        assert!(empty.is_empty());
+        assert!(
+            dlq.receive(10, Duration::ZERO, Duration::from_secs(30))
+                .await
+                .expect("dlq receive")
+                .is_empty()
+        );
+
+        let missing = SqsQueue::new(client, format!("{}/123456789012/nope", moto.url));
+        let err = missing
+            .receive(1, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .expect_err("no such queue");
+        assert!(!err.is_transient(), "a missing queue needs a person: {err}");
+    }
+
     #[test]
     fn durations_are_clamped_to_what_sqs_accepts() {
         assert_eq!(seconds(Duration::from_secs(20), 20), 20);
