@@ -333,16 +333,21 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("moto_server must be installed (pip install 'moto[server]') for the SQS tests");
-        let url = format!("http://127.0.0.1:{port}");
+        // Owned by the guard at once, so every exit path kills and reaps it.
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return Moto { child, url };
+                return moto;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        drop(moto);
         panic!("moto_server did not start on port {port}");
     }
 
