@@ -5,8 +5,13 @@
 //! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
 
 pub mod finding;
+pub mod lifecycle;
 pub mod mapping;
 pub mod marker;
 pub mod render;
+pub mod securityhub;
+pub mod shutdown;
+pub mod sqs;
 pub mod store;
 pub mod ticket;
+pub mod worker;

@@ -1,0 +1,632 @@
+//! The SQS worker: receive, decode, run the lifecycle, acknowledge.
+//!
+//! Guarantees: a message is deleted only after the ticket work of all its findings is recorded;
+//! messages that can never succeed go to the DLQ with the reason attached, instead of being
+//! retried until the redrive policy gives up; transient failures come back later with a backoff
+//! that grows with the receive count; on shutdown nothing in flight is lost — it either finishes
+//! within the grace period or is handed back to the queue at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::finding::{DecodeError, Finding};
+use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::shutdown::Shutdown;
+use crate::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
+
+/// The decoder (`finding::decode`), injected so tests and tools can supply their own.
+pub type DecodeFn = fn(&[u8]) -> Result<Vec<Finding>, DecodeError>;
+
+/// SQS limits a message attribute value only by message size; 1 KiB keeps the DLQ readable.
+pub const ERROR_ATTRIBUTE_LIMIT: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue_url: String,
+    /// Where permanent failures go; `None` leaves them to the queue's redrive policy.
+    pub dlq_url: Option<String>,
+    /// Messages worked on at once.
+    pub concurrency: usize,
+    /// Long-poll wait (SQS allows at most 20 s).
+    pub wait_time: Duration,
+    /// How long a received message stays hidden; the heartbeat extends it by this much every
+    /// third of it while work runs.
+    pub visibility_timeout: Duration,
+    /// How long in-flight work may run after a shutdown request (ECS's stop timeout is 30 s).
+    pub grace: Duration,
+    /// Store claim lease per (finding, team).
+    pub lease: Duration,
+    /// Names this process in store claims (`hostname:pid`).
+    pub owner_id: String,
+}
+
+impl WorkerConfig {
+    pub fn new(queue_url: impl Into<String>, owner_id: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            queue_url: queue_url.into(),
+            dlq_url: None,
+            concurrency: 16,
+            wait_time: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(25),
+            lease: crate::lifecycle::DEFAULT_LEASE,
+            owner_id: owner_id.into(),
+        }
+    }
+}
+
+/// What a run did, for the exit log and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub received: u64,
+    /// Messages deleted after their work was recorded (including dead-lettered ones).
+    pub deleted: u64,
+    pub dead_lettered: u64,
+    /// Permanent failures left for the redrive policy because no DLQ is configured.
+    pub left_for_redrive: u64,
+    /// Transient failures: left on the queue with a backoff.
+    pub retried: u64,
+    /// In-flight messages handed back to the queue at shutdown.
+    pub released: u64,
+    pub findings: u64,
+    pub unrouted: u64,
+    /// Deletes that still failed after one retry (the message will be redelivered and be a no-op).
+    pub delete_failures: u64,
+}
+
+/// Visibility for a transiently failed message: 30 s × 2^(n−1), capped at 15 min, then scaled
+/// into [80 %, 100 %] by `jitter` (0–1) so a burst of failures does not come back as a burst.
+pub fn retry_visibility(receive_count: u32, jitter: f64) -> Duration {
+    let exponent = receive_count.saturating_sub(1).min(10);
+    let base = (30u64 << exponent).min(900) as f64;
+    let jitter = jitter.clamp(0.0, 1.0);
+    Duration::from_secs_f64(base * (0.8 + 0.2 * jitter)).max(Duration::from_secs(1))
+}
+
+/// A value in [0, 1) that differs per message and per call; no need for a crypto RNG here.
+fn jitter(seed: &str) -> f64 {
+    let hash = std::collections::hash_map::RandomState::new().hash_one(seed);
+    (hash % 10_000) as f64 / 10_000.0
+}
+
+/// Cuts `text` to at most `limit` bytes on a character boundary.
+fn cut_bytes(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Serializes work on one finding id within this process: two messages about the same finding
+/// would otherwise race for its claim and one would be bounced back as busy.
+#[derive(Default)]
+struct FindingLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct FindingGuard<'a> {
+    locks: &'a FindingLocks,
+    key: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl FindingLocks {
+    async fn lock(&self, key: &str) -> FindingGuard<'_> {
+        let mutex = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(key.to_owned()).or_default().clone()
+        };
+        FindingGuard {
+            locks: self,
+            key: key.to_owned(),
+            _guard: mutex.lock_owned().await,
+        }
+    }
+}
+
+impl Drop for FindingGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map and this guard hold it: nobody waits, forget the key.
+        if locks
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+/// A message being worked on. The receipt handle is replaced when the same message is delivered
+/// again meanwhile (SQS wants the newest one).
+struct InFlight {
+    receipt_handle: String,
+    /// Work done and recorded; only the delete is pending.
+    finished: bool,
+}
+
+enum Disposition {
+    /// All findings recorded (or nothing to do): delete.
+    Done,
+    /// Come back later.
+    Transient(String),
+    /// Will never succeed: dead-letter.
+    Permanent { kind: &'static str, error: String },
+}
+
+struct Shared {
+    config: WorkerConfig,
+    queue: Arc<dyn Queue>,
+    dlq: Option<Arc<dyn Queue>>,
+    lifecycle: Arc<Lifecycle>,
+    decode: DecodeFn,
+    summary: Mutex<RunSummary>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
+    finding_locks: FindingLocks,
+}
+
+impl Shared {
+    fn count(&self, f: impl FnOnce(&mut RunSummary)) {
+        f(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn with_in_flight<T>(&self, f: impl FnOnce(&mut HashMap<String, InFlight>) -> T) -> T {
+        f(&mut self.in_flight.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn receipt_handle(&self, message_id: &str) -> Option<String> {
+        self.with_in_flight(|m| m.get(message_id).map(|f| f.receipt_handle.clone()))
+    }
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// `lifecycle` gets the config's lease and owner id.
+    pub fn new(
+        config: WorkerConfig,
+        queue: Arc<dyn Queue>,
+        dlq: Option<Arc<dyn Queue>>,
+        lifecycle: Lifecycle,
+        decode: DecodeFn,
+    ) -> Worker {
+        let lifecycle = lifecycle
+            .with_lease(config.lease)
+            .with_owner_id(config.owner_id.clone());
+        Worker {
+            shared: Arc::new(Shared {
+                config,
+                queue,
+                dlq,
+                lifecycle: Arc::new(lifecycle),
+                decode,
+                summary: Mutex::new(RunSummary::default()),
+                in_flight: Mutex::new(HashMap::new()),
+                finding_locks: FindingLocks::default(),
+            }),
+        }
+    }
+
+    /// The worker on real SQS queues (`queue_url`, and `dlq_url` if set).
+    pub fn from_sqs(
+        config: WorkerConfig,
+        client: aws_sdk_sqs::Client,
+        lifecycle: Lifecycle,
+        decode: DecodeFn,
+    ) -> Worker {
+        let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(client.clone(), &config.queue_url));
+        let dlq = config
+            .dlq_url
+            .as_ref()
+            .map(|url| Arc::new(SqsQueue::new(client, url)) as Arc<dyn Queue>);
+        Worker::new(config, queue, dlq, lifecycle, decode)
+    }
+
+    /// Runs until `shutdown` fires (or the queue is unusable: missing, access denied), then
+    /// drains. Returns an error only in the second case, after draining.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
+        let shared = self.shared;
+        let config = &shared.config;
+        let semaphore = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let (delete_tx, delete_rx) = mpsc::unbounded_channel::<String>();
+        let deleter = tokio::spawn(delete_loop(shared.clone(), delete_rx));
+        let renewer = {
+            let lifecycle = shared.lifecycle.clone();
+            let period = (lifecycle.lease() / 3).max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                let mut ticker =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    ticker.tick().await;
+                    lifecycle.renew_claims().await;
+                }
+            })
+        };
+        let mut tasks = JoinSet::new();
+        let mut failure: Option<anyhow::Error> = None;
+        let mut receive_failures: u32 = 0;
+
+        tracing::info!(queue = %config.queue_url, concurrency = config.concurrency, "worker started");
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "message task failed");
+                }
+            }
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                permit = semaphore.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let room = (semaphore.available_permits() + 1).min(MAX_BATCH);
+            let received = tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                r = shared.queue.receive(room, config.wait_time, config.visibility_timeout) => r,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    receive_failures = 0;
+                    messages
+                }
+                Err(e) => {
+                    drop(first);
+                    receive_failures += 1;
+                    if !e.is_transient() && receive_failures >= 3 {
+                        tracing::error!(error = %e, "cannot receive from the queue; stopping");
+                        failure = Some(e.into());
+                        break;
+                    }
+                    tracing::warn!(error = %e, attempt = receive_failures, "receive failed; retrying");
+                    let pause = Duration::from_secs(1u64 << receive_failures.min(5));
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            let mut first = Some(first);
+            for message in messages {
+                shared.count(|s| s.received += 1);
+                tracing::debug!(message_id = %message.message_id, receive_count = message.receive_count, "received");
+                let duplicate = shared.with_in_flight(|m| match m.get_mut(&message.message_id) {
+                    Some(entry) => {
+                        entry.receipt_handle = message.receipt_handle.clone();
+                        true
+                    }
+                    None => {
+                        m.insert(
+                            message.message_id.clone(),
+                            InFlight {
+                                receipt_handle: message.receipt_handle.clone(),
+                                finished: false,
+                            },
+                        );
+                        false
+                    }
+                });
+                if duplicate {
+                    // Already being worked on here: keep the newest handle for the delete.
+                    tracing::info!(message_id = %message.message_id, receive_count = message.receive_count, "redelivered while in flight");
+                    continue;
+                }
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match semaphore.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
+                tasks.spawn(handle_message(
+                    shared.clone(),
+                    message,
+                    permit,
+                    delete_tx.clone(),
+                ));
+            }
+        }
+
+        // Stop receiving; let in-flight work finish within the grace period.
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, grace = ?config.grace, "draining in-flight messages");
+        }
+        let drained = tokio::time::timeout(config.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        renewer.abort();
+        if !drained {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let claims = shared.lifecycle.release_abandoned().await;
+            let unfinished: Vec<(String, String)> = shared.with_in_flight(|m| {
+                let ids: Vec<String> = m
+                    .iter()
+                    .filter(|(_, f)| !f.finished)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| m.remove(&id).map(|f| (id, f.receipt_handle)))
+                    .collect()
+            });
+            for (message_id, handle) in &unfinished {
+                if let Err(e) = shared.queue.change_visibility(handle, Duration::ZERO).await {
+                    tracing::warn!(%message_id, error = %e, "could not hand the message back; it reappears when its visibility runs out");
+                }
+            }
+            shared.count(|s| s.released += unfinished.len() as u64);
+            tracing::warn!(
+                messages = unfinished.len(),
+                claims,
+                "grace period over: unfinished work handed back to the queue"
+            );
+        }
+        drop(delete_tx);
+        if let Err(e) = deleter.await {
+            tracing::error!(error = %e, "delete task failed");
+        }
+        let summary = shared
+            .summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        tracing::info!(?summary, "worker stopped");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+}
+
+async fn handle_message(
+    shared: Arc<Shared>,
+    message: ReceivedMessage,
+    permit: OwnedSemaphorePermit,
+    deletes: mpsc::UnboundedSender<String>,
+) {
+    let disposition = with_heartbeat(&shared, &message.message_id, work(&shared, &message)).await;
+    let id = &message.message_id;
+    let delete = match disposition {
+        Disposition::Done => true,
+        Disposition::Transient(error) => {
+            let visibility = retry_visibility(
+                message.receive_count,
+                jitter(&format!("{id}:{}", message.receive_count)),
+            );
+            tracing::warn!(message_id = %id, receive_count = message.receive_count, retry_in = ?visibility, %error, "transient failure; the message comes back later");
+            if let Some(handle) = shared.receipt_handle(id)
+                && let Err(e) = shared.queue.change_visibility(&handle, visibility).await
+            {
+                tracing::warn!(message_id = %id, error = %e, "could not set the retry delay");
+            }
+            shared.count(|s| s.retried += 1);
+            metrics::counter!("fb_messages_total", "result" => "retried").increment(1);
+            false
+        }
+        Disposition::Permanent { kind, error } => {
+            dead_letter(&shared, &message, kind, &error).await
+        }
+    };
+    if delete {
+        shared.with_in_flight(|m| {
+            if let Some(f) = m.get_mut(id) {
+                f.finished = true;
+            }
+        });
+        if deletes.send(id.clone()).is_err() {
+            tracing::error!(message_id = %id, "delete queue closed; the message will be redelivered");
+        }
+    } else {
+        shared.with_in_flight(|m| m.remove(id));
+    }
+    drop(permit);
+}
+
+/// Sends the original body to the DLQ with the reason, then lets the caller delete it. Without
+/// a DLQ the message stays (its redrive policy moves it after enough receives).
+async fn dead_letter(
+    shared: &Shared,
+    message: &ReceivedMessage,
+    kind: &'static str,
+    error: &str,
+) -> bool {
+    let id = &message.message_id;
+    metrics::counter!("fb_permanent_failures_total", "kind" => kind).increment(1);
+    let Some(dlq) = &shared.dlq else {
+        tracing::error!(message_id = %id, kind, %error, "permanent failure and no DLQ configured; leaving the message to the redrive policy");
+        shared.count(|s| s.left_for_redrive += 1);
+        return false;
+    };
+    let first_failure = message
+        .attributes
+        .get("fb-first-failure")
+        .cloned()
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let attributes = BTreeMap::from([
+        ("fb-error-kind".to_owned(), kind.to_owned()),
+        (
+            "fb-error".to_owned(),
+            cut_bytes(error, ERROR_ATTRIBUTE_LIMIT).to_owned(),
+        ),
+        ("fb-original-message-id".to_owned(), id.clone()),
+        ("fb-first-failure".to_owned(), first_failure),
+        (
+            "fb-receive-count".to_owned(),
+            message.receive_count.to_string(),
+        ),
+    ]);
+    match dlq.send(&message.body, &attributes).await {
+        Ok(dlq_id) => {
+            tracing::error!(message_id = %id, dlq_message_id = %dlq_id, kind, %error, "permanent failure; moved to the DLQ");
+            shared.count(|s| s.dead_lettered += 1);
+            true
+        }
+        Err(e) => {
+            // Not deleting is the safe side: the message comes back and is tried again.
+            tracing::error!(message_id = %id, kind, %error, dlq_error = %e, "could not dead-letter the message; leaving it");
+            shared.count(|s| s.retried += 1);
+            false
+        }
+    }
+}
+
+/// Decodes the message and runs the lifecycle for each finding in it. Every finding is tried
+/// even if an earlier one failed: the retry is then a no-op for the ones that succeeded.
+async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
+    let findings = match (shared.decode)(message.body.as_bytes()) {
+        Ok(findings) => findings,
+        Err(e) => {
+            return Disposition::Permanent {
+                kind: "decode",
+                error: e.to_string(),
+            };
+        }
+    };
+    let mut transient: Option<LifecycleError> = None;
+    let mut permanent: Option<LifecycleError> = None;
+    for finding in &findings {
+        let _serialized = shared.finding_locks.lock(&finding.id).await;
+        match shared.lifecycle.process(finding).await {
+            Ok(outcome) => {
+                shared.count(|s| {
+                    s.findings += 1;
+                    if outcome.is_unrouted() {
+                        s.unrouted += 1;
+                    }
+                });
+                if outcome.is_unrouted() {
+                    metrics::counter!("fb_findings_unrouted_total").increment(1);
+                    tracing::info!(finding_id = %finding.id, "no rule routes this finding; acknowledged");
+                }
+            }
+            Err(e) if e.is_transient() => {
+                transient.get_or_insert(e);
+            }
+            Err(e) => {
+                permanent.get_or_insert(e);
+            }
+        }
+    }
+    match (permanent, transient) {
+        (Some(e), _) => Disposition::Permanent {
+            kind: e.kind(),
+            error: e.to_string(),
+        },
+        (None, Some(e)) => Disposition::Transient(e.to_string()),
+        (None, None) => Disposition::Done,
+    }
+}
+
+/// Runs `work` while extending the message's visibility every third of the timeout, so slow
+/// ticket systems never make the message reappear (and be worked on twice) mid-flight.
+async fn with_heartbeat<F: Future<Output = Disposition>>(
+    shared: &Shared,
+    message_id: &str,
+    work: F,
+) -> Disposition {
+    let visibility = shared.config.visibility_timeout;
+    let period = (visibility / 3).max(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            disposition = &mut work => return disposition,
+            _ = ticker.tick() => {
+                let Some(handle) = shared.receipt_handle(message_id) else { continue };
+                match shared.queue.change_visibility(&handle, visibility).await {
+                    Ok(()) => tracing::debug!(%message_id, "visibility extended"),
+                    Err(e) => tracing::warn!(%message_id, error = %e, "could not extend visibility"),
+                }
+            }
+        }
+    }
+}
+
+/// Deletes finished messages in batches of up to 10, retrying failed entries once. A message
+/// leaves the in-flight table only here, so a redelivery meanwhile updates the handle we use.
+async fn delete_loop(shared: Arc<Shared>, mut finished: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = finished.recv().await {
+        let mut ids = vec![first];
+        while ids.len() < MAX_BATCH {
+            match finished.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        let mut failed = delete_batch(&shared, &ids).await;
+        if !failed.is_empty() {
+            tracing::warn!(count = failed.len(), "retrying failed deletes once");
+            failed = delete_batch(&shared, &failed).await;
+        }
+        for id in &failed {
+            tracing::error!(message_id = %id, "delete failed twice; the message will be redelivered and found already done");
+        }
+        shared.count(|s| {
+            s.deleted += (ids.len() - failed.len()) as u64;
+            s.delete_failures += failed.len() as u64;
+        });
+        metrics::counter!("fb_messages_total", "result" => "deleted")
+            .increment((ids.len() - failed.len()) as u64);
+        shared.with_in_flight(|m| {
+            for id in &ids {
+                m.remove(id);
+            }
+        });
+    }
+}
+
+/// One `DeleteMessageBatch`; returns the message ids that were not deleted.
+async fn delete_batch(shared: &Shared, ids: &[String]) -> Vec<String> {
+    let entries: Vec<DeleteEntry> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            Some(DeleteEntry {
+                id: i.to_string(),
+                receipt_handle: shared.receipt_handle(id)?,
+            })
+        })
+        .collect();
+    let by_entry: HashMap<&str, &String> = entries
+        .iter()
+        .filter_map(|e| Some((e.id.as_str(), ids.get(e.id.parse::<usize>().ok()?)?)))
+        .collect();
+    match shared.queue.delete_batch(&entries).await {
+        Ok(failures) => failures
+            .iter()
+            .filter_map(|f| {
+                tracing::warn!(entry = %f.id, code = %f.code, message = %f.message, sender_fault = f.sender_fault, "delete entry failed");
+                by_entry.get(f.id.as_str()).map(|id| (*id).clone())
+            })
+            .collect(),
+        Err(e) => {
+            log_queue_error("DeleteMessageBatch", &e);
+            ids.to_vec()
+        }
+    }
+}
+
+fn log_queue_error(operation: &str, e: &QueueError) {
+    tracing::warn!(operation, error = %e, transient = e.is_transient(), "queue call failed");
+}
+
+#[cfg(test)]
+mod tests;
