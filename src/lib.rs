@@ -10,3 +10,4 @@ pub mod marker;
 pub mod render;
 pub mod store;
 pub mod ticket;
+pub mod securityhub_client;
