@@ -8,6 +8,6 @@ pub mod finding;
 pub mod mapping;
 pub mod marker;
 pub mod render;
+pub mod securityhub_client;
 pub mod store;
 pub mod ticket;
-pub mod securityhub_client;

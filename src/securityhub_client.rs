@@ -26,8 +26,8 @@ use aws_sdk_securityhub::Client;
 use aws_sdk_securityhub::config::retry::RetryConfig;
 use aws_sdk_securityhub::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_securityhub::types::{
-    AwsSecurityFindingIdentifier, NoteUpdate, OcsfFindingIdentifier, SeverityLabel,
-    SeverityUpdate, WorkflowStatus as HubWorkflowStatus, WorkflowUpdate as HubWorkflowUpdate,
+    AwsSecurityFindingIdentifier, NoteUpdate, OcsfFindingIdentifier, SeverityLabel, SeverityUpdate,
+    WorkflowStatus as HubWorkflowStatus, WorkflowUpdate as HubWorkflowUpdate,
 };
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
@@ -502,7 +502,10 @@ impl SecurityHubWriter {
 }
 
 impl FindingWriter for SecurityHubWriter {
-    fn write(&self, updates: Vec<WorkflowUpdate>) -> BoxFuture<'_, Result<WriteReport, WriteError>> {
+    fn write(
+        &self,
+        updates: Vec<WorkflowUpdate>,
+    ) -> BoxFuture<'_, Result<WriteReport, WriteError>> {
         Box::pin(self.write_all(updates))
     }
 }
@@ -806,7 +809,10 @@ mod tests {
         later.status = Some(WorkflowStatus::Resolved);
         let plan = plan(vec![asff(1, "Ticket PAY-1"), empty, later]);
         assert_eq!(plan.batches.len(), 1);
-        assert_eq!(plan.batches[0].changes.status, Some(WorkflowStatus::Resolved));
+        assert_eq!(
+            plan.batches[0].changes.status,
+            Some(WorkflowStatus::Resolved)
+        );
         assert_eq!(plan.batches[0].changes.note, "Ticket PAY-1 done");
         assert_eq!(plan.nothing_to_write, 2);
     }
