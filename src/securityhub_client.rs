@@ -267,10 +267,10 @@ impl SecurityHubWriter {
             let mut retry = Vec::new();
             let mut answered = 0usize;
             for r in rejected {
+                answered += 1;
                 let entry = r.target.as_ref().and_then(|t| by_target.get(t).copied());
                 match entry {
                     Some(entry) => {
-                        answered += 1;
                         if RETRIABLE_UNPROCESSED.contains(&r.code.as_str()) {
                             retry.push((entry.clone(), r.code, r.message));
                         } else {
