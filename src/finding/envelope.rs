@@ -68,7 +68,7 @@ fn decode_value(
                     None => Ok(Vec::new()),
                 };
             }
-            decode_bare(Value::Object(map), path, None).map(|f| vec![f])
+            decode_bare(Value::Object(map), path).map(|f| vec![f])
         }
         other => Err(path.error(format!(
             "expected an EventBridge event, an SNS notification, a finding or an array of findings, got {}",
@@ -145,16 +145,12 @@ fn decode_bare_list(items: Vec<Value>, path: Path<'_>) -> Result<Vec<Finding>, D
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| decode_bare(item, Path::Index(&path, i), None))
+        .map(|(i, item)| decode_bare(item, Path::Index(&path, i)))
         .collect()
 }
 
 /// One finding without an envelope; its schema is recognised by its keys.
-fn decode_bare(
-    value: Value,
-    path: Path<'_>,
-    region_hint: Option<&str>,
-) -> Result<Finding, DecodeError> {
+fn decode_bare(value: Value, path: Path<'_>) -> Result<Finding, DecodeError> {
     let schema = match &value {
         Value::Object(map) => classify(map),
         other => {
@@ -162,8 +158,8 @@ fn decode_bare(
         }
     };
     match schema {
-        Some(Schema::Asff) => asff::decode_at(value, path, region_hint),
-        Some(Schema::Ocsf) => ocsf::decode_at(value, path, region_hint),
+        Some(Schema::Asff) => asff::decode_at(value, path, None),
+        Some(Schema::Ocsf) => ocsf::decode_at(value, path, None),
         None => Err(path.error(
             "not a recognised input: expected an EventBridge event (detail-type), an SNS \
              notification (Type \"Notification\"), an ASFF finding (SchemaVersion, Id, ProductArn) \
