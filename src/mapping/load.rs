@@ -367,6 +367,7 @@ impl Loader {
         }
 
         let mut team: Option<(String, usize)> = None;
+        let mut team_seen = false;
         let mut description = None;
         let mut defaults_value = None;
         let mut rules_value = None;
@@ -374,12 +375,18 @@ impl Loader {
             let key_name: &str = key.get_ref();
             match key_name {
                 "team" => match value.get_ref() {
-                    DeValue::String(s) => team = Some((s.to_string(), ctx.line(value.span().start))),
-                    other => self.error_at(
-                        &ctx,
-                        value.span(),
-                        format!("`team` must be a string, not {}", other.type_str()),
-                    ),
+                    DeValue::String(s) => {
+                        team_seen = true;
+                        team = Some((s.to_string(), ctx.line(value.span().start)));
+                    }
+                    other => {
+                        team_seen = true;
+                        self.error_at(
+                            &ctx,
+                            value.span(),
+                            format!("`team` must be a string, not {}", other.type_str()),
+                        );
+                    }
                 },
                 "description" => match value.get_ref() {
                     DeValue::String(s) => description = Some(s.to_string()),
@@ -403,6 +410,7 @@ impl Loader {
         }
 
         let team_name: Option<Arc<str>> = match team {
+            None if team_seen => None,
             None => {
                 self.error(&ctx, 1, "missing `team = \"...\"` (the team this file belongs to)");
                 None
@@ -757,7 +765,7 @@ impl Loader {
 
     fn jira(&mut self, ctx: &FileCtx<'_>, at: &str, raw: JiraRaw) -> JiraPartial {
         let t = |this: &mut Self, key: &str, v: Option<Text>| {
-            v.and_then(|v| this.template(ctx, &format!("{at}.{key}"), &v))
+            v.map(|v| this.template_or_placeholder(ctx, &format!("{at}.{key}"), &v))
         };
         let project = t(self, "project", raw.project);
         let issue_type = t(self, "issue_type", raw.issue_type);
@@ -817,7 +825,7 @@ impl Loader {
             }
         });
         let t = |this: &mut Self, key: &str, v: Option<Text>| {
-            v.and_then(|v| this.template(ctx, &format!("{at}.{key}"), &v))
+            v.map(|v| this.template_or_placeholder(ctx, &format!("{at}.{key}"), &v))
         };
         let short_description = t(self, "short_description", raw.short_description);
         let description = t(self, "description", raw.description);
@@ -909,6 +917,14 @@ impl Loader {
                 FieldTemplate::Table(out)
             }
         })
+    }
+
+    /// Like [`Loader::template`], but a broken template still counts as "set", so a syntax error
+    /// in `summary` is not followed by a confusing "needs `summary`". The placeholder never
+    /// reaches a rule: the recorded error makes the whole load fail.
+    fn template_or_placeholder(&mut self, ctx: &FileCtx<'_>, path: &str, text: &Text) -> Template {
+        self.template(ctx, path, text)
+            .unwrap_or_else(|| Template::Literal(String::new()))
     }
 
     fn template(&mut self, ctx: &FileCtx<'_>, path: &str, text: &Text) -> Option<Template> {
