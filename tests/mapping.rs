@@ -241,7 +241,8 @@ fn platform_control() -> Finding {
         f.title = "S3 general purpose buckets should block public access".into();
         f.severity = Severity::Medium;
         f.severity_score = 40;
-        f.types = vec!["Software and Configuration Checks/Industry and Regulatory Standards".into()];
+        f.types =
+            vec!["Software and Configuration Checks/Industry and Regulatory Standards".into()];
         f.resources[0].kind = "AwsS3Bucket".into();
         f.resources[0].id = "arn:aws:s3:::platform-logs".into();
         f.compliance = Compliance {
@@ -329,7 +330,11 @@ fn shipped_mappings_route_realistic_findings() {
 #[test]
 fn shipped_templates_render_for_their_findings() {
     let m = shipped();
-    let gd = render_all(&m, rule(&m, "payments", "critical-guardduty"), &payments_guardduty());
+    let gd = render_all(
+        &m,
+        rule(&m, "payments", "critical-guardduty"),
+        &payments_guardduty(),
+    );
     assert_eq!(gd["project"], "PAY");
     assert_eq!(gd["priority"], "Highest");
     assert_eq!(
@@ -342,13 +347,23 @@ fn shipped_templates_render_for_their_findings() {
     );
     // CRITICAL SLA is one day from the fixed clock (2026-11-28).
     assert_eq!(gd["fields.duedate"], "2026-11-29");
-    assert_eq!(gd["fields.customfield_10050"], serde_json::json!({ "value": "CRITICAL" }));
-    assert_eq!(gd["fields.components"], serde_json::json!([{ "name": "Security" }]));
+    assert_eq!(
+        gd["fields.customfield_10050"],
+        serde_json::json!({ "value": "CRITICAL" })
+    );
+    assert_eq!(
+        gd["fields.components"],
+        serde_json::json!([{ "name": "Security" }])
+    );
     let description = gd["description"].as_str().unwrap();
     assert!(description.contains("arn:aws:ec2:us-east-1:111122223333:instance/i-0abc"));
     assert!(description.contains("(https://us-east-1.console.aws.amazon.com/securityhub/"));
 
-    let sn = render_all(&m, rule(&m, "platform", "cspm-control-failures"), &platform_control());
+    let sn = render_all(
+        &m,
+        rule(&m, "platform", "cspm-control-failures"),
+        &platform_control(),
+    );
     assert_eq!(sn["table"], "incident");
     assert_eq!(
         sn["short_description"],
@@ -376,7 +391,11 @@ fn shipped_templates_render_for_their_findings() {
 fn equal_orders_across_files_are_broken_by_file_name_and_underscore_files_are_skipped() {
     let m = mapping::load_with_clock(&fixture("tie"), fixed_clock()).unwrap();
     let teams: Vec<&str> = m.teams.iter().map(|t| &*t.name).collect();
-    assert_eq!(teams, ["appsec", "infra"], "_context.toml is not a team file");
+    assert_eq!(
+        teams,
+        ["appsec", "infra"],
+        "_context.toml is not a team file"
+    );
     // Both teams have a terminal HIGH rule at order 10: a-appsec.toml sorts first and stops.
     assert_eq!(routes(&m, &finding()), ["appsec/all-high"]);
     let order: Vec<String> = m
@@ -401,7 +420,10 @@ fn rules_of_one_file_with_equal_order_are_rejected() {
     );
     let e = errors(&[("t.toml", &text)]);
     // Line 14 is `order = 10` of the second rule.
-    assert_has(&e, "t.toml:14: rules[1] (`b`): order 10 is already used by rule `a` at line 3");
+    assert_has(
+        &e,
+        "t.toml:14: rules[1] (`b`): order 10 is already used by rule `a` at line 3",
+    );
 }
 
 #[test]
@@ -414,7 +436,10 @@ fn terminal_rule_stops_evaluation_and_non_terminal_lets_later_rules_match() {
     assert_eq!(routes(&terminal, &finding()), ["a/first"]);
 
     let open = load(&[
-        ("a.toml", &team_file("a", "first", 1, "terminal = false", hi)),
+        (
+            "a.toml",
+            &team_file("a", "first", 1, "terminal = false", hi),
+        ),
         ("b.toml", &team_file("b", "second", 2, "", hi)),
     ]);
     assert_eq!(routes(&open, &finding()), ["a/first", "b/second"]);
@@ -440,7 +465,13 @@ fn a_team_gets_one_route_per_finding_from_its_first_matching_rule() {
     let m = load(&[("t.toml", &text), ("u.toml", &other)]);
     // `narrow` matches too but t already has a route; being terminal it still stops u.
     assert_eq!(routes(&m, &finding()), ["t/broad"]);
-    let m2 = load(&[("t.toml", &text.replace("order = 2", "order = 2\nterminal = false")), ("u.toml", &other)]);
+    let m2 = load(&[
+        (
+            "t.toml",
+            &text.replace("order = 2", "order = 2\nterminal = false"),
+        ),
+        ("u.toml", &other),
+    ]);
     assert_eq!(routes(&m2, &finding()), ["t/broad", "u/also"]);
 }
 
@@ -470,9 +501,18 @@ fn errors_of_every_file_are_reported_together_with_file_and_line() {
     assert_eq!(e.0.len(), 5, "{text}");
     assert_has(&text, "alpha.toml:2: unknown key `owner`");
     assert_has(&text, "alpha.toml:7: rules[0]: unknown field `prio`");
-    assert_has(&text, "alpha.toml:19: rules[1].jira.summary: template error: syntax error");
-    assert_has(&text, "beta.toml:5: rules[0]: invalid type: string \"first\", expected i64");
-    assert_has(&text, "beta.toml:13: rules[1]: unknown variant `STARTS_WITH`");
+    assert_has(
+        &text,
+        "alpha.toml:19: rules[1].jira.summary: template error: syntax error",
+    );
+    assert_has(
+        &text,
+        "beta.toml:5: rules[0]: invalid type: string \"first\", expected i64",
+    );
+    assert_has(
+        &text,
+        "beta.toml:13: rules[1]: unknown variant `STARTS_WITH`",
+    );
     // One error per line, each `path:line: message`, sorted by file then line.
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5);
@@ -539,16 +579,28 @@ labels = "one"
 "#,
     )]);
     assert_has(&e, "t.toml:1: `team` must be a string, not integer");
-    assert_has(&e, "t.toml:5: rules[0]: invalid type: string \"yes\", expected a boolean");
+    assert_has(
+        &e,
+        "t.toml:5: rules[0]: invalid type: string \"yes\", expected a boolean",
+    );
     assert_has(
         &e,
         "t.toml:19: rules[1]: invalid type: string \"one\", expected a sequence",
     );
-    assert!(!e.contains("missing `team"), "a mistyped team is not also missing:\n{e}");
+    assert!(
+        !e.contains("missing `team"),
+        "a mistyped team is not also missing:\n{e}"
+    );
 
     let e = errors(&[(
         "u.toml",
-        &team_file("u", "r", 1, "on_resolved = \"delete\"\non_recurrence = \"reopen\"", ""),
+        &team_file(
+            "u",
+            "r",
+            1,
+            "on_resolved = \"delete\"\non_recurrence = \"reopen\"",
+            "",
+        ),
     )]);
     assert_has(
         &e,
@@ -580,7 +632,10 @@ third line
         &e,
         "t.toml:13: rules[0].jira.description: template error: syntax error",
     );
-    let e = errors(&[("v.toml", &text.replace("{{ finding.title", "{{ finding.title }"))]);
+    let e = errors(&[(
+        "v.toml",
+        &text.replace("{{ finding.title", "{{ finding.title }"),
+    )]);
     assert_has(
         &e,
         "v.toml:12: rules[0].jira.description: template error: syntax error: unexpected `}`",
@@ -590,7 +645,10 @@ third line
         "u.toml",
         "team = \"u\"\n[[rules]]\nname = \"r\"\norder = 1\n[rules.jira]\nproject = \"P\"\nissue_type = \"Bug\"\nsummary = \"s\"\nfields = { customfield_1 = { value = \"{% if %}\" } }\n",
     )]);
-    assert_has(&e, "u.toml:9: rules[0].jira.fields.customfield_1.value: template error");
+    assert_has(
+        &e,
+        "u.toml:9: rules[0].jira.fields.customfield_1.value: template error",
+    );
 }
 
 #[test]
@@ -613,8 +671,14 @@ summary = "s"
 short_description = "s"
 "#,
     )]);
-    assert_has(&e, "t.toml:2: rules[0] (`none`): needs a [rules.jira] or [rules.servicenow] table");
-    assert_has(&e, "t.toml:6: rules[1] (`both`): has both [rules.jira] and [rules.servicenow]");
+    assert_has(
+        &e,
+        "t.toml:2: rules[0] (`none`): needs a [rules.jira] or [rules.servicenow] table",
+    );
+    assert_has(
+        &e,
+        "t.toml:6: rules[1] (`both`): has both [rules.jira] and [rules.servicenow]",
+    );
 }
 
 #[test]
@@ -643,7 +707,10 @@ short_description = "s"
         &e,
         "t.toml:5: rules[0] (`mismatch`): target `servicenow` is a ServiceNow connection but the rule has a [rules.jira] table",
     );
-    assert_has(&e, "t.toml:14: rules[1] (`unknown`): unknown target `github`");
+    assert_has(
+        &e,
+        "t.toml:14: rules[1] (`unknown`): unknown target `github`",
+    );
 
     // A default target that does not fit the rule's section is reported at the rule.
     let e = errors(&[(
@@ -759,7 +826,10 @@ fn required_ticket_keys_are_checked_after_merging_defaults() {
         &e,
         "t.toml:7: rules[0] (`r`): [rules.jira] needs `issue_type`, `summary`",
     );
-    assert_has(&e, "t.toml:12: rules[1] (`s`): [rules.servicenow] needs `short_description`");
+    assert_has(
+        &e,
+        "t.toml:12: rules[1] (`s`): [rules.servicenow] needs `short_description`",
+    );
 }
 
 #[test]
@@ -787,12 +857,24 @@ table = "incident?sysparm_query=x"
 short_description = "s"
 "#,
     )]);
-    assert_has(&e, "t.toml:5: rules[0].severity_override: \"SEVERE\" is not a severity label");
-    assert_has(&e, "t.toml:6: rules[0].status_map: \"Done\" maps to \"FINISHED\"");
+    assert_has(
+        &e,
+        "t.toml:5: rules[0].severity_override: \"SEVERE\" is not a severity label",
+    );
+    assert_has(
+        &e,
+        "t.toml:6: rules[0].status_map: \"Done\" maps to \"FINISHED\"",
+    );
     assert_has(&e, "t.toml:6: rules[0].status_map: \"category:closed\"");
     assert_has(&e, "t.toml:11: rules[0].jira.labels[0]: Jira labels cannot");
-    assert_has(&e, "t.toml:12: rules[0].jira.fields.summary: `summary` is set by");
-    assert_has(&e, "t.toml:14: rules[1]: rule name `r` is already used at line 2");
+    assert_has(
+        &e,
+        "t.toml:12: rules[0].jira.fields.summary: `summary` is set by",
+    );
+    assert_has(
+        &e,
+        "t.toml:14: rules[1]: rule name `r` is already used at line 2",
+    );
     assert_has(&e, "t.toml:18: rules[1].servicenow.table:");
 }
 
@@ -810,7 +892,10 @@ fn a_templated_severity_override_is_compiled() {
     )]);
     let r = rule(&m, "t", "r");
     let Some(t @ Template::Compiled { .. }) = &r.severity_override else {
-        panic!("expected a compiled template, got {:?}", r.severity_override);
+        panic!(
+            "expected a compiled template, got {:?}",
+            r.severity_override
+        );
     };
     let ctx = minijinja::context! { finding => Value::from(Serde(finding())) };
     assert_eq!(m.engine.render(t, &ctx).unwrap(), "CRITICAL");
@@ -826,7 +911,10 @@ fn team_names_are_unique_across_files() {
         .lines()
         .find(|l| l.contains("b.toml:1:"))
         .unwrap_or_else(|| panic!("{e}"));
-    assert!(line.contains("team `payments` is already defined in"), "{line}");
+    assert!(
+        line.contains("team `payments` is already defined in"),
+        "{line}"
+    );
     assert!(line.contains("a.toml"), "{line}");
 }
 

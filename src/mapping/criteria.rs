@@ -338,6 +338,8 @@ impl NumberField {
     }
 }
 
+// The variants are Security Hub's filter names, `…At` included.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DateField {
     CreatedAt,
@@ -736,7 +738,9 @@ fn parse_bound(
     }
     errors.push(SpannedError::new(
         text.span(),
-        format!("{value:?} is not an RFC 3339 timestamp (2026-01-31T00:00:00Z) or a date (2026-01-31)"),
+        format!(
+            "{value:?} is not an RFC 3339 timestamp (2026-01-31T00:00:00Z) or a date (2026-01-31)"
+        ),
     ));
     None
 }
@@ -951,16 +955,43 @@ mod tests {
     #[test]
     fn map_filters() {
         let cases = [
-            (r#"{ Key = "team", Value = "payments", Comparison = "EQUALS" }"#, true),
-            (r#"{ Key = "team", Value = "pay", Comparison = "EQUALS" }"#, false),
-            (r#"{ Key = "owner", Value = "payments", Comparison = "EQUALS" }"#, false),
-            (r#"{ Key = "env", Value = "prod", Comparison = "CONTAINS" }"#, true),
-            (r#"{ Key = "env", Value = "prod", Comparison = "NOT_CONTAINS" }"#, false),
-            (r#"{ Key = "env", Value = "dev", Comparison = "NOT_CONTAINS" }"#, true),
-            (r#"{ Key = "team", Value = "payments", Comparison = "NOT_EQUALS" }"#, false),
-            (r#"{ Key = "team", Value = "search", Comparison = "NOT_EQUALS" }"#, true),
+            (
+                r#"{ Key = "team", Value = "payments", Comparison = "EQUALS" }"#,
+                true,
+            ),
+            (
+                r#"{ Key = "team", Value = "pay", Comparison = "EQUALS" }"#,
+                false,
+            ),
+            (
+                r#"{ Key = "owner", Value = "payments", Comparison = "EQUALS" }"#,
+                false,
+            ),
+            (
+                r#"{ Key = "env", Value = "prod", Comparison = "CONTAINS" }"#,
+                true,
+            ),
+            (
+                r#"{ Key = "env", Value = "prod", Comparison = "NOT_CONTAINS" }"#,
+                false,
+            ),
+            (
+                r#"{ Key = "env", Value = "dev", Comparison = "NOT_CONTAINS" }"#,
+                true,
+            ),
+            (
+                r#"{ Key = "team", Value = "payments", Comparison = "NOT_EQUALS" }"#,
+                false,
+            ),
+            (
+                r#"{ Key = "team", Value = "search", Comparison = "NOT_EQUALS" }"#,
+                true,
+            ),
             // A key no resource has: negative holds.
-            (r#"{ Key = "owner", Value = "x", Comparison = "NOT_EQUALS" }"#, true),
+            (
+                r#"{ Key = "owner", Value = "x", Comparison = "NOT_EQUALS" }"#,
+                true,
+            ),
         ];
         for (filter, want) in cases {
             let src = format!("ResourceTags = [{filter}]");
@@ -999,7 +1030,11 @@ mod tests {
     #[test]
     fn absolute_date_filters() {
         let cases = [
-            ("CreatedAt", r#"Start = "2026-11-01T00:00:00Z", End = "2026-11-30T00:00:00Z""#, true),
+            (
+                "CreatedAt",
+                r#"Start = "2026-11-01T00:00:00Z", End = "2026-11-30T00:00:00Z""#,
+                true,
+            ),
             ("CreatedAt", r#"Start = "2026-11-21""#, false),
             // A plain End date covers the whole day.
             ("CreatedAt", r#"End = "2026-11-20""#, true),
@@ -1020,17 +1055,15 @@ mod tests {
 
     #[test]
     fn date_range_is_relative_to_the_given_now() {
-        let c = Criteria::from_toml(
-            r#"UpdatedAt = [{ DateRange = { Value = 1, Unit = "DAYS" } }]"#,
-        )
-        .unwrap();
+        let c =
+            Criteria::from_toml(r#"UpdatedAt = [{ DateRange = { Value = 1, Unit = "DAYS" } }]"#)
+                .unwrap();
         let f = finding(); // updated 2026-11-27T08:00Z, 26 hours before now()
         assert!(!c.matches(&f, now()));
         assert!(c.matches(&f, now() - TimeDelta::hours(3)));
-        let c7 = Criteria::from_toml(
-            r#"UpdatedAt = [{ DateRange = { Value = 7, Unit = "DAYS" } }]"#,
-        )
-        .unwrap();
+        let c7 =
+            Criteria::from_toml(r#"UpdatedAt = [{ DateRange = { Value = 7, Unit = "DAYS" } }]"#)
+                .unwrap();
         let later = now() + TimeDelta::days(8);
         assert!(c7.matches(&f, now()));
         assert!(!c7.matches(&f, later));
@@ -1038,15 +1071,23 @@ mod tests {
 
     #[test]
     fn bad_criteria_are_rejected() {
-        assert!(err(r#"Severity = [{ Value = "HIGH", Comparison = "EQUALS" }]"#)
-            .contains("unknown field `Severity`"));
-        assert!(err(r#"Title = [{ Value = "x", Comparison = "STARTS_WITH" }]"#)
-            .contains("unknown variant `STARTS_WITH`"));
-        assert!(err(r#"ResourceTags = [{ Key = "a", Value = "x", Comparison = "PREFIX" }]"#)
-            .contains("unknown variant `PREFIX`"));
+        assert!(
+            err(r#"Severity = [{ Value = "HIGH", Comparison = "EQUALS" }]"#)
+                .contains("unknown field `Severity`")
+        );
+        assert!(
+            err(r#"Title = [{ Value = "x", Comparison = "STARTS_WITH" }]"#)
+                .contains("unknown variant `STARTS_WITH`")
+        );
+        assert!(
+            err(r#"ResourceTags = [{ Key = "a", Value = "x", Comparison = "PREFIX" }]"#)
+                .contains("unknown variant `PREFIX`")
+        );
         assert!(err(r#"Title = [{ Value = "x" }]"#).contains("missing field `Comparison`"));
-        assert!(err(r#"Title = [{ Value = "x", Comparison = "EQUALS", Extra = 1 }]"#)
-            .contains("unknown field `Extra`"));
+        assert!(
+            err(r#"Title = [{ Value = "x", Comparison = "EQUALS", Extra = 1 }]"#)
+                .contains("unknown field `Extra`")
+        );
         assert!(err("Title = []").contains("empty filter list"));
         let many: Vec<String> = (0..21)
             .map(|i| format!(r#"{{ Value = "t{i}", Comparison = "EQUALS" }}"#))
@@ -1055,16 +1096,22 @@ mod tests {
         assert!(err("SeverityNormalized = [{}]").contains("at least one of"));
         assert!(err("SeverityNormalized = [{ Gte = 80, Lte = 10 }]").contains("never match"));
         assert!(err(r#"CreatedAt = [{ Start = "yesterday" }]"#).contains("RFC 3339"));
-        assert!(err(r#"CreatedAt = [{ DateRange = { Value = 3, Unit = "WEEKS" } }]"#)
-            .contains("unknown variant `WEEKS`"));
-        assert!(err(r#"CreatedAt = [{ DateRange = { Value = 0, Unit = "DAYS" } }]"#)
-            .contains("positive number of days"));
+        assert!(
+            err(r#"CreatedAt = [{ DateRange = { Value = 3, Unit = "WEEKS" } }]"#)
+                .contains("unknown variant `WEEKS`")
+        );
+        assert!(
+            err(r#"CreatedAt = [{ DateRange = { Value = 0, Unit = "DAYS" } }]"#)
+                .contains("positive number of days")
+        );
         assert!(err(
             r#"CreatedAt = [{ Start = "2026-01-01", DateRange = { Value = 3, Unit = "DAYS" } }]"#
         )
         .contains("cannot be combined"));
-        assert!(err(r#"CreatedAt = [{ Start = "2026-02-01", End = "2026-01-01" }]"#)
-            .contains("never match"));
+        assert!(
+            err(r#"CreatedAt = [{ Start = "2026-02-01", End = "2026-01-01" }]"#)
+                .contains("never match")
+        );
     }
 
     #[test]

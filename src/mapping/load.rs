@@ -15,8 +15,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::criteria::{Criteria, CriteriaRaw};
 use super::spec::{
-    FieldTemplate, JiraSpec, OnRecurrence, OnResolved, Rule, ServiceNowSpec, StatusMap,
-    TargetKind, Team, TicketSpec,
+    FieldTemplate, JiraSpec, OnRecurrence, OnResolved, Rule, ServiceNowSpec, StatusMap, TargetKind,
+    Team, TicketSpec,
 };
 use super::template::{Clock, Template, TemplateEngine};
 use super::{LoadError, LoadErrors, Mappings, connection_kind};
@@ -104,9 +104,7 @@ pub(super) fn load_dir(dir: &Path, clock: Clock) -> Result<Mappings, LoadErrors>
     }
     // Same order as Security Hub's RuleOrder, with file name and position breaking ties so the
     // result never depends on directory listing order.
-    rules.sort_by(|a, b| {
-        (a.order, &a.file, a.position).cmp(&(b.order, &b.file, b.position))
-    });
+    rules.sort_by(|a, b| (a.order, &a.file, a.position).cmp(&(b.order, &b.file, b.position)));
     Ok(Mappings {
         teams,
         rules,
@@ -118,9 +116,7 @@ fn is_team_file(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    !name.starts_with('_')
-        && path.extension().is_some_and(|e| e == "toml")
-        && path.is_file()
+    !name.starts_with('_') && path.extension().is_some_and(|e| e == "toml") && path.is_file()
 }
 
 struct Loader {
@@ -412,7 +408,11 @@ impl Loader {
         let team_name: Option<Arc<str>> = match team {
             None if team_seen => None,
             None => {
-                self.error(&ctx, 1, "missing `team = \"...\"` (the team this file belongs to)");
+                self.error(
+                    &ctx,
+                    1,
+                    "missing `team = \"...\"` (the team this file belongs to)",
+                );
                 None
             }
             Some((name, line)) if name.trim().is_empty() => {
@@ -560,7 +560,11 @@ impl Loader {
         let at = format!("rules[{position}]");
         let what = format!("{at} (`{name}`)");
         if name.is_empty() {
-            self.error_at(ctx, raw.name.span(), format!("{at}: `name` must not be empty"));
+            self.error_at(
+                ctx,
+                raw.name.span(),
+                format!("{at}: `name` must not be empty"),
+            );
         }
 
         let criteria = match raw.criteria.map(CriteriaRaw::compile) {
@@ -602,7 +606,8 @@ impl Loader {
                 let partial = self
                     .jira(ctx, &format!("{at}.jira"), jira.into_inner())
                     .merged_over(defaults.jira.as_ref());
-                self.finish_jira(ctx, &what, line, partial).map(TicketSpec::Jira)
+                self.finish_jira(ctx, &what, line, partial)
+                    .map(TicketSpec::Jira)
             }
             (None, Some(sn)) => {
                 let line = ctx.line(sn.span().start);
@@ -677,10 +682,7 @@ impl Loader {
             criteria,
             ticket: ticket?,
             status_map: StatusMap(status_map),
-            on_resolved: raw
-                .on_resolved
-                .or(defaults.on_resolved)
-                .unwrap_or_default(),
+            on_resolved: raw.on_resolved.or(defaults.on_resolved).unwrap_or_default(),
             on_recurrence: raw
                 .on_recurrence
                 .or(defaults.on_recurrence)
@@ -806,11 +808,7 @@ impl Loader {
         let table = raw.table.and_then(|table| {
             let name = table.get_ref();
             // The table name goes into the request path: only a plain identifier is safe.
-            if !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 Some(name.clone())
             } else {
                 self.error_at(
@@ -956,7 +954,12 @@ impl Loader {
         }
     }
 
-    fn severity_override(&mut self, ctx: &FileCtx<'_>, path: &str, text: &Text) -> Option<Template> {
+    fn severity_override(
+        &mut self,
+        ctx: &FileCtx<'_>,
+        path: &str,
+        text: &Text,
+    ) -> Option<Template> {
         let t = self.template(ctx, path, text)?;
         match &t {
             Template::Compiled { .. } => Some(t),
