@@ -879,6 +879,20 @@ short_description = "s"
 }
 
 #[test]
+fn criteria_errors_point_at_the_offending_filter() {
+    let criteria = "Title = [{ Value = \"x\", Comparison = \"EQUALS\" }]\n\
+                    CreatedAt = [{ Start = \"last tuesday\" }]\n\
+                    ResourceId = []";
+    let e = errors(&[("c.toml", &team_file("c", "r", 1, "", criteria))]);
+    // Lines 8-10 hold the three criteria fields.
+    assert_has(
+        &e,
+        "c.toml:9: rules[0].criteria: \"last tuesday\" is not an RFC 3339 timestamp",
+    );
+    assert_has(&e, "c.toml:10: rules[0].criteria: empty filter list");
+}
+
+#[test]
 fn a_templated_severity_override_is_compiled() {
     let m = load(&[(
         "t.toml",
