@@ -55,6 +55,7 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// Owns every compiled template of one mapping set.
 pub struct TemplateEngine {
     env: Environment<'static>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for TemplateEngine {
@@ -76,8 +77,14 @@ impl TemplateEngine {
         env.set_fuel(Some(FUEL));
         // Output goes into JSON built by code and into plain ticket text: never HTML-escape.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        register_helpers(&mut env, clock);
-        TemplateEngine { env }
+        register_helpers(&mut env, clock.clone());
+        TemplateEngine { env, clock }
+    }
+
+    /// The instant `now()` returns in templates. Routing reads it too (criteria `DateRange`
+    /// filters), so one injected clock makes `render` output and tests reproducible end to end.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     /// Compiles `source` for the field at `location` (`payments.toml:23 (rules.jira.summary)`).
