@@ -5,6 +5,7 @@
 //! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
 
 pub mod finding;
+pub mod http;
 pub mod mapping;
 pub mod marker;
 pub mod render;
