@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod finding;
+pub mod http;
 pub mod lifecycle;
 pub mod mapping;
 pub mod marker;

@@ -1,0 +1,591 @@
+//! Contract tests for the Jira client against wiremock on 127.0.0.1: every operation in both
+//! flavours (Cloud v3, Data Center v2) with exact method, path, auth header and JSON body.
+
+use std::sync::Arc;
+
+use findings_bridge::http::{HttpSettings, ManualClock};
+use findings_bridge::marker::Marker;
+use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
+use findings_bridge::ticket::{FieldUpdate, TargetStatus, TicketRef, TicketSystem};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use url::Url;
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const TOKEN: &str = "tok-SECRET-123";
+const PAT: &str = "pat-SECRET-456";
+/// base64("bot@acme.test:tok-SECRET-123")
+const CLOUD_AUTH: &str = "Basic Ym90QGFjbWUudGVzdDp0b2stU0VDUkVULTEyMw==";
+const DC_AUTH: &str = "Bearer pat-SECRET-456";
+
+fn config(server: &MockServer, version: JiraApiVersion) -> JiraConfig {
+    let auth = match version {
+        JiraApiVersion::V3 => JiraAuth::Basic {
+            email: "bot@acme.test".to_owned(),
+            api_token: SecretString::from(TOKEN),
+        },
+        JiraApiVersion::V2 => JiraAuth::Bearer {
+            pat: SecretString::from(PAT),
+        },
+    };
+    let mut cfg = JiraConfig::new(Url::parse(&server.uri()).unwrap(), auth, version);
+    cfg.browse_base = Url::parse("https://acme.atlassian.net").unwrap();
+    cfg.http = HttpSettings {
+        rate_limit_per_sec: 0.0,
+        ..HttpSettings::default()
+    };
+    cfg
+}
+
+fn client(server: &MockServer, version: JiraApiVersion) -> JiraClient {
+    JiraClient::with_clock(config(server, version), ManualClock::new()).unwrap()
+}
+
+fn api(version: JiraApiVersion) -> &'static str {
+    match version {
+        JiraApiVersion::V3 => "/rest/api/3",
+        JiraApiVersion::V2 => "/rest/api/2",
+    }
+}
+
+fn auth(version: JiraApiVersion) -> &'static str {
+    match version {
+        JiraApiVersion::V3 => CLOUD_AUTH,
+        JiraApiVersion::V2 => DC_AUTH,
+    }
+}
+
+fn ticket() -> TicketRef {
+    TicketRef {
+        system: "jira".to_owned(),
+        key: "PAY-7".to_owned(),
+        id: "10007".to_owned(),
+        table: None,
+        url: "https://acme.atlassian.net/browse/PAY-7".to_owned(),
+    }
+}
+
+fn status_body(name: &str, category: &str) -> Value {
+    json!({"id": "10007", "key": "PAY-7", "fields": {"status": {
+        "name": name, "statusCategory": {"key": category}}}})
+}
+
+async fn mount_status(server: &MockServer, version: JiraApiVersion, name: &str, category: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("{}/issue/PAY-7", api(version))))
+        .and(query_param("fields", "status"))
+        .and(header("authorization", auth(version)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(status_body(name, category)))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+fn workflow() -> Value {
+    json!({"transitions": [
+        {"id": "11", "name": "Start work", "to": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}}},
+        {"id": "21", "name": "Close", "to": {"name": "Done", "statusCategory": {"key": "done"}}},
+        {"id": "31", "name": "Reopen", "to": {"name": "To Do", "statusCategory": {"key": "new"}}},
+        {"id": "41", "name": "Won't fix", "to": {"name": "Won't Do", "statusCategory": {"key": "done"}}}
+    ]})
+}
+
+async fn mount_transitions(server: &MockServer, version: JiraApiVersion, list: Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("{}/issue/PAY-7/transitions", api(version))))
+        .and(header("authorization", auth(version)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+async fn expect_transition(server: &MockServer, version: JiraApiVersion, id: &str, times: u64) {
+    Mock::given(method("POST"))
+        .and(path(format!("{}/issue/PAY-7/transitions", api(version))))
+        .and(header("authorization", auth(version)))
+        .and(body_json(json!({"transition": {"id": id}})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+const BOTH: [JiraApiVersion; 2] = [JiraApiVersion::V3, JiraApiVersion::V2];
+
+#[tokio::test]
+async fn create_posts_the_rendered_payload_and_links_the_browse_url() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        let payload = json!({"fields": {"project": {"key": "PAY"}, "summary": "[HIGH] S3 bucket public",
+            "issuetype": {"name": "Bug"}, "labels": ["findings-bridge", "fb-0123"]}});
+        Mock::given(method("POST"))
+            .and(path(format!("{}/issue", api(version))))
+            .and(header("authorization", auth(version)))
+            .and(body_json(&payload))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+                "id": "10007", "key": "PAY-7", "self": format!("{}/rest/api/3/issue/10007", server.uri())})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let created = client(&server, version)
+            .create(&payload, None)
+            .await
+            .unwrap();
+        assert_eq!(created, ticket(), "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn find_by_marker_searches_the_label() {
+    let marker = Marker::new("payments", "arn:aws:securityhub:finding/1");
+    let jql = format!("labels = \"{marker}\"");
+    for version in BOTH {
+        let server = MockServer::start().await;
+        let (search_path, body) = match version {
+            JiraApiVersion::V3 => (
+                "/rest/api/3/search/jql",
+                json!({"jql": jql, "fields": ["status", "labels"], "maxResults": 1}),
+            ),
+            JiraApiVersion::V2 => (
+                "/rest/api/2/search",
+                json!({"jql": jql, "fields": ["status", "labels"], "maxResults": 1, "startAt": 0}),
+            ),
+        };
+        Mock::given(method("POST"))
+            .and(path(search_path))
+            .and(header("authorization", auth(version)))
+            .and(body_json(&body))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "issues": [{"id": "10007", "key": "PAY-7", "fields": {"labels": [marker.as_str()],
+                    "status": {"name": "To Do", "statusCategory": {"key": "new"}}}}],
+                "isLast": true, "startAt": 0, "total": 1})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let found = client(&server, version)
+            .find_by_marker(&marker, None)
+            .await
+            .unwrap();
+        assert_eq!(found, Some(ticket()), "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn find_by_marker_reports_a_miss_as_none() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/search/jql"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"issues": [], "isLast": true})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let found = client(&server, JiraApiVersion::V3)
+        .find_by_marker(&Marker::new("payments", "x"), None)
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+}
+
+#[tokio::test]
+async fn hostile_marker_cannot_widen_the_jql() {
+    // Markers read back from a store deserialize without validation; quoting must still hold.
+    let hostile: Marker =
+        serde_json::from_value(json!("x\" OR project = SECRET OR labels = \"y\\")).unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/search/jql"))
+        .and(body_json(json!({
+            "jql": r#"labels = "x\" OR project = SECRET OR labels = \"y\\""#,
+            "fields": ["status", "labels"], "maxResults": 1})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"issues": [], "isLast": true})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let found = client(&server, JiraApiVersion::V3)
+        .find_by_marker(&hostile, None)
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+}
+
+#[tokio::test]
+async fn update_fields_puts_the_fields_object() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        let mut update = FieldUpdate::default();
+        update
+            .fields
+            .insert("priority".to_owned(), json!({"name": "Highest"}));
+        Mock::given(method("PUT"))
+            .and(path(format!("{}/issue/PAY-7", api(version))))
+            .and(header("authorization", auth(version)))
+            .and(body_json(
+                json!({"fields": {"priority": {"name": "Highest"}}}),
+            ))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
+        client(&server, version)
+            .update_fields(&ticket(), &update)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn comments_are_adf_on_cloud_and_text_on_data_center() {
+    let text = "Severity raised to CRITICAL.\n\nSee the finding.";
+    for version in BOTH {
+        let server = MockServer::start().await;
+        let body = match version {
+            JiraApiVersion::V3 => json!({"body": {"type": "doc", "version": 1, "content": [
+                {"type": "paragraph", "content": [{"type": "text", "text": "Severity raised to CRITICAL."}]},
+                {"type": "paragraph", "content": [{"type": "text", "text": "See the finding."}]}
+            ]}}),
+            JiraApiVersion::V2 => json!({"body": text}),
+        };
+        Mock::given(method("POST"))
+            .and(path(format!("{}/issue/PAY-7/comment", api(version))))
+            .and(header("authorization", auth(version)))
+            .and(body_json(body))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        client(&server, version)
+            .comment(&ticket(), text)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn transition_to_done_takes_the_first_done_category_transition() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        mount_status(&server, version, "In Progress", "indeterminate").await;
+        mount_transitions(&server, version, workflow()).await;
+        expect_transition(&server, version, "21", 1).await;
+        client(&server, version)
+            .transition(&ticket(), &TargetStatus::Done, "finding resolved")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn transition_by_name_ignores_case() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        mount_status(&server, version, "To Do", "new").await;
+        mount_transitions(&server, version, workflow()).await;
+        expect_transition(&server, version, "41", 1).await;
+        client(&server, version)
+            .transition(&ticket(), &TargetStatus::Named("won't do".to_owned()), "")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn transition_already_there_sends_nothing() {
+    let version = JiraApiVersion::V3;
+    let server = MockServer::start().await;
+    mount_status(&server, version, "Won't Do", "done").await;
+    expect_transition(&server, version, "21", 0).await;
+    client(&server, version)
+        .transition(&ticket(), &TargetStatus::Done, "")
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "only the status read");
+}
+
+#[tokio::test]
+async fn transition_without_a_path_names_the_available_ones() {
+    let version = JiraApiVersion::V3;
+    let server = MockServer::start().await;
+    mount_status(&server, version, "To Do", "new").await;
+    mount_transitions(
+        &server,
+        version,
+        json!({"transitions": [
+            {"id": "11", "name": "Start work", "to": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}}}
+        ]}),
+    )
+    .await;
+    let error = client(&server, version)
+        .transition(&ticket(), &TargetStatus::Done, "")
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    let message = error.to_string();
+    assert!(message.contains("Start work (→ In Progress)"), "{message}");
+    assert!(message.contains("PAY-7"), "{message}");
+}
+
+#[tokio::test]
+async fn reopen_moves_to_a_new_status_and_comments() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        mount_status(&server, version, "Done", "done").await;
+        mount_transitions(&server, version, workflow()).await;
+        expect_transition(&server, version, "31", 1).await;
+        let body = match version {
+            JiraApiVersion::V3 => json!({"body": {"type": "doc", "version": 1, "content": [
+                {"type": "paragraph", "content": [{"type": "text", "text": "The finding is active again."}]}]}}),
+            JiraApiVersion::V2 => json!({"body": "The finding is active again."}),
+        };
+        Mock::given(method("POST"))
+            .and(path(format!("{}/issue/PAY-7/comment", api(version))))
+            .and(header("authorization", auth(version)))
+            .and(body_json(body))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "2"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        client(&server, version)
+            .reopen(&ticket(), "The finding is active again.")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reopen_falls_back_to_an_in_progress_status() {
+    let version = JiraApiVersion::V3;
+    let server = MockServer::start().await;
+    mount_status(&server, version, "Done", "done").await;
+    mount_transitions(
+        &server,
+        version,
+        json!({"transitions": [
+            {"id": "11", "name": "Back to work", "to": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}}}
+        ]}),
+    )
+    .await;
+    expect_transition(&server, version, "11", 1).await;
+    client(&server, version)
+        .reopen(&ticket(), "")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn status_reads_name_and_category() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        mount_status(&server, version, "Won't Do", "done").await;
+        let status = client(&server, version).status(&ticket()).await.unwrap();
+        assert_eq!(status.name, "Won't Do");
+        assert_eq!(status.category, "done");
+        assert!(status.done);
+    }
+}
+
+fn issue(n: u32, updated: &str) -> Value {
+    json!({"id": format!("{}", 10000 + n), "key": format!("PAY-{n}"), "fields": {
+        "labels": ["findings-bridge", "fb-0123456789abcdef0123456789abcdef"],
+        "updated": updated,
+        "status": {"name": "Done", "statusCategory": {"key": "done"}}}})
+}
+
+const UPDATED_JQL: &str =
+    r#"labels = "findings-bridge" AND updated >= "2024-05-01 12:07" ORDER BY updated ASC"#;
+
+#[tokio::test]
+async fn updated_since_pages_by_token_on_cloud() {
+    let server = MockServer::start().await;
+    let base =
+        json!({"jql": UPDATED_JQL, "fields": ["status", "labels", "updated"], "maxResults": 2});
+    let pages = [
+        (
+            None,
+            json!({"issues": [issue(1, "2024-05-01T12:08:00.000+0000"), issue(2, "2024-05-01T12:09:00.000+0000")], "nextPageToken": "tok-2", "isLast": false}),
+        ),
+        (
+            Some("tok-2"),
+            json!({"issues": [issue(3, "2024-05-01T12:10:00.000+0000"), issue(4, "2024-05-01T12:11:00.000+0000")], "nextPageToken": "tok-3", "isLast": false}),
+        ),
+        (
+            Some("tok-3"),
+            json!({"issues": [issue(5, "2024-05-01T12:12:00.000+0000")], "isLast": true}),
+        ),
+    ];
+    for (token, response) in pages {
+        let mut body = base.clone();
+        if let Some(token) = token {
+            body["nextPageToken"] = json!(token);
+        }
+        Mock::given(method("POST"))
+            .and(path("/rest/api/3/search/jql"))
+            .and(header("authorization", CLOUD_AUTH))
+            .and(body_json(body))
+            .respond_with(ResponseTemplate::new(200).set_body_json(response))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let mut cfg = config(&server, JiraApiVersion::V3);
+    cfg.page_size = 2;
+    let jira = JiraClient::with_clock(cfg, ManualClock::new()).unwrap();
+    let (keys, last) = drain(&jira, "2024-05-01T14:07:30+02:00").await;
+    assert_eq!(keys, ["PAY-1", "PAY-2", "PAY-3", "PAY-4", "PAY-5"]);
+    assert_eq!(last.ticket.url, "https://acme.atlassian.net/browse/PAY-5");
+    assert_eq!(last.updated_at, "2024-05-01T12:12:00+00:00");
+    assert_eq!(
+        last.marker.as_ref().map(Marker::as_str),
+        Some("fb-0123456789abcdef0123456789abcdef")
+    );
+    assert!(last.status.done);
+}
+
+#[tokio::test]
+async fn updated_since_pages_by_start_at_on_data_center() {
+    let server = MockServer::start().await;
+    let pages = [
+        (
+            0,
+            json!({"startAt": 0, "maxResults": 2, "total": 5, "issues": [issue(1, "2024-05-01T12:08:00.000+0000"), issue(2, "2024-05-01T12:09:00.000+0000")]}),
+        ),
+        (
+            2,
+            json!({"startAt": 2, "maxResults": 2, "total": 5, "issues": [issue(3, "2024-05-01T12:10:00.000+0000"), issue(4, "2024-05-01T12:11:00.000+0000")]}),
+        ),
+        (
+            4,
+            json!({"startAt": 4, "maxResults": 2, "total": 5, "issues": [issue(5, "2024-05-01T12:12:00.000+0000")]}),
+        ),
+    ];
+    for (start_at, response) in pages {
+        Mock::given(method("POST"))
+            .and(path("/rest/api/2/search"))
+            .and(header("authorization", DC_AUTH))
+            .and(body_json(
+                json!({"jql": UPDATED_JQL, "startAt": start_at, "maxResults": 2,
+                "fields": ["status", "labels", "updated"]}),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(response))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let mut cfg = config(&server, JiraApiVersion::V2);
+    cfg.page_size = 2;
+    let jira = JiraClient::with_clock(cfg, ManualClock::new()).unwrap();
+    let (keys, _) = drain(&jira, "2024-05-01T12:07:00Z").await;
+    assert_eq!(keys, ["PAY-1", "PAY-2", "PAY-3", "PAY-4", "PAY-5"]);
+}
+
+async fn drain(
+    jira: &JiraClient,
+    since: &str,
+) -> (Vec<String>, findings_bridge::ticket::TicketUpdate) {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut last = None;
+    for _ in 0..10 {
+        let page = jira.updated_since(since, cursor.as_deref()).await.unwrap();
+        for update in page.tickets {
+            keys.push(update.ticket.key.clone());
+            last = Some(update);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return (keys, last.unwrap()),
+        }
+    }
+    panic!("paging did not end");
+}
+
+#[tokio::test]
+async fn updated_since_refuses_a_malformed_watermark_without_calling() {
+    let server = MockServer::start().await;
+    let error = client(&server, JiraApiVersion::V3)
+        .updated_since("2024-05-01\" OR project = X", None)
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn field_errors_become_a_permanent_error_naming_the_field() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/issue"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "errorMessages": [],
+            "errors": {"priority": "Specify the Priority (name)", "customfield_10042": "Field is required"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = client(&server, JiraApiVersion::V3)
+        .create(&json!({"fields": {}}), None)
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    assert_eq!(error.status(), Some(400));
+    assert_eq!(
+        error.to_string(),
+        "jira create: HTTP 400: customfield_10042: Field is required; priority: Specify the Priority (name)"
+    );
+}
+
+/// Answers 403 with the request's own Authorization header in the body, like a careless proxy.
+struct EchoAuthorization;
+
+impl Respond for EchoAuthorization {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let echoed = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        ResponseTemplate::new(403).set_body_string(format!("forbidden for {echoed}"))
+    }
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_debug_and_errors() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(EchoAuthorization)
+            .mount(&server)
+            .await;
+        let cfg = config(&server, version);
+        let debug = format!("{cfg:?}");
+        assert!(debug.contains("[REDACTED]"), "{debug}");
+        assert!(!debug.contains(TOKEN) && !debug.contains(PAT), "{debug}");
+        let jira = JiraClient::with_clock(cfg, ManualClock::new()).unwrap();
+        assert!(!format!("{jira:?}").contains("SECRET"));
+        let error = jira.status(&ticket()).await.unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(shown.contains("HTTP 403"), "{shown}");
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(
+            !shown.contains("Ym90QGFjbWUudGVzdDp0b2stU0VDUkVULTEyMw"),
+            "{shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_client_is_usable_as_a_shared_trait_object() {
+    let server = MockServer::start().await;
+    mount_status(&server, JiraApiVersion::V3, "To Do", "new").await;
+    let system: Arc<dyn TicketSystem> = Arc::new(client(&server, JiraApiVersion::V3));
+    assert_eq!(system.name(), "jira");
+    let status = system.status(&ticket()).await.unwrap();
+    assert!(!status.done);
+}
