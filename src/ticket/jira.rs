@@ -280,12 +280,14 @@ impl JiraClient {
         }
     }
 
-    /// Comments are light Markdown: ADF for Cloud, wiki markup for Data Center.
+    /// Comments are light Markdown: ADF for Cloud, wiki markup for Data Center, cut to Jira's
+    /// text limit the same way ticket descriptions are.
     fn comment_body(&self, markdown: &str) -> Value {
-        match self.version {
-            JiraApiVersion::V3 => interim_markdown_to_adf(markdown),
-            JiraApiVersion::V2 => Value::String(interim_markdown_to_wiki(markdown)),
-        }
+        let flavor = match self.version {
+            JiraApiVersion::V3 => crate::render::JiraFlavor::Cloud,
+            JiraApiVersion::V2 => crate::render::JiraFlavor::DataCenter,
+        };
+        crate::render::jira_rich_text(flavor, markdown)
     }
 
     async fn get(&self, operation: &'static str, url: Url) -> Result<Value, TicketError> {
@@ -459,23 +461,6 @@ fn rfc3339_from_jira(value: &str) -> String {
         .or_else(|_| chrono::DateTime::parse_from_rfc3339(value))
         .map(|at| at.to_rfc3339())
         .unwrap_or_else(|_| value.to_owned())
-}
-
-/// Stand-in until `ticket::adf::markdown_to_adf` lands: each blank-line separated block becomes
-/// one paragraph of plain text (ADF rejects empty text nodes, so empty blocks are dropped).
-fn interim_markdown_to_adf(markdown: &str) -> Value {
-    let paragraphs: Vec<Value> = markdown
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|block| !block.is_empty())
-        .map(|block| json!({ "type": "paragraph", "content": [{ "type": "text", "text": block }] }))
-        .collect();
-    json!({ "type": "doc", "version": 1, "content": paragraphs })
-}
-
-/// Stand-in until `ticket::wiki::markdown_to_wiki` lands: the text as is.
-fn interim_markdown_to_wiki(markdown: &str) -> String {
-    markdown.to_owned()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -854,19 +839,6 @@ mod tests {
             "2024-05-01T12:00:00+00:00"
         );
         assert_eq!(rfc3339_from_jira("garbage"), "garbage");
-    }
-
-    #[test]
-    fn interim_adf_never_has_empty_text_nodes() {
-        let doc = interim_markdown_to_adf("first\n\n\n\nsecond\n");
-        assert_eq!(
-            doc,
-            json!({"type":"doc","version":1,"content":[
-                {"type":"paragraph","content":[{"type":"text","text":"first"}]},
-                {"type":"paragraph","content":[{"type":"text","text":"second"}]}
-            ]})
-        );
-        assert_eq!(interim_markdown_to_adf("  ")["content"], json!([]));
     }
 
     #[test]
