@@ -8,5 +8,7 @@ pub mod finding;
 pub mod mapping;
 pub mod marker;
 pub mod render;
+pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod ticket;
