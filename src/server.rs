@@ -291,7 +291,10 @@ mod tests {
         let text = "GET https://bridge:hunter2@example.test/api failed; also http://plain.test/x";
         let masked = mask_url_credentials(text);
         assert!(!masked.contains("hunter2"), "{masked}");
-        assert!(masked.contains("https://[REDACTED]@example.test/api"), "{masked}");
+        assert!(
+            masked.contains("https://[REDACTED]@example.test/api"),
+            "{masked}"
+        );
         assert!(masked.contains("http://plain.test/x"), "{masked}");
     }
 
@@ -307,11 +310,17 @@ mod tests {
 
     #[test]
     fn probe_targets_map_unspecified_addresses_to_loopback() {
-        assert_eq!(probe_target("0.0.0.0:8080").as_deref(), Ok("127.0.0.1:8080"));
+        assert_eq!(
+            probe_target("0.0.0.0:8080").as_deref(),
+            Ok("127.0.0.1:8080")
+        );
         assert_eq!(probe_target("[::]:8080").as_deref(), Ok("[::1]:8080"));
         assert_eq!(probe_target(":9000").as_deref(), Ok("127.0.0.1:9000"));
         assert_eq!(probe_target("10.0.0.5:81").as_deref(), Ok("10.0.0.5:81"));
-        assert_eq!(probe_target("localhost:8080").as_deref(), Ok("localhost:8080"));
+        assert_eq!(
+            probe_target("localhost:8080").as_deref(),
+            Ok("localhost:8080")
+        );
         assert!(probe_target("localhost").is_err());
         assert!(probe_target("host:99999").is_err());
         assert!(probe_target("http://x@y:80").is_err());

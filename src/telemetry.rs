@@ -17,7 +17,9 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -106,7 +108,9 @@ pub fn env_filter() -> (EnvFilter, Option<String>) {
             Ok(filter) => (filter, None),
             Err(err) => (
                 EnvFilter::new(DEFAULT_LOG_FILTER),
-                Some(format!("RUST_LOG={directives:?} is invalid ({err}); using the default filter")),
+                Some(format!(
+                    "RUST_LOG={directives:?} is invalid ({err}); using the default filter"
+                )),
             ),
         },
         _ => (EnvFilter::new(DEFAULT_LOG_FILTER), None),
@@ -131,7 +135,11 @@ pub fn init_logging(format: LogFormat) {
 
 /// A subscriber in the bridge's format writing to `writer`, never coloured. For tests and for
 /// embedding with `tracing::subscriber::with_default`; `Auto` resolves against stdout.
-pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -373,13 +381,22 @@ fn describe_all() {
         MESSAGES_RELEASED,
         "SQS messages left for redelivery after a transient failure."
     );
-    describe_counter!(FINDINGS_RECEIVED, "Findings decoded from messages, by schema.");
+    describe_counter!(
+        FINDINGS_RECEIVED,
+        "Findings decoded from messages, by schema."
+    );
     describe_counter!(FINDINGS_ROUTED, "Findings routed to a team's mapping rule.");
     describe_counter!(FINDINGS_UNROUTED, "Findings that matched no mapping rule.");
     describe_counter!(TICKETS_CREATED, "Tickets created.");
     describe_counter!(TICKETS_UPDATED, "Tickets updated after a severity change.");
-    describe_counter!(TICKETS_CLOSED, "Tickets closed because their finding was resolved.");
-    describe_counter!(TICKETS_REOPENED, "Tickets reopened because their finding recurred.");
+    describe_counter!(
+        TICKETS_CLOSED,
+        "Tickets closed because their finding was resolved."
+    );
+    describe_counter!(
+        TICKETS_REOPENED,
+        "Tickets reopened because their finding recurred."
+    );
     describe_counter!(
         DEDUP_HITS,
         "Duplicate work avoided: recovered (ticket found by marker), noop (same fingerprint), stale (older UpdatedAt)."
@@ -389,7 +406,10 @@ fn describe_all() {
         "Imported events caused by the bridge's own Security Hub write-back, ignored."
     );
     describe_counter!(ERRORS, "Errors by kind.");
-    describe_counter!(DLQ_MOVED, "Messages moved to the dead-letter queue, by error kind.");
+    describe_counter!(
+        DLQ_MOVED,
+        "Messages moved to the dead-letter queue, by error kind."
+    );
     describe_counter!(
         WRITEBACKS,
         "Findings written back to Security Hub, by result (processed, unprocessed, failed)."
@@ -398,7 +418,10 @@ fn describe_all() {
         SYNC_STATUS_WRITTEN,
         "Workflow statuses written to Security Hub by status sync."
     );
-    describe_counter!(WEBHOOKS_RECEIVED, "Ticket-system webhooks received, by outcome.");
+    describe_counter!(
+        WEBHOOKS_RECEIVED,
+        "Ticket-system webhooks received, by outcome."
+    );
     describe_histogram!(
         RATE_LIMIT_WAIT,
         Unit::Seconds,
@@ -410,7 +433,10 @@ fn describe_all() {
         Unit::Seconds,
         "Latency of external API calls, by system, operation and outcome."
     );
-    describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running build."
+    );
 }
 
 /// Series with a fixed label set start at zero, so `rate()` and `increase()` alerts work from the
