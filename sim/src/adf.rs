@@ -85,7 +85,9 @@ fn validate_node(node: &Value, parent: &str, path: &str) -> Result<(), String> {
         return Err(format!("{path}: {ty} is not allowed inside {parent}"));
     }
     if matches!(parent, "bulletList" | "orderedList") && ty != "listItem" {
-        return Err(format!("{path}: a list may only contain listItem, not {ty}"));
+        return Err(format!(
+            "{path}: a list may only contain listItem, not {ty}"
+        ));
     }
     if ty == "text" {
         match obj.get("text").and_then(Value::as_str) {
@@ -146,7 +148,9 @@ fn collect_blocks(node: &Value, lines: &mut Vec<String>) {
         let mut line = String::new();
         for child in children {
             match child.get("type").and_then(Value::as_str) {
-                Some("text") => line.push_str(child.get("text").and_then(Value::as_str).unwrap_or("")),
+                Some("text") => {
+                    line.push_str(child.get("text").and_then(Value::as_str).unwrap_or(""))
+                }
                 Some("hardBreak") => line.push('\n'),
                 _ => {}
             }

@@ -156,8 +156,7 @@ mod tests {
 
     #[test]
     fn faults_json_uses_milliseconds_and_rejects_unknown_fields() {
-        let f: Faults =
-            serde_json::from_str(r#"{"latency_ms": 250, "error_rate": 0.5}"#).unwrap();
+        let f: Faults = serde_json::from_str(r#"{"latency_ms": 250, "error_rate": 0.5}"#).unwrap();
         assert_eq!(f.latency, Duration::from_millis(250));
         assert_eq!(f.retry_after_secs, 1);
         assert!(serde_json::from_str::<Faults>(r#"{"latency": 1}"#).is_err());

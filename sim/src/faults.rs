@@ -82,7 +82,10 @@ fn decide(st: &SharedState) -> (Duration, Option<Injected>) {
         guard.rate_window = Some((start, count + 1));
         if count >= limit {
             guard.fault_stats.rate_limited_429 += 1;
-            return (faults.latency, Some(Injected::RateLimited { retry_after: 1 }));
+            return (
+                faults.latency,
+                Some(Injected::RateLimited { retry_after: 1 }),
+            );
         }
     }
     let n = guard.fault_seq;

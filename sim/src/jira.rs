@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::adf;
 use crate::auth::{self, Credentials};
 use crate::jql;
+use crate::reply::Rejection;
 use crate::state::{JiraComment, JiraIssue, SharedState};
 
 const TEXT_LIMIT: usize = 32_767;
@@ -149,13 +150,19 @@ impl Ver {
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/rest/api/{ver}/issue", post(create_issue))
-        .route("/rest/api/{ver}/issue/{key}", get(get_issue).put(edit_issue))
+        .route(
+            "/rest/api/{ver}/issue/{key}",
+            get(get_issue).put(edit_issue),
+        )
         .route(
             "/rest/api/{ver}/issue/{key}/transitions",
             get(list_transitions).post(do_transition),
         )
         .route("/rest/api/{ver}/issue/{key}/comment", post(add_comment))
-        .route("/rest/api/3/search/jql", get(search_jql_get).post(search_jql_post))
+        .route(
+            "/rest/api/3/search/jql",
+            get(search_jql_get).post(search_jql_post),
+        )
         .route("/rest/api/{ver}/search", get(search_get).post(search_post))
 }
 
@@ -181,7 +188,7 @@ fn not_found() -> Response {
 
 /// Resolves the API version and checks credentials: Cloud v3 takes only Basic email:token; the
 /// v2 (Data Center) API also takes the personal access token as Bearer.
-fn authorize(st: &SharedState, ver: &str, headers: &HeaderMap) -> Result<Ver, Response> {
+fn authorize(st: &SharedState, ver: &str, headers: &HeaderMap) -> Result<Ver, Rejection> {
     let ver = match ver {
         "2" => Ver::V2,
         "3" => Ver::V3,
@@ -190,7 +197,8 @@ fn authorize(st: &SharedState, ver: &str, headers: &HeaderMap) -> Result<Ver, Re
                 StatusCode::NOT_FOUND,
                 &["No API of this version exists."],
                 Map::new(),
-            ));
+            )
+            .into());
         }
     };
     let cfg = st.config();
@@ -204,17 +212,19 @@ fn authorize(st: &SharedState, ver: &str, headers: &HeaderMap) -> Result<Ver, Re
             StatusCode::UNAUTHORIZED,
             &["You are not authenticated. Authentication required to perform this operation."],
             Map::new(),
-        ))
+        )
+        .into())
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
+fn parse_json(body: &Bytes) -> Result<Value, Rejection> {
     serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             &[&format!("The request body is not valid JSON: {e}")],
             Map::new(),
         )
+        .into()
     })
 }
 
@@ -229,12 +239,16 @@ fn set_err(errors: &mut Map<String, Value>, field: &str, msg: impl Into<String>)
 fn validate_summary(value: &Value, errors: &mut Map<String, Value>) {
     match value.as_str() {
         None => set_err(errors, "summary", "Summary must be a string."),
-        Some(s) if s.trim().is_empty() => {
-            set_err(errors, "summary", "You must specify a summary of the issue.")
-        }
-        Some(s) if s.chars().count() > SUMMARY_LIMIT => {
-            set_err(errors, "summary", "Summary must be less than 255 characters.")
-        }
+        Some(s) if s.trim().is_empty() => set_err(
+            errors,
+            "summary",
+            "You must specify a summary of the issue.",
+        ),
+        Some(s) if s.chars().count() > SUMMARY_LIMIT => set_err(
+            errors,
+            "summary",
+            "Summary must be less than 255 characters.",
+        ),
         Some(s) if s.contains(['\n', '\r']) => set_err(
             errors,
             "summary",
@@ -298,9 +312,7 @@ fn check_label(label: &Value) -> Result<String, String> {
         .as_str()
         .ok_or_else(|| "Labels must be strings.".to_owned())?;
     if s.is_empty() || s.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "The label '{s}' contains spaces which is invalid."
-        ));
+        return Err(format!("The label '{s}' contains spaces which is invalid."));
     }
     if s.chars().count() > 255 {
         return Err(format!("The label '{s}' is longer than 255 characters."));
@@ -353,7 +365,11 @@ fn validate_fields(
             set_err(errors, "issuetype", "Specify an issue type");
         }
         if !fields.contains_key("summary") {
-            set_err(errors, "summary", "You must specify a summary of the issue.");
+            set_err(
+                errors,
+                "summary",
+                "You must specify a summary of the issue.",
+            );
         }
     }
     for (name, value) in fields {
@@ -384,7 +400,10 @@ fn validate_fields(
                 }
             }
             n if is_custom_field(n) || OTHER_SYSTEM_FIELDS.contains(&n) => {
-                if value.as_str().is_some_and(|s| s.chars().count() > TEXT_LIMIT) {
+                if value
+                    .as_str()
+                    .is_some_and(|s| s.chars().count() > TEXT_LIMIT)
+                {
                     set_err(
                         errors,
                         n,
@@ -413,11 +432,11 @@ async fn create_issue(
 ) -> Response {
     let ver = match authorize(&st, &ver, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let body = match parse_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(fields) = body.get("fields").and_then(Value::as_object) else {
         return error(
@@ -559,7 +578,10 @@ fn issue_json(issue: &JiraIssue, ver: Ver, base: &str, filter: &FieldFilter) -> 
     }
     let mut fields = Map::new();
     fields.insert("summary".into(), json!(issue.summary));
-    fields.insert("description".into(), description_for(&issue.description, ver));
+    fields.insert(
+        "description".into(),
+        description_for(&issue.description, ver),
+    );
     fields.insert("labels".into(), json!(issue.labels));
     fields.insert(
         "priority".into(),
@@ -590,7 +612,11 @@ fn issue_json(issue: &JiraIssue, ver: Ver, base: &str, filter: &FieldFilter) -> 
     fields.insert("project".into(), json!({"key": issue.project}));
     fields.insert("created".into(), json!(timestamp(issue.created)));
     fields.insert("updated".into(), json!(timestamp(issue.updated)));
-    let comments: Vec<Value> = issue.comments.iter().map(|c| comment_json(c, ver)).collect();
+    let comments: Vec<Value> = issue
+        .comments
+        .iter()
+        .map(|c| comment_json(c, ver))
+        .collect();
     fields.insert(
         "comment".into(),
         json!({"comments": comments, "total": comments.len(), "maxResults": comments.len(), "startAt": 0}),
@@ -628,7 +654,7 @@ async fn get_issue(
 ) -> Response {
     let ver = match authorize(&st, &ver, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut guard = st.lock();
     let base = guard.base_url.clone();
@@ -648,26 +674,30 @@ fn new_comment(st_next: &mut u64, body: Value) -> JiraComment {
     }
 }
 
-fn validate_comment_body(body: Option<&Value>, ver: Ver) -> Result<Value, Response> {
+fn validate_comment_body(body: Option<&Value>, ver: Ver) -> Result<Value, Rejection> {
     let bad = |why: &str| {
         let mut errors = Map::new();
-        set_err(&mut errors, "comment", format!("Comment body is not valid! {why}"));
+        set_err(
+            &mut errors,
+            "comment",
+            format!("Comment body is not valid! {why}"),
+        );
         field_errors(errors)
     };
     let Some(body) = body else {
-        return Err(bad("The comment has no body."));
+        return Err(bad("The comment has no body.").into());
     };
     match ver {
         Ver::V3 => adf::validate_doc(body).map_err(|why| bad(&why))?,
         Ver::V2 => match body.as_str() {
             Some(s) if !s.trim().is_empty() => {}
-            _ => return Err(bad("The body must be a non-empty string.")),
+            _ => return Err(bad("The body must be a non-empty string.").into()),
         },
     }
     let mut errors = Map::new();
     validate_description(body, ver, "comment", &mut errors);
     if !errors.is_empty() {
-        return Err(field_errors(errors));
+        return Err(field_errors(errors).into());
     }
     Ok(body.clone())
 }
@@ -678,14 +708,15 @@ fn apply_update_ops(
     ver: Ver,
     labels: &mut Vec<String>,
     new_comments: &mut Vec<Value>,
-) -> Result<(), Response> {
+) -> Result<(), Rejection> {
     for (field, list) in ops {
         let Some(list) = list.as_array() else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 &[&format!("update.{field} must be an array of operations")],
                 Map::new(),
-            ));
+            )
+            .into());
         };
         for op in list {
             let mut errors = Map::new();
@@ -709,16 +740,22 @@ fn apply_update_ops(
                 }
                 ("comment", Some(o)) => match o.get("add").map(|a| a.get("body")) {
                     Some(body) => new_comments.push(validate_comment_body(body, ver)?),
-                    None => set_err(&mut errors, "comment", "Only 'add' is supported on comments"),
+                    None => set_err(
+                        &mut errors,
+                        "comment",
+                        "Only 'add' is supported on comments",
+                    ),
                 },
                 (f, _) => set_err(
                     &mut errors,
                     f,
-                    format!("Field '{f}' cannot be set. It is not on the appropriate screen, or unknown."),
+                    format!(
+                        "Field '{f}' cannot be set. It is not on the appropriate screen, or unknown."
+                    ),
                 ),
             }
             if !errors.is_empty() {
-                return Err(field_errors(errors));
+                return Err(field_errors(errors).into());
             }
         }
     }
@@ -733,11 +770,11 @@ async fn edit_issue(
 ) -> Response {
     let ver = match authorize(&st, &ver, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let body = match parse_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let empty = Map::new();
     let fields = body
@@ -764,7 +801,7 @@ async fn edit_issue(
     };
     let mut new_comments = Vec::new();
     if let Err(r) = apply_update_ops(ops, ver, &mut labels, &mut new_comments) {
-        return r;
+        return r.into_response();
     }
     issue.labels = labels;
     if let Some(s) = fields.get("summary").and_then(Value::as_str) {
@@ -804,7 +841,7 @@ async fn list_transitions(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&st, &ver, &headers) {
-        return r;
+        return r.into_response();
     }
     let mut guard = st.lock();
     let Some(issue) = find_issue(&mut guard.jira.issues, &key) else {
@@ -825,11 +862,11 @@ async fn do_transition(
 ) -> Response {
     let ver = match authorize(&st, &ver, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let body = match parse_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     // Jira sends ids as strings but accepts numbers too.
     let wanted = match body.pointer("/transition/id") {
@@ -849,7 +886,9 @@ async fn do_transition(
             set_err(
                 &mut errors,
                 name,
-                format!("Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."),
+                format!(
+                    "Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
+                ),
             );
         }
         if !errors.is_empty() {
@@ -860,7 +899,7 @@ async fn do_transition(
     if let Some(ops) = body.get("update").and_then(Value::as_object) {
         let mut ignored_labels = Vec::new();
         if let Err(r) = apply_update_ops(ops, ver, &mut ignored_labels, &mut new_comments) {
-            return r;
+            return r.into_response();
         }
     }
     let mut guard = st.lock();
@@ -874,7 +913,9 @@ async fn do_transition(
     else {
         return error(
             StatusCode::BAD_REQUEST,
-            &[&format!("Transition id '{wanted}' is not valid for this issue.")],
+            &[&format!(
+                "Transition id '{wanted}' is not valid for this issue."
+            )],
             Map::new(),
         );
     };
@@ -894,15 +935,15 @@ async fn add_comment(
 ) -> Response {
     let ver = match authorize(&st, &ver, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let body = match parse_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let comment_body = match validate_comment_body(body.get("body"), ver) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut guard = st.lock();
     let base = guard.base_url.clone();
@@ -929,7 +970,7 @@ async fn add_comment(
 }
 
 /// Runs `jql` over the issues the index already knows (search is eventually consistent).
-fn search(st: &SharedState, jql_text: &str) -> Result<(Vec<JiraIssue>, String), Response> {
+fn search(st: &SharedState, jql_text: &str) -> Result<(Vec<JiraIssue>, String), Rejection> {
     let query = jql::parse(jql_text, Utc::now())
         .map_err(|e| error(StatusCode::BAD_REQUEST, &[&e.0], Map::new()))?;
     let guard = st.lock();
@@ -991,7 +1032,7 @@ fn search_jql(st: &SharedState, req: SearchRequest) -> Response {
     let max = usize::try_from(req.max_results.unwrap_or(50).clamp(1, 5000)).unwrap_or(50);
     let (hits, base) = match search(st, &req.jql) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let filter = FieldFilter::from_list(req.fields, FieldFilter::IdOnly);
     let page: Vec<Value> = hits
@@ -1014,7 +1055,7 @@ fn search_v2(st: &SharedState, req: SearchRequest) -> Response {
     let max = usize::try_from(req.max_results.unwrap_or(50).clamp(0, 1000)).unwrap_or(50);
     let (hits, base) = match search(st, &req.jql) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let filter = FieldFilter::from_list(req.fields, FieldFilter::All);
     let page: Vec<Value> = hits
@@ -1070,14 +1111,15 @@ impl From<SearchParams> for SearchRequest {
     }
 }
 
-fn search_body(body: &Bytes) -> Result<SearchRequest, Response> {
+fn search_body(body: &Bytes) -> Result<SearchRequest, Rejection> {
     let v = parse_json(body)?;
-    let bad = |what: &str| {
+    let bad = |what: &str| -> Rejection {
         error(
             StatusCode::BAD_REQUEST,
             &[&format!("Invalid request payload: {what}")],
             Map::new(),
         )
+        .into()
     };
     let jql = match v.get("jql") {
         None | Some(Value::Null) => String::new(),
@@ -1121,18 +1163,22 @@ async fn search_jql_get(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&st, "3", &headers) {
-        return r;
+        return r.into_response();
     }
     search_jql(&st, params.into())
 }
 
-async fn search_jql_post(State(st): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn search_jql_post(
+    State(st): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorize(&st, "3", &headers) {
-        return r;
+        return r.into_response();
     }
     match search_body(&body) {
         Ok(req) => search_jql(&st, req),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -1145,7 +1191,7 @@ async fn search_get(
     match authorize(&st, &ver, &headers) {
         Ok(Ver::V2) => search_v2(&st, params.into()),
         Ok(Ver::V3) => gone(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -1158,10 +1204,10 @@ async fn search_post(
     match authorize(&st, &ver, &headers) {
         Ok(Ver::V2) => match search_body(&body) {
             Ok(req) => search_v2(&st, req),
-            Err(r) => r,
+            Err(r) => r.into_response(),
         },
         Ok(Ver::V3) => gone(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -1180,7 +1226,10 @@ mod tests {
     #[test]
     fn workflow_reopens_only_from_done_statuses() {
         let names = |s: &str| -> Vec<&str> {
-            workflow::transitions_from(s).iter().map(|t| t.name).collect()
+            workflow::transitions_from(s)
+                .iter()
+                .map(|t| t.name)
+                .collect()
         };
         assert_eq!(names("To Do"), ["Start Progress", "Done", "Won't Do"]);
         assert_eq!(names("Done"), ["Reopen"]);

@@ -141,7 +141,10 @@ pub enum Clause {
     Created(DateOp, DateTime<Utc>),
     Key(Vec<String>),
     Project(Vec<String>),
-    Status { names: Vec<String>, negated: bool },
+    Status {
+        names: Vec<String>,
+        negated: bool,
+    },
     StatusCategory(Vec<String>),
 }
 
@@ -282,7 +285,9 @@ impl Parser {
         loop {
             let field = match self.next() {
                 Some(Token::Word(w)) => w,
-                _ => return err("Error in the JQL Query: Expecting a field name after 'ORDER BY'."),
+                _ => {
+                    return err("Error in the JQL Query: Expecting a field name after 'ORDER BY'.");
+                }
             };
             let f = match field.to_ascii_lowercase().as_str() {
                 "updated" | "updateddate" => OrderField::Updated,
@@ -410,7 +415,9 @@ impl Query {
             Clause::Updated(op, at) => compare(*op, issue.updated, *at),
             Clause::Created(op, at) => compare(*op, issue.created, *at),
             Clause::Key(keys) => keys.iter().any(|k| *k == issue.key || *k == issue.id),
-            Clause::Project(projects) => projects.iter().any(|p| p.eq_ignore_ascii_case(&issue.project)),
+            Clause::Project(projects) => projects
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&issue.project)),
             Clause::Status { names, negated } => {
                 names.iter().any(|n| n.eq_ignore_ascii_case(&issue.status)) != *negated
             }
@@ -479,7 +486,11 @@ mod tests {
 
     #[test]
     fn in_lists_and_unquoted_values() {
-        let q = parse(r#"labels in ("x", y) and key = PROJ-1 order by updated desc"#, now()).unwrap();
+        let q = parse(
+            r#"labels in ("x", y) and key = PROJ-1 order by updated desc"#,
+            now(),
+        )
+        .unwrap();
         assert_eq!(
             q.clauses,
             vec![

@@ -23,6 +23,7 @@ mod faults;
 mod jira;
 pub mod jql;
 mod ops;
+mod reply;
 mod securityhub;
 mod server;
 mod servicenow;

@@ -11,7 +11,10 @@ use clap::Parser;
 use findings_bridge_sim::{Faults, SimConfig, Simulator};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Stateful Jira / ServiceNow / Security Hub simulator for findings-bridge")]
+#[command(
+    version,
+    about = "Stateful Jira / ServiceNow / Security Hub simulator for findings-bridge"
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0", env = "SIM_ADDR")]
@@ -48,17 +51,37 @@ struct Args {
     token_ttl_secs: u64,
     #[arg(long, env = "SIM_JIRA_EMAIL", default_value = "sim@example.com")]
     jira_email: String,
-    #[arg(long, env = "SIM_JIRA_TOKEN", default_value = "sim-token", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "SIM_JIRA_TOKEN",
+        default_value = "sim-token",
+        hide_default_value = true
+    )]
     jira_token: String,
-    #[arg(long, env = "SIM_JIRA_PAT", default_value = "sim-pat", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "SIM_JIRA_PAT",
+        default_value = "sim-pat",
+        hide_default_value = true
+    )]
     jira_pat: String,
     #[arg(long, env = "SIM_SERVICENOW_USER", default_value = "sim")]
     servicenow_user: String,
-    #[arg(long, env = "SIM_SERVICENOW_PASSWORD", default_value = "sim-password", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "SIM_SERVICENOW_PASSWORD",
+        default_value = "sim-password",
+        hide_default_value = true
+    )]
     servicenow_password: String,
     #[arg(long, env = "SIM_SERVICENOW_CLIENT_ID", default_value = "sim-client")]
     servicenow_client_id: String,
-    #[arg(long, env = "SIM_SERVICENOW_CLIENT_SECRET", default_value = "sim-client-secret", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "SIM_SERVICENOW_CLIENT_SECRET",
+        default_value = "sim-client-secret",
+        hide_default_value = true
+    )]
     servicenow_client_secret: String,
 }
 

@@ -1,12 +1,12 @@
 //! Operator views under `/_sim`: what the simulated services hold, and the actions a person on the
 //! other side would take. Never subject to injected faults, so a demo can always look inside.
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -22,7 +22,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/jira/{key}/transition", post(jira_transition))
-        .route("/_sim/servicenow/{table}/{sys_id}/state", post(servicenow_state))
+        .route(
+            "/_sim/servicenow/{table}/{sys_id}/state",
+            post(servicenow_state),
+        )
 }
 
 fn sim_error(e: &SimError) -> Response {
@@ -57,7 +60,11 @@ async fn set_faults(State(st): State<SharedState>, body: axum::body::Bytes) -> R
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
         }
     };
     match st.set_faults(faults) {
@@ -80,7 +87,11 @@ async fn jira_transition(
     let req: TransitionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
         }
     };
     match st.transition_issue(&key, &req.to) {
@@ -103,7 +114,11 @@ async fn servicenow_state(
     let req: StateRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
         }
     };
     match st.set_servicenow_state(&table, &sys_id, &req.state) {
@@ -124,7 +139,11 @@ async fn finding_error(State(st): State<SharedState>, body: axum::body::Bytes) -
     let req: FindingErrorRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
         }
     };
     match req.error {

@@ -16,6 +16,7 @@ use axum::routing::patch;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use crate::reply::Rejection;
 use crate::state::{FindingErrorKind, FindingState, SharedState, Writeback, WritebackApi};
 
 const MAX_IDENTIFIERS: usize = 100;
@@ -44,7 +45,7 @@ pub(crate) fn aws_error(status: StatusCode, code: &str, message: &str) -> Respon
     response
 }
 
-fn require_signature(headers: &HeaderMap) -> Result<(), Response> {
+fn require_signature(headers: &HeaderMap) -> Result<(), Rejection> {
     if headers.contains_key(AUTHORIZATION) {
         Ok(())
     } else {
@@ -52,23 +53,26 @@ fn require_signature(headers: &HeaderMap) -> Result<(), Response> {
             StatusCode::FORBIDDEN,
             "MissingAuthenticationTokenException",
             "Missing Authentication Token",
-        ))
+        )
+        .into())
     }
 }
 
-fn parse_body(body: &Bytes, code: &str) -> Result<serde_json::Map<String, Value>, Response> {
+fn parse_body(body: &Bytes, code: &str) -> Result<serde_json::Map<String, Value>, Rejection> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(aws_error(
             StatusCode::BAD_REQUEST,
             code,
             "The request body must be a JSON object",
-        )),
+        )
+        .into()),
         Err(e) => Err(aws_error(
             StatusCode::BAD_REQUEST,
             code,
             &format!("The request body is not valid JSON: {e}"),
-        )),
+        )
+        .into()),
     }
 }
 
@@ -93,7 +97,10 @@ fn check_v1(body: &serde_json::Map<String, Value>) -> Result<Vec<(String, String
     let mut out = Vec::with_capacity(ids.len());
     for (i, ident) in ids.iter().enumerate() {
         let id = ident.get("Id").and_then(Value::as_str).unwrap_or("");
-        let arn = ident.get("ProductArn").and_then(Value::as_str).unwrap_or("");
+        let arn = ident
+            .get("ProductArn")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if id.is_empty() || id.chars().count() > 512 || arn.is_empty() {
             return Err(format!(
                 "FindingIdentifiers[{i}] needs a non-empty Id (at most 512 characters) and ProductArn"
@@ -141,11 +148,11 @@ async fn batch_update_findings(
     body: Bytes,
 ) -> Response {
     if let Err(r) = require_signature(&headers) {
-        return r;
+        return r.into_response();
     }
     let request = match parse_body(&body, "InvalidInputException") {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let identifiers = match check_v1(&request) {
         Ok(ids) => ids,
@@ -170,7 +177,10 @@ async fn batch_update_findings(
     for (id, arn) in identifiers {
         let ident = json!({"Id": id, "ProductArn": arn});
         let failure = if !seen.insert((id.clone(), arn.clone())) {
-            Some(("DuplicatedFindingIdentifier", "Finding identifier is duplicated in the request"))
+            Some((
+                "DuplicatedFindingIdentifier",
+                "Finding identifier is duplicated in the request",
+            ))
         } else {
             match sh.errors.get(&id) {
                 Some(FindingErrorKind::NotFound) => Some(("FindingNotFound", "Finding not found")),
@@ -183,13 +193,18 @@ async fn batch_update_findings(
         };
         if let Some((code, message)) = failure {
             record.unprocessed.push((id, code.to_owned()));
-            unprocessed.push(json!({"FindingIdentifier": ident, "ErrorCode": code, "ErrorMessage": message}));
+            unprocessed.push(
+                json!({"FindingIdentifier": ident, "ErrorCode": code, "ErrorMessage": message}),
+            );
             continue;
         }
-        let finding = sh.findings.entry(id.clone()).or_insert_with(|| FindingState {
-            id: id.clone(),
-            ..FindingState::default()
-        });
+        let finding = sh
+            .findings
+            .entry(id.clone())
+            .or_insert_with(|| FindingState {
+                id: id.clone(),
+                ..FindingState::default()
+            });
         finding.product_arn = Some(arn);
         if let Some(s) = &status {
             finding.workflow_status = Some(s.clone());
@@ -292,11 +307,11 @@ async fn batch_update_findings_v2(
     body: Bytes,
 ) -> Response {
     if let Err(r) = require_signature(&headers) {
-        return r;
+        return r.into_response();
     }
     let request = match parse_body(&body, "ValidationException") {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let targets = match check_v2(&request) {
         Ok(t) => t,
@@ -331,7 +346,8 @@ async fn batch_update_findings_v2(
         };
         if let Some((code, message)) = failure {
             record.unprocessed.push((target.key, code.to_owned()));
-            unprocessed.push(json!({echo_name: echo_value, "ErrorCode": code, "ErrorMessage": message}));
+            unprocessed
+                .push(json!({echo_name: echo_value, "ErrorCode": code, "ErrorMessage": message}));
             continue;
         }
         let finding = sh
@@ -394,9 +410,19 @@ mod tests {
         assert!(check_v1(&obj(json!({"FindingIdentifiers": ids}))).is_err());
         assert!(check_v1(&obj(json!({"FindingIdentifiers": []}))).is_err());
         let one = json!([{"Id": "f", "ProductArn": "arn"}]);
-        assert!(check_v1(&obj(json!({"FindingIdentifiers": one, "Workflow": {"Status": "DONE"}}))).is_err());
+        assert!(
+            check_v1(&obj(
+                json!({"FindingIdentifiers": one, "Workflow": {"Status": "DONE"}})
+            ))
+            .is_err()
+        );
         assert!(check_v1(&obj(json!({"FindingIdentifiers": one, "Note": {"Text": "x".repeat(513), "UpdatedBy": "b"}}))).is_err());
-        assert!(check_v1(&obj(json!({"FindingIdentifiers": one, "Note": {"Text": "x"}}))).is_err());
+        assert!(
+            check_v1(&obj(
+                json!({"FindingIdentifiers": one, "Note": {"Text": "x"}})
+            ))
+            .is_err()
+        );
         assert!(check_v1(&obj(json!({"FindingIdentifiers": one, "Note": {"Text": "x".repeat(512), "UpdatedBy": "b"}, "Workflow": {"Status": "RESOLVED"}}))).is_ok());
     }
 
@@ -406,8 +432,14 @@ mod tests {
         assert!(check_v2(&obj(both)).is_err());
         assert!(check_v2(&obj(json!({"StatusId": 4}))).is_err());
         assert!(check_v2(&obj(json!({"MetadataUids": ["a"], "StatusId": 7}))).is_err());
-        assert!(check_v2(&obj(json!({"MetadataUids": ["a"], "SeverityId": 99, "StatusId": 4}))).is_ok());
-        let partial = json!({"FindingIdentifiers": [{"CloudAccountUid": "1", "FindingInfoUid": "a"}]});
+        assert!(
+            check_v2(&obj(
+                json!({"MetadataUids": ["a"], "SeverityId": 99, "StatusId": 4})
+            ))
+            .is_ok()
+        );
+        let partial =
+            json!({"FindingIdentifiers": [{"CloudAccountUid": "1", "FindingInfoUid": "a"}]});
         assert!(check_v2(&obj(partial)).is_err());
     }
 }

@@ -93,7 +93,10 @@ impl SimHandle {
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
             // Idle keep-alive connections must not hold a test hostage.
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

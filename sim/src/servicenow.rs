@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::auth::{self, Credentials};
 use crate::faults::splitmix64;
+use crate::reply::Rejection;
 use crate::snquery;
 use crate::state::{JournalEntry, ServiceNowRecord, SharedState};
 
@@ -33,7 +34,10 @@ const FIELD_LIMITS: &[(&str, usize)] = &[
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/oauth_token.do", post(oauth_token))
-        .route("/api/now/table/{table}", get(list_records).post(create_record))
+        .route(
+            "/api/now/table/{table}",
+            get(list_records).post(create_record),
+        )
         .route(
             "/api/now/table/{table}/{sys_id}",
             get(get_record).patch(update_record).put(update_record),
@@ -57,7 +61,7 @@ fn error(status: StatusCode, message: &str, detail: &str) -> Response {
 }
 
 /// Basic with the configured user, or a Bearer token from `/oauth_token.do` that has not expired.
-fn authorize(st: &SharedState, headers: &HeaderMap) -> Result<String, Response> {
+fn authorize(st: &SharedState, headers: &HeaderMap) -> Result<String, Rejection> {
     let cfg = st.config();
     let creds = auth::credentials(headers);
     let ok = match &creds {
@@ -76,7 +80,8 @@ fn authorize(st: &SharedState, headers: &HeaderMap) -> Result<String, Response> 
             StatusCode::UNAUTHORIZED,
             "User Not Authenticated",
             "Required to provide Auth information",
-        ))
+        )
+        .into())
     }
 }
 
@@ -132,7 +137,8 @@ async fn oauth_token(State(st): State<SharedState>, headers: HeaderMap, body: By
         Some(Credentials::Basic { user, password }) => Some((user, password)),
         _ => None,
     };
-    let (client_id, client_secret) = match (form.get("client_id"), form.get("client_secret"), basic) {
+    let (client_id, client_secret) = match (form.get("client_id"), form.get("client_secret"), basic)
+    {
         (Some(id), Some(secret), _) => (id.clone(), secret.clone()),
         (_, _, Some(pair)) => pair,
         _ => return oauth_denied(),
@@ -180,7 +186,7 @@ async fn oauth_token(State(st): State<SharedState>, headers: HeaderMap, body: By
     axum::Json(out).into_response()
 }
 
-fn field_text(name: &str, value: &Value) -> Result<String, Response> {
+fn field_text(name: &str, value: &Value) -> Result<String, Rejection> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -190,15 +196,17 @@ fn field_text(name: &str, value: &Value) -> Result<String, Response> {
             StatusCode::BAD_REQUEST,
             "Invalid field value",
             &format!("Field '{name}' must be a string, number or boolean"),
-        )),
+        )
+        .into()),
     }
 }
 
+/// Field values to store, and journal entries (field, text) to append.
+type IncomingFields = (BTreeMap<String, String>, Vec<(String, String)>);
+
 /// Validates a create or update body and splits it into field values and journal entries.
 /// System fields (`sys_*`, `number`) are read-only and ignored, as ServiceNow does.
-fn incoming_fields(
-    body: &Bytes,
-) -> Result<(BTreeMap<String, String>, Vec<(String, String)>), Response> {
+fn incoming_fields(body: &Bytes) -> Result<IncomingFields, Rejection> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -211,7 +219,8 @@ fn incoming_fields(
             StatusCode::BAD_REQUEST,
             "Exception while reading request",
             "The payload must be a JSON object",
-        ));
+        )
+        .into());
     };
     let mut fields = BTreeMap::new();
     let mut journal = Vec::new();
@@ -227,7 +236,8 @@ fn incoming_fields(
                 StatusCode::BAD_REQUEST,
                 "Invalid field value",
                 &format!("Field '{name}' exceeds its maximum length of {limit}"),
-            ));
+            )
+            .into());
         }
         match name.as_str() {
             "urgency" | "impact" if !["1", "2", "3"].contains(&text.as_str()) => {
@@ -235,14 +245,16 @@ fn incoming_fields(
                     StatusCode::BAD_REQUEST,
                     "Invalid field value",
                     &format!("Field '{name}' must be 1, 2 or 3, got '{text}'"),
-                ));
+                )
+                .into());
             }
             "state" if !is_known_state(&text) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
                     "Invalid field value",
                     &format!("State '{text}' does not exist"),
-                ));
+                )
+                .into());
             }
             n if JOURNAL_FIELDS.contains(&n) => {
                 if !text.is_empty() {
@@ -259,8 +271,15 @@ fn incoming_fields(
 
 /// Incident priority follows urgency and impact (1 + 1 → 1 Critical … 3 + 3 → 5 Planning).
 fn recompute_priority(fields: &mut BTreeMap<String, String>) {
-    let num = |f: &str| fields.get(f).and_then(|v| v.parse::<u8>().ok()).unwrap_or(3);
-    let priority = (num("urgency") + num("impact")).saturating_sub(1).clamp(1, 5);
+    let num = |f: &str| {
+        fields
+            .get(f)
+            .and_then(|v| v.parse::<u8>().ok())
+            .unwrap_or(3)
+    };
+    let priority = (num("urgency") + num("impact"))
+        .saturating_sub(1)
+        .clamp(1, 5);
     fields.insert("priority".into(), priority.to_string());
 }
 
@@ -287,16 +306,19 @@ fn enter_state(fields: &mut BTreeMap<String, String>, previous: Option<&str>, us
 }
 
 /// The incident data policy: a resolved or closed incident needs a resolution code and notes.
-fn data_policy(fields: &BTreeMap<String, String>) -> Result<(), Response> {
+fn data_policy(fields: &BTreeMap<String, String>) -> Result<(), Rejection> {
     let state = fields.get("state").map_or("", String::as_str);
     if !matches!(state, "6" | "7") {
         return Ok(());
     }
-    let missing: Vec<&str> = [("close_code", "Resolution code"), ("close_notes", "Resolution notes")]
-        .iter()
-        .filter(|(f, _)| fields.get(*f).is_none_or(|v| v.trim().is_empty()))
-        .map(|(_, label)| *label)
-        .collect();
+    let missing: Vec<&str> = [
+        ("close_code", "Resolution code"),
+        ("close_notes", "Resolution notes"),
+    ]
+    .iter()
+    .filter(|(f, _)| fields.get(*f).is_none_or(|v| v.trim().is_empty()))
+    .map(|(_, label)| *label)
+    .collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -307,7 +329,8 @@ fn data_policy(fields: &BTreeMap<String, String>) -> Result<(), Response> {
                 "Data Policy Exception: \n The following fields are mandatory: {}",
                 missing.join(", ")
             ),
-        ))
+        )
+        .into())
     }
 }
 
@@ -327,7 +350,7 @@ fn number_prefix(table: &str) -> String {
     }
 }
 
-fn valid_table(table: &str) -> Result<(), Response> {
+fn valid_table(table: &str) -> Result<(), Rejection> {
     if !table.is_empty()
         && table
             .chars()
@@ -339,7 +362,8 @@ fn valid_table(table: &str) -> Result<(), Response> {
             StatusCode::BAD_REQUEST,
             "Invalid table",
             &format!("Invalid table {table}"),
-        ))
+        )
+        .into())
     }
 }
 
@@ -373,7 +397,7 @@ struct TableParams {
     sysparm_offset: Option<String>,
 }
 
-fn parse_count(name: &str, value: Option<&str>, default: usize) -> Result<usize, Response> {
+fn parse_count(name: &str, value: Option<&str>, default: usize) -> Result<usize, Rejection> {
     match value {
         None | Some("") => Ok(default),
         Some(v) => v.parse().map_err(|_| {
@@ -382,6 +406,7 @@ fn parse_count(name: &str, value: Option<&str>, default: usize) -> Result<usize,
                 "Invalid parameter",
                 &format!("{name} must be a non-negative integer, got '{v}'"),
             )
+            .into()
         }),
     }
 }
@@ -395,14 +420,14 @@ async fn create_record(
 ) -> Response {
     let user = match authorize(&st, &headers) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = valid_table(&table) {
-        return r;
+        return r.into_response();
     }
     let (given, journal) = match incoming_fields(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let now = now_text();
     let mut fields: BTreeMap<String, String> = [
@@ -417,7 +442,7 @@ async fn create_record(
     .collect();
     fields.extend(given);
     if let Err(r) = data_policy(&fields) {
-        return r;
+        return r.into_response();
     }
     recompute_priority(&mut fields);
     enter_state(&mut fields, None, &user);
@@ -475,10 +500,10 @@ async fn list_records(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
-        return r;
+        return r.into_response();
     }
     if let Err(r) = valid_table(&table) {
-        return r;
+        return r.into_response();
     }
     let query = match snquery::parse(params.sysparm_query.as_deref().unwrap_or("")) {
         Ok(q) => q,
@@ -486,11 +511,11 @@ async fn list_records(
     };
     let limit = match parse_count("sysparm_limit", params.sysparm_limit.as_deref(), 10_000) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let offset = match parse_count("sysparm_offset", params.sysparm_offset.as_deref(), 0) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let guard = st.lock();
     let mut hits: Vec<&ServiceNowRecord> = guard
@@ -530,7 +555,7 @@ async fn get_record(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
-        return r;
+        return r.into_response();
     }
     let guard = st.lock();
     match guard
@@ -554,11 +579,11 @@ async fn update_record(
 ) -> Response {
     let user = match authorize(&st, &headers) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (given, journal) = match incoming_fields(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut guard = st.lock();
     let Some(record) = guard
@@ -573,7 +598,7 @@ async fn update_record(
     let mut merged = record.fields.clone();
     merged.extend(given);
     if let Err(r) = data_policy(&merged) {
-        return r;
+        return r.into_response();
     }
     recompute_priority(&mut merged);
     enter_state(&mut merged, previous_state.as_deref(), &user);
@@ -613,10 +638,10 @@ pub(crate) fn human_state_change(record: &mut ServiceNowRecord, state: &str, use
         }
     }
     enter_state(&mut record.fields, previous.as_deref(), user);
+    record.fields.insert("sys_updated_on".into(), now_text());
     record
         .fields
-        .insert("sys_updated_on".into(), now_text());
-    record.fields.insert("sys_updated_by".into(), user.to_owned());
+        .insert("sys_updated_by".into(), user.to_owned());
 }
 
 #[cfg(test)]
@@ -635,7 +660,12 @@ mod tests {
 
     #[test]
     fn priority_follows_urgency_and_impact() {
-        for (u, i, p) in [("1", "1", "1"), ("1", "2", "2"), ("2", "2", "3"), ("3", "3", "5")] {
+        for (u, i, p) in [
+            ("1", "1", "1"),
+            ("1", "2", "2"),
+            ("2", "2", "3"),
+            ("3", "3", "5"),
+        ] {
             let mut f = BTreeMap::from([
                 ("urgency".to_owned(), u.to_owned()),
                 ("impact".to_owned(), i.to_owned()),

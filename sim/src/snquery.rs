@@ -109,7 +109,9 @@ fn parse_term(term: &str) -> Result<Term, String> {
     let split = term.find(|c| !is_field_char(c)).unwrap_or(term.len());
     let (field, rest) = term.split_at(split);
     if field.is_empty() {
-        return Err(format!("query term {term:?} does not start with a field name"));
+        return Err(format!(
+            "query term {term:?} does not start with a field name"
+        ));
     }
     let (op, value) = OPERATORS
         .iter()
@@ -140,7 +142,9 @@ fn resolve_value(value: &str) -> Result<String, String> {
         .collect();
     match parts.as_slice() {
         [date, time] => Ok(format!("{date} {time}")),
-        _ => Err(format!("gs.dateGenerate needs a date and a time in {value:?}")),
+        _ => Err(format!(
+            "gs.dateGenerate needs a date and a time in {value:?}"
+        )),
     }
 }
 
@@ -164,9 +168,7 @@ impl EncodedQuery {
                 Op::Gt => compare(actual, &t.value).is_gt(),
                 Op::Le => compare(actual, &t.value).is_le(),
                 Op::Lt => compare(actual, &t.value).is_lt(),
-                Op::Like => actual
-                    .to_lowercase()
-                    .contains(&t.value.to_lowercase()),
+                Op::Like => actual.to_lowercase().contains(&t.value.to_lowercase()),
                 Op::StartsWith => actual.starts_with(&t.value),
                 Op::EndsWith => actual.ends_with(&t.value),
                 Op::IsEmpty => actual.is_empty(),
@@ -231,8 +233,9 @@ mod tests {
 
     #[test]
     fn comparisons_and_ordering() {
-        let q = parse("sys_updated_on>=2026-01-01 10:00:00^ORDERBYsys_updated_on^ORDERBYDESCnumber")
-            .unwrap();
+        let q =
+            parse("sys_updated_on>=2026-01-01 10:00:00^ORDERBYsys_updated_on^ORDERBYDESCnumber")
+                .unwrap();
         assert_eq!(
             q.order,
             vec![("sys_updated_on".into(), true), ("number".into(), false)]
@@ -248,7 +251,8 @@ mod tests {
 
     #[test]
     fn date_generate_scripts_become_timestamps() {
-        let q = parse("sys_updated_on>javascript:gs.dateGenerate('2026-01-01','10:00:00')").unwrap();
+        let q =
+            parse("sys_updated_on>javascript:gs.dateGenerate('2026-01-01','10:00:00')").unwrap();
         assert_eq!(q.terms[0].value, "2026-01-01 10:00:00");
         assert_eq!(q.terms[0].op, Op::Gt);
         assert!(parse("state=javascript:gs.getUserID()").is_err());
@@ -256,7 +260,14 @@ mod tests {
 
     #[test]
     fn unreadable_terms_are_errors_not_ignored() {
-        for bad in ["=1", "Statefoo", "state", "state~1", "ORDERBY", "ORDERBYBad-Field"] {
+        for bad in [
+            "=1",
+            "Statefoo",
+            "state",
+            "state~1",
+            "ORDERBY",
+            "ORDERBYBad-Field",
+        ] {
             assert!(parse(bad).is_err(), "accepted {bad}");
         }
         assert!(parse("").unwrap().terms.is_empty());

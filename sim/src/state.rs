@@ -290,10 +290,7 @@ impl SharedState {
 
     /// Makes every later write-back of this finding come back as unprocessed with `kind`.
     pub fn set_finding_error(&self, id: &str, kind: FindingErrorKind) {
-        self.lock()
-            .securityhub
-            .errors
-            .insert(id.to_owned(), kind);
+        self.lock().securityhub.errors.insert(id.to_owned(), kind);
     }
 
     pub fn clear_finding_error(&self, id: &str) {

@@ -50,9 +50,8 @@ pub async fn send(req: RequestBuilder) -> Answer {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     Answer {
         status,
@@ -81,22 +80,27 @@ pub fn adf(text: &str) -> Value {
 
 /// Creates a v3 issue in project SEC and returns its key.
 pub async fn create_issue(c: &Client, sim: &SimHandle, summary: &str, labels: &[&str]) -> String {
-    let a = send(
-        jira3(c, sim, reqwest::Method::POST, "/issue").json(&serde_json::json!({"fields": {
+    let a = send(jira3(c, sim, reqwest::Method::POST, "/issue").json(
+        &serde_json::json!({"fields": {
             "project": {"key": "SEC"},
             "issuetype": {"name": "Bug"},
             "summary": summary,
             "description": adf("details"),
             "priority": {"name": "High"},
             "labels": labels,
-        }})),
-    )
+        }}),
+    ))
     .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     a.body["key"].as_str().expect("a key").to_owned()
 }
 
-pub fn servicenow(c: &Client, sim: &SimHandle, method: reqwest::Method, path: &str) -> RequestBuilder {
+pub fn servicenow(
+    c: &Client,
+    sim: &SimHandle,
+    method: reqwest::Method,
+    path: &str,
+) -> RequestBuilder {
     c.request(method, format!("{}/api/now/table{path}", sim.base_url))
         .basic_auth(SN_USER, Some(SN_PASSWORD))
 }
