@@ -167,12 +167,18 @@ fn server_error(family: &Family) -> Response {
 pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let endpoint = endpoint_name(req.method(), &path);
-    *st.lock().requests.entry(endpoint).or_insert(0) += 1;
+    *st.lock().requests.entry(endpoint.clone()).or_insert(0) += 1;
     let (latency, injected) = decide(&st);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let fam = family(&path);
+    match &injected {
+        Some(Injected::RateLimited { .. }) => tracing::info!(%endpoint, "rate limit exceeded: 429"),
+        Some(Injected::Burst { .. }) => tracing::info!(%endpoint, "injected 429 burst"),
+        Some(Injected::ServerError) => tracing::info!(%endpoint, "injected 500"),
+        None => tracing::debug!(%endpoint, "request"),
+    }
     match injected {
         Some(Injected::RateLimited { retry_after }) => {
             too_many(&fam, retry_after, "jira-quota-global-based")

@@ -6,6 +6,19 @@
 //! rate limits, search lag, expired tokens). It is a dev-dependency only: never part of the
 //! production binary.
 //!
+//! One base URL serves everything (the paths never collide):
+//!
+//! | Service | Paths |
+//! |---|---|
+//! | Jira Cloud / DC | `/rest/api/{3,2}/issue[/{key}[/transitions\|/comment]]`, `POST\|GET /rest/api/3/search/jql`, `/rest/api/2/search` (`/rest/api/3/search` is 410 Gone) |
+//! | ServiceNow | `POST /oauth_token.do`, `/api/now/table/{table}[/{sys_id}]` |
+//! | Security Hub | `PATCH /findings/batchupdate`, `PATCH /findingsv2/batchupdatev2` |
+//! | Operator | `GET /_sim/{tickets,writebacks,findings,stats,faults}`, `POST /_sim/faults`, `POST /_sim/jira/{key}/transition`, `POST /_sim/servicenow/{table}/{sys_id}/state`, `POST /_sim/findings/errors` |
+//!
+//! Deliberate strictness (the real services are laxer, and a lax peer hides bridge bugs): JQL
+//! outside the supported subset, unreadable ServiceNow query terms and `^OR`/`^NQ` answer 400;
+//! Cloud `search/jql` without `fields` returns bare ids, like Jira Cloud. JQL dates are UTC.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use findings_bridge_sim::{SimConfig, Simulator};
