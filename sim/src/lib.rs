@@ -1,1 +1,51 @@
-//! Simulator.
+//! A stateful stand-in for Jira (Cloud v3 and Data Center v2), the ServiceNow Table API and
+//! Security Hub's write-back operations, for findings-bridge tests and demos.
+//!
+//! It remembers tickets, workflows and finding status, so tests assert what a user of those systems
+//! would see, and it injects the failures the bridge has to survive (latency, 500s, 429 bursts,
+//! rate limits, search lag, expired tokens). It is a dev-dependency only: never part of the
+//! production binary.
+//!
+//! One base URL serves everything (the paths never collide):
+//!
+//! | Service | Paths |
+//! |---|---|
+//! | Jira Cloud / DC | `/rest/api/{3,2}/issue[/{key}[/transitions\|/comment]]`, `POST\|GET /rest/api/3/search/jql`, `/rest/api/2/search` (`/rest/api/3/search` is 410 Gone) |
+//! | ServiceNow | `POST /oauth_token.do`, `/api/now/table/{table}[/{sys_id}]` |
+//! | Security Hub | `PATCH /findings/batchupdate`, `PATCH /findingsv2/batchupdatev2` |
+//! | Operator | `GET /_sim/{tickets,writebacks,findings,stats,faults}`, `POST /_sim/faults`, `POST /_sim/jira/{key}/transition`, `POST /_sim/servicenow/{table}/{sys_id}/state`, `POST /_sim/findings/errors` |
+//!
+//! Deliberate strictness (the real services are laxer, and a lax peer hides bridge bugs): JQL
+//! outside the supported subset, unreadable ServiceNow query terms and `^OR`/`^NQ` answer 400;
+//! Cloud `search/jql` without `fields` returns bare ids, like Jira Cloud. JQL dates are UTC.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use findings_bridge_sim::{SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0").await?;
+//! // point JIRA_URL, SERVICENOW_URL and AWS_ENDPOINT_URL_SECURITYHUB at sim.base_url ...
+//! assert!(sim.state.jira_issues().is_empty());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod adf;
+mod auth;
+pub mod config;
+mod faults;
+mod jira;
+pub mod jql;
+mod ops;
+mod reply;
+mod securityhub;
+mod server;
+mod servicenow;
+pub mod snquery;
+pub mod state;
+
+pub use config::{Faults, SimConfig};
+pub use server::{SimHandle, Simulator};
+pub use state::{
+    FaultStats, FindingErrorKind, FindingState, JiraComment, JiraIssue, JournalEntry,
+    ServiceNowRecord, SharedState, SimError, Stats, StatusChange, Writeback, WritebackApi,
+};

@@ -1,0 +1,223 @@
+//! The middleware in front of every API path: counts requests per endpoint, then injects the
+//! configured latency, rate limiting, 429 bursts and 500s before the handler runs.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::securityhub::aws_error;
+use crate::state::SharedState;
+
+/// A well-mixed 64-bit hash (SplitMix64): deterministic pseudo-randomness without a dependency.
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Uniform in [0, 1) for a given seed and request number.
+fn unit(seed: u64, n: u64) -> f64 {
+    // The top 53 bits fill an f64 mantissa exactly.
+    (splitmix64(seed ^ splitmix64(n)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Names an endpoint by its route, so counters do not grow one entry per ticket:
+/// `/rest/api/3/issue/PROJ-7/transitions` → `/rest/api/3/issue/{key}/transitions`,
+/// `/api/now/table/incident/abc` → `/api/now/table/incident/{sys_id}`.
+pub(crate) fn endpoint_name(method: &Method, path: &str) -> String {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut named: Vec<&str> = segments.clone();
+    match segments.as_slice() {
+        ["", "rest", "api", _, "issue", _, ..] => named[5] = "{key}",
+        ["", "api", "now", "table", _, _, ..] => named[5] = "{sys_id}",
+        _ => {}
+    }
+    format!("{method} {}", named.join("/"))
+}
+
+enum Family {
+    Jira,
+    ServiceNow,
+    SecurityHub,
+}
+
+fn family(path: &str) -> Family {
+    if path.starts_with("/rest/") {
+        Family::Jira
+    } else if path.starts_with("/findings") {
+        Family::SecurityHub
+    } else {
+        Family::ServiceNow
+    }
+}
+
+enum Injected {
+    RateLimited { retry_after: u32 },
+    Burst { retry_after: u32 },
+    ServerError,
+}
+
+/// Decides the fate of the next request and advances the fault schedule.
+fn decide(st: &SharedState) -> (Duration, Option<Injected>) {
+    let mut guard = st.lock();
+    let faults = guard.faults.clone();
+    if !faults.latency.is_zero() {
+        guard.fault_stats.delayed += 1;
+    }
+    if let Some(limit) = guard.rate_limit {
+        let now = Instant::now();
+        let (start, count) = match guard.rate_window {
+            Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
+                (start, count)
+            }
+            _ => (now, 0),
+        };
+        guard.rate_window = Some((start, count + 1));
+        if count >= limit {
+            guard.fault_stats.rate_limited_429 += 1;
+            return (
+                faults.latency,
+                Some(Injected::RateLimited { retry_after: 1 }),
+            );
+        }
+    }
+    let n = guard.fault_seq;
+    guard.fault_seq += 1;
+    if let Some(every) = faults.burst_429_every {
+        let cycle = u64::from(every) + u64::from(faults.burst_429_len);
+        if n % cycle >= u64::from(every) {
+            guard.fault_stats.burst_429 += 1;
+            return (
+                faults.latency,
+                Some(Injected::Burst {
+                    retry_after: faults.retry_after_secs,
+                }),
+            );
+        }
+    }
+    if faults.error_rate > 0.0 && unit(faults.seed, n) < faults.error_rate {
+        guard.fault_stats.errors_500 += 1;
+        return (faults.latency, Some(Injected::ServerError));
+    }
+    (faults.latency, None)
+}
+
+fn too_many(family: &Family, retry_after: u32, reason: &str) -> Response {
+    let mut response = match family {
+        Family::Jira => (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"errorMessages": ["Rate limit exceeded."], "errors": {}})),
+        )
+            .into_response(),
+        Family::ServiceNow => (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"error": {"message": "Too many requests", "detail": reason}, "status": "failure"})),
+        )
+            .into_response(),
+        Family::SecurityHub => aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate exceeded",
+        ),
+    };
+    let reset = Utc::now() + chrono::Duration::seconds(i64::from(retry_after));
+    let headers = response.headers_mut();
+    headers.insert("Retry-After", HeaderValue::from(retry_after));
+    // Jira sends an ISO timestamp, ServiceNow epoch seconds.
+    let reset_value = match family {
+        Family::Jira => reset.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        _ => reset.timestamp().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&reset_value) {
+        headers.insert("X-RateLimit-Reset", v);
+    }
+    if let (Family::Jira, Ok(v)) = (family, HeaderValue::from_str(reason)) {
+        headers.insert("RateLimit-Reason", v);
+    }
+    response
+}
+
+fn server_error(family: &Family) -> Response {
+    match family {
+        Family::Jira => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"errorMessages": ["Internal server error (injected by the simulator)"], "errors": {}})),
+        )
+            .into_response(),
+        Family::ServiceNow => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"message": "Internal server error", "detail": "injected by the simulator"}, "status": "failure"})),
+        )
+            .into_response(),
+        Family::SecurityHub => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalException",
+            "Internal server error (injected by the simulator)",
+        ),
+    }
+}
+
+pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let endpoint = endpoint_name(req.method(), &path);
+    *st.lock().requests.entry(endpoint.clone()).or_insert(0) += 1;
+    let (latency, injected) = decide(&st);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let fam = family(&path);
+    match &injected {
+        Some(Injected::RateLimited { .. }) => tracing::info!(%endpoint, "rate limit exceeded: 429"),
+        Some(Injected::Burst { .. }) => tracing::info!(%endpoint, "injected 429 burst"),
+        Some(Injected::ServerError) => tracing::info!(%endpoint, "injected 500"),
+        None => tracing::debug!(%endpoint, "request"),
+    }
+    match injected {
+        Some(Injected::RateLimited { retry_after }) => {
+            too_many(&fam, retry_after, "jira-quota-global-based")
+        }
+        Some(Injected::Burst { retry_after }) => too_many(&fam, retry_after, "jira-burst-based"),
+        Some(Injected::ServerError) => server_error(&fam),
+        None => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_named_by_route() {
+        assert_eq!(
+            endpoint_name(&Method::POST, "/rest/api/3/issue/PROJ-7/transitions"),
+            "POST /rest/api/3/issue/{key}/transitions"
+        );
+        assert_eq!(
+            endpoint_name(&Method::POST, "/rest/api/3/issue"),
+            "POST /rest/api/3/issue"
+        );
+        assert_eq!(
+            endpoint_name(&Method::PATCH, "/api/now/table/incident/0123"),
+            "PATCH /api/now/table/incident/{sys_id}"
+        );
+        assert_eq!(
+            endpoint_name(&Method::GET, "/api/now/table/incident"),
+            "GET /api/now/table/incident"
+        );
+    }
+
+    #[test]
+    fn unit_is_uniform_enough_and_seeded() {
+        let hits = (0..10_000).filter(|n| unit(7, *n) < 0.25).count();
+        assert!((2_300..2_700).contains(&hits), "{hits}");
+        assert_eq!(unit(7, 42), unit(7, 42));
+        assert_ne!(unit(7, 42), unit(8, 42));
+    }
+}

@@ -1,0 +1,164 @@
+//! `findings-bridge-sim`: the simulator as a process, for demos and scripted end-to-end runs.
+//! Prints `listening on http://127.0.0.1:PORT` (and optionally writes the port to a file) so a
+//! script started with port 0 knows where to point the bridge.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use findings_bridge_sim::{Faults, SimConfig, Simulator};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Stateful Jira / ServiceNow / Security Hub simulator for findings-bridge"
+)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0", env = "SIM_ADDR")]
+    addr: String,
+    /// Write the chosen port to this file once listening.
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+    /// Milliseconds added before every API answer.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Fraction (0.0–1.0) of API requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Requests answered normally between two bursts of 429s (unset: no bursts).
+    #[arg(long)]
+    burst_429_every: Option<u32>,
+    /// Length of each 429 burst.
+    #[arg(long, default_value_t = 3)]
+    burst_429_len: u32,
+    /// `Retry-After` seconds on injected 429s.
+    #[arg(long, default_value_t = 1)]
+    retry_after_secs: u32,
+    /// Seed for the 500s, so a run can be repeated exactly.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Requests per second accepted before answering 429.
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Milliseconds a new Jira issue stays invisible to search.
+    #[arg(long, default_value_t = 0)]
+    search_delay_ms: u64,
+    /// Seconds a ServiceNow OAuth token lives.
+    #[arg(long, default_value_t = 1800)]
+    token_ttl_secs: u64,
+    #[arg(long, env = "SIM_JIRA_EMAIL", default_value = "sim@example.com")]
+    jira_email: String,
+    #[arg(
+        long,
+        env = "SIM_JIRA_TOKEN",
+        default_value = "sim-token",
+        hide_default_value = true
+    )]
+    jira_token: String,
+    #[arg(
+        long,
+        env = "SIM_JIRA_PAT",
+        default_value = "sim-pat",
+        hide_default_value = true
+    )]
+    jira_pat: String,
+    #[arg(long, env = "SIM_SERVICENOW_USER", default_value = "sim")]
+    servicenow_user: String,
+    #[arg(
+        long,
+        env = "SIM_SERVICENOW_PASSWORD",
+        default_value = "sim-password",
+        hide_default_value = true
+    )]
+    servicenow_password: String,
+    #[arg(long, env = "SIM_SERVICENOW_CLIENT_ID", default_value = "sim-client")]
+    servicenow_client_id: String,
+    #[arg(
+        long,
+        env = "SIM_SERVICENOW_CLIENT_SECRET",
+        default_value = "sim-client-secret",
+        hide_default_value = true
+    )]
+    servicenow_client_secret: String,
+}
+
+impl Args {
+    fn config(self) -> anyhow::Result<SimConfig> {
+        let faults = Faults {
+            latency: Duration::from_millis(self.latency_ms),
+            error_rate: self.error_rate,
+            burst_429_every: self.burst_429_every,
+            burst_429_len: self.burst_429_len,
+            retry_after_secs: self.retry_after_secs,
+            seed: self.seed,
+        };
+        faults.validate().map_err(anyhow::Error::msg)?;
+        Ok(SimConfig {
+            jira_search_delay: Duration::from_millis(self.search_delay_ms),
+            faults,
+            jira_email: self.jira_email,
+            jira_token: self.jira_token,
+            jira_pat: self.jira_pat,
+            servicenow_user: self.servicenow_user,
+            servicenow_password: self.servicenow_password,
+            servicenow_client_id: self.servicenow_client_id,
+            servicenow_client_secret: self.servicenow_client_secret,
+            servicenow_token_ttl: Duration::from_secs(self.token_ttl_secs),
+            rate_limit_per_sec: self.rate_limit,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let port_file = args.port_file.clone();
+    let addr = args.addr.clone();
+    let config = args.config()?;
+    let sim = Simulator::start(config, &addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    if let Some(path) = port_file {
+        std::fs::write(&path, sim.port.to_string())
+            .with_context(|| format!("cannot write the port to {}", path.display()))?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", sim.base_url)?;
+        out.flush()?;
+    }
+    shutdown_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}

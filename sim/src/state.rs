@@ -1,0 +1,400 @@
+//! Everything the simulated services remember, and the accessors tests use to look at it or to act
+//! like a human on the other side (moving a ticket, resolving an incident).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::config::{Faults, SimConfig};
+use crate::jira::workflow;
+
+/// Why an accessor could not do what a test asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SimError {
+    #[error("Jira issue {0} does not exist")]
+    NoSuchIssue(String),
+    #[error("Jira has no status named {0:?}")]
+    NoSuchStatus(String),
+    #[error("ServiceNow record {table}/{sys_id} does not exist")]
+    NoSuchRecord { table: String, sys_id: String },
+    #[error("invalid ServiceNow state {0:?}")]
+    InvalidState(String),
+    #[error("invalid faults: {0}")]
+    InvalidFaults(String),
+}
+
+/// A Jira issue as the simulator stores it; `description` and comment bodies keep the shape they
+/// were sent in (ADF from v3, a string from v2).
+#[derive(Clone, Debug, Serialize)]
+pub struct JiraIssue {
+    pub id: String,
+    pub key: String,
+    pub project: String,
+    pub issue_type: String,
+    pub summary: String,
+    pub description: Value,
+    pub priority: Option<String>,
+    pub labels: Vec<String>,
+    pub status: String,
+    pub status_category: String,
+    /// Every other field sent on create or update (custom fields, components, …).
+    pub fields: Map<String, Value>,
+    pub comments: Vec<JiraComment>,
+    /// Status changes in order, so tests can tell which transitions the bridge made.
+    pub status_history: Vec<StatusChange>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    #[serde(skip)]
+    pub(crate) searchable_at: Option<Instant>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JiraComment {
+    pub id: String,
+    pub body: Value,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StatusChange {
+    pub from: String,
+    pub to: String,
+    /// `api` when the bridge (or any client) transitioned, `human` for simulated users.
+    pub by: String,
+}
+
+/// A row of any ServiceNow table; values are strings as the Table API returns them.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceNowRecord {
+    pub table: String,
+    pub sys_id: String,
+    pub fields: BTreeMap<String, String>,
+    /// Journal entries (`work_notes`, `comments`), which the Table API never returns as values.
+    pub journal: Vec<JournalEntry>,
+}
+
+impl ServiceNowRecord {
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields.get(field).map(String::as_str)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub field: String,
+    pub value: String,
+    pub created_on: String,
+}
+
+/// Which Security Hub write-back API a recorded call used.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub enum WritebackApi {
+    BatchUpdateFindings,
+    BatchUpdateFindingsV2,
+}
+
+/// One recorded BatchUpdateFindings / BatchUpdateFindingsV2 call that passed validation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Writeback {
+    pub api: WritebackApi,
+    pub received_at: DateTime<Utc>,
+    /// The request body exactly as received.
+    pub request: Value,
+    /// Finding ids (ASFF `Id`, OCSF metadata or finding-info uid) that were updated.
+    pub processed: Vec<String>,
+    /// (finding id, error code) of the entries answered as unprocessed.
+    pub unprocessed: Vec<(String, String)>,
+}
+
+/// What Security Hub knows about one finding after the write-backs so far.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FindingState {
+    pub id: String,
+    pub product_arn: Option<String>,
+    /// ASFF `Workflow.Status` (NEW, NOTIFIED, RESOLVED, SUPPRESSED).
+    pub workflow_status: Option<String>,
+    pub severity_label: Option<String>,
+    /// OCSF `status_id` set through BatchUpdateFindingsV2.
+    pub status_id: Option<i64>,
+    pub severity_id: Option<i64>,
+    /// Note texts (V1) and comments (V2) in order.
+    pub notes: Vec<String>,
+    pub update_count: u64,
+}
+
+/// How the Security Hub simulator should refuse a particular finding, for tests of the bridge's
+/// handling of `UnprocessedFindings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum FindingErrorKind {
+    /// V1 `FindingNotFound`, V2 `ResourceNotFoundException`.
+    NotFound,
+    /// V1 `ConcurrentUpdateError`, V2 `ConflictException`.
+    ConcurrentUpdate,
+}
+
+/// Counts of injected failures, for operators and for tests asserting the bridge saw them.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FaultStats {
+    pub delayed: u64,
+    pub errors_500: u64,
+    pub burst_429: u64,
+    pub rate_limited_429: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// `"METHOD /path/template"` → number of requests, e.g. `"POST /rest/api/3/issue"`.
+    pub requests: BTreeMap<String, u64>,
+    pub faults: FaultStats,
+}
+
+#[derive(Default)]
+pub(crate) struct JiraState {
+    pub issues: Vec<JiraIssue>,
+    pub next_id: u64,
+    pub next_comment_id: u64,
+    pub project_counters: HashMap<String, u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct ServiceNowState {
+    pub records: Vec<ServiceNowRecord>,
+    pub number_counters: HashMap<String, u64>,
+    pub next_sys_id: u64,
+    pub tokens: HashMap<String, Instant>,
+    pub next_token: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct SecurityHubState {
+    pub findings: BTreeMap<String, FindingState>,
+    pub writebacks: Vec<Writeback>,
+    pub errors: HashMap<String, FindingErrorKind>,
+}
+
+pub(crate) struct Inner {
+    pub base_url: String,
+    pub jira: JiraState,
+    pub servicenow: ServiceNowState,
+    pub securityhub: SecurityHubState,
+    pub requests: BTreeMap<String, u64>,
+    pub fault_stats: FaultStats,
+    pub faults: Faults,
+    /// Sequence number of the next API request under the current faults.
+    pub fault_seq: u64,
+    pub rate_limit: Option<u32>,
+    /// Start of the current one-second window and the requests seen in it.
+    pub rate_window: Option<(Instant, u32)>,
+}
+
+/// Handle on the simulator's memory, shared by the HTTP handlers and the test that started it.
+#[derive(Clone)]
+pub struct SharedState {
+    inner: Arc<Mutex<Inner>>,
+    config: Arc<SimConfig>,
+}
+
+impl SharedState {
+    pub fn new(config: SimConfig, base_url: String) -> Self {
+        let inner = Inner {
+            base_url,
+            jira: JiraState::default(),
+            servicenow: ServiceNowState::default(),
+            securityhub: SecurityHubState::default(),
+            requests: BTreeMap::new(),
+            fault_stats: FaultStats::default(),
+            faults: config.faults.clone(),
+            fault_seq: 0,
+            rate_limit: config.rate_limit_per_sec,
+            rate_window: None,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            config: Arc::new(config),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// A panicking handler must not take the whole simulator down with a poisoned lock: the state
+    /// it left is still the best description of what the services did.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn base_url(&self) -> String {
+        self.lock().base_url.clone()
+    }
+
+    pub fn jira_issues(&self) -> Vec<JiraIssue> {
+        self.lock().jira.issues.clone()
+    }
+
+    pub fn jira_issue(&self, key: &str) -> Option<JiraIssue> {
+        self.lock()
+            .jira
+            .issues
+            .iter()
+            .find(|i| i.key == key || i.id == key)
+            .cloned()
+    }
+
+    pub fn servicenow_records(&self) -> Vec<ServiceNowRecord> {
+        self.lock().servicenow.records.clone()
+    }
+
+    pub fn servicenow_record(&self, table: &str, sys_id: &str) -> Option<ServiceNowRecord> {
+        self.lock()
+            .servicenow
+            .records
+            .iter()
+            .find(|r| r.table == table && r.sys_id == sys_id)
+            .cloned()
+    }
+
+    pub fn writebacks(&self) -> Vec<Writeback> {
+        self.lock().securityhub.writebacks.clone()
+    }
+
+    /// The finding's workflow status as a Security Hub user would read it: the ASFF status, or for
+    /// findings only updated through V2 the OCSF `status_id` translated to its ASFF equivalent.
+    pub fn finding_workflow(&self, id: &str) -> Option<String> {
+        let guard = self.lock();
+        let f = guard.securityhub.findings.get(id)?;
+        if let Some(status) = &f.workflow_status {
+            return Some(status.clone());
+        }
+        let name = match f.status_id? {
+            1 => "NEW",
+            2 => "NOTIFIED",
+            3 => "SUPPRESSED",
+            4 | 5 => "RESOLVED",
+            _ => return None,
+        };
+        Some(name.to_owned())
+    }
+
+    pub fn finding(&self, id: &str) -> Option<FindingState> {
+        self.lock().securityhub.findings.get(id).cloned()
+    }
+
+    pub fn findings(&self) -> Vec<FindingState> {
+        self.lock().securityhub.findings.values().cloned().collect()
+    }
+
+    /// Makes every later write-back of this finding come back as unprocessed with `kind`.
+    pub fn set_finding_error(&self, id: &str, kind: FindingErrorKind) {
+        self.lock().securityhub.errors.insert(id.to_owned(), kind);
+    }
+
+    pub fn clear_finding_error(&self, id: &str) {
+        self.lock().securityhub.errors.remove(id);
+    }
+
+    pub fn clear_finding_errors(&self) {
+        self.lock().securityhub.errors.clear();
+    }
+
+    /// Requests seen for one endpoint, named `"METHOD /path"` with `{key}` / `{sys_id}` for the
+    /// variable segment, e.g. `"POST /rest/api/3/issue/{key}/transitions"` or
+    /// `"POST /api/now/table/incident"`.
+    pub fn request_count(&self, endpoint: &str) -> u64 {
+        self.lock().requests.get(endpoint).copied().unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let guard = self.lock();
+        Stats {
+            requests: guard.requests.clone(),
+            faults: guard.fault_stats.clone(),
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Replaces the injected faults and restarts their schedule, so a test knows exactly which of
+    /// its next requests fail.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
+        faults.validate().map_err(SimError::InvalidFaults)?;
+        let mut guard = self.lock();
+        guard.faults = faults;
+        guard.fault_seq = 0;
+        Ok(())
+    }
+
+    pub fn set_rate_limit(&self, per_sec: Option<u32>) {
+        let mut guard = self.lock();
+        guard.rate_limit = per_sec;
+        guard.rate_window = None;
+    }
+
+    /// A human moving the ticket to `status_name` in Jira's UI, whatever the workflow would allow.
+    pub fn transition_issue(&self, key: &str, status_name: &str) -> Result<JiraIssue, SimError> {
+        let status = workflow::status_by_name(status_name)
+            .ok_or_else(|| SimError::NoSuchStatus(status_name.to_owned()))?;
+        let mut guard = self.lock();
+        let issue = guard
+            .jira
+            .issues
+            .iter_mut()
+            .find(|i| i.key == key || i.id == key)
+            .ok_or_else(|| SimError::NoSuchIssue(key.to_owned()))?;
+        workflow::move_to(issue, status, "human");
+        Ok(issue.clone())
+    }
+
+    /// Back-dates (or forward-dates) an issue's `updated`, for tests of watermark-based polling.
+    pub fn set_jira_updated(&self, key: &str, updated: DateTime<Utc>) -> Result<(), SimError> {
+        let mut guard = self.lock();
+        let issue = guard
+            .jira
+            .issues
+            .iter_mut()
+            .find(|i| i.key == key || i.id == key)
+            .ok_or_else(|| SimError::NoSuchIssue(key.to_owned()))?;
+        issue.updated = updated;
+        Ok(())
+    }
+
+    /// A human changing an incident's state in ServiceNow's UI. Resolving or closing fills the
+    /// resolution fields the form would force the human to fill, unless they are already set.
+    pub fn set_servicenow_state(
+        &self,
+        table: &str,
+        sys_id: &str,
+        state: &str,
+    ) -> Result<ServiceNowRecord, SimError> {
+        if !crate::servicenow::is_known_state(state) {
+            return Err(SimError::InvalidState(state.to_owned()));
+        }
+        let mut guard = self.lock();
+        let user = self.config.servicenow_user.clone();
+        let record = guard
+            .servicenow
+            .records
+            .iter_mut()
+            .find(|r| r.table == table && r.sys_id == sys_id)
+            .ok_or_else(|| SimError::NoSuchRecord {
+                table: table.to_owned(),
+                sys_id: sys_id.to_owned(),
+            })?;
+        crate::servicenow::human_state_change(record, state, &user);
+        Ok(record.clone())
+    }
+
+    /// Invalidates every ServiceNow OAuth token, as if they had all reached `expires_in`.
+    pub fn expire_oauth_tokens(&self) {
+        let now = Instant::now();
+        for expiry in self.lock().servicenow.tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+}

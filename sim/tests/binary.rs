@@ -1,0 +1,77 @@
+//! The `findings-bridge-sim` process: scripts start it on port 0 and read where it listens.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn prints_its_address_writes_the_port_file_and_serves() {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let port_file = std::env::temp_dir().join(format!("sim-port-{}-{nanos}", std::process::id()));
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_findings-bridge-sim"))
+            .args(["--addr", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .args(["--error-rate", "0", "--search-delay-ms", "10"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator binary starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("reader task")
+    .expect("a line on stdout");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the announced address")
+        .to_owned();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    assert!(url.starts_with("http://127.0.0.1:"));
+    assert_eq!(
+        std::fs::read_to_string(&port_file).ok().as_deref(),
+        Some(port.to_string().as_str())
+    );
+    let _ = std::fs::remove_file(&port_file);
+
+    let stats = reqwest::get(format!("{url}/_sim/stats"))
+        .await
+        .expect("the simulator answers");
+    assert_eq!(stats.status(), reqwest::StatusCode::OK);
+    let denied = reqwest::get(format!("{url}/rest/api/3/issue/SEC-1"))
+        .await
+        .expect("answers");
+    assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn rejects_an_impossible_error_rate() {
+    let status = Command::new(env!("CARGO_BIN_EXE_findings-bridge-sim"))
+        .args(["--addr", "127.0.0.1:0", "--error-rate", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the binary runs");
+    assert!(!status.success());
+}
