@@ -10,6 +10,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod mapping;
 pub mod marker;
+pub mod pipeline;
 pub mod render;
 pub mod securityhub;
 pub mod securityhub_client;
