@@ -119,7 +119,21 @@ class Stack:
                 return all(self._eval_condition(a) for a in arg)
             if fn == "Fn::Or":
                 return any(self._eval_condition(a) for a in arg)
+            if fn == "Fn::Contains":  # Rules only
+                haystack, needle = (self.render(a) for a in arg)
+                return needle in haystack
         return self.render(expr)
+
+    def rule_failures(self) -> list[str]:
+        """AssertDescriptions of the template's Rules that these parameters violate."""
+        failures = []
+        for rule in self.template.get("Rules", {}).values():
+            if "RuleCondition" in rule and not self._eval_condition(rule["RuleCondition"]):
+                continue
+            for assertion in rule["Assertions"]:
+                if not self._eval_condition(assertion["Assert"]):
+                    failures.append(assertion["AssertDescription"])
+        return failures
 
     # -- values
     def render(self, value: Any) -> Any:

@@ -63,6 +63,7 @@ def task_json() -> dict:
 
 def rendered_task_definition(template: dict, **parameters: str) -> dict:
     stack = Stack(template, **parameters)
+    assert stack.rule_failures() == [], "these parameters would be rejected by the template's Rules"
     props = camel(stack.resource("TaskDefinition"))
     return _normalised(props)
 
@@ -269,3 +270,22 @@ def test_image_and_task_definition_agree(task_json):
     assert dockerfile_instruction("USER") == container["user"]
     assert f"BRIDGE_MAPPINGS={env['BRIDGE_MAPPINGS']}" in dockerfile_instruction("ENV")
     assert dockerfile_instruction("EXPOSE") == str(container["portMappings"][0]["containerPort"])
+
+
+@pytest.mark.parametrize(
+    "overrides,failure",
+    [
+        (dict(JiraUrl=""), "JiraUrl is required when JiraAuth is not none."),
+        (dict(ServiceNowSecretArn=""), "ServiceNowSecretArn is required when ServiceNowAuth is not none."),
+        (dict(JiraAuth="none", ServiceNowAuth="none"), "Configure Jira, ServiceNow or both."),
+        (dict(TaskCpu="256", TaskMemory="4096"), "TaskCpu 256 takes TaskMemory 512, 1024 or 2048."),
+        (dict(TaskCpu="2048", TaskMemory="1024"), "TaskCpu 2048 takes TaskMemory 4096 or 8192 here."),
+        (
+            dict(WebhookTargetGroupArn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/fb/0123456789abcdef"),
+            "WebhookSourceSecurityGroupId is required with WebhookTargetGroupArn.",
+        ),
+    ],
+)
+def test_template_rules_reject_incomplete_parameters(template, overrides, failure):
+    assert Stack(template, **EXAMPLE_PARAMETERS).rule_failures() == []
+    assert Stack(template, **{**EXAMPLE_PARAMETERS, **overrides}).rule_failures() == [failure]
