@@ -4,6 +4,7 @@
 //! Data flow (DESIGN.md): SQS → [`finding`] (envelope, ASFF, OCSF) → [`mapping`] (route) →
 //! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
 
+pub mod app;
 pub mod cli;
 pub mod finding;
 pub mod http;
