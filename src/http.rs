@@ -13,6 +13,7 @@
 //!   waiting: [`TokioClock`] follows `tokio::time` (and so `start_paused`), [`ManualClock`] is a
 //!   virtual clock for tests that also talk to real sockets.
 
+use crate::telemetry;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -370,10 +371,22 @@ impl HttpClient {
         };
         let method = request.method().clone();
         let path = request.url().path().to_owned();
+        let queued = std::time::Instant::now();
         self.limiter.acquire().await;
+        let waited = queued.elapsed();
+        if waited >= Duration::from_millis(1) {
+            telemetry::rate_limit_wait(self.system, waited.as_secs_f64());
+        }
+        let sent = std::time::Instant::now();
         let response = match self.client.execute(request).await {
             Ok(response) => response,
             Err(e) => {
+                telemetry::api_latency(
+                    self.system,
+                    operation,
+                    sent.elapsed().as_secs_f64(),
+                    telemetry::ApiOutcome::Transport,
+                );
                 let message = transport_message(e);
                 tracing::debug!(system = self.system, %method, path, attempt, error = %message, "request failed");
                 return Outcome::Retry {
@@ -384,6 +397,12 @@ impl HttpClient {
             }
         };
         let status = response.status().as_u16();
+        telemetry::api_latency(
+            self.system,
+            operation,
+            sent.elapsed().as_secs_f64(),
+            telemetry::ApiOutcome::from_status(status),
+        );
         tracing::debug!(system = self.system, %method, path, status, attempt, "response");
         let server_wait = server_wait(response.headers(), status, SystemTime::now());
         let body = match response.bytes().await {

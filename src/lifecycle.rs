@@ -22,6 +22,7 @@ use crate::mapping::spec::{OnRecurrence, OnResolved};
 use crate::marker::Marker;
 use crate::securityhub::{FindingWriter, WorkflowUpdate};
 use crate::store::{Claim, Record, Store, StoreError};
+use crate::telemetry::{self, DedupKind, WritebackResult};
 use crate::ticket::{FieldUpdate, TargetStatus, TicketError, TicketRef, TicketSystem};
 
 /// Default claim lease: long enough for a create with retries, short enough that a killed
@@ -113,6 +114,30 @@ pub trait Planner: Send + Sync {
         rule: &str,
         finding: &Finding,
     ) -> Result<Option<SeverityRefresh>, PlanError>;
+}
+
+/// Counts one lifecycle action under the named series operators alert on.
+fn count_action(action: &Action, system: &str, team: &str, finding: &Finding) {
+    match action {
+        Action::Created | Action::Replaced { .. } => telemetry::ticket_created(system, team),
+        Action::Recovered => telemetry::dedup_hit(DedupKind::Recovered),
+        Action::SeverityChanged { .. } => telemetry::ticket_updated(system, team),
+        Action::Closed => telemetry::ticket_closed(system, team),
+        Action::Reopened => telemetry::ticket_reopened(system, team),
+        Action::Noop => {
+            telemetry::dedup_hit(DedupKind::Noop);
+            // Same fingerprint with a workflow status other than NEW: the "Imported" event
+            // Security Hub emits after a write-back (ours, or a person's in the console).
+            if finding.workflow_status != WorkflowStatus::New {
+                telemetry::echo_noop();
+            }
+        }
+        Action::Stale => telemetry::dedup_hit(DedupKind::Stale),
+        Action::ResolutionCommented
+        | Action::ResolutionIgnored
+        | Action::RecurrenceCommented
+        | Action::SkippedResolved => {}
+    }
 }
 
 /// What the lifecycle did for one team.
@@ -383,9 +408,9 @@ impl Lifecycle {
         self.write_back(finding, writes).await;
 
         for team in &outcome.teams {
+            let system = team.ticket.as_ref().map_or("unknown", |t| t.system.as_str());
             for action in &team.actions {
-                metrics::counter!("fb_ticket_actions_total", "action" => action.as_str())
-                    .increment(1);
+                count_action(action, system, &team.team, finding);
             }
             tracing::info!(
                 finding_id = %finding.id,
@@ -884,13 +909,15 @@ impl Lifecycle {
                 }
             }
             Ok(report) => {
-                metrics::counter!("fb_writeback_failures_total").increment(1);
+                telemetry::writeback(WritebackResult::Processed, report.processed as u64);
+                telemetry::writeback(WritebackResult::Unprocessed, report.unprocessed.len() as u64);
                 for u in report.unprocessed {
                     tracing::warn!(finding_id = %u.finding_id, code = %u.code, message = %u.message, "Security Hub did not apply the write-back");
                 }
             }
             Err(e) => {
-                metrics::counter!("fb_writeback_failures_total").increment(1);
+                telemetry::writeback(WritebackResult::Failed, 1);
+                telemetry::error(telemetry::ErrorKind::Writeback);
                 tracing::warn!(finding_id = %finding.id, error = %e, "write-back to Security Hub failed; the ticket is recorded");
             }
         }

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::finding::{DecodeError, Finding};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 use crate::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
 
 /// The decoder (`finding::decode`), injected so tests and tools can supply their own.
@@ -317,6 +318,7 @@ impl Worker {
                     }
                 }
             };
+            telemetry::messages_received(messages.len() as u64);
             let mut first = Some(first);
             for message in messages {
                 shared.count(|s| s.received += 1);
@@ -389,6 +391,7 @@ impl Worker {
                 }
             }
             shared.count(|s| s.released += unfinished.len() as u64);
+            telemetry::messages_released(unfinished.len() as u64);
             tracing::warn!(
                 messages = unfinished.len(),
                 claims,
@@ -418,7 +421,9 @@ async fn handle_message(
     permit: OwnedSemaphorePermit,
     deletes: mpsc::UnboundedSender<String>,
 ) {
+    let inflight = telemetry::inflight();
     let disposition = with_heartbeat(&shared, &message.message_id, work(&shared, &message)).await;
+    drop(inflight);
     let id = &message.message_id;
     let delete = match disposition {
         Disposition::Done => true,
@@ -434,7 +439,6 @@ async fn handle_message(
                 tracing::warn!(message_id = %id, error = %e, "could not set the retry delay");
             }
             shared.count(|s| s.retried += 1);
-            metrics::counter!("fb_messages_total", "result" => "retried").increment(1);
             false
         }
         Disposition::Permanent { kind, error } => {
@@ -456,6 +460,17 @@ async fn handle_message(
     drop(permit);
 }
 
+/// The metric label of a permanent failure kind.
+fn error_kind(kind: &str) -> telemetry::ErrorKind {
+    match kind {
+        "decode" => telemetry::ErrorKind::Decode,
+        "render" => telemetry::ErrorKind::Render,
+        "store" => telemetry::ErrorKind::Store,
+        "config" => telemetry::ErrorKind::Config,
+        _ => telemetry::ErrorKind::Ticket,
+    }
+}
+
 /// Sends the original body to the DLQ with the reason, then lets the caller delete it. Without
 /// a DLQ the message stays (its redrive policy moves it after enough receives).
 async fn dead_letter(
@@ -465,7 +480,8 @@ async fn dead_letter(
     error: &str,
 ) -> bool {
     let id = &message.message_id;
-    metrics::counter!("fb_permanent_failures_total", "kind" => kind).increment(1);
+    let error_kind = error_kind(kind);
+    telemetry::error(error_kind);
     let Some(dlq) = &shared.dlq else {
         tracing::error!(message_id = %id, kind, %error, "permanent failure and no DLQ configured; leaving the message to the redrive policy");
         shared.count(|s| s.left_for_redrive += 1);
@@ -491,6 +507,7 @@ async fn dead_letter(
     ]);
     match dlq.send(&message.body, &attributes).await {
         Ok(dlq_id) => {
+            telemetry::dlq_moved(error_kind);
             tracing::error!(message_id = %id, dlq_message_id = %dlq_id, kind, %error, "permanent failure; moved to the DLQ");
             shared.count(|s| s.dead_lettered += 1);
             true
@@ -519,6 +536,7 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
     let mut transient: Option<LifecycleError> = None;
     let mut permanent: Option<LifecycleError> = None;
     for finding in &findings {
+        telemetry::finding_received(finding.schema);
         let _serialized = shared.finding_locks.lock(&finding.id).await;
         match shared.lifecycle.process(finding).await {
             Ok(outcome) => {
@@ -528,8 +546,11 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
                         s.unrouted += 1;
                     }
                 });
+                for team in &outcome.teams {
+                    telemetry::finding_routed(&team.team);
+                }
                 if outcome.is_unrouted() {
-                    metrics::counter!("fb_findings_unrouted_total").increment(1);
+                    telemetry::finding_unrouted();
                     tracing::info!(finding_id = %finding.id, "no rule routes this finding; acknowledged");
                 }
             }
@@ -600,8 +621,7 @@ async fn delete_loop(shared: Arc<Shared>, mut finished: mpsc::UnboundedReceiver<
             s.deleted += (ids.len() - failed.len()) as u64;
             s.delete_failures += failed.len() as u64;
         });
-        metrics::counter!("fb_messages_total", "result" => "deleted")
-            .increment((ids.len() - failed.len()) as u64);
+        telemetry::messages_deleted((ids.len() - failed.len()) as u64);
         shared.with_in_flight(|m| {
             for id in &ids {
                 m.remove(id);
