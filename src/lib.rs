@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod mapping;
 pub mod marker;
 pub mod render;
+pub mod replay;
 pub mod securityhub;
 pub mod securityhub_client;
 pub mod shutdown;
