@@ -1292,6 +1292,49 @@ mod tests {
         assert_eq!(slow.until_next(), Duration::from_secs(2));
     }
 
+    #[tokio::test]
+    async fn process_with_lifecycle_creates_the_ticket_and_reports_why_it_could_not() {
+        use crate::finding::Severity;
+        use crate::lifecycle::fakes::{
+            FakePlanner, FakeTickets, MemoryStore, Route, finding, permanent,
+        };
+        use crate::securityhub::RecordingWriter;
+        use crate::ticket::TicketSystem;
+
+        let jira = Arc::new(FakeTickets::new("jira"));
+        let mut tickets: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
+        tickets.insert("jira".into(), jira.clone());
+        let lifecycle = Lifecycle::new(
+            Arc::new(MemoryStore::default()),
+            tickets,
+            Arc::new(RecordingWriter::new()),
+            Arc::new(FakePlanner::new(vec![Route::new(
+                "payments",
+                &[Severity::High],
+            )])),
+            "replay-test:1",
+        );
+        let process = process_with_lifecycle(Arc::new(lifecycle));
+        let high = finding("f-1", Severity::High, "2026-11-28T10:00:00Z");
+
+        assert_eq!(process(high.clone()).await, Ok(()));
+        assert_eq!(jira.creates(), 1);
+        assert_eq!(process(high).await, Ok(()), "a second replay is a no-op");
+        assert_eq!(jira.creates(), 1);
+        let unrouted = finding("f-2", Severity::Low, "2026-11-28T10:00:00Z");
+        assert_eq!(
+            process(unrouted).await,
+            Ok(()),
+            "unrouted is done, as in the worker"
+        );
+
+        jira.fail("create", permanent("create"));
+        let reason = process(finding("f-3", Severity::High, "2026-11-28T10:00:00Z"))
+            .await
+            .expect_err("the ticket system refused");
+        assert!(reason.starts_with("finding f-3: ticket: "), "{reason}");
+    }
+
     #[test]
     fn the_summary_table_lists_every_failure_with_its_reason() {
         let summary = ReplaySummary {

@@ -248,6 +248,13 @@ async fn filters_select_by_error_kind_and_finding_id_and_the_rest_stays_in_the_d
             .all(|m| m.attributes.contains_key("fb-error-kind")),
         "skipped messages keep their error attributes"
     );
+    let now = chrono::Utc::now().timestamp_millis();
+    for m in &left {
+        let sent: i64 = m.attributes[findings_bridge::sqs::SENT_TIMESTAMP_ATTRIBUTE]
+            .parse()
+            .expect("SentTimestamp is milliseconds");
+        assert!((now - sent).abs() < 600_000, "sent just now: {sent}");
+    }
     for m in &left {
         q.dlq
             .change_visibility(&m.receipt_handle, Duration::ZERO)
