@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod marker;
 pub mod pipeline;
 pub mod render;
+pub mod replay;
 pub mod securityhub;
 pub mod securityhub_client;
 pub mod server;

@@ -15,6 +15,12 @@ use crate::ticket::BoxFuture;
 /// keeps the time of its first failure instead of restarting the clock.
 pub const READ_ATTRIBUTES: &[&str] = &["fb-first-failure"];
 
+/// Where a queue built with [`SqsQueue::reading_all_attributes`] puts the message's
+/// `SentTimestamp` (milliseconds since the epoch) in [`ReceivedMessage::attributes`]. SQS forbids
+/// message attribute names starting with `AWS.`, so it can never collide with a real attribute,
+/// and it can never be sent back by mistake (SQS would refuse it).
+pub const SENT_TIMESTAMP_ATTRIBUTE: &str = "AWS.SentTimestamp";
+
 /// SQS caps `ReceiveMessage` and `DeleteMessageBatch` at 10 entries.
 pub const MAX_BATCH: usize = 10;
 
@@ -28,7 +34,9 @@ pub struct ReceivedMessage {
     pub body: String,
     /// `ApproximateReceiveCount`: 1 on the first delivery.
     pub receive_count: u32,
-    /// String message attributes among [`READ_ATTRIBUTES`].
+    /// String message attributes among [`READ_ATTRIBUTES`] (every string or number attribute,
+    /// plus [`SENT_TIMESTAMP_ATTRIBUTE`], on a queue built with
+    /// [`SqsQueue::reading_all_attributes`]).
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -112,6 +120,7 @@ pub trait Queue: Send + Sync {
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    read_all_attributes: bool,
 }
 
 impl SqsQueue {
@@ -119,7 +128,16 @@ impl SqsQueue {
         SqsQueue {
             client,
             url: url.into(),
+            read_all_attributes: false,
         }
+    }
+
+    /// Receives every message attribute and the `SentTimestamp`, not just [`READ_ATTRIBUTES`]:
+    /// DLQ replay needs the bridge's `fb-*` error attributes to filter on and the producer's own
+    /// attributes to send back. The worker does not, and keeps its receives small.
+    pub fn reading_all_attributes(mut self) -> SqsQueue {
+        self.read_all_attributes = true;
+        self
     }
 }
 
@@ -179,8 +197,14 @@ impl Queue for SqsQueue {
                 .message_system_attribute_names(
                     MessageSystemAttributeName::ApproximateReceiveCount,
                 );
-            for name in READ_ATTRIBUTES {
-                request = request.message_attribute_names(*name);
+            if self.read_all_attributes {
+                request = request
+                    .message_attribute_names("All")
+                    .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp);
+            } else {
+                for name in READ_ATTRIBUTES {
+                    request = request.message_attribute_names(*name);
+                }
             }
             let output = request
                 .send()
@@ -198,7 +222,7 @@ impl Queue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
-                let attributes = m
+                let mut attributes: BTreeMap<String, String> = m
                     .message_attributes()
                     .map(|attrs| {
                         attrs
@@ -207,6 +231,13 @@ impl Queue for SqsQueue {
                             .collect()
                     })
                     .unwrap_or_default();
+                if self.read_all_attributes
+                    && let Some(sent) = m
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                {
+                    attributes.insert(SENT_TIMESTAMP_ATTRIBUTE.to_owned(), sent.clone());
+                }
                 messages.push(ReceivedMessage {
                     message_id: id.to_owned(),
                     receipt_handle: handle.to_owned(),
