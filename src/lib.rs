@@ -5,6 +5,7 @@
 //! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
 
 pub mod cli;
+pub mod detective;
 pub mod finding;
 pub mod http;
 pub mod lifecycle;
