@@ -498,7 +498,9 @@ impl Investigator {
     }
 
     /// Reads the wanted indicator types one after the other, each paged by `NextToken`, and
-    /// drops exact repeats.
+    /// drops exact repeats. The page size stays the same across the pages of one type because
+    /// Detective wants every argument but the token unchanged when paging; the bound is applied
+    /// to what comes back instead.
     async fn indicators(
         &self,
         investigation_id: &str,
@@ -506,6 +508,8 @@ impl Investigator {
         const OP: &str = "ListIndicators";
         let mut summaries = Vec::new();
         let mut seen = HashSet::new();
+        let page_size = self.cfg.max_indicators_per_type.clamp(1, MAX_PAGE_SIZE);
+        let page_size = i32::try_from(page_size).unwrap_or(100);
         for &kind in &self.cfg.indicator_types {
             let mut read = 0usize;
             let mut next_token: Option<String> = None;
@@ -514,14 +518,13 @@ impl Investigator {
                 if remaining == 0 {
                     break;
                 }
-                let page_size = remaining.min(MAX_PAGE_SIZE);
                 let request = self
                     .client
                     .list_indicators()
                     .graph_arn(self.cfg.graph_arn.as_str())
                     .investigation_id(investigation_id)
                     .indicator_type(kind.api())
-                    .max_results(i32::try_from(page_size).unwrap_or(100))
+                    .max_results(page_size)
                     .set_next_token(next_token.clone())
                     .send();
                 let out = self.bounded(OP, request).await?;
@@ -576,19 +579,26 @@ where
     }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or_default().to_owned();
-    let message = err
-        .message()
-        .map(str::to_owned)
-        .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
     // 403 without AccessDeniedException is a signature or credentials refusal: equally a
     // permissions problem for the operator to fix.
     if code == "AccessDeniedException" || status == Some(403) {
+        let message = err.message().unwrap_or("no message").to_owned();
         return EnrichError::AccessDenied { operation, message };
     }
-    let message = match (status, code.is_empty()) {
-        (Some(status), false) => format!("HTTP {status} {code}: {message}"),
-        (Some(status), true) => format!("HTTP {status}: {message}"),
-        (None, _) => message,
+    let message = match status {
+        // A response arrived: its status, code and message say it all (the SDK's own rendering
+        // of an unmodelled error dumps the whole response).
+        Some(status) => [
+            Some(format!("HTTP {status}")),
+            (!code.is_empty()).then_some(code),
+            err.message().map(str::to_owned),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": "),
+        // Nothing came back (connection refused, DNS, TLS): the error chain is the only clue.
+        None => DisplayErrorContext(&err).to_string(),
     };
     EnrichError::Api { operation, message }
 }
