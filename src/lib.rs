@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod detective;
 pub mod finding;
 pub mod http;
 pub mod lifecycle;
