@@ -461,3 +461,34 @@ async fn round_trip_ticket_done_resolves_the_finding_and_the_echo_touches_no_tic
     assert_eq!(h.sim.state.writebacks().len(), writebacks);
     assert_eq!(ticket_calls(&h), before);
 }
+
+#[tokio::test]
+async fn run_polls_at_once_and_stops_on_shutdown() {
+    let h = harness(50).await;
+    let (ticket, marker) = h.jira_ticket(0).await;
+    h.sim.state.transition_issue(&ticket.key, "Done").unwrap();
+    let config = SyncConfig {
+        interval: std::time::Duration::from_secs(3600),
+        ..SyncConfig::default()
+    };
+    let sync = Arc::new(h.sync(hub(&h).await, config));
+    let shutdown = findings_bridge::shutdown::Shutdown::new();
+    let task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.stored(&marker).await.status_to_hub.as_deref() != Some("RESOLVED") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first poll runs without waiting for the interval"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.trigger();
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("run stops on shutdown, not after the hour-long interval")
+        .expect("run did not panic");
+    assert_eq!(
+        h.sim.state.finding_workflow(&finding_id(0)).as_deref(),
+        Some("RESOLVED")
+    );
+}
