@@ -21,6 +21,8 @@ pub mod server;
 pub mod shutdown;
 pub mod sqs;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod ticket;
+pub mod webhook;
 pub mod worker;
