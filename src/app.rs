@@ -24,9 +24,11 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
+use crate::sync::{StatusSync, SyncConfig, SyncReport};
 use crate::ticket::TicketSystem;
 use crate::ticket::jira::{JiraClient, JiraConfig};
 use crate::ticket::servicenow::{ServiceNowClient, ServiceNowConfig};
+use crate::webhook::{self, WebhookSecrets};
 use crate::worker::{RunSummary, Worker, WorkerConfig};
 
 /// Where records live: `sqlite:PATH` (one replica) or `dynamodb:TABLE` (several replicas).
@@ -260,6 +262,73 @@ pub fn reload(
     }
 }
 
+/// What `sync --once` and `replay --process` need besides the worker: the pieces of `run` that
+/// talk to the ticket systems, the store and Security Hub.
+pub struct Pipeline {
+    pub mappings: MappingsHandle,
+    pub systems: HashMap<String, Arc<dyn TicketSystem>>,
+    pub store: Arc<dyn Store>,
+    pub writer: Arc<dyn FindingWriter>,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Pipeline {
+    pub async fn build(
+        mappings: &Path,
+        store: &StoreSpec,
+        write_back: bool,
+    ) -> anyhow::Result<Pipeline> {
+        let systems = ticket_systems_from_env()?;
+        if systems.is_empty() {
+            bail!(
+                "no ticket system configured: set JIRA_URL and/or SERVICENOW_URL with their credentials"
+            );
+        }
+        let handle = MappingsHandle::new(load_mappings(mappings, &systems)?);
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let store = build_store(store, &sdk).await?;
+        let writer: Arc<dyn FindingWriter> = if write_back {
+            Arc::new(SecurityHubWriter::from_conf(&sdk))
+        } else {
+            Arc::new(NoopWriter)
+        };
+        Ok(Pipeline {
+            mappings: handle,
+            systems,
+            store,
+            writer,
+            sdk,
+        })
+    }
+
+    /// The lifecycle over these pieces (what the worker runs per finding).
+    pub fn lifecycle(&self) -> anyhow::Result<Lifecycle> {
+        let planner = MappingPlanner::new(self.mappings.clone(), render_options_from_env()?);
+        Ok(Lifecycle::new(
+            Arc::clone(&self.store),
+            self.systems.clone(),
+            Arc::clone(&self.writer),
+            Arc::new(planner),
+            owner_id(),
+        ))
+    }
+}
+
+/// `findings-bridge sync --once`: one poll of every connection.
+pub async fn sync_once(mappings: &Path, store: &StoreSpec) -> anyhow::Result<SyncReport> {
+    let p = Pipeline::build(mappings, store, true).await?;
+    let sync = StatusSync::new(
+        p.store,
+        p.systems,
+        p.writer,
+        p.mappings,
+        SyncConfig::from_env().context("status sync configuration")?,
+    );
+    Ok(sync.poll_once().await)
+}
+
 /// `findings-bridge run`.
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let metrics = crate::telemetry::install_metrics();
@@ -294,20 +363,34 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     };
     let sqs = aws_sdk_sqs::Client::new(&sdk);
 
+    let mut sync_config = SyncConfig::from_env().context("status sync configuration")?;
+    sync_config.interval = settings.sync_interval;
+    let sync = Arc::new(StatusSync::new(
+        Arc::clone(&store),
+        systems.clone(),
+        Arc::clone(&writer),
+        handle.clone(),
+        sync_config,
+    ));
+    let sync_task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
+
     let readiness = Arc::new(WorkerReadiness {
         sqs: sqs.clone(),
         queue_url: settings.queue_url.clone(),
         store: Arc::clone(&store),
         mappings: handle.clone(),
     });
-    let router = server::router(ServerState::new(metrics, readiness));
+    let router = server::router(ServerState::new(metrics, readiness)).merge(webhook::router(
+        Arc::clone(&sync),
+        WebhookSecrets::from_env(),
+    ));
     let server_shutdown = shutdown.clone();
     let (bound, server_task) = server::serve(settings.http_addr, router, async move {
         server_shutdown.wait().await
     })
     .await
     .with_context(|| format!("binding the HTTP server to {}", settings.http_addr))?;
-    tracing::info!(addr = %bound, "HTTP server listening (/healthz, /readyz, /metrics)");
+    tracing::info!(addr = %bound, "HTTP server listening (/healthz, /readyz, /metrics, /webhooks/jira, /webhooks/servicenow)");
 
     spawn_reload_on_sighup(
         settings.mappings.clone(),
@@ -331,6 +414,9 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     let result = worker.run(shutdown.clone()).await;
     // The worker may stop on its own (drain mode, unusable queue): stop the rest with it.
     shutdown.trigger();
+    if let Err(e) = sync_task.await {
+        tracing::warn!(error = %e, "status sync task failed");
+    }
     match server_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),

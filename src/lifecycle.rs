@@ -408,7 +408,10 @@ impl Lifecycle {
         self.write_back(finding, writes).await;
 
         for team in &outcome.teams {
-            let system = team.ticket.as_ref().map_or("unknown", |t| t.system.as_str());
+            let system = team
+                .ticket
+                .as_ref()
+                .map_or("unknown", |t| t.system.as_str());
             for action in &team.actions {
                 count_action(action, system, &team.team, finding);
             }
@@ -910,7 +913,10 @@ impl Lifecycle {
             }
             Ok(report) => {
                 telemetry::writeback(WritebackResult::Processed, report.processed as u64);
-                telemetry::writeback(WritebackResult::Unprocessed, report.unprocessed.len() as u64);
+                telemetry::writeback(
+                    WritebackResult::Unprocessed,
+                    report.unprocessed.len() as u64,
+                );
                 for u in report.unprocessed {
                     tracing::warn!(finding_id = %u.finding_id, code = %u.code, message = %u.message, "Security Hub did not apply the write-back");
                 }

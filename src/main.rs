@@ -32,6 +32,23 @@ enum Command {
     /// The worker: consume the queue, keep tickets in step with findings, serve /healthz,
     /// /readyz and /metrics. Secrets come from the environment only (see the README).
     Run(RunArgs),
+    /// Write ticket status back to Security Hub once (cron-style); `run` also does this every
+    /// BRIDGE_SYNC_INTERVAL seconds. Prints the report as JSON; exits 1 if anything failed.
+    Sync {
+        /// Poll once and exit (the only mode; the poller inside `run` is the long-running one).
+        #[arg(long, required = true)]
+        once: bool,
+        #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(
+            long,
+            env = "BRIDGE_STORE",
+            default_value = "sqlite:findings-bridge.db"
+        )]
+        store: StoreSpec,
+    },
+    /// Move dead-lettered messages back to a queue, or through the pipeline directly.
+    Replay(ReplayArgs),
     /// Exit 0 when the worker's /healthz answers (the ECS container health check).
     Healthcheck {
         #[arg(long, env = "BRIDGE_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
@@ -107,6 +124,51 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "process", "native"])))]
+struct ReplayArgs {
+    /// The dead-letter queue to read.
+    #[arg(long, env = "BRIDGE_DLQ_URL")]
+    from: String,
+    /// Send each message back to this queue (usually the source queue).
+    #[arg(long)]
+    to: Option<String>,
+    /// Run each message through the pipeline here and now.
+    #[arg(long)]
+    process: bool,
+    /// Start SQS's own redrive (StartMessageMoveTask) back to each message's source queue; no
+    /// filters.
+    #[arg(long)]
+    native: bool,
+    /// Only messages matching FIELD=VALUE (error-kind, finding-id, team, product); repeat to
+    /// narrow (different fields) or widen (same field).
+    #[arg(long = "match", value_name = "FIELD=VALUE")]
+    filters: Vec<findings_bridge::replay::Filter>,
+    /// Only messages that first failed at or after T (RFC 3339, a date, or an age like 6h / 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only messages that first failed at or before T.
+    #[arg(long)]
+    until: Option<String>,
+    /// Replay at most N messages.
+    #[arg(long)]
+    max: Option<usize>,
+    /// At most N messages per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Report what would happen; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+    mappings: PathBuf,
+    #[arg(
+        long,
+        env = "BRIDGE_STORE",
+        default_value = "sqlite:findings-bridge.db"
+    )]
+    store: StoreSpec,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -121,6 +183,24 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_worker(args),
+        Command::Sync {
+            once: _,
+            mappings,
+            store,
+        } => {
+            telemetry::init_logging(LogFormat::from_env().unwrap_or_default());
+            let report = runtime()?.block_on(app::sync_once(&mappings, &store))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Replay(args) => {
+            telemetry::init_logging(LogFormat::from_env().unwrap_or_default());
+            runtime()?.block_on(replay(args))
+        }
         Command::Healthcheck { http_addr, timeout } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -190,6 +270,83 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use findings_bridge::replay::{self, ReplayDeps, ReplayOptions, ReplayTarget};
+    use findings_bridge::sqs::{Queue, SqsQueue};
+    use std::sync::Arc;
+
+    let now = chrono::Utc::now();
+    let target = if let Some(url) = args.to.clone() {
+        ReplayTarget::Queue(url)
+    } else if args.process {
+        ReplayTarget::Process
+    } else {
+        ReplayTarget::Native {
+            destination: None,
+            max_per_second: args.rate.map(|r| r.round().max(1.0) as i32),
+        }
+    };
+    let mut opts = ReplayOptions::new(args.from.clone(), target.clone());
+    opts.filters = args.filters;
+    opts.since = args
+        .since
+        .as_deref()
+        .map(|s| replay::parse_time(s, now))
+        .transpose()?;
+    opts.until = args
+        .until
+        .as_deref()
+        .map(|s| replay::parse_time(s, now))
+        .transpose()?;
+    opts.max = args.max;
+    opts.rate = args.rate.filter(|_| !args.native);
+    opts.dry_run = args.dry_run;
+
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let mut deps = ReplayDeps::new(Arc::new(
+        SqsQueue::new(sqs.clone(), &args.from).reading_all_attributes(),
+    ));
+    let needs_mappings = matches!(target, ReplayTarget::Process)
+        || opts
+            .filters
+            .iter()
+            .any(|f| f.field == replay::FilterField::Team);
+    match &target {
+        ReplayTarget::Queue(url) => {
+            deps.target_queue = Some(Arc::new(SqsQueue::new(sqs.clone(), url)) as Arc<dyn Queue>);
+        }
+        ReplayTarget::Native { .. } => deps.sqs = Some(sqs.clone()),
+        ReplayTarget::Process => {}
+    }
+    if needs_mappings {
+        let pipeline = app::Pipeline::build(&args.mappings, &args.store, true).await?;
+        deps.teams = Some(replay::teams_from_mappings(pipeline.mappings.current()));
+        if matches!(target, ReplayTarget::Process) {
+            deps.process = Some(replay::process_with_lifecycle(Arc::new(
+                pipeline.lifecycle()?,
+            )));
+        }
+    }
+    let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
+    let summary = replay::replay(opts, deps, shutdown).await?;
+    println!("{summary}");
+    Ok(if summary.has_failures() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use crate::finding::{DecodeError, Finding};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::shutdown::Shutdown;
-use crate::telemetry;
 use crate::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
+use crate::telemetry;
 
 /// The decoder (`finding::decode`), injected so tests and tools can supply their own.
 pub type DecodeFn = fn(&[u8]) -> Result<Vec<Finding>, DecodeError>;
