@@ -988,3 +988,6 @@ pub(crate) mod fakes;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod context_tests;
