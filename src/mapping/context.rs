@@ -338,6 +338,16 @@ impl Parser<'_> {
             );
         }
 
+        // Judged on what was written, so invalid matchers are not echoed as "no matchers".
+        let written = raw
+            .accounts
+            .as_ref()
+            .is_some_and(|a| !a.get_ref().is_empty())
+            || raw
+                .resource_prefixes
+                .as_ref()
+                .is_some_and(|p| !p.get_ref().is_empty())
+            || raw.tags.as_ref().is_some_and(|t| !t.get_ref().is_empty());
         let accounts = self.texts(&what, "accounts", raw.accounts, |a| {
             (a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
                 .then_some("is not a 12-digit AWS account id")
@@ -361,7 +371,7 @@ impl Parser<'_> {
                 tags.insert(key, value.into_inner());
             }
         }
-        if accounts.is_empty() && resource_prefixes.is_empty() && tags.is_empty() {
+        if !written {
             self.error(
                 line,
                 format!(
