@@ -4,12 +4,14 @@
 //! Data flow (DESIGN.md): SQS → [`finding`] (envelope, ASFF, OCSF) → [`mapping`] (route) →
 //! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
 
+pub mod app;
 pub mod cli;
 pub mod finding;
 pub mod http;
 pub mod lifecycle;
 pub mod mapping;
 pub mod marker;
+pub mod pipeline;
 pub mod render;
 pub mod securityhub;
 pub mod securityhub_client;

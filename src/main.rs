@@ -2,14 +2,19 @@
 //! logic is in the library so it is tested without spawning processes.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use findings_bridge::app::{self, RunSettings, StoreSpec};
 use findings_bridge::cli;
 use findings_bridge::render::{JiraFlavor, RenderOptions};
+use findings_bridge::shutdown::Shutdown;
+use findings_bridge::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +29,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The worker: consume the queue, keep tickets in step with findings, serve /healthz,
+    /// /readyz and /metrics. Secrets come from the environment only (see the README).
+    Run(RunArgs),
+    /// Exit 0 when the worker's /healthz answers (the ECS container health check).
+    Healthcheck {
+        #[arg(long, env = "BRIDGE_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+        http_addr: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Validate the mapping files; prints `file:line: problem` for each error and exits 1.
     Check {
         /// Directory of team mapping files.
@@ -46,6 +62,51 @@ enum Command {
     },
 }
 
+const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The SQS queue the findings arrive on.
+    #[arg(long, env = "BRIDGE_QUEUE_URL")]
+    queue_url: String,
+    /// Where messages that can never succeed are moved, with the reason attached.
+    #[arg(long, env = "BRIDGE_DLQ_URL")]
+    dlq_url: Option<String>,
+    #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+    mappings: PathBuf,
+    /// `sqlite:PATH` (one replica) or `dynamodb:TABLE` (several replicas).
+    #[arg(
+        long,
+        env = "BRIDGE_STORE",
+        default_value = "sqlite:findings-bridge.db"
+    )]
+    store: StoreSpec,
+    /// Messages worked on at once.
+    #[arg(long, env = "BRIDGE_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Address of the health / readiness / metrics server.
+    #[arg(long, env = "BRIDGE_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    http_addr: SocketAddr,
+    /// Seconds between status polls of the ticket systems.
+    #[arg(long, env = "BRIDGE_SYNC_INTERVAL", default_value_t = 60)]
+    sync_interval: u64,
+    /// Seconds in-flight work may take after SIGTERM (keep it under ECS's stop timeout).
+    #[arg(long, env = "BRIDGE_GRACE_PERIOD", default_value_t = 25)]
+    grace_period: u64,
+    /// Seconds a received message stays hidden; extended while its work runs.
+    #[arg(long, env = "BRIDGE_VISIBILITY_TIMEOUT", default_value_t = 60)]
+    visibility_timeout: u64,
+    /// Stop once the queue is empty (demos, cron-style runs, load tests).
+    #[arg(long)]
+    drain: bool,
+    /// Do not write workflow state back to Security Hub.
+    #[arg(long, env = "BRIDGE_NO_WRITEBACK")]
+    no_writeback: bool,
+    /// Log format: auto (JSON unless stdout is a terminal), json or pretty.
+    #[arg(long, env = "BRIDGE_LOG_FORMAT", default_value = "auto")]
+    log_format: LogFormat,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -59,6 +120,25 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run_worker(args),
+        Command::Healthcheck { http_addr, timeout } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            Ok(
+                match runtime.block_on(findings_bridge::server::healthcheck(
+                    &http_addr,
+                    Duration::from_secs(timeout),
+                )) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("findings-bridge: unhealthy: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+            )
+        }
         Command::Check { mappings } => Ok(match cli::check(&mappings) {
             Ok(summary) => {
                 println!("{summary}");
@@ -110,6 +190,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init_logging(args.log_format);
+    let settings = RunSettings {
+        queue_url: args.queue_url,
+        dlq_url: args.dlq_url.filter(|u| !u.is_empty()),
+        mappings: args.mappings,
+        store: args.store,
+        concurrency: args.concurrency,
+        http_addr: args.http_addr,
+        sync_interval: Duration::from_secs(args.sync_interval.max(1)),
+        grace: Duration::from_secs(args.grace_period),
+        visibility_timeout: Duration::from_secs(args.visibility_timeout.clamp(1, 43_200)),
+        drain: args.drain,
+        write_back: !args.no_writeback,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
+        let summary = app::run(settings, shutdown).await?;
+        tracing::info!(?summary, "findings-bridge stopped");
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {

@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Names this process in store claims (`hostname:pid`).
     pub owner_id: String,
+    /// Stop after this many consecutive empty receives with nothing in flight (`run --drain`:
+    /// demos, cron-style runs, load tests). `None`: run until shutdown.
+    pub exit_when_idle: Option<u32>,
 }
 
 impl WorkerConfig {
@@ -57,6 +60,7 @@ impl WorkerConfig {
             grace: Duration::from_secs(25),
             lease: crate::lifecycle::DEFAULT_LEASE,
             owner_id: owner_id.into(),
+            exit_when_idle: None,
         }
     }
 }
@@ -257,6 +261,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let mut failure: Option<anyhow::Error> = None;
         let mut receive_failures: u32 = 0;
+        let mut idle_receives: u32 = 0;
 
         tracing::info!(queue = %config.queue_url, concurrency = config.concurrency, "worker started");
         loop {
@@ -282,6 +287,18 @@ impl Worker {
             let messages = match received {
                 Ok(messages) => {
                     receive_failures = 0;
+                    if messages.is_empty() && tasks.is_empty() {
+                        idle_receives += 1;
+                        if config.exit_when_idle.is_some_and(|n| idle_receives >= n) {
+                            tracing::info!(
+                                empty_receives = idle_receives,
+                                "queue drained; stopping"
+                            );
+                            break;
+                        }
+                    } else {
+                        idle_receives = 0;
+                    }
                     messages
                 }
                 Err(e) => {

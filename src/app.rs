@@ -1,0 +1,417 @@
+//! Assembles the long-running worker (`findings-bridge run`) from its settings: AWS clients from the
+//! SDK's own configuration chain, the store, the ticket connections from the environment, the
+//! planner over the mapping files, the HTTP server, and signal handling (SIGTERM/SIGINT drain,
+//! SIGHUP reloads the mapping files).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::finding;
+use crate::lifecycle::Lifecycle;
+use crate::mapping::{self, Mappings};
+use crate::pipeline::{MappingPlanner, MappingsHandle};
+use crate::render::{JiraFlavor, RenderOptions};
+use crate::securityhub::{FindingWriter, NoopWriter};
+use crate::securityhub_client::SecurityHubWriter;
+use crate::server::{self, Readiness, ServerState};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::store::dynamodb::DynamoStore;
+use crate::store::sqlite::SqliteStore;
+use crate::ticket::TicketSystem;
+use crate::ticket::jira::{JiraClient, JiraConfig};
+use crate::ticket::servicenow::{ServiceNowClient, ServiceNowConfig};
+use crate::worker::{RunSummary, Worker, WorkerConfig};
+
+/// Where records live: `sqlite:PATH` (one replica) or `dynamodb:TABLE` (several replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Sqlite(PathBuf),
+    DynamoDb(String),
+}
+
+impl FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StoreSpec, String> {
+        match s.split_once(':') {
+            Some(("sqlite", path)) if !path.is_empty() => {
+                Ok(StoreSpec::Sqlite(PathBuf::from(path)))
+            }
+            Some(("dynamodb", table)) if !table.is_empty() => {
+                Ok(StoreSpec::DynamoDb(table.to_owned()))
+            }
+            _ => Err(format!(
+                "{s:?} is not a store: use sqlite:PATH (one replica) or dynamodb:TABLE (several replicas)"
+            )),
+        }
+    }
+}
+
+/// Everything `run` needs that is not a secret (secrets come from the environment only).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub queue_url: String,
+    pub dlq_url: Option<String>,
+    pub mappings: PathBuf,
+    pub store: StoreSpec,
+    pub concurrency: usize,
+    pub http_addr: SocketAddr,
+    pub sync_interval: Duration,
+    pub grace: Duration,
+    pub visibility_timeout: Duration,
+    /// Stop once the queue stays empty (`--drain`).
+    pub drain: bool,
+    /// Write workflow state back to Security Hub (NOTIFIED after create, severity overrides).
+    pub write_back: bool,
+}
+
+/// A name for this process in store claims: unique across replicas and restarts (ECS tasks all
+/// run as pid 1, so the start time is part of it).
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{host}:{}:{started}", std::process::id())
+}
+
+/// The ticket connections configured in the environment, by connection name.
+pub fn ticket_systems_from_env() -> anyhow::Result<HashMap<String, Arc<dyn TicketSystem>>> {
+    let mut systems: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
+    if let Some(cfg) = JiraConfig::from_env().context("Jira configuration")? {
+        let client = JiraClient::new(cfg).context("Jira client")?;
+        systems.insert(client.name().to_owned(), Arc::new(client));
+    }
+    if let Some(cfg) = ServiceNowConfig::from_env().context("ServiceNow configuration")? {
+        let client = ServiceNowClient::new(cfg).context("ServiceNow client")?;
+        systems.insert(client.name().to_owned(), Arc::new(client));
+    }
+    Ok(systems)
+}
+
+/// The Jira flavour payloads are rendered for: from `JIRA_API_VERSION` (3, the default, or 2).
+pub fn render_options_from_env() -> anyhow::Result<RenderOptions> {
+    let jira = match std::env::var("JIRA_API_VERSION").ok().as_deref() {
+        None | Some("") | Some("3") => JiraFlavor::Cloud,
+        Some("2") => JiraFlavor::DataCenter,
+        Some(other) => bail!("JIRA_API_VERSION={other:?}: use 3 (Cloud) or 2 (Data Center)"),
+    };
+    Ok(RenderOptions { jira })
+}
+
+/// Every connection a rule targets must be configured, or the rule could never create a ticket:
+/// say so at start-up (and on reload), not at the first finding.
+pub fn check_connections(
+    mappings: &Mappings,
+    systems: &HashMap<String, Arc<dyn TicketSystem>>,
+) -> anyhow::Result<()> {
+    let mut missing: Vec<String> = mappings
+        .rules
+        .iter()
+        .filter(|r| !systems.contains_key(&r.target))
+        .map(|r| {
+            format!(
+                "{}:{}: rule {:?} targets {:?}, which is not configured (set {})",
+                r.file.display(),
+                r.line,
+                &*r.name,
+                r.target,
+                connection_env_hint(&r.target)
+            )
+        })
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        bail!("{}", missing.join("\n"));
+    }
+    Ok(())
+}
+
+fn connection_env_hint(target: &str) -> &'static str {
+    match target {
+        "jira" => "JIRA_URL and JIRA_EMAIL + JIRA_API_TOKEN, or JIRA_PAT",
+        "servicenow" => {
+            "SERVICENOW_URL and SERVICENOW_USERNAME + SERVICENOW_PASSWORD, or SERVICENOW_CLIENT_ID + SERVICENOW_CLIENT_SECRET"
+        }
+        _ => "a connection of that name",
+    }
+}
+
+/// Loads and validates the mapping files (the same checks as `check`, plus connections).
+pub fn load_mappings(
+    dir: &Path,
+    systems: &HashMap<String, Arc<dyn TicketSystem>>,
+) -> anyhow::Result<Mappings> {
+    let mappings = mapping::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_connections(&mappings, systems)?;
+    Ok(mappings)
+}
+
+pub async fn build_store(
+    spec: &StoreSpec,
+    sdk: &aws_config::SdkConfig,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match spec {
+        StoreSpec::Sqlite(path) => Arc::new(
+            SqliteStore::open(path)
+                .with_context(|| format!("opening the SQLite store {}", path.display()))?,
+        ),
+        StoreSpec::DynamoDb(table) => Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table.clone(),
+        )),
+    })
+}
+
+/// `/readyz`: the mapping set is loaded, and the queue and the store answer.
+struct WorkerReadiness {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    store: Arc<dyn Store>,
+    mappings: MappingsHandle,
+}
+
+impl Readiness for WorkerReadiness {
+    fn check(&self) -> crate::ticket::BoxFuture<'_, Vec<(String, Result<(), String>)>> {
+        Box::pin(async move {
+            let mappings = {
+                let m = self.mappings.current();
+                if m.rules.is_empty() {
+                    Err("no rules loaded".to_owned())
+                } else {
+                    Ok(())
+                }
+            };
+            let queue = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&self.queue_url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string());
+            let store = self.store.ping().await.map_err(|e| e.to_string());
+            vec![
+                ("mappings".to_owned(), mappings),
+                ("queue".to_owned(), queue),
+                ("store".to_owned(), store),
+            ]
+        })
+    }
+}
+
+/// Reloads the mapping files on SIGHUP: validated first; on any error the running set stays.
+fn spawn_reload_on_sighup(
+    dir: PathBuf,
+    handle: MappingsHandle,
+    systems: HashMap<String, Arc<dyn TicketSystem>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                got = hangups.recv() => if got.is_none() { break },
+            }
+            reload(&dir, &handle, &systems);
+        }
+    });
+    Ok(())
+}
+
+/// One reload attempt; returns whether the new set is now in force.
+pub fn reload(
+    dir: &Path,
+    handle: &MappingsHandle,
+    systems: &HashMap<String, Arc<dyn TicketSystem>>,
+) -> bool {
+    match load_mappings(dir, systems) {
+        Ok(m) => {
+            tracing::info!(teams = m.teams.len(), rules = m.rules.len(), dir = %dir.display(), "mapping files reloaded");
+            handle.replace(m);
+            true
+        }
+        Err(e) => {
+            crate::telemetry::error(crate::telemetry::ErrorKind::Config);
+            tracing::error!(error = %format!("{e:#}"), dir = %dir.display(), "mapping reload failed; keeping the mappings in force");
+            false
+        }
+    }
+}
+
+/// `findings-bridge run`.
+pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
+    let metrics = crate::telemetry::install_metrics();
+    let systems = ticket_systems_from_env()?;
+    if systems.is_empty() {
+        bail!(
+            "no ticket system configured: set JIRA_URL and/or SERVICENOW_URL with their credentials"
+        );
+    }
+    let mappings = load_mappings(&settings.mappings, &systems)?;
+    tracing::info!(
+        teams = mappings.teams.len(),
+        rules = mappings.rules.len(),
+        connections = ?systems.keys().collect::<Vec<_>>(),
+        "mapping files loaded"
+    );
+    let handle = MappingsHandle::new(mappings);
+    let planner = MappingPlanner::new(handle.clone(), render_options_from_env()?);
+
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let store = build_store(&settings.store, &sdk).await?;
+    store
+        .ping()
+        .await
+        .with_context(|| format!("store {:?} is not reachable", settings.store))?;
+    let writer: Arc<dyn FindingWriter> = if settings.write_back {
+        Arc::new(SecurityHubWriter::from_conf(&sdk))
+    } else {
+        Arc::new(NoopWriter)
+    };
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+    let readiness = Arc::new(WorkerReadiness {
+        sqs: sqs.clone(),
+        queue_url: settings.queue_url.clone(),
+        store: Arc::clone(&store),
+        mappings: handle.clone(),
+    });
+    let router = server::router(ServerState::new(metrics, readiness));
+    let server_shutdown = shutdown.clone();
+    let (bound, server_task) = server::serve(settings.http_addr, router, async move {
+        server_shutdown.wait().await
+    })
+    .await
+    .with_context(|| format!("binding the HTTP server to {}", settings.http_addr))?;
+    tracing::info!(addr = %bound, "HTTP server listening (/healthz, /readyz, /metrics)");
+
+    spawn_reload_on_sighup(
+        settings.mappings.clone(),
+        handle.clone(),
+        systems.clone(),
+        shutdown.clone(),
+    )?;
+
+    let owner = owner_id();
+    let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone());
+    let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
+    config.dlq_url = settings.dlq_url.clone();
+    config.concurrency = settings.concurrency.max(1);
+    config.grace = settings.grace;
+    config.visibility_timeout = settings.visibility_timeout;
+    if settings.drain {
+        config.exit_when_idle = Some(2);
+        config.wait_time = Duration::from_secs(2);
+    }
+    let worker = Worker::from_sqs(config, sqs, lifecycle, finding::decode);
+    let result = worker.run(shutdown.clone()).await;
+    // The worker may stop on its own (drain mode, unusable queue): stop the rest with it.
+    shutdown.trigger();
+    match server_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket::jira::JiraApiVersion;
+
+    #[test]
+    fn store_spec_parses_both_kinds_and_rejects_others() {
+        assert_eq!(
+            "sqlite:findings-bridge.db".parse(),
+            Ok(StoreSpec::Sqlite(PathBuf::from("findings-bridge.db")))
+        );
+        assert_eq!(
+            "dynamodb:fb-records".parse(),
+            Ok(StoreSpec::DynamoDb("fb-records".into()))
+        );
+        for bad in ["", "sqlite:", "dynamodb:", "postgres:x", "findings.db"] {
+            let err = bad.parse::<StoreSpec>().unwrap_err();
+            assert!(err.contains("sqlite:PATH"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn owner_ids_differ_between_calls() {
+        let a = owner_id();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_ne!(a, owner_id());
+    }
+
+    #[test]
+    fn a_rule_targeting_an_unconfigured_connection_is_reported_with_its_location() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings");
+        let mappings = mapping::load(Path::new(dir)).unwrap();
+        let err = check_connections(&mappings, &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("targets \"jira\""), "{err}");
+        assert!(err.contains("JIRA_URL"), "{err}");
+        assert!(err.contains(".toml:"), "{err}");
+    }
+
+    #[test]
+    fn reload_keeps_the_old_set_when_the_new_one_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "team = \"t\"\n[[rules]]\nname = \"r\"\norder = 1\n[rules.jira]\nproject = \"P\"\nissue_type = \"Bug\"\nsummary = \"{{ finding.title }}\"\n";
+        std::fs::write(dir.path().join("t.toml"), good).unwrap();
+        let systems: HashMap<String, Arc<dyn TicketSystem>> = {
+            let cfg = JiraConfig::new(
+                url::Url::parse("http://127.0.0.1:9").unwrap(),
+                crate::ticket::jira::JiraAuth::Bearer {
+                    pat: secrecy::SecretString::from("x"),
+                },
+                JiraApiVersion::V2,
+            );
+            let client = JiraClient::new(cfg).unwrap();
+            HashMap::from([(
+                client.name().to_owned(),
+                Arc::new(client) as Arc<dyn TicketSystem>,
+            )])
+        };
+        let handle = MappingsHandle::new(load_mappings(dir.path(), &systems).unwrap());
+        std::fs::write(
+            dir.path().join("t.toml"),
+            good.replace("{{ finding.title }}", "{{ broken"),
+        )
+        .unwrap();
+        assert!(!reload(dir.path(), &handle, &systems));
+        assert_eq!(handle.current().rules.len(), 1, "old set still in force");
+        std::fs::write(
+            dir.path().join("t.toml"),
+            format!("{good}\n[[rules]]\nname = \"r2\"\norder = 2\n[rules.jira]\nproject = \"P\"\nissue_type = \"Bug\"\nsummary = \"s\"\n"),
+        )
+        .unwrap();
+        assert!(reload(dir.path(), &handle, &systems));
+        assert_eq!(handle.current().rules.len(), 2, "new set in force");
+    }
+}

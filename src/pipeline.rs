@@ -1,0 +1,198 @@
+//! Glue between the mapping files and the lifecycle: routing plus rendering as a [`Planner`], over
+//! a mapping set that can be swapped at run time (SIGHUP reload) without dropping work — each
+//! finding is planned against one consistent snapshot.
+
+use std::sync::{Arc, RwLock};
+
+use crate::finding::Finding;
+use crate::lifecycle::{PlanError, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
+use crate::mapping::Mappings;
+use crate::mapping::spec::Rule;
+use crate::render::{RenderOptions, RenderedTicket, render_route};
+
+/// The live mapping set. Readers take a cheap snapshot (`Arc` clone); a reload swaps it whole.
+#[derive(Debug, Clone)]
+pub struct MappingsHandle(Arc<RwLock<Arc<Mappings>>>);
+
+impl MappingsHandle {
+    pub fn new(mappings: Mappings) -> MappingsHandle {
+        MappingsHandle(Arc::new(RwLock::new(Arc::new(mappings))))
+    }
+
+    /// The mapping set in force now.
+    pub fn current(&self) -> Arc<Mappings> {
+        match self.0.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the mapping set; work already planned keeps the snapshot it started with.
+    pub fn replace(&self, mappings: Mappings) {
+        let new = Arc::new(mappings);
+        match self.0.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+/// [`Planner`] over the mapping files and the payload renderer.
+#[derive(Debug, Clone)]
+pub struct MappingPlanner {
+    mappings: MappingsHandle,
+    options: RenderOptions,
+}
+
+impl MappingPlanner {
+    pub fn new(mappings: MappingsHandle, options: RenderOptions) -> MappingPlanner {
+        MappingPlanner { mappings, options }
+    }
+
+    pub fn mappings(&self) -> &MappingsHandle {
+        &self.mappings
+    }
+}
+
+fn options_of(rule: &Rule) -> RuleOptions {
+    RuleOptions {
+        on_resolved: rule.on_resolved,
+        on_recurrence: rule.on_recurrence,
+        notify_on_create: rule.notify_on_create,
+    }
+}
+
+fn render(
+    mappings: &Mappings,
+    rule: &Rule,
+    finding: &Finding,
+    options: &RenderOptions,
+) -> Result<RenderedTicket, PlanError> {
+    render_route(&mappings.engine, rule, finding, options)
+        .map_err(|e| PlanError::new(e.to_string()))
+}
+
+impl Planner for MappingPlanner {
+    fn plan(&self, finding: &Finding) -> Result<Vec<PlannedTicket>, PlanError> {
+        let mappings = self.mappings.current();
+        mappings
+            .route(finding)
+            .into_iter()
+            .map(|rule| {
+                let rendered = render(&mappings, rule, finding, &self.options)?;
+                Ok(PlannedTicket {
+                    team: Arc::clone(&rule.team),
+                    rule: Arc::clone(&rule.name),
+                    target: rule.target.clone(),
+                    severity_fields: rendered.severity_fields(),
+                    marker: rendered.marker,
+                    payload: rendered.payload,
+                    table: rendered.table,
+                    severity: rendered.severity,
+                    options: options_of(rule),
+                })
+            })
+            .collect()
+    }
+
+    fn teams(&self) -> Vec<Arc<str>> {
+        self.mappings
+            .current()
+            .teams
+            .iter()
+            .map(|t| Arc::clone(&t.name))
+            .collect()
+    }
+
+    fn rule_options(&self, team: &str, rule: &str) -> Option<RuleOptions> {
+        self.mappings.current().rule(team, rule).map(options_of)
+    }
+
+    fn severity_refresh(
+        &self,
+        team: &str,
+        rule: &str,
+        finding: &Finding,
+    ) -> Result<Option<SeverityRefresh>, PlanError> {
+        let mappings = self.mappings.current();
+        let Some(rule) = mappings.rule(team, rule) else {
+            return Ok(None);
+        };
+        if !rule.criteria.matches(finding, mappings.engine.now()) {
+            return Ok(None);
+        }
+        let rendered = render(&mappings, rule, finding, &self.options)?;
+        Ok(Some(SeverityRefresh {
+            severity: rendered.severity,
+            fields: rendered.severity_fields(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::decode;
+
+    fn planner() -> MappingPlanner {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings");
+        let mappings =
+            crate::mapping::load(std::path::Path::new(dir)).expect("shipped mappings load");
+        MappingPlanner::new(MappingsHandle::new(mappings), RenderOptions::default())
+    }
+
+    fn fixture(name: &str) -> Finding {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).expect("fixture exists");
+        decode(&bytes).expect("fixture decodes").remove(0)
+    }
+
+    #[test]
+    fn plans_carry_marker_payload_and_rule_options() {
+        let p = planner();
+        let f = fixture("guardduty-eventbridge.json");
+        let plans = p.plan(&f).unwrap();
+        assert!(
+            !plans.is_empty(),
+            "the GuardDuty fixture is routed by the shipped mappings"
+        );
+        for plan in &plans {
+            assert_eq!(plan.marker, crate::marker::Marker::new(&plan.team, &f.id));
+            assert_eq!(
+                p.rule_options(&plan.team, &plan.rule),
+                Some(plan.options),
+                "rule options are looked up by (team, rule)"
+            );
+            assert!(plan.payload.is_object());
+        }
+        assert!(p.teams().len() >= 3);
+        assert_eq!(p.rule_options("payments", "no-such-rule"), None);
+    }
+
+    #[test]
+    fn severity_refresh_only_while_the_rule_still_matches() {
+        let p = planner();
+        let f = fixture("guardduty-eventbridge.json");
+        let plan = p.plan(&f).unwrap().remove(0);
+        let refresh = p.severity_refresh(&plan.team, &plan.rule, &f).unwrap();
+        assert_eq!(refresh.map(|r| r.severity), Some(plan.severity));
+        assert_eq!(p.severity_refresh(&plan.team, "gone", &f).unwrap(), None);
+    }
+
+    #[test]
+    fn replace_swaps_the_mapping_set_for_new_plans() {
+        let p = planner();
+        let f = fixture("guardduty-eventbridge.json");
+        assert!(!p.plan(&f).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("quiet.toml"),
+            "team = \"quiet\"\n[[rules]]\nname = \"nothing\"\norder = 1\n[rules.criteria]\nTitle = [{ Value = \"never-matches\", Comparison = \"EQUALS\" }]\n[rules.jira]\nproject = \"Q\"\nissue_type = \"Task\"\nsummary = \"x\"\n",
+        )
+        .unwrap();
+        p.mappings()
+            .replace(crate::mapping::load(dir.path()).unwrap());
+        assert!(p.plan(&f).unwrap().is_empty());
+        assert_eq!(p.teams(), vec![Arc::<str>::from("quiet")]);
+    }
+}
