@@ -2,7 +2,8 @@
 //! Inspector vulnerability on an EC2 instance of the payments application is raised to CRITICAL,
 //! opened in ServiceNow at once, and its new severity is written back to Security Hub with a note
 //! naming the application and the rule — once through the in-memory `RecordingWriter`, once
-//! through the real Security Hub client against a local wiremock server.
+//! through the real Security Hub client against a local wiremock server. Planning goes through
+//! the worker's own `MappingPlanner`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,84 +18,23 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::fakes::{Call, FakeTickets, MemoryStore};
 use super::*;
-use crate::mapping::{self, Mappings};
-use crate::render::{RenderOptions, render_route};
+use crate::mapping;
+use crate::pipeline::{MappingPlanner, MappingsHandle};
+use crate::render::RenderOptions;
 use crate::securityhub::RecordingWriter;
 use crate::securityhub_client::{SecurityHubWriter, WritePolicy};
 
 const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/inspector-medium-payments.json");
 
-/// Routes and renders with real mapping files, the way the worker's planner does: the
-/// application is looked up once and handed to both routing and rendering.
-struct MappingsPlanner(Mappings);
-
-impl MappingsPlanner {
-    fn shipped() -> MappingsPlanner {
-        let fixed = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-        match mapping::load_with_clock(&dir, Arc::new(move || fixed)) {
-            Ok(m) => MappingsPlanner(m),
-            Err(e) => panic!("shipped mappings must load:\n{e}"),
-        }
-    }
-}
-
-fn options(rule: &crate::mapping::spec::Rule) -> RuleOptions {
-    RuleOptions {
-        on_resolved: rule.on_resolved,
-        on_recurrence: rule.on_recurrence,
-        notify_on_create: rule.notify_on_create,
-    }
-}
-
-impl Planner for MappingsPlanner {
-    fn plan(&self, finding: &Finding) -> Result<Vec<PlannedTicket>, PlanError> {
-        let m = &self.0;
-        let application = m.application_for(finding);
-        m.route(finding)
-            .into_iter()
-            .map(|rule| {
-                let r = render_route(
-                    &m.engine,
-                    rule,
-                    finding,
-                    application,
-                    &RenderOptions::default(),
-                )
-                .map_err(|e| PlanError::new(e.to_string()))?;
-                Ok(PlannedTicket {
-                    team: rule.team.clone(),
-                    rule: rule.name.clone(),
-                    target: rule.target.clone(),
-                    marker: r.marker.clone(),
-                    severity_fields: r.severity_fields(),
-                    payload: r.payload,
-                    table: r.table,
-                    severity: r.severity,
-                    severity_note: r.severity_note,
-                    options: options(rule),
-                })
-            })
-            .collect()
-    }
-
-    fn teams(&self) -> Vec<Arc<str>> {
-        self.0.teams.iter().map(|t| t.name.clone()).collect()
-    }
-
-    fn rule_options(&self, team: &str, rule: &str) -> Option<RuleOptions> {
-        self.0.rule(team, rule).map(options)
-    }
-
-    fn severity_refresh(
-        &self,
-        _team: &str,
-        _rule: &str,
-        _finding: &Finding,
-    ) -> Result<Option<SeverityRefresh>, PlanError> {
-        Ok(None)
+/// The worker's planner over the shipped mapping files, with a fixed clock.
+fn shipped_planner() -> MappingPlanner {
+    let fixed = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    match mapping::load_with_clock(&dir, Arc::new(move || fixed)) {
+        Ok(m) => MappingPlanner::new(MappingsHandle::new(m), RenderOptions::default()),
+        Err(e) => panic!("shipped mappings must load:\n{e}"),
     }
 }
 
@@ -116,7 +56,7 @@ fn scenario(writer: Arc<dyn FindingWriter>) -> Scenario {
         store.clone(),
         tickets,
         writer,
-        Arc::new(MappingsPlanner::shipped()),
+        Arc::new(shipped_planner()),
         "test-host:1",
     );
     Scenario {
