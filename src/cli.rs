@@ -16,12 +16,25 @@ use crate::render::{RenderOptions, render_route};
 /// What `check` found: `Ok` with a one-line summary, or every problem as `file:line: message`.
 pub fn check(dir: &Path) -> Result<String, String> {
     match mapping::load(dir) {
-        Ok(m) => Ok(format!(
-            "{}: {} team file(s), {} rule(s), all valid",
-            dir.display(),
-            m.teams.len(),
-            m.rules.len()
-        )),
+        Ok(m) => {
+            let inventory = match &m.inventory.file {
+                Some(file) => format!(
+                    ", {} application(s) in {}",
+                    m.inventory.len(),
+                    file.file_name().map_or_else(
+                        || file.display().to_string(),
+                        |n| n.to_string_lossy().into()
+                    )
+                ),
+                None => String::new(),
+            };
+            Ok(format!(
+                "{}: {} team file(s), {} rule(s){inventory}, all valid",
+                dir.display(),
+                m.teams.len(),
+                m.rules.len()
+            ))
+        }
         Err(errors) => Err(errors.to_string()),
     }
 }
@@ -48,8 +61,9 @@ pub fn render(
     let findings = finding::decode(input).map_err(|e| format!("decode: {e}"))?;
     for f in &findings {
         let mut routes = Vec::new();
+        let application = mappings.application_for(f);
         for rule in mappings.route(f) {
-            let rendered = render_route(&mappings.engine, rule, f, opts)
+            let rendered = render_route(&mappings.engine, rule, f, application, opts)
                 .map_err(|e| format!("finding {}: {e}", f.id))?;
             routes.push(json!({
                 "team": &*rule.team,

@@ -80,6 +80,9 @@ pub struct PlannedTicket {
     pub table: Option<String>,
     /// Effective severity (after `severity_override`).
     pub severity: Severity,
+    /// Why `severity` differs from the finding's own (`RenderedTicket::severity_note`: the rule
+    /// and the application); written back to Security Hub with the new severity.
+    pub severity_note: Option<String>,
     /// The fields that carry severity on the ticket (Jira `priority`, ServiceNow
     /// `urgency`/`impact`), rendered for this finding; sent on a severity change.
     pub severity_fields: serde_json::Map<String, serde_json::Value>,
@@ -689,6 +692,7 @@ impl Lifecycle {
                 None,
                 finding,
                 planned.severity,
+                planned.severity_note.as_deref(),
                 &ticket,
             ));
         }
@@ -796,7 +800,14 @@ impl Lifecycle {
                 ticket = new_ticket;
                 next.ticket = Some(ticket.clone());
                 if p.options.notify_on_create {
-                    writes.push(notified(held.marker, None, finding, p.severity, &ticket));
+                    writes.push(notified(
+                        held.marker,
+                        None,
+                        finding,
+                        p.severity,
+                        p.severity_note.as_deref(),
+                        &ticket,
+                    ));
                 }
             } else {
                 // `new` needs a rendered payload, which only a routed finding has: a ticket
@@ -812,6 +823,7 @@ impl Lifecycle {
                         record.status_from_ticket.clone(),
                         finding,
                         severity,
+                        planned.and_then(|p| p.severity_note.as_deref()),
                         &ticket,
                     ));
                 }
@@ -931,12 +943,13 @@ impl Lifecycle {
 }
 
 /// The NOTIFIED write-back naming a ticket, with the severity a rule chose when it differs from
-/// the finding's own.
+/// the finding's own and the planner's reason for it (`severity_note`: rule and application).
 fn notified(
     marker: &Marker,
     status_from_ticket: Option<String>,
     finding: &Finding,
     severity: Severity,
+    severity_note: Option<&str>,
     ticket: &TicketRef,
 ) -> PendingWrite {
     let overridden = severity != finding.severity;
@@ -945,10 +958,16 @@ fn notified(
         ticket.system, ticket.key, ticket.url
     );
     if overridden {
-        note.push_str(&format!(
-            " (severity set to {severity} by the mapping rule, was {})",
-            finding.severity
-        ));
+        match severity_note {
+            Some(reason) => {
+                note.push_str(". ");
+                note.push_str(reason);
+            }
+            None => note.push_str(&format!(
+                " (severity set to {severity} by the mapping rule, was {})",
+                finding.severity
+            )),
+        }
     }
     PendingWrite {
         marker: marker.clone(),
@@ -1002,3 +1021,6 @@ pub(crate) mod fakes;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod context_tests;

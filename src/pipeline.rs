@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use crate::finding::Finding;
 use crate::lifecycle::{PlanError, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
 use crate::mapping::Mappings;
+use crate::mapping::context::Application;
 use crate::mapping::spec::Rule;
 use crate::render::{RenderOptions, RenderedTicket, render_route};
 
@@ -66,20 +67,23 @@ fn render(
     mappings: &Mappings,
     rule: &Rule,
     finding: &Finding,
+    application: Option<&Application>,
     options: &RenderOptions,
 ) -> Result<RenderedTicket, PlanError> {
-    render_route(&mappings.engine, rule, finding, options)
+    render_route(&mappings.engine, rule, finding, application, options)
         .map_err(|e| PlanError::new(e.to_string()))
 }
 
 impl Planner for MappingPlanner {
     fn plan(&self, finding: &Finding) -> Result<Vec<PlannedTicket>, PlanError> {
         let mappings = self.mappings.current();
+        // The same application routing used, so the templates judge what routing judged.
+        let application = mappings.application_for(finding);
         mappings
             .route(finding)
             .into_iter()
             .map(|rule| {
-                let rendered = render(&mappings, rule, finding, &self.options)?;
+                let rendered = render(&mappings, rule, finding, application, &self.options)?;
                 Ok(PlannedTicket {
                     team: Arc::clone(&rule.team),
                     rule: Arc::clone(&rule.name),
@@ -89,6 +93,7 @@ impl Planner for MappingPlanner {
                     payload: rendered.payload,
                     table: rendered.table,
                     severity: rendered.severity,
+                    severity_note: rendered.severity_note,
                     options: options_of(rule),
                 })
             })
@@ -118,10 +123,14 @@ impl Planner for MappingPlanner {
         let Some(rule) = mappings.rule(team, rule) else {
             return Ok(None);
         };
-        if !rule.criteria.matches(finding, mappings.engine.now()) {
+        let application = mappings.application_for(finding);
+        if !rule
+            .criteria
+            .matches(finding, application, mappings.engine.now())
+        {
             return Ok(None);
         }
-        let rendered = render(&mappings, rule, finding, &self.options)?;
+        let rendered = render(&mappings, rule, finding, application, &self.options)?;
         Ok(Some(SeverityRefresh {
             severity: rendered.severity,
             fields: rendered.severity_fields(),

@@ -17,6 +17,7 @@ use minijinja::value::{Serde, Value as Ctx};
 use serde_json::{Map, Value, json};
 
 use crate::finding::{Finding, Severity};
+use crate::mapping::context::Application;
 use crate::mapping::spec::{FieldTemplate, JiraSpec, Rule, ServiceNowSpec, TargetKind, TicketSpec};
 use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_limit};
 use crate::marker::{BRIDGE_LABEL, Marker};
@@ -79,6 +80,10 @@ pub struct RenderedTicket {
     pub marker: Marker,
     /// The severity the templates saw: the rule's override when it has one.
     pub severity: Severity,
+    /// Why `severity` differs from the finding's own, naming the rule and the application; `None`
+    /// when it does not. The lifecycle puts it in the note written back to Security Hub, so the
+    /// people looking at the finding there see who raised it and on what grounds.
+    pub severity_note: Option<String>,
     /// The exact create request body.
     pub payload: Value,
     /// ServiceNow table of the rule; `None` for Jira.
@@ -143,29 +148,84 @@ fn rule_label(rule: &Rule) -> String {
 }
 
 /// The template context for one (finding, rule): `finding` (its serde names, `severity` replaced
-/// by `severity`), `raw`, `team`, `rule`, and `context` (empty until business context lands).
-pub fn template_context(finding: &Finding, rule: &Rule, severity: Severity) -> Ctx {
+/// by `severity`), `raw`, `team`, `rule`, and `context`: `context.application.{name, owner,
+/// criticality}` when the finding belongs to an application of the inventory, and no
+/// `application` key at all otherwise, so `{% if context.application is defined %}` works under
+/// strict undefined.
+pub fn template_context(
+    finding: &Finding,
+    rule: &Rule,
+    severity: Severity,
+    application: Option<&Application>,
+) -> Ctx {
     let serialized = Ctx::from(Serde(finding));
-    context_from(&serialized, finding.severity, rule, severity)
+    context_from(&serialized, finding.severity, rule, severity, application)
 }
 
 /// Builds the context from an already serialized finding, so the override template and the
 /// ticket templates share one serialization (the raw JSON is the expensive part). `raw` is the
 /// same shared value as `finding.raw`, not a second copy.
-fn context_from(serialized: &Ctx, original: Severity, rule: &Rule, severity: Severity) -> Ctx {
+fn context_from(
+    serialized: &Ctx,
+    original: Severity,
+    rule: &Rule,
+    severity: Severity,
+    application: Option<&Application>,
+) -> Ctx {
     let finding = if severity == original {
         serialized.clone()
     } else {
         with_severity(serialized, severity)
     };
     let raw = finding.get_attr("raw").unwrap_or_default();
+    let context = match application {
+        Some(app) => Ctx::from_pairs([(
+            "application",
+            Ctx::from_pairs([
+                ("name", Ctx::from(app.name.as_str())),
+                ("owner", Ctx::from(app.owner.as_str())),
+                ("criticality", Ctx::from(app.criticality.as_str())),
+            ]),
+        )]),
+        None => Ctx::from_pairs(Vec::<(&str, Ctx)>::new()),
+    };
     Ctx::from_pairs([
         ("finding", finding),
         ("raw", raw),
         ("team", Ctx::from(Arc::clone(&rule.team))),
         ("rule", Ctx::from(Arc::clone(&rule.name))),
-        ("context", Ctx::from_pairs(Vec::<(&str, Ctx)>::new())),
+        ("context", context),
     ])
+}
+
+/// The write-back note's reason for an overridden severity: the rule (so the mapping owner can
+/// be found) and, when there is one, the application whose criticality justified it.
+fn severity_note(
+    rule: &Rule,
+    original: Severity,
+    severity: Severity,
+    application: Option<&Application>,
+) -> Option<String> {
+    if severity == original {
+        return None;
+    }
+    let verb = if severity > original {
+        "raised"
+    } else {
+        "lowered"
+    };
+    let mut note = format!(
+        "Severity {verb} from {original} to {severity} by mapping rule {}/{}",
+        rule.team, rule.name
+    );
+    match application {
+        Some(app) => note.push_str(&format!(
+            ": the finding belongs to application {} (criticality {}, owner {}).",
+            app.name, app.criticality, app.owner
+        )),
+        None => note.push('.'),
+    }
+    Some(note)
 }
 
 /// A copy of the serialized finding map with `severity` replaced (entries are shared, not
@@ -185,18 +245,26 @@ fn with_severity(serialized: &Ctx, severity: Severity) -> Ctx {
 }
 
 /// Renders the ticket payload of one route: evaluates the severity override, builds the context
-/// once, renders every field and assembles the create body.
+/// once, renders every field and assembles the create body. `application` is what routing saw
+/// (`Mappings::application_for`), so the override and the templates judge the same facts.
 pub fn render_route(
     engine: &TemplateEngine,
     rule: &Rule,
     finding: &Finding,
+    application: Option<&Application>,
     opts: &RenderOptions,
 ) -> Result<RenderedTicket, RenderError> {
     let serialized = Ctx::from(Serde(finding));
     let severity = match &rule.severity_override {
         None => finding.severity,
         Some(template) => {
-            let ctx = context_from(&serialized, finding.severity, rule, finding.severity);
+            let ctx = context_from(
+                &serialized,
+                finding.severity,
+                rule,
+                finding.severity,
+                application,
+            );
             let value = engine.render(template, &ctx)?;
             Severity::from_label(value.trim()).ok_or_else(|| {
                 RenderError::InvalidSeverityOverride {
@@ -206,7 +274,7 @@ pub fn render_route(
             })?
         }
     };
-    let ctx = context_from(&serialized, finding.severity, rule, severity);
+    let ctx = context_from(&serialized, finding.severity, rule, severity, application);
     let marker = Marker::new(&rule.team, &finding.id);
     let r = Renderer { engine, rule, ctx };
     let (payload, table) = match &rule.ticket {
@@ -217,6 +285,7 @@ pub fn render_route(
         kind: rule.ticket.kind(),
         marker,
         severity,
+        severity_note: severity_note(rule, finding.severity, severity, application),
         payload,
         table,
     })

@@ -15,6 +15,7 @@ use findings_bridge::mapping::spec::{
 };
 use findings_bridge::mapping::template::{Clock, Template};
 use findings_bridge::mapping::{self, LoadErrors, Mappings};
+use findings_bridge::render::template_context;
 use minijinja::Value;
 use minijinja::value::Serde;
 use tempfile::TempDir;
@@ -178,14 +179,10 @@ fn render_field(m: &Mappings, t: &FieldTemplate, ctx: &Value) -> serde_json::Val
     }
 }
 
-/// Renders every template of `rule` for `f`, the way the renderer's context looks.
+/// Renders every template of `rule` for `f` with the renderer's own context (the finding's
+/// application included), without applying a severity override.
 fn render_all(m: &Mappings, rule: &Rule, f: &Finding) -> BTreeMap<String, serde_json::Value> {
-    let ctx = minijinja::context! {
-        finding => Value::from(Serde(f)),
-        raw => Value::from(Serde(&f.raw)),
-        team => rule.team.as_ref(),
-        rule => rule.name.as_ref(),
-    };
+    let ctx = template_context(f, rule, f.severity, m.application_for(f));
     let r = |t: &Template| serde_json::Value::String(m.engine.render(t, &ctx).unwrap());
     let mut out = BTreeMap::new();
     match &rule.ticket {
@@ -269,6 +266,7 @@ fn shipped_mappings_load_without_errors() {
         order,
         [
             (5, "critical-watch"),
+            (8, "payments-app-vulnerabilities"),
             (10, "critical-guardduty"),
             (20, "cspm-control-failures"),
             (25, "external-access"),

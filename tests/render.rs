@@ -161,11 +161,11 @@ fn servicenow_spec(e: &mut TemplateEngine) -> ServiceNowSpec {
 }
 
 fn render(e: &TemplateEngine, rule: &Rule, f: &Finding) -> Result<RenderedTicket, RenderError> {
-    render_route(e, rule, f, &RenderOptions::default())
+    render_route(e, rule, f, None, &RenderOptions::default())
 }
 
 fn render_ok(e: &TemplateEngine, rule: &Rule, f: &Finding, flavor: JiraFlavor) -> RenderedTicket {
-    render_route(e, rule, f, &RenderOptions { jira: flavor })
+    render_route(e, rule, f, None, &RenderOptions { jira: flavor })
         .unwrap_or_else(|err| panic!("render must succeed: {err}"))
 }
 
@@ -623,7 +623,7 @@ fn template_context_replaces_severity_and_exposes_raw_team_rule_and_context() {
     let mut e = engine();
     let r = rule(TicketSpec::Jira(jira_spec(&mut e)));
     let f = finding();
-    let ctx = template_context(&f, &r, Severity::Low);
+    let ctx = template_context(&f, &r, Severity::Low, None);
     let probe = t(
         &mut e,
         "{{ finding.severity }}|{{ raw.ProductFields['aws/securityhub/ControlId'] }}|{{ finding.raw.Id }}|{{ team }}|{{ rule }}|{{ context | length }}|{{ finding.title }}",

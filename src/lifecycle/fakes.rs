@@ -545,6 +545,7 @@ impl Planner for FakePlanner {
                     marker,
                     table: None,
                     severity,
+                    severity_note: None,
                     severity_fields: priority(severity),
                     options: r.options,
                 }

@@ -15,6 +15,11 @@
 //!   ORed; a `DateRange` means "no older than `Value` days before now" (now is passed in, so
 //!   routing can use the injectable clock of the template engine).
 //!
+//! `ApplicationName` and `ApplicationCriticality` (string filters) are the bridge's own: they
+//! compare the application of the business-context inventory the finding belongs to
+//! ([`Inventory::application_for`](super::context::Inventory::application_for)). A finding that
+//! belongs to no application lacks these fields.
+//!
 //! Fields are ANDed. A field with several values (`Type`, `ComplianceAssociatedStandardsId`, every
 //! `Resource*` field across all resources) satisfies a positive comparison when ANY of its values
 //! does, and a negative comparison when NONE of its values matches the positive counterpart
@@ -32,6 +37,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta, Utc};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::context::Application;
 use crate::finding::Finding;
 
 /// Security Hub accepts at most 20 filter values per field in an automation rule; the same cap
@@ -45,10 +51,19 @@ pub struct Criteria {
 }
 
 impl Criteria {
-    /// True when `finding` satisfies every field filter. `now` anchors `DateRange` filters; the
-    /// router passes the mapping set's clock so tests and `render` are reproducible.
-    pub fn matches(&self, finding: &Finding, now: DateTime<Utc>) -> bool {
-        self.filters.iter().all(|f| f.matches(finding, now))
+    /// True when `finding` satisfies every field filter. `application` is the inventory entry
+    /// the finding belongs to (`None`: it belongs to none), computed once per finding by the
+    /// router. `now` anchors `DateRange` filters; the router passes the mapping set's clock so
+    /// tests and `render` are reproducible.
+    pub fn matches(
+        &self,
+        finding: &Finding,
+        application: Option<&Application>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.filters
+            .iter()
+            .all(|f| f.matches(finding, application, now))
     }
 
     /// True when the criteria have no filters and so match every finding (a catch-all rule).
@@ -126,16 +141,21 @@ enum FieldFilter {
 }
 
 impl FieldFilter {
-    fn matches(&self, finding: &Finding, now: DateTime<Utc>) -> bool {
+    fn matches(
+        &self,
+        finding: &Finding,
+        application: Option<&Application>,
+        now: DateTime<Utc>,
+    ) -> bool {
         match self {
             FieldFilter::Text {
                 field,
                 any_of,
                 none_of,
             } => {
-                let positive =
-                    any_of.is_empty() || any_of.iter().any(|c| field.any(finding, |v| c.hit(v)));
-                positive && none_of.iter().all(|c| !field.any(finding, |v| c.hit(v)))
+                let has = |c: &TextCond| field.any(finding, application, |v| c.hit(v));
+                let positive = any_of.is_empty() || any_of.iter().any(has);
+                positive && !none_of.iter().any(has)
             }
             FieldFilter::Map {
                 field,
@@ -263,11 +283,18 @@ enum StringField {
     ComplianceAssociatedStandardsId,
     WorkflowStatus,
     RecordState,
+    ApplicationName,
+    ApplicationCriticality,
 }
 
 impl StringField {
     /// Does `pred` hold for any value of this field? (No allocation: values are borrowed.)
-    fn any(self, f: &Finding, mut pred: impl FnMut(&str) -> bool) -> bool {
+    fn any(
+        self,
+        f: &Finding,
+        app: Option<&Application>,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> bool {
         match self {
             StringField::Id => pred(&f.id),
             StringField::ProductArn => pred(&f.product_arn),
@@ -301,6 +328,10 @@ impl StringField {
             }
             StringField::WorkflowStatus => pred(f.workflow_status.as_str()),
             StringField::RecordState => pred(f.record_state.as_str()),
+            StringField::ApplicationName => app.is_some_and(|a| pred(&a.name)),
+            StringField::ApplicationCriticality => {
+                app.is_some_and(|a| pred(a.criticality.as_str()))
+            }
         }
     }
 }
@@ -369,7 +400,8 @@ impl DateField {
 type Filters<T> = Spanned<Vec<Spanned<T>>>;
 
 /// `[rules.criteria]` as written. Field names are those of `AutomationRulesFindingFilters`
-/// (plus `Region`, `ProductFields` and `SeverityNormalized` from `AwsSecurityFindingFilters`).
+/// (plus `Region`, `ProductFields` and `SeverityNormalized` from `AwsSecurityFindingFilters`, and
+/// the bridge's own `ApplicationName` and `ApplicationCriticality`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub(crate) struct CriteriaRaw {
@@ -393,6 +425,8 @@ pub(crate) struct CriteriaRaw {
     compliance_associated_standards_id: Option<Filters<StringFilterRaw>>,
     workflow_status: Option<Filters<StringFilterRaw>>,
     record_state: Option<Filters<StringFilterRaw>>,
+    application_name: Option<Filters<StringFilterRaw>>,
+    application_criticality: Option<Filters<StringFilterRaw>>,
     resource_tags: Option<Filters<MapFilterRaw>>,
     user_defined_fields: Option<Filters<MapFilterRaw>>,
     product_fields: Option<Filters<MapFilterRaw>>,
@@ -501,6 +535,11 @@ impl CriteriaRaw {
             ),
             (self.workflow_status, StringField::WorkflowStatus),
             (self.record_state, StringField::RecordState),
+            (self.application_name, StringField::ApplicationName),
+            (
+                self.application_criticality,
+                StringField::ApplicationCriticality,
+            ),
         ];
         for (list, field) in strings {
             let Some(list) = list else { continue };
@@ -818,7 +857,7 @@ mod tests {
 
     fn matches(criteria: &str) -> bool {
         let c = Criteria::from_toml(criteria).unwrap();
-        c.matches(&finding(), now())
+        c.matches(&finding(), None, now())
     }
 
     fn err(criteria: &str) -> String {
@@ -827,7 +866,7 @@ mod tests {
 
     #[test]
     fn empty_criteria_match_everything() {
-        assert!(Criteria::default().matches(&finding(), now()));
+        assert!(Criteria::default().matches(&finding(), None, now()));
         assert!(Criteria::default().is_empty());
         assert!(matches(""));
     }
@@ -1059,14 +1098,14 @@ mod tests {
             Criteria::from_toml(r#"UpdatedAt = [{ DateRange = { Value = 1, Unit = "DAYS" } }]"#)
                 .unwrap();
         let f = finding(); // updated 2026-11-27T08:00Z, 26 hours before now()
-        assert!(!c.matches(&f, now()));
-        assert!(c.matches(&f, now() - TimeDelta::hours(3)));
+        assert!(!c.matches(&f, None, now()));
+        assert!(c.matches(&f, None, now() - TimeDelta::hours(3)));
         let c7 =
             Criteria::from_toml(r#"UpdatedAt = [{ DateRange = { Value = 7, Unit = "DAYS" } }]"#)
                 .unwrap();
         let later = now() + TimeDelta::days(8);
-        assert!(c7.matches(&f, now()));
-        assert!(!c7.matches(&f, later));
+        assert!(c7.matches(&f, None, now()));
+        assert!(!c7.matches(&f, None, later));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use super::context::Inventory;
 use super::criteria::{Criteria, CriteriaRaw};
 use super::spec::{
     FieldTemplate, JiraSpec, OnRecurrence, OnResolved, Rule, ServiceNowSpec, StatusMap, TargetKind,
@@ -98,6 +99,13 @@ pub(super) fn load_dir(dir: &Path, clock: Clock) -> Result<Mappings, LoadErrors>
         mut rules,
         ..
     } = loader;
+    let inventory = match Inventory::load(dir) {
+        Ok(inventory) => inventory,
+        Err(inventory_errors) => {
+            errors.extend(inventory_errors);
+            Inventory::default()
+        }
+    };
     if !errors.is_empty() {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(LoadErrors(errors));
@@ -109,6 +117,7 @@ pub(super) fn load_dir(dir: &Path, clock: Clock) -> Result<Mappings, LoadErrors>
         teams,
         rules,
         engine,
+        inventory,
     })
 }
 
@@ -129,16 +138,16 @@ struct Loader {
 }
 
 /// One file being loaded: where errors point to.
-struct FileCtx<'a> {
-    path: &'a Path,
+pub(super) struct FileCtx<'a> {
+    pub(super) path: &'a Path,
     /// File name only, for template locations (`payments.toml:23 (rules[0].jira.summary)`).
     name: String,
-    src: &'a str,
+    pub(super) src: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> FileCtx<'a> {
-    fn new(path: &'a Path, src: &'a str) -> Self {
+    pub(super) fn new(path: &'a Path, src: &'a str) -> Self {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -155,7 +164,7 @@ impl<'a> FileCtx<'a> {
     }
 
     /// 1-based line of a byte offset.
-    fn line(&self, offset: usize) -> usize {
+    pub(super) fn line(&self, offset: usize) -> usize {
         match self.line_starts.binary_search(&offset) {
             Ok(i) => i + 1,
             Err(i) => i,

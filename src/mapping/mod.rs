@@ -1,7 +1,8 @@
 //! Per-team mapping files: loading, criteria, routing and templates.
 //!
 //! `mappings/*.toml` holds one file per team (DESIGN.md "Mapping files"); files whose name starts
-//! with `_` are not team files. [`load`] reads them all, compiles every criterion and template,
+//! with `_` are not team files, and `_context.toml` is the organisation's application inventory
+//! (see [`context`]). [`load`] reads them all, compiles every criterion and template,
 //! and reports every problem of every file as `file:line: what is wrong`, so `check` and start-up
 //! fail on a broken mapping instead of a finding at 3 a.m.
 //!
@@ -21,6 +22,7 @@
 //! Routing only decides where *new* tickets go; a finding that already has tickets is followed
 //! through them by the lifecycle code even when no rule would pick it any more.
 
+pub mod context;
 pub mod criteria;
 mod load;
 pub mod spec;
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::finding::Finding;
+use context::{Application, Inventory};
 use spec::{Rule, TargetKind, Team};
 use template::{Clock, TemplateEngine};
 
@@ -56,6 +59,9 @@ pub struct Mappings {
     pub rules: Vec<Rule>,
     /// Holds every compiled template of `rules`; its clock also anchors `DateRange` criteria.
     pub engine: TemplateEngine,
+    /// The applications of `_context.toml` (empty without one): what `ApplicationName` /
+    /// `ApplicationCriticality` criteria and `context.application` in templates refer to.
+    pub inventory: Inventory,
 }
 
 /// Loads every team file of `dir` with the wall clock.
@@ -74,9 +80,11 @@ impl Mappings {
     /// See the module docs for the exact semantics.
     pub fn route(&self, finding: &Finding) -> Vec<&Rule> {
         let now = self.engine.now();
+        // Once per finding, not per rule: every rule sees the same application.
+        let application = self.application_for(finding);
         let mut routes: Vec<&Rule> = Vec::new();
         for rule in &self.rules {
-            if !rule.criteria.matches(finding, now) {
+            if !rule.criteria.matches(finding, application, now) {
                 continue;
             }
             if !routes.iter().any(|r| r.team == rule.team) {
@@ -87,6 +95,12 @@ impl Mappings {
             }
         }
         routes
+    }
+
+    /// The application of the inventory `finding` belongs to (first match in file order). Pass
+    /// it to `render::render_route` so templates see what routing saw.
+    pub fn application_for(&self, finding: &Finding) -> Option<&Application> {
+        self.inventory.application_for(finding)
     }
 
     /// A team's rule by name: lifecycle and status sync find the rule (its `status_map`,
