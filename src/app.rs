@@ -316,6 +316,22 @@ impl Pipeline {
     }
 }
 
+/// Amazon Detective enrichment when `DETECTIVE_GRAPH_ARN` is set (rules opt in with
+/// `enrich = { detective = true }`).
+pub fn investigator_from_env(
+    sdk: &aws_config::SdkConfig,
+) -> anyhow::Result<Option<Arc<crate::detective::Investigator>>> {
+    let Some(cfg) =
+        crate::detective::DetectiveConfig::from_env().context("Detective configuration")?
+    else {
+        return Ok(None);
+    };
+    tracing::info!(graph = %cfg.graph_arn.as_str(), "Amazon Detective enrichment enabled for rules that ask for it");
+    Ok(Some(Arc::new(crate::detective::Investigator::from_conf(
+        sdk, cfg,
+    ))))
+}
+
 /// `findings-bridge sync --once`: one poll of every connection.
 pub async fn sync_once(mappings: &Path, store: &StoreSpec) -> anyhow::Result<SyncReport> {
     let p = Pipeline::build(mappings, store, true).await?;
@@ -400,7 +416,9 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     )?;
 
     let owner = owner_id();
-    let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone());
+    let investigator = investigator_from_env(&sdk)?;
+    let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone())
+        .with_investigator(investigator);
     let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
     config.dlq_url = settings.dlq_url.clone();
     config.concurrency = settings.concurrency.max(1);

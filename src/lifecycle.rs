@@ -51,6 +51,8 @@ pub struct RuleOptions {
     pub on_resolved: OnResolved,
     pub on_recurrence: OnRecurrence,
     pub notify_on_create: bool,
+    /// Investigate with Amazon Detective after creating the ticket (when configured).
+    pub enrich_detective: bool,
 }
 
 impl Default for RuleOptions {
@@ -61,6 +63,7 @@ impl Default for RuleOptions {
             on_resolved: OnResolved::Close,
             on_recurrence: OnRecurrence::Reopen,
             notify_on_create: true,
+            enrich_detective: false,
         }
     }
 }
@@ -302,6 +305,8 @@ pub struct Lifecycle {
     /// leaves its entry behind, so [`Lifecycle::release_abandoned`] can hand the leases back
     /// instead of making the next delivery wait for them to expire.
     held: Mutex<HashMap<String, Marker>>,
+    /// Amazon Detective enrichment for rules with `enrich = { detective = true }`.
+    investigator: Option<Arc<crate::detective::Investigator>>,
 }
 
 /// A workflow update waiting to be written, with what to record once it is.
@@ -339,7 +344,17 @@ impl Lifecycle {
             lease: DEFAULT_LEASE,
             next_work: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
+            investigator: None,
         }
+    }
+
+    /// Enables Detective enrichment (for the rules that ask for it).
+    pub fn with_investigator(
+        mut self,
+        investigator: Option<Arc<crate::detective::Investigator>>,
+    ) -> Lifecycle {
+        self.investigator = investigator;
+        self
     }
 
     pub fn with_lease(mut self, lease: Duration) -> Lifecycle {
@@ -686,6 +701,26 @@ impl Lifecycle {
             modified_at: chrono::Utc::now().timestamp(),
         };
         self.put(held, &record).await?;
+        if planned.options.enrich_detective
+            && action == Action::Created
+            && let Some(investigator) = &self.investigator
+            && let Some(system) = self.tickets.get(&ticket.system)
+        {
+            let system = Arc::clone(system);
+            let target = ticket.clone();
+            crate::detective::spawn_enrichment(
+                Arc::clone(investigator),
+                finding.clone(),
+                move |comment: String| {
+                    Box::pin(async move {
+                        system
+                            .comment(&target, &comment)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                },
+            );
+        }
         if planned.options.notify_on_create {
             writes.push(notified(
                 held.marker,

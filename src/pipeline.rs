@@ -60,6 +60,7 @@ fn options_of(rule: &Rule) -> RuleOptions {
         on_resolved: rule.on_resolved,
         on_recurrence: rule.on_recurrence,
         notify_on_create: rule.notify_on_create,
+        enrich_detective: rule.enrich_detective,
     }
 }
 

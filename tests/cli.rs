@@ -38,7 +38,10 @@ fn check_reports_every_error_with_file_and_line_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(lines.len() >= 2, "errors from both files are reported: {err}");
+    assert!(
+        lines.len() >= 2,
+        "errors from both files are reported: {err}"
+    );
     for line in &lines {
         let (location, _) = line
             .split_once(": ")
@@ -77,7 +80,9 @@ fn render_prints_one_object_per_finding_with_exact_payloads() {
     for o in &objects {
         assert!(o["finding_id"].is_string(), "{o}");
         assert!(matches!(o["schema"].as_str(), Some("asff" | "ocsf")), "{o}");
-        let routes = o["routes"].as_array().expect("routes is an array, maybe empty");
+        let routes = o["routes"]
+            .as_array()
+            .expect("routes is an array, maybe empty");
         for r in routes {
             for key in ["team", "rule", "target", "marker"] {
                 assert!(r[key].is_string(), "route lacks {key}: {r}");
@@ -115,7 +120,11 @@ fn render_of_malformed_input_names_the_problem_and_exits_1() {
     ] {
         let out = run(&["render", &format!("tests/fixtures/{fixture}")]);
         assert_eq!(out.status.code(), Some(1), "{fixture}");
-        assert!(stderr(&out).contains(expected), "{fixture}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{fixture}: {}",
+            stderr(&out)
+        );
         assert!(stdout(&out).is_empty(), "{fixture}");
     }
 }
@@ -130,7 +139,11 @@ fn render_for_data_center_emits_wiki_text_instead_of_adf() {
         .output()
         .unwrap();
     let first = |o: &Output| -> serde_json::Value {
-        let line = stdout(o).lines().next().map(str::to_owned).unwrap_or_default();
+        let line = stdout(o)
+            .lines()
+            .next()
+            .map(str::to_owned)
+            .unwrap_or_default();
         serde_json::from_str(&line).expect("json")
     };
     let jira_route = |v: &serde_json::Value| -> serde_json::Value {

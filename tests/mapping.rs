@@ -952,3 +952,44 @@ fn an_empty_or_missing_directory_is_an_error() {
     let e = mapping::load(&fixture("does-not-exist")).unwrap_err();
     assert!(e.to_string().contains("does-not-exist: cannot read"), "{e}");
 }
+
+#[test]
+fn enrich_detective_is_a_rule_option_with_a_default_and_unknown_enrichers_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "team = \"t\"\n[defaults]\nenrich = { detective = true }\n[[rules]]\nname = \"a\"\norder = 1\n[rules.jira]\nproject = \"P\"\nissue_type = \"Bug\"\nsummary = \"s\"\n[[rules]]\nname = \"b\"\norder = 2\nenrich = { detective = false }\n[rules.jira]\nproject = \"P\"\nissue_type = \"Bug\"\nsummary = \"s\"\n";
+    std::fs::write(dir.path().join("t.toml"), base).unwrap();
+    let m = findings_bridge::mapping::load(dir.path()).unwrap();
+    assert!(
+        m.rule("t", "a").unwrap().enrich_detective,
+        "inherited from [defaults]"
+    );
+    assert!(!m.rule("t", "b").unwrap().enrich_detective, "the rule wins");
+
+    std::fs::write(
+        dir.path().join("t.toml"),
+        base.replace(
+            "enrich = { detective = false }",
+            "enrich = { guardduty = true }",
+        ),
+    )
+    .unwrap();
+    let err = findings_bridge::mapping::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("t.toml:") && err.contains("guardduty"),
+        "{err}"
+    );
+
+    let shipped = findings_bridge::mapping::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mappings"
+    )))
+    .unwrap();
+    assert!(
+        shipped
+            .rule("security", "critical-watch")
+            .unwrap()
+            .enrich_detective
+    );
+}

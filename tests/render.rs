@@ -124,6 +124,7 @@ fn rule(ticket: TicketSpec) -> Rule {
         on_recurrence: OnRecurrence::default(),
         severity_override: None,
         notify_on_create: true,
+        enrich_detective: false,
     }
 }
 

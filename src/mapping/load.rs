@@ -204,6 +204,7 @@ struct DefaultsRaw {
     notify_on_create: Option<bool>,
     severity_override: Option<Text>,
     status_map: Option<BTreeMap<String, Text>>,
+    enrich: Option<EnrichRaw>,
     jira: Option<JiraRaw>,
     servicenow: Option<ServiceNowRaw>,
 }
@@ -223,6 +224,14 @@ struct RuleRaw {
     notify_on_create: Option<bool>,
     severity_override: Option<Text>,
     status_map: Option<BTreeMap<String, Text>>,
+    enrich: Option<EnrichRaw>,
+}
+
+/// `enrich = { detective = true }`: optional enrichment after a ticket is created.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrichRaw {
+    detective: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,6 +334,7 @@ struct Defaults {
     notify_on_create: Option<bool>,
     severity_override: Option<Template>,
     status_map: BTreeMap<String, WorkflowStatus>,
+    enrich: EnrichRaw,
     jira: Option<JiraPartial>,
     servicenow: Option<ServiceNowPartial>,
 }
@@ -550,6 +560,7 @@ impl Loader {
             notify_on_create: raw.notify_on_create,
             severity_override,
             status_map,
+            enrich: raw.enrich.unwrap_or_default(),
             jira,
             servicenow,
         }
@@ -701,6 +712,11 @@ impl Loader {
                 .notify_on_create
                 .or(defaults.notify_on_create)
                 .unwrap_or(true),
+            enrich_detective: raw
+                .enrich
+                .and_then(|e| e.detective)
+                .or(defaults.enrich.detective)
+                .unwrap_or(false),
         })
     }
 

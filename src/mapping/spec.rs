@@ -136,6 +136,9 @@ pub struct Rule {
     pub severity_override: Option<Template>,
     /// Write NOTIFIED + a note naming the ticket back to Security Hub after creating it.
     pub notify_on_create: bool,
+    /// `enrich = { detective = true }`: after creating the ticket, investigate the finding's IAM
+    /// principal with Amazon Detective and comment the result (best effort, never blocking).
+    pub enrich_detective: bool,
 }
 
 /// A team's mapping file.
