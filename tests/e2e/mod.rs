@@ -191,8 +191,10 @@ impl Bench {
                     .expect("SendMessageBatch to moto");
                 assert!(out.failed().is_empty(), "moto refused: {:?}", out.failed());
             });
-            if batches.len() >= 8 {
-                batches.join_next().await.map(|r| r.expect("send task"));
+            if batches.len() >= 8
+                && let Some(done) = batches.join_next().await
+            {
+                done.expect("send task");
             }
         }
         while let Some(r) = batches.join_next().await {
