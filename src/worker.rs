@@ -94,6 +94,15 @@ pub fn retry_visibility(receive_count: u32, jitter: f64) -> Duration {
     Duration::from_secs_f64(base * (0.8 + 0.2 * jitter)).max(Duration::from_secs(1))
 }
 
+/// Visibility for a message whose finding another worker is busy with: 5 s × n, capped at the
+/// claim lease (by then a dead holder's lease has run out), scaled into [80 %, 100 %] by `jitter`.
+/// Much shorter than [`retry_visibility`]: a duplicate delivery racing the first one should not
+/// wait half a minute, and a SIGKILLed worker's findings come back as soon as its leases expire.
+pub fn busy_visibility(receive_count: u32, lease: Duration, jitter: f64) -> Duration {
+    let base = (5.0 * f64::from(receive_count.max(1))).min(lease.as_secs_f64().max(1.0));
+    Duration::from_secs_f64(base * (0.8 + 0.2 * jitter.clamp(0.0, 1.0))).max(Duration::from_secs(1))
+}
+
 /// A value in [0, 1) that differs per message and per call; no need for a crypto RNG here.
 fn jitter(seed: &str) -> f64 {
     let hash = std::collections::hash_map::RandomState::new().hash_one(seed);
@@ -163,8 +172,9 @@ struct InFlight {
 enum Disposition {
     /// All findings recorded (or nothing to do): delete.
     Done,
-    /// Come back later.
-    Transient(String),
+    /// Come back later. `busy`: another worker holds a claim on one of the findings, which is
+    /// usually over in moments (or, if that worker died, when its lease runs out).
+    Transient { error: String, busy: bool },
     /// Will never succeed: dead-letter.
     Permanent { kind: &'static str, error: String },
 }
@@ -427,11 +437,13 @@ async fn handle_message(
     let id = &message.message_id;
     let delete = match disposition {
         Disposition::Done => true,
-        Disposition::Transient(error) => {
-            let visibility = retry_visibility(
-                message.receive_count,
-                jitter(&format!("{id}:{}", message.receive_count)),
-            );
+        Disposition::Transient { error, busy } => {
+            let jitter = jitter(&format!("{id}:{}", message.receive_count));
+            let visibility = if busy {
+                busy_visibility(message.receive_count, shared.config.lease, jitter)
+            } else {
+                retry_visibility(message.receive_count, jitter)
+            };
             tracing::warn!(message_id = %id, receive_count = message.receive_count, retry_in = ?visibility, %error, "transient failure; the message comes back later");
             if let Some(handle) = shared.receipt_handle(id)
                 && let Err(e) = shared.queue.change_visibility(&handle, visibility).await
@@ -567,7 +579,10 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
             kind: e.kind(),
             error: e.to_string(),
         },
-        (None, Some(e)) => Disposition::Transient(e.to_string()),
+        (None, Some(e)) => Disposition::Transient {
+            busy: matches!(e, LifecycleError::Busy { .. }),
+            error: e.to_string(),
+        },
         (None, None) => Disposition::Done,
     }
 }

@@ -504,6 +504,16 @@ async fn a_transient_failure_leaves_the_message_with_a_growing_backoff() {
 }
 
 #[test]
+fn busy_visibility_is_short_and_capped_at_the_lease() {
+    let lease = Duration::from_secs(60);
+    assert_eq!(busy_visibility(1, lease, 1.0), Duration::from_secs(5));
+    assert_eq!(busy_visibility(3, lease, 1.0), Duration::from_secs(15));
+    assert_eq!(busy_visibility(50, lease, 1.0), lease);
+    assert_eq!(busy_visibility(1, lease, 0.0), Duration::from_secs(4));
+    assert!(busy_visibility(1, lease, 1.0) < retry_visibility(1, 1.0));
+}
+
+#[test]
 fn retry_visibility_grows_and_is_capped() {
     assert_eq!(retry_visibility(1, 1.0), Duration::from_secs(30));
     assert_eq!(retry_visibility(2, 1.0), Duration::from_secs(60));
