@@ -943,6 +943,7 @@ impl Lifecycle {
         );
         match self.writer.write(vec![update]).await {
             Ok(report) if report.unprocessed.is_empty() => {
+                telemetry::writeback(WritebackResult::Processed, report.processed as u64);
                 let Some(status) = status else { return };
                 for w in &writes {
                     if let Err(e) = self

@@ -188,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mappings,
             store,
         } => {
-            telemetry::init_logging(LogFormat::from_env().unwrap_or_default());
+            init_report_logging();
             let report = runtime()?.block_on(app::sync_once(&mappings, &store))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.is_clean() {
@@ -198,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Replay(args) => {
-            telemetry::init_logging(LogFormat::from_env().unwrap_or_default());
+            init_report_logging();
             runtime()?.block_on(replay(args))
         }
         Command::Healthcheck { http_addr, timeout } => {
@@ -269,6 +269,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+    }
+}
+
+/// Logging for the commands whose stdout is a report (`sync --once` prints JSON, `replay` its
+/// summary): log lines go to stderr so `findings-bridge sync --once | jq` reads only the report.
+fn init_report_logging() {
+    let (filter, filter_problem) = telemetry::env_filter();
+    let subscriber = telemetry::subscriber(
+        LogFormat::from_env().unwrap_or_default(),
+        filter,
+        std::io::stderr,
+    );
+    if tracing::subscriber::set_global_default(subscriber).is_ok()
+        && let Some(problem) = filter_problem
+    {
+        tracing::warn!("{problem}");
     }
 }
 

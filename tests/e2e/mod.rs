@@ -112,15 +112,22 @@ pub struct Bench {
 
 impl Bench {
     pub async fn start(teams: Teams, faults: Faults) -> Bench {
-        let sim = Simulator::start(
+        Bench::start_with(
+            teams,
             SimConfig {
                 faults,
                 ..SimConfig::default()
             },
-            "127.0.0.1:0",
         )
         .await
-        .expect("simulator starts on a free port");
+    }
+
+    /// A bench whose simulator has its own configuration (credentials, rate limits): the
+    /// worker's environment must then be given the same credentials through `spawn`'s `extra`.
+    pub async fn start_with(teams: Teams, config: SimConfig) -> Bench {
+        let sim = Simulator::start(config, "127.0.0.1:0")
+            .await
+            .expect("simulator starts on a free port");
         let moto = support::moto::moto().await;
         let aws = support::moto::aws_config(&moto.endpoint).await;
         let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -514,6 +521,34 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Runs a one-shot `findings-bridge` command (`replay`, `sync`, `healthcheck`, …) with the
+    /// bench environment plus `extra`, off the runtime's threads so the simulator keeps serving.
+    pub async fn command(
+        &self,
+        store: &str,
+        extra: &[(&str, &str)],
+        args: &[&str],
+    ) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_findings-bridge"));
+        cmd.env_clear()
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (k, v) in self.worker_env(store) {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let what = args.join(" ");
+        tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("command task")
+            .unwrap_or_else(|e| panic!("findings-bridge {what} starts: {e}"))
+    }
+}
+
 /// A dead-lettered message as an operator sees it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -584,6 +619,35 @@ impl WorkerProcess {
                 self.log_tail(60)
             ),
         }
+    }
+
+    /// The address the HTTP server bound (`BRIDGE_HTTP_ADDR=127.0.0.1:0` picks a free port),
+    /// read from the JSON "HTTP server listening" log line.
+    pub async fn http_addr(&self, timeout: Duration) -> std::net::SocketAddr {
+        let mut found = None;
+        eventually(timeout, "the HTTP server listening log line", || {
+            found = self.log_text().lines().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                let message = v.get("message")?.as_str()?;
+                if !message.starts_with("HTTP server listening") {
+                    return None;
+                }
+                v.get("addr")?.as_str()?.parse().ok()
+            });
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{}: no HTTP address logged", self.name))
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 
     pub fn log_text(&self) -> String {
