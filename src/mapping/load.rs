@@ -5,7 +5,7 @@
 //! errors of the next, and every error keeps the byte span it came from (turned into a line here).
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -169,6 +169,14 @@ impl<'a> FileCtx<'a> {
             Ok(i) => i + 1,
             Err(i) => i,
         }
+    }
+
+    /// The lines a value's content spans: from [`FileCtx::content_line`] to the line of its last
+    /// byte (the closing quote of a string).
+    fn value_lines(&self, span: Range<usize>) -> RangeInclusive<usize> {
+        let first = self.content_line(span.start);
+        let last = self.line(span.end.saturating_sub(1)).max(first);
+        first..=last
     }
 
     /// Line where a string value's *content* starts: a multi-line string (`'''` / `"""`) drops
@@ -888,8 +896,8 @@ impl Loader {
                 );
                 continue;
             }
-            let line = ctx.content_line(value.span().start);
-            if let Some(t) = self.field_template(ctx, &path, line, value.get_ref()) {
+            let lines = ctx.value_lines(value.span());
+            if let Some(t) = self.field_template(ctx, &path, &lines, value.get_ref()) {
                 out.insert(key, t);
             }
         }
@@ -900,11 +908,11 @@ impl Loader {
         &mut self,
         ctx: &FileCtx<'_>,
         path: &str,
-        line: usize,
+        lines: &RangeInclusive<usize>,
         value: &toml::Value,
     ) -> Option<FieldTemplate> {
         Some(match value {
-            toml::Value::String(s) => FieldTemplate::Text(self.compile_at(ctx, path, line, s)?),
+            toml::Value::String(s) => FieldTemplate::Text(self.compile_at(ctx, path, lines, s)?),
             toml::Value::Integer(i) => FieldTemplate::Integer(*i),
             toml::Value::Float(f) => FieldTemplate::Float(*f),
             toml::Value::Boolean(b) => FieldTemplate::Bool(*b),
@@ -913,7 +921,7 @@ impl Loader {
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
                 for (i, item) in items.iter().enumerate() {
-                    match self.field_template(ctx, &format!("{path}[{i}]"), line, item) {
+                    match self.field_template(ctx, &format!("{path}[{i}]"), lines, item) {
                         Some(t) => out.push(t),
                         None => ok = false,
                     }
@@ -927,7 +935,7 @@ impl Loader {
                 let mut out = BTreeMap::new();
                 let mut ok = true;
                 for (k, v) in table {
-                    match self.field_template(ctx, &format!("{path}.{k}"), line, v) {
+                    match self.field_template(ctx, &format!("{path}.{k}"), lines, v) {
                         Some(t) => {
                             out.insert(k.clone(), t);
                         }
@@ -951,29 +959,35 @@ impl Loader {
     }
 
     fn template(&mut self, ctx: &FileCtx<'_>, path: &str, text: &Text) -> Option<Template> {
-        let line = ctx.content_line(text.span().start);
-        self.compile_at(ctx, path, line, text.get_ref())
+        let lines = ctx.value_lines(text.span());
+        self.compile_at(ctx, path, &lines, text.get_ref())
     }
 
     /// Compiles one template; a syntax error is reported at the line of the TOML value plus the
-    /// line inside the template where minijinja found it.
+    /// line inside the template where minijinja found it. `lines` are the file lines the value's
+    /// content spans: when the template has as many lines as that (no `\n` escapes, no line-ending
+    /// backslashes), template line N is file line `start + N - 1`; otherwise the error points at
+    /// the value's first line rather than at a line that may not exist.
     fn compile_at(
         &mut self,
         ctx: &FileCtx<'_>,
         path: &str,
-        line: usize,
+        lines: &RangeInclusive<usize>,
         source: &str,
     ) -> Option<Template> {
+        let line = *lines.start();
         let location = format!("{}:{line} ({path})", ctx.name);
         match self.engine.compile(&location, source) {
             Ok(t) => Some(t),
             Err(e) => {
                 let inner = template_line(&e.message).unwrap_or(1);
-                self.error(
-                    ctx,
-                    line + inner.saturating_sub(1),
-                    format!("{path}: template error: {}", e.message),
-                );
+                let line_for_line = source.matches('\n').count() == lines.end() - lines.start();
+                let at = if line_for_line {
+                    (line + inner.saturating_sub(1)).min(*lines.end())
+                } else {
+                    line
+                };
+                self.error(ctx, at, format!("{path}: template error: {}", e.message));
                 None
             }
         }
