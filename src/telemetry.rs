@@ -374,6 +374,10 @@ fn describe_all() {
     use names::*;
     describe_counter!(MESSAGES_RECEIVED, "SQS messages received.");
     describe_counter!(
+        crate::sync::UNMAPPED_STATUS_METRIC,
+        "Ticket statuses that no status_map entry or default maps to a workflow status, by system and team."
+    );
+    describe_counter!(
         MESSAGES_DELETED,
         "SQS messages deleted after their ticket work was recorded or they were dead-lettered."
     );
