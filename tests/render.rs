@@ -101,9 +101,7 @@ fn finding() -> Finding {
     }
 }
 
-// `Criteria` is a unit placeholder until the criteria engine lands; `Default` keeps this helper
-// valid across that change.
-#[allow(clippy::default_constructed_unit_structs)]
+/// A rule with empty criteria (matches everything): these tests are about rendering, not routing.
 fn rule(ticket: TicketSpec) -> Rule {
     Rule {
         team: Arc::from("payments"),
