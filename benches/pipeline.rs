@@ -62,8 +62,9 @@ fn process(mappings: &Mappings, opts: &RenderOptions, body: &[u8]) -> usize {
     let findings = finding::decode(body).unwrap_or_else(|e| panic!("fixture must decode: {e}"));
     let mut rendered = 0;
     for f in &findings {
+        let application = mappings.application_for(f);
         for rule in mappings.route(f) {
-            let ticket = render_route(&mappings.engine, rule, f, opts)
+            let ticket = render_route(&mappings.engine, rule, f, application, opts)
                 .unwrap_or_else(|e| panic!("fixture must render: {e}"));
             black_box(&ticket.payload);
             rendered += 1;
@@ -191,8 +192,9 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for (f, rules) in &routed {
+                let application = mappings.application_for(f);
                 for rule in rules {
-                    if let Ok(t) = render_route(&mappings.engine, rule, f, &cloud) {
+                    if let Ok(t) = render_route(&mappings.engine, rule, f, application, &cloud) {
                         black_box(&t.payload);
                         n += 1;
                     }
