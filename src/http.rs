@@ -141,6 +141,27 @@ pub enum ClientConfigError {
     Client(String),
 }
 
+/// Reads a per-process request rate (`JIRA_RATE_LIMIT`, `SERVICENOW_RATE_LIMIT`): requests per
+/// second, `0` to turn the limiter off. Size it as the ticket system's limit divided by the number
+/// of replicas, so replicas do not overshoot into 429 windows together.
+pub fn rate_limit_setting(
+    name: &'static str,
+    value: Option<&str>,
+) -> Result<Option<f64>, ClientConfigError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(Some(rate)),
+        _ => Err(ClientConfigError::Invalid {
+            name,
+            message: format!(
+                "expected requests per second (a number ≥ 0, 0 = no limit), got {value:?}"
+            ),
+        }),
+    }
+}
+
 /// Token bucket shared by all tasks of one connection. Waiters queue on a FIFO mutex, so the
 /// earliest caller gets the next token.
 #[derive(Debug)]
@@ -690,6 +711,20 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_setting_parses_numbers_and_refuses_the_rest() {
+        assert_eq!(rate_limit_setting("X", None).unwrap(), None);
+        assert_eq!(rate_limit_setting("X", Some("  ")).unwrap(), None);
+        assert_eq!(rate_limit_setting("X", Some("12.5")).unwrap(), Some(12.5));
+        assert_eq!(rate_limit_setting("X", Some("0")).unwrap(), Some(0.0));
+        for bad in ["-1", "fast", "NaN", "inf"] {
+            let err = rate_limit_setting("JIRA_RATE_LIMIT", Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("JIRA_RATE_LIMIT:"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn jira_field_errors_become_sorted_field_messages() {

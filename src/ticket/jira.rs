@@ -177,7 +177,13 @@ impl JiraConfig {
                 JiraAuth::Bearer { .. } => JiraApiVersion::V2,
             },
         };
-        Ok(Some(JiraConfig::new(base_url, auth, api_version)))
+        let mut cfg = JiraConfig::new(base_url, auth, api_version);
+        if let Some(rate) =
+            crate::http::rate_limit_setting("JIRA_RATE_LIMIT", get("JIRA_RATE_LIMIT").as_deref())?
+        {
+            cfg.http.rate_limit_per_sec = rate;
+        }
+        Ok(Some(cfg))
     }
 }
 
@@ -867,6 +873,28 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(dc.api_version, JiraApiVersion::V2);
+        assert_eq!(
+            dc.http.rate_limit_per_sec,
+            HttpSettings::default().rate_limit_per_sec
+        );
+        let throttled = JiraConfig::from_lookup(env(&[
+            ("JIRA_URL", "https://jira.acme.test"),
+            ("JIRA_PAT", "pat-456"),
+            ("JIRA_RATE_LIMIT", "4"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(throttled.http.rate_limit_per_sec, 4.0);
+        let bad_rate = JiraConfig::from_lookup(env(&[
+            ("JIRA_URL", "https://jira.acme.test"),
+            ("JIRA_PAT", "pat-456"),
+            ("JIRA_RATE_LIMIT", "lots"),
+        ]))
+        .unwrap_err();
+        assert!(
+            bad_rate.to_string().starts_with("JIRA_RATE_LIMIT:"),
+            "{bad_rate}"
+        );
 
         let half = JiraConfig::from_lookup(env(&[
             ("JIRA_URL", "https://acme.atlassian.net"),

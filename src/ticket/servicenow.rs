@@ -194,7 +194,14 @@ impl ServiceNowConfig {
                 }
             },
         };
-        Ok(Some(ServiceNowConfig::new(base_url, auth)))
+        let mut cfg = ServiceNowConfig::new(base_url, auth);
+        if let Some(rate) = crate::http::rate_limit_setting(
+            "SERVICENOW_RATE_LIMIT",
+            get("SERVICENOW_RATE_LIMIT").as_deref(),
+        )? {
+            cfg.http.rate_limit_per_sec = rate;
+        }
+        Ok(Some(cfg))
     }
 }
 
