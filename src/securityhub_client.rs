@@ -19,7 +19,7 @@
 //!   a bounded number of times, everything else lands in [`WriteReport::unprocessed`] and the log.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_securityhub::Client;
@@ -32,6 +32,7 @@ use aws_sdk_securityhub::types::{
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
 use crate::finding::{Severity, WorkflowStatus, WriteBackId};
+use crate::http::{RateLimiter, TokioClock};
 use crate::mapping::template::cut_to_limit;
 use crate::securityhub::{
     FindingWriter, NOTE_LIMIT, Unprocessed, WorkflowUpdate, WriteError, WriteReport,
@@ -108,60 +109,23 @@ impl Default for WritePolicy {
     }
 }
 
-/// Client-side token bucket: keeps the bridge under Security Hub's request quota so the
-/// quota is not spent on throttled requests and their retries.
-#[derive(Debug)]
-struct RequestRateLimit {
-    per_second: f64,
-    burst: f64,
-    state: Mutex<Bucket>,
+/// Client-side rate limit (the shared token bucket of `http`): keeps the bridge under Security
+/// Hub's request quota so the quota is not spent on throttled requests and their retries.
+fn request_rate_limit(per_second: f64, burst: u32) -> RateLimiter {
+    RateLimiter::new(
+        sanitized_rate(per_second),
+        burst,
+        Arc::new(TokioClock::new()),
+    )
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    refilled_at: tokio::time::Instant,
-}
-
-impl RequestRateLimit {
-    fn new(per_second: f64, burst: u32) -> RequestRateLimit {
-        // A zero, negative or NaN rate would make `acquire` wait forever or divide by zero.
-        let per_second = if per_second.is_finite() && per_second > 0.0 {
-            per_second
-        } else {
-            WritePolicy::default().requests_per_second
-        };
-        let burst = f64::from(burst.max(1));
-        RequestRateLimit {
-            per_second,
-            burst,
-            state: Mutex::new(Bucket {
-                tokens: burst,
-                refilled_at: tokio::time::Instant::now(),
-            }),
-        }
-    }
-
-    /// Waits until one request may go out.
-    async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut bucket = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let now = tokio::time::Instant::now();
-                let earned = now.duration_since(bucket.refilled_at).as_secs_f64() * self.per_second;
-                bucket.tokens = (bucket.tokens + earned).min(self.burst);
-                bucket.refilled_at = now;
-                if bucket.tokens >= 1.0 {
-                    bucket.tokens -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second)
-            };
-            tokio::time::sleep(wait).await;
-        }
+/// A zero, negative or NaN rate would turn the limiter off or make it wait forever: fall back to
+/// the default quota instead.
+fn sanitized_rate(per_second: f64) -> f64 {
+    if per_second.is_finite() && per_second > 0.0 {
+        per_second
+    } else {
+        WritePolicy::default().requests_per_second
     }
 }
 
@@ -170,7 +134,7 @@ impl RequestRateLimit {
 pub struct SecurityHubWriter {
     client: Client,
     policy: WritePolicy,
-    limit: Arc<RequestRateLimit>,
+    limit: Arc<RateLimiter>,
 }
 
 impl SecurityHubWriter {
@@ -203,10 +167,7 @@ impl SecurityHubWriter {
     }
 
     fn with_client_and_policy(client: Client, policy: WritePolicy) -> SecurityHubWriter {
-        let limit = Arc::new(RequestRateLimit::new(
-            policy.requests_per_second,
-            policy.burst,
-        ));
+        let limit = Arc::new(request_rate_limit(policy.requests_per_second, policy.burst));
         SecurityHubWriter {
             client,
             policy,
@@ -829,7 +790,7 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_lets_a_burst_through_then_paces_requests() {
-        let limit = RequestRateLimit::new(100.0, 5);
+        let limit = request_rate_limit(100.0, 5);
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             limit.acquire().await;
@@ -849,9 +810,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_nonsense_rate_falls_back_to_the_default_instead_of_hanging() {
-        let limit = RequestRateLimit::new(f64::NAN, 0);
-        assert_eq!(limit.per_second, 10.0);
-        assert_eq!(limit.burst, 1.0);
+        assert_eq!(sanitized_rate(f64::NAN), 10.0);
+        assert_eq!(sanitized_rate(0.0), 10.0);
+        let limit = request_rate_limit(f64::NAN, 0);
         tokio::time::timeout(Duration::from_secs(1), limit.acquire())
             .await
             .unwrap_or_else(|_| panic!("first request must not wait"));
