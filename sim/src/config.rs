@@ -2,6 +2,7 @@
 //! search is, and which failures it injects.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,11 @@ use serde::{Deserialize, Serialize};
 /// the sequence runs in cycles of N answered requests followed by `burst_429_len` requests
 /// answered 429. Independently, a request is answered 500 when a hash of (`seed`, sequence
 /// number) falls below `error_rate`, so the same seed fails the same requests every run.
+///
+/// Creates (Jira `POST /rest/api/{2,3}/issue`, ServiceNow `POST /api/now/table/{table}`) that
+/// got through and committed also get a number of their own (reset by `set_faults` too); a hash
+/// of (`seed`, that number) below `ambiguous_create_rate` makes the create *ambiguous*: the
+/// ticket exists, but the client is answered as `ambiguous_create_mode` says, so it cannot know.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -27,8 +33,87 @@ pub struct Faults {
     pub burst_429_len: u32,
     /// Value of `Retry-After` on injected 429s.
     pub retry_after_secs: u32,
-    /// Seed of the error-rate hash.
+    /// Seed of the error-rate and ambiguous-create hashes.
     pub seed: u64,
+    /// Fraction (0.0–1.0) of committed creates answered ambiguously.
+    pub ambiguous_create_rate: f64,
+    /// How an ambiguous create is answered.
+    pub ambiguous_create_mode: AmbiguousMode,
+    /// How long a `late` ambiguous create waits before its 201 (set it above the client's timeout).
+    #[serde(rename = "ambiguous_late_ms", with = "duration_ms")]
+    pub ambiguous_late: Duration,
+    /// Jira search (v3 `search/jql`, v2 `search`) shows only issues created at least this long
+    /// ago: Jira's index lag. Direct reads (`GET /issue/{key}`) are always consistent, and
+    /// ServiceNow is read-after-write consistent. Changing it applies to existing issues too.
+    #[serde(rename = "search_delay_ms", with = "duration_ms")]
+    pub search_delay: Duration,
+}
+
+/// What the client of an ambiguous create sees, although the ticket was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AmbiguousMode {
+    /// 502 Bad Gateway with an HTML body, as a load balancer answers when the backend's answer
+    /// was lost.
+    #[default]
+    #[serde(rename = "502")]
+    BadGateway,
+    /// The connection is reset without a single byte of answer.
+    #[serde(rename = "close")]
+    Close,
+    /// The 201 comes only after `ambiguous_late_ms`, when the client has given up.
+    #[serde(rename = "late")]
+    Late,
+    /// `502`, `close`, `late`, `502`, … over successive ambiguous creates.
+    #[serde(rename = "rotate")]
+    Rotate,
+}
+
+impl AmbiguousMode {
+    pub const NAMES: [&'static str; 4] = ["502", "close", "late", "rotate"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmbiguousMode::BadGateway => "502",
+            AmbiguousMode::Close => "close",
+            AmbiguousMode::Late => "late",
+            AmbiguousMode::Rotate => "rotate",
+        }
+    }
+
+    /// The mode the `n`-th ambiguous create (from 0) gets: itself, except for `Rotate`.
+    pub fn nth(self, n: u64) -> AmbiguousMode {
+        match self {
+            AmbiguousMode::Rotate => match n % 3 {
+                0 => AmbiguousMode::BadGateway,
+                1 => AmbiguousMode::Close,
+                _ => AmbiguousMode::Late,
+            },
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for AmbiguousMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AmbiguousMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "502" => Ok(AmbiguousMode::BadGateway),
+            "close" => Ok(AmbiguousMode::Close),
+            "late" => Ok(AmbiguousMode::Late),
+            "rotate" => Ok(AmbiguousMode::Rotate),
+            other => Err(format!(
+                "unknown ambiguous create mode {other:?}; expected one of {}",
+                AmbiguousMode::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 impl Default for Faults {
@@ -40,6 +125,10 @@ impl Default for Faults {
             burst_429_len: 3,
             retry_after_secs: 1,
             seed: 0,
+            ambiguous_create_rate: 0.0,
+            ambiguous_create_mode: AmbiguousMode::default(),
+            ambiguous_late: Duration::from_secs(35),
+            search_delay: Duration::ZERO,
         }
     }
 }
@@ -56,6 +145,13 @@ impl Faults {
             return Err(format!(
                 "error_rate must be between 0.0 and 1.0, got {}",
                 self.error_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.ambiguous_create_rate) || self.ambiguous_create_rate.is_nan()
+        {
+            return Err(format!(
+                "ambiguous_create_rate must be between 0.0 and 1.0, got {}",
+                self.ambiguous_create_rate
             ));
         }
         if self.burst_429_every == Some(0) {
@@ -83,7 +179,8 @@ mod duration_ms {
 /// simulated services accept, so tests can prove the bridge sends the right ones.
 #[derive(Clone)]
 pub struct SimConfig {
-    /// A newly created Jira issue is invisible to search for this long (Jira's index lag).
+    /// A newly created Jira issue is invisible to search for this long (Jira's index lag): the
+    /// starting value of [`Faults::search_delay`] when that is zero, which `/_sim/faults` changes.
     pub jira_search_delay: Duration,
     pub faults: Faults,
     /// Jira Cloud (v3, and v2 Basic) user.
@@ -163,6 +260,42 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_settings_round_trip_through_json() {
+        let f: Faults = serde_json::from_str(
+            r#"{"ambiguous_create_rate": 0.2, "ambiguous_create_mode": "close",
+                "ambiguous_late_ms": 9000, "search_delay_ms": 3000}"#,
+        )
+        .unwrap();
+        assert_eq!(f.ambiguous_create_mode, AmbiguousMode::Close);
+        assert_eq!(f.ambiguous_late, Duration::from_secs(9));
+        assert_eq!(f.search_delay, Duration::from_secs(3));
+        let back = serde_json::to_value(&f).unwrap();
+        assert_eq!(back["ambiguous_create_mode"], "close");
+        assert_eq!(back["search_delay_ms"], 3000);
+        assert!(serde_json::from_str::<Faults>(r#"{"ambiguous_create_mode": "reset"}"#).is_err());
+        for name in AmbiguousMode::NAMES {
+            let mode: AmbiguousMode = name.parse().unwrap();
+            assert_eq!(mode.to_string(), name);
+        }
+        assert!("teapot".parse::<AmbiguousMode>().is_err());
+    }
+
+    #[test]
+    fn rotate_cycles_through_the_three_answers() {
+        let modes: Vec<AmbiguousMode> = (0..4).map(|n| AmbiguousMode::Rotate.nth(n)).collect();
+        assert_eq!(
+            modes,
+            [
+                AmbiguousMode::BadGateway,
+                AmbiguousMode::Close,
+                AmbiguousMode::Late,
+                AmbiguousMode::BadGateway
+            ]
+        );
+        assert_eq!(AmbiguousMode::Late.nth(5), AmbiguousMode::Late);
+    }
+
+    #[test]
     fn out_of_range_error_rate_is_rejected() {
         let f = Faults {
             error_rate: 1.5,
@@ -171,6 +304,11 @@ mod tests {
         assert!(f.validate().is_err());
         let f = Faults {
             burst_429_every: Some(0),
+            ..Faults::default()
+        };
+        assert!(f.validate().is_err());
+        let f = Faults {
+            ambiguous_create_rate: -0.1,
             ..Faults::default()
         };
         assert!(f.validate().is_err());

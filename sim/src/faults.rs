@@ -1,9 +1,12 @@
 //! The middleware in front of every API path: counts requests per endpoint, then injects the
-//! configured latency, rate limiting, 429 bursts and 500s before the handler runs.
+//! configured latency, rate limiting, 429 bursts and 500s before the handler runs, and answers a
+//! share of committed creates ambiguously after it ran.
 
 use std::time::Duration;
 
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,8 +14,13 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::config::AmbiguousMode;
+use crate::conn::ConnHandle;
 use crate::securityhub::aws_error;
 use crate::state::SharedState;
+
+/// Keeps the ambiguous-create hash independent of the error-rate hash under the same seed.
+const AMBIGUOUS_SALT: u64 = 0xa3b1_9c2d_5e6f_7081;
 
 /// A well-mixed 64-bit hash (SplitMix64): deterministic pseudo-randomness without a dependency.
 pub(crate) fn splitmix64(x: u64) -> u64 {
@@ -40,6 +48,55 @@ pub(crate) fn endpoint_name(method: &Method, path: &str) -> String {
         _ => {}
     }
     format!("{method} {}", named.join("/"))
+}
+
+/// Ticket creates: Jira `POST /rest/api/{2,3}/issue`, ServiceNow `POST /api/now/table/{table}`.
+fn is_create(method: &Method, path: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["", "rest", "api", _, "issue"] | ["", "api", "now", "table", _]
+    )
+}
+
+/// Called once per committed create: whether to answer it ambiguously, and how. A connection that
+/// cannot be cut (a router served without [`crate::Simulator::start`]) gets a 502 instead.
+fn ambiguous(st: &SharedState, can_cut: bool) -> Option<(AmbiguousMode, Duration)> {
+    let mut guard = st.lock();
+    let rate = guard.faults.ambiguous_create_rate;
+    let n = guard.create_seq;
+    guard.create_seq += 1;
+    if rate <= 0.0 || unit(guard.faults.seed ^ AMBIGUOUS_SALT, n) >= rate {
+        return None;
+    }
+    let k = guard.ambiguous_seq;
+    guard.ambiguous_seq += 1;
+    let mode = match guard.faults.ambiguous_create_mode.nth(k) {
+        AmbiguousMode::Close if !can_cut => AmbiguousMode::BadGateway,
+        m => m,
+    };
+    let stats = &mut guard.fault_stats;
+    match mode {
+        AmbiguousMode::BadGateway | AmbiguousMode::Rotate => stats.ambiguous_502 += 1,
+        AmbiguousMode::Close => stats.ambiguous_close += 1,
+        AmbiguousMode::Late => stats.ambiguous_late += 1,
+    }
+    Some((mode, guard.faults.ambiguous_late))
+}
+
+/// What a load balancer says when the backend's answer never reached it.
+fn bad_gateway() -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        [(CONTENT_TYPE, "text/html")],
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+         <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>simulated gateway</center>\r\n\
+         </body>\r\n</html>\r\n",
+    )
+        .into_response()
 }
 
 enum Family {
@@ -167,6 +224,11 @@ fn server_error(family: &Family) -> Response {
 pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let endpoint = endpoint_name(req.method(), &path);
+    let create = is_create(req.method(), &path);
+    let conn = req
+        .extensions()
+        .get::<ConnectInfo<ConnHandle>>()
+        .map(|c| c.0.clone());
     *st.lock().requests.entry(endpoint.clone()).or_insert(0) += 1;
     let (latency, injected) = decide(&st);
     if !latency.is_zero() {
@@ -185,7 +247,40 @@ pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next:
         }
         Some(Injected::Burst { retry_after }) => too_many(&fam, retry_after, "jira-burst-based"),
         Some(Injected::ServerError) => server_error(&fam),
+        None if create => answer_create(&st, &endpoint, conn, next.run(req).await).await,
         None => next.run(req).await,
+    }
+}
+
+/// Passes a create's answer on, or, for a committed create chosen to be ambiguous, replaces it.
+async fn answer_create(
+    st: &SharedState,
+    endpoint: &str,
+    conn: Option<ConnHandle>,
+    response: Response,
+) -> Response {
+    if response.status() != StatusCode::CREATED {
+        return response;
+    }
+    match ambiguous(st, conn.is_some()) {
+        None => response,
+        Some((AmbiguousMode::Late, late)) => {
+            tracing::info!(%endpoint, late_ms = late.as_millis(), "ambiguous create: committed, answering late");
+            tokio::time::sleep(late).await;
+            response
+        }
+        Some((AmbiguousMode::Close, _)) => {
+            tracing::info!(%endpoint, "ambiguous create: committed, resetting the connection");
+            if let Some(conn) = conn {
+                conn.cut();
+            }
+            // Never written: the connection fails before the first byte of it.
+            bad_gateway()
+        }
+        Some((_, _)) => {
+            tracing::info!(%endpoint, "ambiguous create: committed, answering 502");
+            bad_gateway()
+        }
     }
 }
 
@@ -211,6 +306,17 @@ mod tests {
             endpoint_name(&Method::GET, "/api/now/table/incident"),
             "GET /api/now/table/incident"
         );
+    }
+
+    #[test]
+    fn creates_are_recognised_by_method_and_route() {
+        assert!(is_create(&Method::POST, "/rest/api/3/issue"));
+        assert!(is_create(&Method::POST, "/rest/api/2/issue/"));
+        assert!(is_create(&Method::POST, "/api/now/table/incident"));
+        assert!(!is_create(&Method::POST, "/rest/api/3/issue/SEC-1/comment"));
+        assert!(!is_create(&Method::POST, "/rest/api/3/search/jql"));
+        assert!(!is_create(&Method::PATCH, "/api/now/table/incident/0123"));
+        assert!(!is_create(&Method::GET, "/api/now/table/incident"));
     }
 
     #[test]

@@ -158,7 +158,10 @@ pub fn routes() -> Router<SharedState> {
             "/rest/api/{ver}/issue/{key}/transitions",
             get(list_transitions).post(do_transition),
         )
-        .route("/rest/api/{ver}/issue/{key}/comment", post(add_comment))
+        .route(
+            "/rest/api/{ver}/issue/{key}/comment",
+            get(list_comments).post(add_comment),
+        )
         .route(
             "/rest/api/3/search/jql",
             get(search_jql_get).post(search_jql_post),
@@ -464,7 +467,6 @@ async fn create_issue(
         .to_owned();
     let now = Utc::now();
     let mut guard = st.lock();
-    let delay = st.config().jira_search_delay;
     let base = guard.base_url.clone();
     let jira = &mut guard.jira;
     jira.next_id += 1;
@@ -491,7 +493,7 @@ async fn create_issue(
         status_history: Vec::new(),
         created: now,
         updated: now,
-        searchable_at: Some(Instant::now() + delay),
+        created_instant: Instant::now(),
     };
     jira.issues.push(issue);
     drop(guard);
@@ -969,17 +971,98 @@ async fn add_comment(
     (StatusCode::CREATED, axum::Json(out)).into_response()
 }
 
+#[derive(Deserialize)]
+struct CommentParams {
+    #[serde(rename = "startAt")]
+    start_at: Option<i64>,
+    #[serde(rename = "maxResults")]
+    max_results: Option<i64>,
+    #[serde(rename = "orderBy")]
+    order_by: Option<String>,
+    /// Accepted and ignored (`renderedBody`, `properties`).
+    #[allow(dead_code)]
+    expand: Option<String>,
+}
+
+/// `GET /rest/api/{2,3}/issue/{key}/comment`: one page of comments, oldest first unless
+/// `orderBy=-created`; bodies in ADF (v3) or wiki text (v2), like the real API. Always consistent
+/// (it reads the issue, not the search index).
+async fn list_comments(
+    State(st): State<SharedState>,
+    Path((ver, key)): Path<(String, String)>,
+    Query(params): Query<CommentParams>,
+    headers: HeaderMap,
+) -> Response {
+    let ver = match authorize(&st, &ver, &headers) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let descending = match params.order_by.as_deref() {
+        None | Some("") | Some("created") | Some("+created") => false,
+        Some("-created") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &[&format!(
+                    "The simulator orders comments by created only (orderBy=created, +created or -created), not {other:?}."
+                )],
+                Map::new(),
+            );
+        }
+    };
+    let start = usize::try_from(params.start_at.unwrap_or(0).max(0)).unwrap_or(0);
+    let max = usize::try_from(params.max_results.unwrap_or(5000).clamp(0, 5000)).unwrap_or(5000);
+    let mut guard = st.lock();
+    let base = guard.base_url.clone();
+    let Some(issue) = find_issue(&mut guard.jira.issues, &key) else {
+        return not_found();
+    };
+    let mut comments: Vec<&JiraComment> = issue.comments.iter().collect();
+    // Stored in creation order; equal timestamps keep it, so reversing is "newest first".
+    if descending {
+        comments.reverse();
+    }
+    let page: Vec<Value> = comments
+        .iter()
+        .skip(start)
+        .take(max)
+        .map(|c| {
+            let mut out = comment_json(c, ver);
+            if let Some(o) = out.as_object_mut() {
+                o.insert(
+                    "self".into(),
+                    json!(format!(
+                        "{base}/rest/api/{}/issue/{}/comment/{}",
+                        ver.as_str(),
+                        issue.id,
+                        c.id
+                    )),
+                );
+            }
+            out
+        })
+        .collect();
+    axum::Json(json!({
+        "startAt": start,
+        "maxResults": max,
+        "total": comments.len(),
+        "comments": page,
+    }))
+    .into_response()
+}
+
 /// Runs `jql` over the issues the index already knows (search is eventually consistent).
 fn search(st: &SharedState, jql_text: &str) -> Result<(Vec<JiraIssue>, String), Rejection> {
     let query = jql::parse(jql_text, Utc::now())
         .map_err(|e| error(StatusCode::BAD_REQUEST, &[&e.0], Map::new()))?;
     let guard = st.lock();
     let now = Instant::now();
+    let delay = guard.faults.search_delay;
     let mut hits: Vec<JiraIssue> = guard
         .jira
         .issues
         .iter()
-        .filter(|i| i.searchable_at.is_none_or(|t| t <= now))
+        .filter(|i| now.saturating_duration_since(i.created_instant) >= delay)
         .filter(|i| query.matches(i))
         .cloned()
         .collect();

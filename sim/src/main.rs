@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use findings_bridge_sim::{Faults, SimConfig, Simulator};
+use findings_bridge_sim::{AmbiguousMode, Faults, SimConfig, Simulator};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,13 +37,22 @@ struct Args {
     /// `Retry-After` seconds on injected 429s.
     #[arg(long, default_value_t = 1)]
     retry_after_secs: u32,
-    /// Seed for the 500s, so a run can be repeated exactly.
+    /// Seed for the 500s and ambiguous creates, so a run can be repeated exactly.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Fraction (0.0–1.0) of committed creates answered ambiguously (the ticket exists).
+    #[arg(long, default_value_t = 0.0)]
+    ambiguous_create_rate: f64,
+    /// How an ambiguous create is answered: 502, close (connection reset), late, or rotate.
+    #[arg(long, default_value_t = AmbiguousMode::BadGateway)]
+    ambiguous_create_mode: AmbiguousMode,
+    /// Milliseconds a `late` ambiguous create waits before answering 201.
+    #[arg(long, default_value_t = 35_000)]
+    ambiguous_late_ms: u64,
     /// Requests per second accepted before answering 429.
     #[arg(long)]
     rate_limit: Option<u32>,
-    /// Milliseconds a new Jira issue stays invisible to search.
+    /// Milliseconds a new Jira issue stays invisible to search (`search_delay_ms` of /_sim/faults).
     #[arg(long, default_value_t = 0)]
     search_delay_ms: u64,
     /// Seconds a ServiceNow OAuth token lives.
@@ -94,6 +103,10 @@ impl Args {
             burst_429_len: self.burst_429_len,
             retry_after_secs: self.retry_after_secs,
             seed: self.seed,
+            ambiguous_create_rate: self.ambiguous_create_rate,
+            ambiguous_create_mode: self.ambiguous_create_mode,
+            ambiguous_late: Duration::from_millis(self.ambiguous_late_ms),
+            search_delay: Duration::from_millis(self.search_delay_ms),
         };
         faults.validate().map_err(anyhow::Error::msg)?;
         Ok(SimConfig {

@@ -3,15 +3,20 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::config::Faults;
-use crate::state::{FindingErrorKind, SharedState, SimError};
+use crate::state::{FindingErrorKind, JiraIssue, ServiceNowRecord, SharedState, SimError};
+
+/// Prefix of the marker label / `correlation_id` findings-bridge puts on its tickets.
+const MARKER_PREFIX: &str = "fb-";
+/// ServiceNow states that end an incident: Resolved, Closed, Canceled.
+const SN_DONE_STATES: [&str; 3] = ["6", "7", "8"];
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
@@ -36,8 +41,105 @@ fn sim_error(e: &SimError) -> Response {
     (status, Json(json!({"error": e.to_string()}))).into_response()
 }
 
-async fn tickets(State(st): State<SharedState>) -> Response {
-    Json(json!({"jira": st.jira_issues(), "servicenow": st.servicenow_records()})).into_response()
+/// The facts a harness counts tickets by, the same for both systems.
+#[derive(Serialize)]
+struct TicketSummary {
+    system: &'static str,
+    /// Jira key or ServiceNow `sys_id`.
+    id: String,
+    /// ServiceNow number (INC…); the key again for Jira.
+    number: String,
+    /// Jira: the first label starting with `fb-`; ServiceNow: `correlation_id`.
+    marker: Option<String>,
+    status: String,
+    /// Jira status category `done`; ServiceNow state Resolved, Closed or Canceled.
+    done: bool,
+    /// Jira comments; ServiceNow journal entries (work notes and comments).
+    comment_count: usize,
+    created: String,
+}
+
+fn jira_summary(issue: &JiraIssue) -> TicketSummary {
+    TicketSummary {
+        system: "jira",
+        id: issue.key.clone(),
+        number: issue.key.clone(),
+        marker: issue
+            .labels
+            .iter()
+            .find(|l| l.starts_with(MARKER_PREFIX))
+            .cloned(),
+        status: issue.status.clone(),
+        done: issue.status_category == "done",
+        comment_count: issue.comments.len(),
+        created: issue.created.to_rfc3339(),
+    }
+}
+
+fn servicenow_summary(record: &ServiceNowRecord) -> TicketSummary {
+    let state = record.get("state").unwrap_or_default();
+    TicketSummary {
+        system: "servicenow",
+        id: record.sys_id.clone(),
+        number: record.get("number").unwrap_or_default().to_owned(),
+        marker: record
+            .get("correlation_id")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        status: state.to_owned(),
+        done: SN_DONE_STATES.contains(&state),
+        comment_count: record.journal.len(),
+        created: record.get("sys_created_on").unwrap_or_default().to_owned(),
+    }
+}
+
+/// Each ticket's full JSON with its summary's `marker`, `done` and `comment_count` added.
+fn with_summary<T: Serialize>(ticket: &T, summary: &TicketSummary) -> Value {
+    let mut value = serde_json::to_value(ticket).unwrap_or(Value::Null);
+    if let Some(o) = value.as_object_mut() {
+        o.insert("marker".into(), json!(summary.marker));
+        o.insert("done".into(), json!(summary.done));
+        o.insert("comment_count".into(), json!(summary.comment_count));
+    }
+    value
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketsParams {
+    /// `summary`: one compact [`TicketSummary`] per ticket, in one list.
+    view: Option<String>,
+}
+
+/// `GET /_sim/tickets`: every ticket in full (`{"jira": [...], "servicenow": [...]}`, each with
+/// `marker`, `done` and `comment_count`), or with `?view=summary` only those facts:
+/// `{"tickets": [{"system", "id", "number", "marker", "status", "done", "comment_count", "created"}]}`.
+async fn tickets(State(st): State<SharedState>, Query(params): Query<TicketsParams>) -> Response {
+    let jira = st.jira_issues();
+    let servicenow = st.servicenow_records();
+    match params.view.as_deref() {
+        None | Some("full") => Json(json!({
+            "jira": jira.iter().map(|i| with_summary(i, &jira_summary(i))).collect::<Vec<_>>(),
+            "servicenow": servicenow
+                .iter()
+                .map(|r| with_summary(r, &servicenow_summary(r)))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Some("summary") => {
+            let tickets: Vec<TicketSummary> = jira
+                .iter()
+                .map(jira_summary)
+                .chain(servicenow.iter().map(servicenow_summary))
+                .collect();
+            Json(json!({ "tickets": tickets })).into_response()
+        }
+        Some(other) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("unknown view {other:?}: use full or summary")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn writebacks(State(st): State<SharedState>) -> Response {

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::SimConfig;
+use crate::conn::{ConnHandle, CuttableListener};
 use crate::state::SharedState;
 use crate::{faults, jira, ops, securityhub, servicenow};
 
@@ -30,7 +31,9 @@ impl Simulator {
         self.state.clone()
     }
 
-    /// All routes; faults and request counting apply to the API paths only.
+    /// All routes; faults and request counting apply to the API paths only. Served without
+    /// [`Simulator::start`], the `close` ambiguous-create fault cannot cut connections and answers
+    /// 502 instead.
     pub fn router(&self) -> Router {
         let api = Router::new()
             .merge(jira::routes())
@@ -50,14 +53,16 @@ impl Simulator {
         let local = listener.local_addr()?;
         let base_url = format!("http://{local}");
         let sim = Simulator::new(config, base_url.clone());
-        let app = sim.router();
+        let app = sim
+            .router()
+            .into_make_service_with_connect_info::<ConnHandle>();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 // A dropped sender also means "stop".
                 let _ = rx.await;
             };
-            if let Err(e) = axum::serve(listener, app)
+            if let Err(e) = axum::serve(CuttableListener(listener), app)
                 .with_graceful_shutdown(shutdown)
                 .await
             {

@@ -367,7 +367,54 @@ fn valid_table(table: &str) -> Result<(), Rejection> {
     }
 }
 
-fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>) -> Value {
+/// The journal of one field as `sysparm_display_value=true` shows it: every entry, newest first,
+/// each under a `date - user (Work notes)` header and followed by a blank line.
+fn journal_text(record: &ServiceNowRecord, field: &str) -> String {
+    let label = if field == "work_notes" {
+        "Work notes"
+    } else {
+        "Additional comments"
+    };
+    // Entries are stored in creation order; timestamps have whole seconds, so reverse the order
+    // instead of sorting by them.
+    record
+        .journal
+        .iter()
+        .rev()
+        .filter(|j| j.field == field)
+        .map(|j| {
+            format!(
+                "{} - {} ({label})\n{}\n\n",
+                j.created_on, j.created_by, j.value
+            )
+        })
+        .collect()
+}
+
+/// How field values are read back (`sysparm_display_value`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Display {
+    /// Stored values; journal fields read back empty.
+    Value,
+    /// Journal fields read back as their entries. (Other fields keep their stored values: the
+    /// simulator has no choice lists or reference display names.)
+    DisplayValue,
+}
+
+fn display_of(param: Option<&str>) -> Result<Display, Rejection> {
+    match param {
+        None | Some("") | Some("false") => Ok(Display::Value),
+        Some("true") => Ok(Display::DisplayValue),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Invalid parameter",
+            &format!("the simulator supports sysparm_display_value=true or false, not '{other}'"),
+        )
+        .into()),
+    }
+}
+
+fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>, display: Display) -> Value {
     let wanted: Option<Vec<&str>> = fields_filter.map(|f| {
         f.split(',')
             .map(str::trim)
@@ -380,10 +427,14 @@ fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>) -> Value 
             out.insert(k.clone(), json!(v));
         }
     }
-    // Journal fields read back empty through the Table API.
+    // Journal fields read back empty through the Table API, unless display values are asked for.
     for j in JOURNAL_FIELDS {
         if wanted.as_ref().is_none_or(|w| w.contains(j)) {
-            out.insert((*j).to_owned(), json!(""));
+            let text = match display {
+                Display::Value => String::new(),
+                Display::DisplayValue => journal_text(record, j),
+            };
+            out.insert((*j).to_owned(), json!(text));
         }
     }
     Value::Object(out)
@@ -395,6 +446,7 @@ struct TableParams {
     sysparm_fields: Option<String>,
     sysparm_limit: Option<String>,
     sysparm_offset: Option<String>,
+    sysparm_display_value: Option<String>,
 }
 
 fn parse_count(name: &str, value: Option<&str>, default: usize) -> Result<usize, Rejection> {
@@ -425,6 +477,10 @@ async fn create_record(
     if let Err(r) = valid_table(&table) {
         return r.into_response();
     }
+    let display = match display_of(params.sysparm_display_value.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
     let (given, journal) = match incoming_fields(&body) {
         Ok(x) => x,
         Err(r) => return r.into_response(),
@@ -480,10 +536,11 @@ async fn create_record(
                 field,
                 value,
                 created_on: now.clone(),
+                created_by: user.clone(),
             })
             .collect(),
     };
-    let out = record_json(&record, params.sysparm_fields.as_deref());
+    let out = record_json(&record, params.sysparm_fields.as_deref(), display);
     sn.records.push(record);
     drop(guard);
     let mut response = (StatusCode::CREATED, axum::Json(json!({"result": out}))).into_response();
@@ -517,6 +574,10 @@ async fn list_records(
         Ok(n) => n,
         Err(r) => return r.into_response(),
     };
+    let display = match display_of(params.sysparm_display_value.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
     let guard = st.lock();
     let mut hits: Vec<&ServiceNowRecord> = guard
         .servicenow
@@ -530,7 +591,7 @@ async fn list_records(
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|r| record_json(r, params.sysparm_fields.as_deref()))
+        .map(|r| record_json(r, params.sysparm_fields.as_deref(), display))
         .collect();
     drop(guard);
     let mut response = axum::Json(json!({"result": page})).into_response();
@@ -557,6 +618,10 @@ async fn get_record(
     if let Err(r) = authorize(&st, &headers) {
         return r.into_response();
     }
+    let display = match display_of(params.sysparm_display_value.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
     let guard = st.lock();
     match guard
         .servicenow
@@ -564,8 +629,10 @@ async fn get_record(
         .iter()
         .find(|r| r.table == table && r.sys_id == sys_id)
     {
-        Some(r) => axum::Json(json!({"result": record_json(r, params.sysparm_fields.as_deref())}))
-            .into_response(),
+        Some(r) => {
+            axum::Json(json!({"result": record_json(r, params.sysparm_fields.as_deref(), display)}))
+                .into_response()
+        }
         None => no_record(),
     }
 }
@@ -579,6 +646,10 @@ async fn update_record(
 ) -> Response {
     let user = match authorize(&st, &headers) {
         Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let display = match display_of(params.sysparm_display_value.as_deref()) {
+        Ok(d) => d,
         Err(r) => return r.into_response(),
     };
     let (given, journal) = match incoming_fields(&body) {
@@ -610,7 +681,7 @@ async fn update_record(
         + 1;
     merged.insert("sys_mod_count".into(), mod_count.to_string());
     merged.insert("sys_updated_on".into(), now.clone());
-    merged.insert("sys_updated_by".into(), user);
+    merged.insert("sys_updated_by".into(), user.clone());
     record.fields = merged;
     record
         .journal
@@ -618,8 +689,9 @@ async fn update_record(
             field,
             value,
             created_on: now.clone(),
+            created_by: user.clone(),
         }));
-    axum::Json(json!({"result": record_json(record, params.sysparm_fields.as_deref())}))
+    axum::Json(json!({"result": record_json(record, params.sysparm_fields.as_deref(), display)}))
         .into_response()
 }
 

@@ -48,8 +48,9 @@ pub struct JiraIssue {
     pub status_history: Vec<StatusChange>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
+    /// When the create committed, on the monotonic clock the search delay is measured with.
     #[serde(skip)]
-    pub(crate) searchable_at: Option<Instant>,
+    pub(crate) created_instant: Instant,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -88,6 +89,8 @@ pub struct JournalEntry {
     pub field: String,
     pub value: String,
     pub created_on: String,
+    /// The user the entry was written as (the journal header names them).
+    pub created_by: String,
 }
 
 /// Which Security Hub write-back API a recorded call used.
@@ -143,6 +146,19 @@ pub struct FaultStats {
     pub errors_500: u64,
     pub burst_429: u64,
     pub rate_limited_429: u64,
+    /// Committed creates answered 502 Bad Gateway.
+    pub ambiguous_502: u64,
+    /// Committed creates whose connection was reset instead of answered.
+    pub ambiguous_close: u64,
+    /// Committed creates answered only after `ambiguous_late_ms`.
+    pub ambiguous_late: u64,
+}
+
+impl FaultStats {
+    /// Creates that committed a ticket but were answered ambiguously, all modes together.
+    pub fn ambiguous_creates(&self) -> u64 {
+        self.ambiguous_502 + self.ambiguous_close + self.ambiguous_late
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -186,6 +202,10 @@ pub(crate) struct Inner {
     pub faults: Faults,
     /// Sequence number of the next API request under the current faults.
     pub fault_seq: u64,
+    /// Sequence number of the next committed create under the current faults.
+    pub create_seq: u64,
+    /// Ambiguous creates so far under the current faults (the `rotate` mode's position).
+    pub ambiguous_seq: u64,
     pub rate_limit: Option<u32>,
     /// Start of the current one-second window and the requests seen in it.
     pub rate_window: Option<(Instant, u32)>,
@@ -207,8 +227,17 @@ impl SharedState {
             securityhub: SecurityHubState::default(),
             requests: BTreeMap::new(),
             fault_stats: FaultStats::default(),
-            faults: config.faults.clone(),
+            faults: Faults {
+                search_delay: if config.faults.search_delay.is_zero() {
+                    config.jira_search_delay
+                } else {
+                    config.faults.search_delay
+                },
+                ..config.faults.clone()
+            },
             fault_seq: 0,
+            create_seq: 0,
+            ambiguous_seq: 0,
             rate_limit: config.rate_limit_per_sec,
             rate_window: None,
         };
@@ -320,13 +349,15 @@ impl SharedState {
         self.lock().faults.clone()
     }
 
-    /// Replaces the injected faults and restarts their schedule, so a test knows exactly which of
-    /// its next requests fail.
+    /// Replaces the injected faults (the search delay included) and restarts their schedules, so
+    /// a test knows exactly which of its next requests and creates fail.
     pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
         faults.validate().map_err(SimError::InvalidFaults)?;
         let mut guard = self.lock();
         guard.faults = faults;
         guard.fault_seq = 0;
+        guard.create_seq = 0;
+        guard.ambiguous_seq = 0;
         Ok(())
     }
 

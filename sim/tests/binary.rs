@@ -25,6 +25,13 @@ async fn prints_its_address_writes_the_port_file_and_serves() {
             .args(["--addr", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
             .args(["--error-rate", "0", "--search-delay-ms", "10"])
+            .args([
+                "--ambiguous-create-rate",
+                "0.2",
+                "--ambiguous-create-mode",
+                "close",
+            ])
+            .args(["--ambiguous-late-ms", "1500"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -59,6 +66,16 @@ async fn prints_its_address_writes_the_port_file_and_serves() {
         .await
         .expect("the simulator answers");
     assert_eq!(stats.status(), reqwest::StatusCode::OK);
+    let faults: serde_json::Value = reqwest::get(format!("{url}/_sim/faults"))
+        .await
+        .expect("the simulator answers")
+        .json()
+        .await
+        .expect("faults as JSON");
+    assert_eq!(faults["search_delay_ms"], 10);
+    assert_eq!(faults["ambiguous_create_rate"], 0.2);
+    assert_eq!(faults["ambiguous_create_mode"], "close");
+    assert_eq!(faults["ambiguous_late_ms"], 1500);
     let denied = reqwest::get(format!("{url}/rest/api/3/issue/SEC-1"))
         .await
         .expect("answers");
@@ -66,12 +83,19 @@ async fn prints_its_address_writes_the_port_file_and_serves() {
 }
 
 #[test]
-fn rejects_an_impossible_error_rate() {
-    let status = Command::new(env!("CARGO_BIN_EXE_findings-bridge-sim"))
-        .args(["--addr", "127.0.0.1:0", "--error-rate", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("the binary runs");
-    assert!(!status.success());
+fn rejects_impossible_fault_settings() {
+    for bad in [
+        ["--error-rate", "3"],
+        ["--ambiguous-create-rate", "1.5"],
+        ["--ambiguous-create-mode", "reset"],
+    ] {
+        let status = Command::new(env!("CARGO_BIN_EXE_findings-bridge-sim"))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(bad)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the binary runs");
+        assert!(!status.success(), "{bad:?}");
+    }
 }

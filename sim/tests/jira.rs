@@ -321,8 +321,9 @@ async fn authentication_failures_are_401() {
 
 #[tokio::test]
 async fn new_issues_are_unsearchable_for_the_search_delay() {
+    // An hour: "not yet" cannot turn into "already" however slow this machine is.
     let sim = start(SimConfig {
-        jira_search_delay: Duration::from_millis(400),
+        jira_search_delay: Duration::from_secs(3600),
         ..SimConfig::default()
     })
     .await;
@@ -341,7 +342,12 @@ async fn new_issues_are_unsearchable_for_the_search_delay() {
             .status,
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The index catching up: no lag any more, so the issue is found.
+    assert!(
+        sim.state
+            .set_faults(findings_bridge_sim::Faults::none())
+            .is_ok()
+    );
     let a = search().await;
     assert_eq!(a.body["issues"][0]["key"], key.as_str());
     assert_eq!(a.body["isLast"], true);
@@ -574,4 +580,108 @@ async fn edit_and_comment_update_the_issue() {
         issue["fields"]["comment"]["comments"][0]["body"],
         adf("Severity raised to CRITICAL")
     );
+}
+
+#[tokio::test]
+async fn comments_read_back_newest_first_in_each_api_shape() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let key = create_issue(&c, &sim, "commented", &["findings-bridge"]).await;
+    for text in ["first", "second", "third"] {
+        let a = send(
+            jira3(&c, &sim, Method::POST, &format!("/issue/{key}/comment"))
+                .json(&json!({"body": adf(text)})),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+
+    let a = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/comment?orderBy=-created&maxResults=2"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["total"], 3);
+    assert_eq!(a.body["startAt"], 0);
+    assert_eq!(a.body["maxResults"], 2);
+    let comments = a.body["comments"].as_array().cloned().unwrap_or_default();
+    assert_eq!(comments.len(), 2);
+    assert_eq!(comments[0]["body"], adf("third"), "v3 bodies are ADF");
+    assert_eq!(comments[1]["body"], adf("second"));
+    assert!(comments[0]["id"].is_string() && comments[0]["created"].is_string());
+
+    // Data Center: the same comments as text, oldest first by default, paged by startAt.
+    let a = send(jira2(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/comment?startAt=2"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["total"], 3);
+    assert_eq!(a.body["comments"][0]["body"], "third");
+    assert_eq!(a.body["comments"].as_array().map(Vec::len), Some(1));
+
+    let a = send(jira3(&c, &sim, Method::GET, "/issue/SEC-99/comment")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/comment?orderBy=author"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn operator_view_counts_markers_done_and_comments() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let marker = "fb-0123456789abcdef0123456789abcdef";
+    let open = create_issue(&c, &sim, "open", &[marker, "findings-bridge"]).await;
+    let closed = create_issue(&c, &sim, "closed", &["findings-bridge", "fb-closed"]).await;
+    let a = send(
+        jira3(&c, &sim, Method::POST, &format!("/issue/{open}/comment"))
+            .json(&json!({"body": adf("note")})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let a = send(
+        c.post(format!("{}/_sim/jira/{closed}/transition", sim.base_url))
+            .json(&json!({"to": "Done"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let full = send(c.get(format!("{}/_sim/tickets", sim.base_url)))
+        .await
+        .body;
+    assert_eq!(full["jira"][0]["marker"], marker);
+    assert_eq!(full["jira"][0]["done"], false);
+    assert_eq!(full["jira"][0]["comment_count"], 1);
+    assert_eq!(
+        full["jira"][0]["summary"], "open",
+        "the full ticket is still there"
+    );
+    assert_eq!(full["jira"][1]["marker"], "fb-closed");
+    assert_eq!(full["jira"][1]["done"], true);
+
+    let a = send(c.get(format!("{}/_sim/tickets?view=summary", sim.base_url))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.body["tickets"][0],
+        json!({
+            "system": "jira", "id": open, "number": open, "marker": marker, "status": "To Do",
+            "done": false, "comment_count": 1,
+            "created": a.body["tickets"][0]["created"].clone(),
+        })
+    );
+    assert_eq!(a.body["tickets"][1]["done"], true);
+    let a = send(c.get(format!("{}/_sim/tickets?view=pretty", sim.base_url))).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }

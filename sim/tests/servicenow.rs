@@ -386,3 +386,119 @@ async fn basic_auth_failures_are_401() {
     }
     assert!(sim.state.servicenow_records().is_empty());
 }
+
+#[tokio::test]
+async fn work_notes_read_back_as_journal_text_with_display_values() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let rec = create(&c, &sim, "fb-notes").await;
+    let sys_id = rec["sys_id"].as_str().unwrap_or_default().to_owned();
+    let path = format!("/incident/{sys_id}");
+    for note in [
+        "Severity changed from HIGH to CRITICAL.",
+        "The finding is resolved.",
+    ] {
+        let a = send(servicenow(&c, &sim, Method::PATCH, &path).json(&json!({"work_notes": note})))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(
+            a.body["result"]["work_notes"], "",
+            "stored values: journal reads empty"
+        );
+    }
+    let a = send(servicenow(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("{path}?sysparm_fields=work_notes&sysparm_display_value=true"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.body["result"].as_object().map(|o| o.len()),
+        Some(1),
+        "only the asked-for field"
+    );
+    let text = a.body["result"]["work_notes"].as_str().unwrap_or_default();
+    let entries: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(entries.len(), 3, "{text:?}");
+    let bodies: Vec<&str> = entries
+        .iter()
+        .map(|e| {
+            let (header, body) = e.split_once('\n').unwrap_or_default();
+            let (date, rest) = header.split_once(" - ").unwrap_or_default();
+            assert!(is_sn_timestamp(date), "{header:?}");
+            assert_eq!(rest, "sim (Work notes)");
+            body
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "The finding is resolved.",
+            "Severity changed from HIGH to CRITICAL.",
+            "created by the bridge"
+        ],
+        "newest first"
+    );
+    assert!(text.ends_with("\n\n"));
+
+    let a = send(servicenow(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("{path}?sysparm_fields=work_notes&sysparm_display_value=all"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_bridge_marker_query_finds_records_in_creation_order() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let first = create(&c, &sim, "fb-twice").await;
+    create(&c, &sim, "fb-else").await;
+    let second = create(&c, &sim, "fb-twice").await;
+    let q =
+        enc("correlation_id=fb-twice^correlation_display=findings-bridge^ORDERBYsys_created_on");
+    let a = send(servicenow(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/incident?sysparm_query={q}&sysparm_fields=sys_id,state&sysparm_limit=50"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let ids: Vec<&str> = a.body["result"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["sys_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        ids,
+        [
+            first["sys_id"].as_str().unwrap_or_default(),
+            second["sys_id"].as_str().unwrap_or_default()
+        ]
+    );
+
+    // The operator view: correlation_id as marker, resolved counts as done, notes as comments.
+    let sys_id = first["sys_id"].as_str().unwrap_or_default();
+    let a = send(
+        c.post(format!(
+            "{}/_sim/servicenow/incident/{sys_id}/state",
+            sim.base_url
+        ))
+        .json(&json!({"state": "6"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = send(c.get(format!("{}/_sim/tickets?view=summary", sim.base_url))).await;
+    let t = &a.body["tickets"][0];
+    assert_eq!(t["system"], "servicenow");
+    assert_eq!(t["marker"], "fb-twice");
+    assert_eq!(t["number"], "INC0010001");
+    assert_eq!(t["done"], true);
+    assert_eq!(t["comment_count"], 1);
+    assert_eq!(a.body["tickets"][1]["done"], false);
+}
