@@ -141,7 +141,10 @@ async fn a_502_create_is_committed_and_searchable_after_the_lag() {
 
     // The index catches up (the lag is set to zero at runtime): both search APIs find it.
     set_faults(&c, &sim, json!({"search_delay_ms": 0})).await;
-    assert_eq!(search_v3(&c, &sim, marker).await, std::slice::from_ref(&key));
+    assert_eq!(
+        search_v3(&c, &sim, marker).await,
+        std::slice::from_ref(&key)
+    );
     assert_eq!(search_v2(&c, &sim, marker).await, [key]);
     assert_eq!(sim.state.stats().faults.ambiguous_502, 1);
     assert_eq!(sim.state.stats().faults.ambiguous_creates(), 1);
