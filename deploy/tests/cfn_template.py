@@ -19,6 +19,7 @@ DEPLOY = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = DEPLOY / "cloudformation.yaml"
 TASK_DEFINITION_PATH = DEPLOY / "ecs-task-definition.json"
 DOCKERFILE_PATH = DEPLOY / "Dockerfile"
+KEY_POLICY_PATH = DEPLOY / "kms-key-policy.json"
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
@@ -75,7 +76,20 @@ def resource_names(service: str) -> dict[str, dict[str, str]]:
         "TaskSecurityGroup": {"Ref": "sg-0123456789abcdef0"},
         "AsffFindingsRule": {"Arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{service}-asff"},
         "OcsfFindingsRule": {"Arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{service}-ocsf"},
+        "EndpointSecurityGroup": {"Ref": "sg-0e0d0c0b0a0908070"},
+        **{
+            logical: {"Ref": f"vpce-{i:017x}"}
+            for i, logical in enumerate(ENDPOINT_RESOURCES, start=1)
+        },
+        "ExistingEndpointsIngress": {"Ref": "sgr-0123456789abcdef0"},
     }
+
+
+# The VPC endpoint resources of the template (VpcEndpoints=create), by logical id.
+ENDPOINT_RESOURCES = (
+    "SqsEndpoint", "SecurityHubEndpoint", "SecretsManagerEndpoint", "LogsEndpoint", "EcrApiEndpoint",
+    "EcrDkrEndpoint", "DetectiveEndpoint", "DynamoDbEndpoint", "S3Endpoint",
+)
 
 
 class Stack:
@@ -204,6 +218,20 @@ class Stack:
         if "Condition" in spec and not self.condition(spec["Condition"]):
             return None
         return self.render(spec.get("Properties", {}))
+
+    def resources_of_type(self, resource_type: str) -> dict[str, dict]:
+        """Rendered properties of every resource of that type these parameters create."""
+        out = {}
+        for logical, spec in self.template["Resources"].items():
+            if spec["Type"] == resource_type:
+                rendered = self.resource(logical)
+                if rendered is not None:
+                    out[logical] = rendered
+        return out
+
+    def sub(self, text: str) -> str:
+        """Renders one Fn::Sub template string (as deploy/kms-key-policy.json uses them)."""
+        return self._sub(text)
 
 
 def camel(value: Any, keep_keys: bool = False) -> Any:

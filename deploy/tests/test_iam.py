@@ -42,6 +42,11 @@ WORKER_ACTIONS = {
     "dynamodb:DescribeTable", "securityhub:BatchUpdateFindings",
 }
 DETECTIVE_ACTIONS = {"detective:StartInvestigation", "detective:GetInvestigation", "detective:ListIndicators"}
+# With KmsKeyArn: what SQS and DynamoDB ask KMS for on the worker's behalf, per service.
+KMS_ACTIONS_VIA = {
+    "sqs": {"kms:GenerateDataKey", "kms:Decrypt"},
+    "dynamodb": {"kms:Decrypt"},
+}
 
 # A parameter pattern that can match anything (".*", ".+") could let "*" into a Resource.
 MATCH_ANYTHING = re.compile(r"(?<!\\)\.[*+]")
@@ -211,14 +216,55 @@ def test_task_role_grants_exactly_what_the_worker_calls(statements):
     task = role_statements(statements, "TaskRole")
     unconditional = {a for s in task if s.condition is None for a in _as_list(s.body["Action"])}
     assert unconditional == WORKER_ACTIONS
-    detective = [s for s in task if s.condition is not None]
-    assert {s.condition for s in detective} == {"DetectiveEnabled"}
+    assert {s.condition for s in task if s.condition is not None} == {"DetectiveEnabled", "HasKmsKey"}
+    detective = [s for s in task if s.condition == "DetectiveEnabled"]
     assert {a for s in detective for a in _as_list(s.body["Action"])} == DETECTIVE_ACTIONS
     assert all(s.body["Resource"] == {"Ref": "DetectiveGraphArn"} for s in detective)
 
 
+def test_task_role_uses_the_key_only_through_sqs_and_dynamodb(statements):
+    """As written (both branches): every KMS statement is conditional on the key, names the key
+    alone, and pins kms:ViaService and the encryption context to this stack's resources."""
+    task = role_statements(statements, "TaskRole")
+    kms = [s for s in task if any(a.startswith("kms:") for a in _as_list(s.body["Action"]))]
+    assert {s.condition for s in kms} == {"HasKmsKey"}
+    via = {}
+    for s in kms:
+        assert s.body["Resource"] == {"Ref": "KmsKeyArn"}, s.where
+        condition = s.body["Condition"]
+        assert set(condition) == {"StringEquals"}, s.where
+        service_sub = condition["StringEquals"]["kms:ViaService"]["Fn::Sub"]
+        service = service_sub.split(".", 1)[0]
+        assert service_sub == f"{service}.${{AWS::Region}}.amazonaws.com", s.where
+        via[service] = set(_as_list(s.body["Action"]))
+        context = {k: v for k, v in condition["StringEquals"].items() if k.startswith("kms:EncryptionContext:")}
+        if service == "sqs":
+            assert context == {"kms:EncryptionContext:aws:sqs:arn": [
+                {"Fn::GetAtt": ["FindingsQueue", "Arn"]}, {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+            ]}
+        else:
+            assert context == {
+                "kms:EncryptionContext:aws:dynamodb:tableName": {"Ref": "DedupTable"},
+                "kms:EncryptionContext:aws:dynamodb:subscriberId": {"Ref": "AWS::AccountId"},
+            }
+    assert via == KMS_ACTIONS_VIA
+
+
+def test_no_policy_in_the_template_grants_kms_beyond_named_keys(template, statements):
+    """kms:* never appears, and every KMS statement names one key parameter and a kms:ViaService."""
+    import json
+
+    assert "kms:*" not in json.dumps(template)
+    for s in statements:
+        actions = _as_list(s.body.get("Action"))
+        if s.body.get("Effect") != "Allow" or not any(a.startswith("kms:") for a in actions):
+            continue
+        assert s.body["Resource"] in ({"Ref": "KmsKeyArn"}, {"Ref": "SecretsKmsKeyArn"}), s.where
+        assert "kms:ViaService" in s.body["Condition"]["StringEquals"], s.where
+
+
 def test_task_role_touches_only_this_stacks_queue_table_and_hub(statements):
-    allowed_refs = {"FindingsQueue", "DeadLetterQueue", "DedupTable", "DetectiveGraphArn"}
+    allowed_refs = {"FindingsQueue", "DeadLetterQueue", "DedupTable", "DetectiveGraphArn", "KmsKeyArn"}
     for s in role_statements(statements, "TaskRole"):
         for resource in _resource_items(s.body["Resource"]):
             if "Fn::GetAtt" in resource:
