@@ -391,26 +391,38 @@ fn journal_text(record: &ServiceNowRecord, field: &str) -> String {
         .collect()
 }
 
-/// How field values are read back (`sysparm_display_value`).
+/// How field values are read back (`sysparm_display_value`). The simulator has no choice lists
+/// or reference display names, so a field's display value is its stored value; only journal
+/// fields differ (empty as values, their entries as display values).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Display {
-    /// Stored values; journal fields read back empty.
+    /// `false` (the default): stored values.
     Value,
-    /// Journal fields read back as their entries. (Other fields keep their stored values: the
-    /// simulator has no choice lists or reference display names.)
+    /// `true`: display values.
     DisplayValue,
+    /// `all`: `{"value": …, "display_value": …}` for every field.
+    All,
 }
 
 fn display_of(param: Option<&str>) -> Result<Display, Rejection> {
     match param {
         None | Some("") | Some("false") => Ok(Display::Value),
         Some("true") => Ok(Display::DisplayValue),
+        Some("all") => Ok(Display::All),
         Some(other) => Err(error(
             StatusCode::BAD_REQUEST,
             "Invalid parameter",
-            &format!("the simulator supports sysparm_display_value=true or false, not '{other}'"),
+            &format!("sysparm_display_value must be true, false or all, not '{other}'"),
         )
         .into()),
+    }
+}
+
+fn shown(display: Display, value: &str, display_value: &str) -> Value {
+    match display {
+        Display::Value => json!(value),
+        Display::DisplayValue => json!(display_value),
+        Display::All => json!({"value": value, "display_value": display_value}),
     }
 }
 
@@ -424,17 +436,16 @@ fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>, display: 
     let mut out = Map::new();
     for (k, v) in &record.fields {
         if wanted.as_ref().is_none_or(|w| w.contains(&k.as_str())) {
-            out.insert(k.clone(), json!(v));
+            out.insert(k.clone(), shown(display, v, v));
         }
     }
     // Journal fields read back empty through the Table API, unless display values are asked for.
     for j in JOURNAL_FIELDS {
         if wanted.as_ref().is_none_or(|w| w.contains(j)) {
-            let text = match display {
-                Display::Value => String::new(),
-                Display::DisplayValue => journal_text(record, j),
-            };
-            out.insert((*j).to_owned(), json!(text));
+            out.insert(
+                (*j).to_owned(),
+                shown(display, "", &journal_text(record, j)),
+            );
         }
     }
     Value::Object(out)

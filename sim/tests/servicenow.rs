@@ -443,11 +443,27 @@ async fn work_notes_read_back_as_journal_text_with_display_values() {
     );
     assert!(text.ends_with("\n\n"));
 
+    // `all` (what the bridge's poll asks for): value and display value of every field.
     let a = send(servicenow(
         &c,
         &sim,
         Method::GET,
-        &format!("{path}?sysparm_fields=work_notes&sysparm_display_value=all"),
+        &format!("{path}?sysparm_fields=state,work_notes&sysparm_display_value=all"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.body["result"]["state"],
+        json!({"value": "1", "display_value": "1"})
+    );
+    assert_eq!(a.body["result"]["work_notes"]["value"], "");
+    assert_eq!(a.body["result"]["work_notes"]["display_value"], text);
+
+    let a = send(servicenow(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("{path}?sysparm_fields=work_notes&sysparm_display_value=yes"),
     ))
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
