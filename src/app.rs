@@ -68,10 +68,43 @@ pub struct RunSettings {
     pub sync_interval: Duration,
     pub grace: Duration,
     pub visibility_timeout: Duration,
+    /// Claim lease per (finding, team); renewed every third of it while work runs.
+    pub lease: Duration,
     /// Stop once the queue stays empty (`--drain`).
     pub drain: bool,
     /// Write workflow state back to Security Hub (NOTIFIED after create, severity overrides).
     pub write_back: bool,
+}
+
+/// How long one AWS call (SQS, DynamoDB, Security Hub, Detective) may take in all, retries
+/// included, and one attempt of it, unless `BRIDGE_AWS_TIMEOUT` / `BRIDGE_AWS_ATTEMPT_TIMEOUT`
+/// say otherwise. Without them a hung call would keep a message hidden forever (its visibility
+/// is extended while work runs) and hold its claim past any lease.
+pub const DEFAULT_AWS_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The AWS SDK configuration every command uses: the SDK's own chain for region, endpoints and
+/// credentials, plus operation and attempt timeouts (`BRIDGE_AWS_TIMEOUT`,
+/// `BRIDGE_AWS_ATTEMPT_TIMEOUT`, in seconds). SQS long polls get their wait on top.
+pub async fn aws_config() -> anyhow::Result<aws_config::SdkConfig> {
+    let setting = |name: &'static str, default: Duration| -> anyhow::Result<Duration> {
+        let value = std::env::var(name).ok();
+        Ok(crate::http::seconds_setting(name, value.as_deref())?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(default))
+    };
+    let operation = setting("BRIDGE_AWS_TIMEOUT", DEFAULT_AWS_TIMEOUT)?;
+    let attempt =
+        setting("BRIDGE_AWS_ATTEMPT_TIMEOUT", DEFAULT_AWS_ATTEMPT_TIMEOUT)?.min(operation);
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(operation)
+        .operation_attempt_timeout(attempt)
+        .connect_timeout(attempt.min(Duration::from_secs(5)))
+        .build();
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await)
 }
 
 /// A name for this process in store claims: unique across replicas and restarts (ECS tasks all
@@ -285,9 +318,7 @@ impl Pipeline {
             );
         }
         let handle = MappingsHandle::new(load_mappings(mappings, &systems)?);
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let sdk = aws_config().await?;
         let store = build_store(store, &sdk).await?;
         let writer: Arc<dyn FindingWriter> = if write_back {
             Arc::new(SecurityHubWriter::from_conf(&sdk))
@@ -364,9 +395,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     let handle = MappingsHandle::new(mappings);
     let planner = MappingPlanner::new(handle.clone(), render_options_from_env()?);
 
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let sdk = aws_config().await?;
     let store = build_store(&settings.store, &sdk).await?;
     store
         .ping()
@@ -424,11 +453,12 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     config.concurrency = settings.concurrency.max(1);
     config.grace = settings.grace;
     config.visibility_timeout = settings.visibility_timeout;
+    config.lease = settings.lease;
     if settings.drain {
         config.exit_when_idle = Some(2);
         config.wait_time = Duration::from_secs(2);
     }
-    let worker = Worker::from_sqs(config, sqs, lifecycle, finding::decode);
+    let worker = Worker::from_sqs(config, sqs, lifecycle, finding::decode_each);
     let result = worker.run(shutdown.clone()).await;
     // The worker may stop on its own (drain mode, unusable queue): stop the rest with it.
     shutdown.trigger();

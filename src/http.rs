@@ -113,6 +113,10 @@ pub struct HttpSettings {
     pub rate_limit_per_sec: f64,
     /// Requests that may go out at once before the rate applies.
     pub burst: u32,
+    /// How long an at-most-once request (a create) may wait for its turn (rate limit, backoff
+    /// after a 429) before it is abandoned unsent. Bounds the time between the intent the
+    /// lifecycle records and the moment the request can last reach the server.
+    pub send_window: Duration,
 }
 
 impl Default for HttpSettings {
@@ -126,8 +130,50 @@ impl Default for HttpSettings {
             max_backoff: Duration::from_secs(20),
             rate_limit_per_sec: 10.0,
             burst: 10,
+            send_window: Duration::from_secs(5),
         }
     }
+}
+
+impl HttpSettings {
+    /// The longest an at-most-once request can be in the air: it is sent within `send_window`
+    /// of the call or not at all, and an attempt ends within `request_timeout`.
+    pub fn at_most_once_span(&self) -> Duration {
+        self.send_window + self.request_timeout
+    }
+}
+
+/// Reads a duration in whole or fractional seconds (`JIRA_REQUEST_TIMEOUT`,
+/// `JIRA_SEARCH_CONSISTENCY`, …); empty or absent means the default.
+pub fn seconds_setting(
+    name: &'static str,
+    value: Option<&str>,
+) -> Result<Option<Duration>, ClientConfigError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+        _ => Err(ClientConfigError::Invalid {
+            name,
+            message: format!("expected seconds (a number from 0 to 86400), got {value:?}"),
+        }),
+    }
+}
+
+/// Whether a request may be sent again when its outcome is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Reads and writes that end in the same state however often they are applied (GET, PUT of
+    /// fields, search): every transient failure is retried.
+    Idempotent,
+    /// Creates and comments: repeated only when the request provably did not take effect (the
+    /// connection was never made, or a 429 refused it). A timeout, a cut connection, a 5xx or an
+    /// unreadable 2xx ends in [`TicketError::OutcomeUnknown`] and the caller decides — it must
+    /// look before it sends again. Unsent after `send_window`, the request is abandoned.
+    AtMostOnce,
 }
 
 /// A configuration that cannot work: missing or contradictory settings, an unusable URL.
@@ -265,6 +311,8 @@ enum Outcome {
         message: String,
         /// The server's own demand (`Retry-After`, `X-RateLimit-Reset`).
         server_wait: Option<Duration>,
+        /// The request may have reached the server and taken effect.
+        maybe_applied: bool,
     },
 }
 
@@ -311,7 +359,7 @@ impl HttpClient {
     }
 
     /// Sends the request `build` makes (called again for every attempt), retrying transient
-    /// failures until the attempts or the time budget run out.
+    /// failures until the attempts or the time budget run out. For idempotent requests only.
     pub async fn send<F>(
         &self,
         operation: &'static str,
@@ -320,7 +368,24 @@ impl HttpClient {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_with(operation, Delivery::Idempotent, build).await
+    }
+
+    /// [`HttpClient::send`] with an explicit [`Delivery`].
+    pub async fn send_with<F>(
+        &self,
+        operation: &'static str,
+        delivery: Delivery,
+        build: F,
+    ) -> Result<HttpResponse, TicketError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let started = self.clock.now();
+        let send_by = match delivery {
+            Delivery::Idempotent => None,
+            Delivery::AtMostOnce => Some(started + self.settings.send_window),
+        };
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(self.settings.min_backoff)
@@ -332,27 +397,53 @@ impl HttpClient {
         loop {
             attempt += 1;
             let (status, message, server_wait) =
-                match self.attempt(operation, &build, attempt).await {
+                match self.attempt(operation, &build, attempt, send_by).await {
                     Outcome::Done(response) => return Ok(response),
                     Outcome::Permanent(error) => return Err(error),
                     Outcome::Retry {
                         status,
                         message,
+                        maybe_applied: true,
+                        ..
+                    } if delivery == Delivery::AtMostOnce => {
+                        telemetry::outcome_unknown(self.system, operation);
+                        return Err(TicketError::OutcomeUnknown {
+                            system: self.system,
+                            operation,
+                            status,
+                            message,
+                        });
+                    }
+                    Outcome::Retry {
+                        status,
+                        message,
                         server_wait,
+                        ..
                     } => (status, message, server_wait),
                 };
             let own_wait = backoff.next().unwrap_or(self.settings.max_backoff);
             let wait = server_wait.map_or(own_wait, |server| server.max(own_wait));
             let spent = self.clock.now().saturating_sub(started);
-            if attempt >= max_attempts || spent + wait > self.settings.retry_budget {
+            let past_send_window = send_by.is_some_and(|by| started + spent + wait > by);
+            if attempt >= max_attempts
+                || spent + wait > self.settings.retry_budget
+                || past_send_window
+            {
                 return Err(TicketError::Transient {
                     system: self.system,
                     operation,
                     status,
                     message: format!(
-                        "{message} (gave up after {attempt} attempt(s) in {}s; retry budget {}s{})",
+                        "{message} (gave up after {attempt} attempt(s) in {}s; {}{})",
                         spent.as_secs(),
-                        self.settings.retry_budget.as_secs(),
+                        if past_send_window {
+                            format!(
+                                "not sent within its {}s send window",
+                                self.settings.send_window.as_secs()
+                            )
+                        } else {
+                            format!("retry budget {}s", self.settings.retry_budget.as_secs())
+                        },
                         if wait > own_wait {
                             format!(", server asked to wait {}s", wait.as_secs())
                         } else {
@@ -373,7 +464,13 @@ impl HttpClient {
         }
     }
 
-    async fn attempt<F>(&self, operation: &'static str, build: &F, attempt: u32) -> Outcome
+    async fn attempt<F>(
+        &self,
+        operation: &'static str,
+        build: &F,
+        attempt: u32,
+        send_by: Option<Duration>,
+    ) -> Outcome
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
@@ -398,6 +495,19 @@ impl HttpClient {
         if waited >= Duration::from_millis(1) {
             telemetry::rate_limit_wait(self.system, waited.as_secs_f64());
         }
+        if send_by.is_some_and(|by| self.clock.now() > by) {
+            // Queued behind the rate limit for too long: whoever holds this request's intent
+            // now assumes it can no longer arrive, so it must not.
+            return Outcome::Retry {
+                status: None,
+                message: format!(
+                    "not sent: waited past the {}s send window for the rate limit",
+                    self.settings.send_window.as_secs()
+                ),
+                server_wait: None,
+                maybe_applied: false,
+            };
+        }
         let sent = std::time::Instant::now();
         let response = match self.client.execute(request).await {
             Ok(response) => response,
@@ -408,12 +518,15 @@ impl HttpClient {
                     sent.elapsed().as_secs_f64(),
                     telemetry::ApiOutcome::Transport,
                 );
+                // Only a connection that was never made proves the server saw nothing.
+                let maybe_applied = !e.is_connect();
                 let message = transport_message(e);
                 tracing::debug!(system = self.system, %method, path, attempt, error = %message, "request failed");
                 return Outcome::Retry {
                     status: None,
                     message,
                     server_wait: None,
+                    maybe_applied,
                 };
             }
         };
@@ -433,6 +546,8 @@ impl HttpClient {
                     status: Some(status),
                     message: format!("reading the response body: {}", transport_message(e)),
                     server_wait: None,
+                    // A 2xx whose body was cut off did happen; other statuses may have.
+                    maybe_applied: true,
                 };
             }
         };
@@ -448,6 +563,9 @@ impl HttpClient {
                 status: Some(status),
                 message,
                 server_wait,
+                // A 429 is a refusal before any work; 408, 409 and 5xx (a gateway that lost the
+                // backend's answer) may come after the backend committed.
+                maybe_applied: status != 429,
             }
         } else {
             Outcome::Permanent(self.permanent(operation, Some(status), message))

@@ -1,11 +1,22 @@
 //! Dedup and lifecycle: exactly one ticket per (finding, team) under at-least-once delivery, and
 //! that ticket follows the finding — severity changes, resolution, recurrence.
 //!
-//! Every piece of work on a (finding, team) runs under a store claim (a lease). The claim is what
-//! prevents duplicate tickets when the same finding reaches several workers at once; searching the
-//! ticket system for the marker is the backstop for a ticket created just before a crash. The
-//! store record is written last, and the SQS message is deleted only after that, so a crash at any
-//! point means redelivery and a retry that finds either the record or the ticket.
+//! Every piece of work on a (finding, team) runs under a store claim (a lease, renewed while the
+//! work runs, fenced by a per-work owner id). The claim is what prevents duplicate tickets when
+//! the same finding reaches several workers at once; searching the ticket system for the marker
+//! is the backstop for a ticket created just before a crash. The store record is written last,
+//! and the SQS message is deleted only after that, so a crash at any point means redelivery and a
+//! retry that finds either the record or the ticket.
+//!
+//! Unknown outcomes are the normal case. A create is preceded by an [`Intent`] in the store and
+//! sent at most once; when its answer is lost (timeout, cut connection, 5xx), the intent stays,
+//! the message comes back after the connection's settle time, and whoever holds the claim then
+//! searches for the marker — now trustworthy — before it creates anything. Comments carry a
+//! reference derived from the event and are looked for before they are posted again.
+//!
+//! Order does not matter either: a resolution raises the finding's tombstone in the store before
+//! it reads which teams are enlisted, and a create enlists its team under its claim before it
+//! reads the tombstone, so an older active event that arrives after the resolution opens nothing.
 //!
 //! Routing and rendering live behind [`Planner`]; the lifecycle only decides what to do with the
 //! tickets the planner asks for and the tickets that already exist.
@@ -21,9 +32,9 @@ use crate::finding::{Finding, Severity, WorkflowStatus};
 use crate::mapping::spec::{OnRecurrence, OnResolved};
 use crate::marker::Marker;
 use crate::securityhub::{FindingWriter, WorkflowUpdate};
-use crate::store::{Claim, Record, Store, StoreError};
+use crate::store::{Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields};
 use crate::telemetry::{self, DedupKind, WritebackResult};
-use crate::ticket::{FieldUpdate, TargetStatus, TicketError, TicketRef, TicketSystem};
+use crate::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem};
 
 /// Default claim lease: long enough for a create with retries, short enough that a killed
 /// worker's findings are picked up again within a minute or two.
@@ -43,6 +54,15 @@ impl PlanError {
             message: message.into(),
         }
     }
+}
+
+/// A route that routing picked but rendering could not build (a template that fails on this
+/// finding): that team's ticket fails; the others go ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanFailure {
+    pub team: Arc<str>,
+    pub rule: Arc<str>,
+    pub error: PlanError,
 }
 
 /// The lifecycle options of one rule.
@@ -101,8 +121,9 @@ pub struct SeverityRefresh {
 
 /// Routing and rendering, as the lifecycle needs them.
 pub trait Planner: Send + Sync {
-    /// Routes and renders: one [`PlannedTicket`] per team the routing picks now.
-    fn plan(&self, finding: &Finding) -> Result<Vec<PlannedTicket>, PlanError>;
+    /// Routes and renders: one [`PlannedTicket`] per team the routing picks now, or that
+    /// route's failure.
+    fn plan(&self, finding: &Finding) -> Vec<Result<PlannedTicket, PlanFailure>>;
 
     /// Every team that has a mapping file, so that tickets of teams routing no longer picks are
     /// still found (their marker is derived from team and finding id).
@@ -142,7 +163,8 @@ fn count_action(action: &Action, system: &str, team: &str, finding: &Finding) {
         Action::ResolutionCommented
         | Action::ResolutionIgnored
         | Action::RecurrenceCommented
-        | Action::SkippedResolved => {}
+        | Action::SkippedResolved
+        | Action::Untracked => {}
     }
 }
 
@@ -171,8 +193,12 @@ pub enum Action {
     Noop,
     /// An older version than the one already processed: ignored.
     Stale,
-    /// The finding is already resolved and has no ticket for this team: none is created.
+    /// The finding is already resolved and has no ticket for this team: none is created (the
+    /// resolution's tombstone makes any older active version stale).
     SkippedResolved,
+    /// The team was enlisted on the finding but holds no ticket (its create was stale, refused
+    /// or not recorded yet elsewhere): nothing to follow.
+    Untracked,
 }
 
 impl Action {
@@ -190,6 +216,7 @@ impl Action {
             Action::Noop => "noop",
             Action::Stale => "stale",
             Action::SkippedResolved => "skipped_resolved",
+            Action::Untracked => "untracked",
         }
     }
 }
@@ -205,22 +232,38 @@ pub struct TeamOutcome {
     pub ticket: Option<TicketRef>,
 }
 
-/// What [`Lifecycle::process`] did for one finding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`Lifecycle::process`] did for one finding: what each team's work came to, and the
+/// routes that failed. Outcomes are per route: one route's failure never undoes another's work.
+#[derive(Debug)]
 pub struct Outcome {
     pub finding_id: String,
     pub teams: Vec<TeamOutcome>,
+    pub failures: Vec<LifecycleError>,
 }
 
 impl Outcome {
     /// No team routed the finding and no team had a ticket for it: acknowledged, counted.
     pub fn is_unrouted(&self) -> bool {
-        self.teams.is_empty()
+        self.teams.is_empty() && self.failures.is_empty()
     }
 
     /// The outcome of `team`, if it was involved.
     pub fn team(&self, team: &str) -> Option<&TeamOutcome> {
         self.teams.iter().find(|t| &*t.team == team)
+    }
+
+    /// The first failure, for callers that treat the finding as one unit (tests, tools).
+    pub fn into_result(mut self) -> Result<Outcome, LifecycleError> {
+        if self.failures.is_empty() {
+            Ok(self)
+        } else {
+            let worst = self
+                .failures
+                .iter()
+                .position(|e| !e.is_transient())
+                .unwrap_or(0);
+            Err(self.failures.swap_remove(worst))
+        }
     }
 }
 
@@ -238,11 +281,27 @@ pub enum LifecycleError {
         #[source]
         source: StoreError,
     },
-    #[error("{0}")]
-    Plan(#[from] PlanError),
+    /// The finding's entry in the store's index could not be read or written: no team can be
+    /// followed safely.
+    #[error("finding index: {0}")]
+    Index(#[source] StoreError),
+    #[error("team {team}: rule {rule}: {error}")]
+    Plan {
+        team: Arc<str>,
+        rule: Arc<str>,
+        error: PlanError,
+    },
     /// Another worker is working on this (finding, team) right now; try again later.
     #[error("team {team}: {marker} is being worked on by another worker")]
     Busy { team: Arc<str>, marker: Marker },
+    /// A create for this marker may have happened and the ticket system's search cannot be
+    /// trusted to show it yet: look again after `wait`.
+    #[error("team {team}: a create for {marker} may have happened; searching again in {}s", wait.as_secs())]
+    Settling {
+        team: Arc<str>,
+        marker: Marker,
+        wait: Duration,
+    },
     /// The rule or record names a ticket connection that is not configured.
     #[error("team {team}: no ticket connection named {target:?}")]
     NoConnection { team: Arc<str>, target: String },
@@ -253,9 +312,11 @@ impl LifecycleError {
     pub fn is_transient(&self) -> bool {
         match self {
             LifecycleError::Ticket { source, .. } => source.is_transient(),
-            LifecycleError::Store { source, .. } => source.is_transient(),
-            LifecycleError::Busy { .. } => true,
-            LifecycleError::Plan(_) | LifecycleError::NoConnection { .. } => false,
+            LifecycleError::Store { source, .. } | LifecycleError::Index(source) => {
+                source.is_transient()
+            }
+            LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => true,
+            LifecycleError::Plan { .. } | LifecycleError::NoConnection { .. } => false,
         }
     }
 
@@ -263,10 +324,31 @@ impl LifecycleError {
     pub fn kind(&self) -> &'static str {
         match self {
             LifecycleError::Ticket { .. } => "ticket",
-            LifecycleError::Store { .. } => "store",
-            LifecycleError::Plan(_) => "render",
-            LifecycleError::Busy { .. } => "busy",
+            LifecycleError::Store { .. } | LifecycleError::Index(_) => "store",
+            LifecycleError::Plan { .. } => "render",
+            LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => "busy",
             LifecycleError::NoConnection { .. } => "config",
+        }
+    }
+
+    /// The team whose route failed; `None` for a failure of the whole finding.
+    pub fn team(&self) -> Option<&str> {
+        match self {
+            LifecycleError::Ticket { team, .. }
+            | LifecycleError::Store { team, .. }
+            | LifecycleError::Plan { team, .. }
+            | LifecycleError::Busy { team, .. }
+            | LifecycleError::Settling { team, .. }
+            | LifecycleError::NoConnection { team, .. } => Some(team),
+            LifecycleError::Index(_) => None,
+        }
+    }
+
+    /// How long to wait before trying again, when the failure knows (a settling create).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LifecycleError::Settling { wait, .. } => Some(*wait),
+            _ => None,
         }
     }
 }
@@ -303,7 +385,8 @@ pub struct Lifecycle {
     next_work: AtomicU64,
     /// Claims taken by work that has not finished yet, by owner. Work that is aborted (shutdown)
     /// leaves its entry behind, so [`Lifecycle::release_abandoned`] can hand the leases back
-    /// instead of making the next delivery wait for them to expire.
+    /// instead of making the next delivery wait for them to expire. Releasing keeps intents,
+    /// so an aborted create is still searched for before anything is created again.
     held: Mutex<HashMap<String, Marker>>,
     /// Amazon Detective enrichment for rules with `enrich = { detective = true }`.
     investigator: Option<Arc<crate::detective::Investigator>>,
@@ -325,9 +408,50 @@ struct Held<'a> {
     owner: String,
 }
 
+impl Held<'_> {
+    fn store_err(&self) -> impl Fn(StoreError) -> LifecycleError + '_ {
+        |source| LifecycleError::Store {
+            team: self.team.clone(),
+            source,
+        }
+    }
+
+    fn ticket_err(&self) -> impl Fn(TicketError) -> LifecycleError + '_ {
+        |source| LifecycleError::Ticket {
+            team: self.team.clone(),
+            source,
+        }
+    }
+}
+
+/// Unix milliseconds now (intents are compared across replicas, so wall-clock time).
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The reference a bridge comment carries, derived from the marker and the event that causes
+/// it, so a retry of the same event (in any process) recognises its own earlier comment.
+pub fn comment_reference(marker: &Marker, event: &str) -> String {
+    let digest = Sha256::digest(format!("{marker}\n{event}").as_bytes());
+    format!("fbc-{}", hex::encode(&digest[..6]))
+}
+
+/// An active finding at or before the time its resolution was recorded is stale: the
+/// resolution is newer news, whatever order the two arrived in.
+fn covered_by_tombstone(finding: &Finding, state: &FindingState) -> bool {
+    match (
+        finding.updated_at_time(),
+        state.resolved_at.as_deref().and_then(parse_time),
+    ) {
+        (Some(active), Some(resolved)) => active <= resolved,
+        _ => false,
+    }
+}
+
 impl Lifecycle {
-    /// `owner_id` names this process (e.g. `hostname:pid`); each unit of work gets its own owner
-    /// under it, so two tasks of one process exclude each other too.
+    /// `owner_id` names this process; each unit of work gets its own owner under it
+    /// (`<owner_id>:<n>`), so two tasks of one process exclude each other too, and an owner is
+    /// never reused: it fences every write of its work.
     pub fn new(
         store: Arc<dyn Store>,
         tickets: HashMap<String, Arc<dyn TicketSystem>>,
@@ -368,58 +492,92 @@ impl Lifecycle {
     }
 
     /// Follows one finding: creates the tickets routing asks for, and moves every existing
-    /// ticket of the finding along with it. Teams are independent: one team's failure does not
-    /// stop the others, but the finding reports an error (permanent over transient) so the
-    /// message is retried or dead-lettered; finished teams are no-ops on the retry.
-    pub async fn process(&self, finding: &Finding) -> Result<Outcome, LifecycleError> {
-        let planned = self.planner.plan(finding)?;
+    /// ticket of the finding along with it. Teams are independent: each route's failure is
+    /// reported in [`Outcome::failures`] and the others go ahead; finished teams are no-ops when
+    /// the message is retried.
+    pub async fn process(&self, finding: &Finding) -> Outcome {
         let mut outcome = Outcome {
             finding_id: finding.id.clone(),
             teams: Vec::new(),
+            failures: Vec::new(),
         };
-        let mut writes = Vec::new();
-        let mut errors = Vec::new();
+        let mut planned = Vec::new();
+        for route in self.planner.plan(finding) {
+            match route {
+                Ok(ticket) => planned.push(ticket),
+                Err(failure) => outcome.failures.push(LifecycleError::Plan {
+                    team: failure.team,
+                    rule: failure.rule,
+                    error: failure.error,
+                }),
+            }
+        }
 
+        // A resolution raises the tombstone before it reads the teams; anything else reads them.
+        let resolution_time = finding
+            .updated_at
+            .as_deref()
+            .filter(|at| crate::store::rfc3339_millis(at).is_some());
+        let index = match (finding.is_resolved(), resolution_time) {
+            (true, Some(at)) => self.store.resolve(&finding.id, at).await,
+            _ => self.store.finding(&finding.id).await,
+        };
+        let index = match index {
+            Ok(index) => index,
+            Err(e) => {
+                outcome.failures.push(LifecycleError::Index(e));
+                return outcome;
+            }
+        };
+
+        let mut writes = Vec::new();
+        let mut results = Vec::new();
         let planned_teams: HashSet<&str> = planned.iter().map(|p| &*p.team).collect();
         for ticket in &planned {
-            match self
-                .follow(
+            results.push(
+                self.follow(
                     &ticket.team,
                     &ticket.marker,
                     finding,
                     Some(ticket),
                     &mut writes,
                 )
-                .await
-            {
-                Ok(Some(team)) => outcome.teams.push(team),
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
+                .await,
+            );
         }
+        // Teams that routing did not pick this time but that hold (or are making) a ticket:
+        // followed under their claim, so one whose create is in flight elsewhere is retried
+        // rather than missed.
+        let mut others: Vec<Arc<str>> = Vec::new();
         for team in self.planner.teams() {
             if planned_teams.contains(&*team) {
                 continue;
             }
-            let marker = Marker::new(&team, &finding.id);
-            match self.store.get(&marker).await {
-                Ok(None) => continue,
-                Ok(Some(_)) => {}
-                Err(source) => {
-                    errors.push(LifecycleError::Store {
-                        team: team.clone(),
-                        source,
-                    });
-                    continue;
+            if index.indexed {
+                if index.teams.iter().any(|t| **t == *team) {
+                    others.push(team);
                 }
+                continue;
             }
-            match self
-                .follow(&team, &marker, finding, None, &mut writes)
-                .await
-            {
-                Ok(Some(t)) => outcome.teams.push(t),
+            // A finding the index has not seen (first sight, or recorded before the index
+            // existed): only a stored record can name a ticket here.
+            match self.store.get(&Marker::new(&team, &finding.id)).await {
+                Ok(Some(_)) => others.push(team),
                 Ok(None) => {}
-                Err(e) => errors.push(e),
+                Err(source) => outcome
+                    .failures
+                    .push(LifecycleError::Store { team, source }),
+            }
+        }
+        for team in &others {
+            let marker = Marker::new(team, &finding.id);
+            results.push(self.follow(team, &marker, finding, None, &mut writes).await);
+        }
+        for result in results {
+            match result {
+                Ok(Some(team)) => outcome.teams.push(team),
+                Ok(None) => {}
+                Err(e) => outcome.failures.push(e),
             }
         }
 
@@ -442,18 +600,12 @@ impl Lifecycle {
                 "finding followed"
             );
         }
-        let worst = errors
-            .iter()
-            .position(|e| !e.is_transient())
-            .or(if errors.is_empty() { None } else { Some(0) });
-        match worst {
-            Some(i) => Err(errors.swap_remove(i)),
-            None => Ok(outcome),
-        }
+        outcome
     }
 
-    /// Releases the claims of work that was dropped before finishing (shutdown aborts). Returns
-    /// how many were released. Call only when no work is running any more.
+    /// Releases the claims of work that was dropped before finishing (shutdown aborts). Intents
+    /// stay: a create that may have left is searched for by the next holder. Returns how many
+    /// were released. Call only when no work is running any more.
     pub async fn release_abandoned(&self) -> usize {
         let abandoned: Vec<(String, Marker)> = match self.held.lock() {
             Ok(mut held) => held.drain().collect(),
@@ -471,45 +623,7 @@ impl Lifecycle {
         released
     }
 
-    /// Renews the lease of every claim held by unfinished work, so a ticket system that takes
-    /// longer than the lease (retries, rate limits) does not let another worker in mid-create.
-    /// Call periodically (every third of the lease).
-    pub async fn renew_claims(&self) {
-        let held: Vec<(String, Marker)> = match self.held.lock() {
-            Ok(held) => held.iter().map(|(o, m)| (o.clone(), m.clone())).collect(),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .iter()
-                .map(|(o, m)| (o.clone(), m.clone()))
-                .collect(),
-        };
-        for (owner, marker) in held {
-            match self.store.claim(&marker, &owner, self.lease).await {
-                Ok(Claim::Acquired(_)) => {
-                    // The work may have finished (put/release) while we renewed: then this
-                    // renewal took a fresh lease nobody will release, so give it back.
-                    if !self.is_held(&owner)
-                        && let Err(e) = self.store.release(&marker, &owner).await
-                    {
-                        tracing::warn!(%marker, error = %e, "could not release a renewed claim");
-                    }
-                }
-                Ok(Claim::Busy) => {
-                    tracing::warn!(%marker, "claim lost to another worker before renewal")
-                }
-                Err(e) => tracing::warn!(%marker, error = %e, "could not renew a claim"),
-            }
-        }
-    }
-
-    fn is_held(&self, owner: &str) -> bool {
-        match self.held.lock() {
-            Ok(held) => held.contains_key(owner),
-            Err(poisoned) => poisoned.into_inner().contains_key(owner),
-        }
-    }
-
-    /// The claim lease; renew held claims more often than this.
+    /// The claim lease; held claims are renewed every third of it while their work runs.
     pub fn lease(&self) -> Duration {
         self.lease
     }
@@ -530,8 +644,31 @@ impl Lifecycle {
         };
     }
 
-    /// Claims (team, finding), does the work, and always gives the claim back: through `put`
-    /// when state changed, `release` otherwise, best-effort `release` on error.
+    /// Renews the lease of `owner` every third of the lease until the lease is lost; never
+    /// returns. Each renewal is bounded by that period, so a hung store call cannot keep a
+    /// renewal from being tried again, and every claim renews on its own.
+    async fn keep_lease(&self, marker: &Marker, owner: &str) {
+        let period = (self.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(period).await;
+            match tokio::time::timeout(period, self.store.renew(marker, owner, self.lease)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    // Expired or taken over: every write of this work is conditional on the
+                    // owner and now fails; stop renewing.
+                    telemetry::claim_lost("renew");
+                    tracing::warn!(%marker, owner, "claim lost before the work finished; its writes will be refused");
+                    std::future::pending::<()>().await;
+                }
+                Ok(Err(e)) => tracing::warn!(%marker, error = %e, "could not renew a claim"),
+                Err(_) => tracing::warn!(%marker, "renewing a claim timed out"),
+            }
+        }
+    }
+
+    /// Claims (team, finding), does the work with the lease kept alive, and always gives the
+    /// claim back: through `put` when state changed, `release` otherwise (which keeps any
+    /// intent), best-effort `release` on error.
     async fn follow(
         &self,
         team: &Arc<str>,
@@ -561,11 +698,22 @@ impl Lifecycle {
                 team: team.clone(),
                 marker: marker.clone(),
             }),
-            Ok(Claim::Acquired(record)) => {
-                let work = self.decide(&held, finding, planned, record, writes).await;
+            Ok(Claim::Acquired(claimed)) => {
+                let work = self.decide(&held, finding, planned, claimed, writes);
+                let work = tokio::select! {
+                    result = work => result,
+                    () = self.keep_lease(marker, &held.owner) => unreachable!("keep_lease never returns"),
+                };
                 if let Err(e) = &work {
                     if let Err(release) = self.store.release(marker, &held.owner).await {
                         tracing::warn!(%marker, error = %release, "could not release the claim after an error; it expires with its lease");
+                    }
+                    if let LifecycleError::Store {
+                        source: StoreError::LostClaim(_),
+                        ..
+                    } = e
+                    {
+                        telemetry::claim_lost("write");
                     }
                     tracing::warn!(finding_id = %finding.id, team = %team, error = %e, transient = e.is_transient(), "ticket work failed");
                 }
@@ -581,19 +729,33 @@ impl Lifecycle {
         held: &Held<'_>,
         finding: &Finding,
         planned: Option<&PlannedTicket>,
-        record: Option<Record>,
+        claimed: Claimed,
         writes: &mut Vec<PendingWrite>,
     ) -> Result<Option<TeamOutcome>, LifecycleError> {
+        let Claimed { record, intent } = claimed;
         match (record, planned) {
             (Some(record), planned) if record.ticket.is_some() => self
-                .update(held, finding, planned, record, writes)
+                .update(held, finding, planned, record, intent, writes)
                 .await
                 .map(Some),
-            (_, Some(planned)) => self.create(held, finding, planned, writes).await.map(Some),
+            (_, Some(planned)) => self
+                .create(held, finding, planned, intent, writes)
+                .await
+                .map(Some),
+            (_, None) if intent.is_some() => {
+                // Enlisted elsewhere with a create whose outcome nobody recorded, and routing
+                // no longer picks this team: nothing to render a ticket from, so wait for the
+                // search to become trustworthy and adopt what it finds.
+                self.adopt(held, finding, intent, writes).await
+            }
             (_, None) => {
-                // The record vanished between `get` and `claim`: nothing to follow.
                 self.release(held).await?;
-                Ok(None)
+                Ok(Some(TeamOutcome {
+                    team: held.team.clone(),
+                    marker: held.marker.clone(),
+                    actions: vec![Action::Untracked],
+                    ticket: None,
+                }))
             }
         }
     }
@@ -615,50 +777,164 @@ impl Lifecycle {
         self.store
             .release(held.marker, &held.owner)
             .await
-            .map_err(|source| LifecycleError::Store {
-                team: held.team.clone(),
-                source,
-            })
+            .map_err(held.store_err())
     }
 
-    async fn put(&self, held: &Held<'_>, record: &Record) -> Result<(), LifecycleError> {
+    async fn put(
+        &self,
+        held: &Held<'_>,
+        record: &Record,
+        sync: SyncFields,
+    ) -> Result<(), LifecycleError> {
         self.store
-            .put(record, &held.owner)
+            .put(record, &held.owner, sync)
             .await
-            .map_err(|source| LifecycleError::Store {
-                team: held.team.clone(),
-                source,
-            })
+            .map_err(held.store_err())
     }
 
-    /// Searches for a ticket carrying the marker (a create that crashed before its record was
-    /// written), and creates one only if there is none.
+    /// [`LifecycleError::Settling`] while an intent's create cannot be searched for yet.
+    fn unsettled(held: &Held<'_>, intent: Option<&Intent>) -> Result<(), LifecycleError> {
+        if let Some(intent) = intent {
+            let remaining = intent.search_after - now_millis();
+            if remaining > 0 {
+                return Err(LifecycleError::Settling {
+                    team: held.team.clone(),
+                    marker: held.marker.clone(),
+                    wait: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every ticket carrying the marker, with the one to follow: the oldest live one, else the
+    /// newest finished one. More than one live ticket is a duplicate the bridge made (or a
+    /// person copied): each extra one gets a comment pointing at the kept one, once, and is
+    /// counted; none is ever ignored silently.
+    async fn search(
+        &self,
+        held: &Held<'_>,
+        system: &Arc<dyn TicketSystem>,
+        table: Option<&str>,
+        unless: Option<&TicketRef>,
+    ) -> Result<Option<FoundTicket>, LifecycleError> {
+        let found = system
+            .find_by_marker(held.marker, table)
+            .await
+            .map_err(held.ticket_err())?;
+        let candidates: Vec<FoundTicket> = found
+            .into_iter()
+            .filter(|f| unless.is_none_or(|u| u.id != f.ticket.id))
+            .collect();
+        let live: Vec<&FoundTicket> = candidates.iter().filter(|f| !f.done).collect();
+        let Some(kept) = live.first().copied().or(candidates.last()) else {
+            return Ok(None);
+        };
+        if live.len() > 1 {
+            telemetry::duplicates_detected(system.name(), held.team, (live.len() - 1) as u64);
+            for extra in &live[1..] {
+                tracing::warn!(team = %held.team, marker = %held.marker, kept = %kept.ticket.key, duplicate = %extra.ticket.key, "duplicate ticket for one finding and team");
+                let text = format!(
+                    "Duplicate: findings-bridge follows {} ({}) for this finding and team; \
+                     this ticket is not updated and can be closed.",
+                    kept.ticket.key, kept.ticket.url
+                );
+                let event = format!("duplicate-of:{}", kept.ticket.id);
+                self.comment_once(held, system, &extra.ticket, &event, &text)
+                    .await?;
+            }
+        }
+        Ok(Some(kept.clone()))
+    }
+
+    /// Posts a comment unless an earlier attempt for the same event already did: the comment
+    /// carries a reference derived from the marker and `event`, looked for first (comments are
+    /// read from the ticket itself, which is consistent). The post is sent at most once.
+    async fn comment_once(
+        &self,
+        held: &Held<'_>,
+        system: &Arc<dyn TicketSystem>,
+        ticket: &TicketRef,
+        event: &str,
+        text: &str,
+    ) -> Result<(), LifecycleError> {
+        let reference = comment_reference(held.marker, event);
+        if system
+            .has_comment(ticket, &reference)
+            .await
+            .map_err(held.ticket_err())?
+        {
+            tracing::debug!(ticket = %ticket.key, reference, "comment already posted");
+            return Ok(());
+        }
+        let body = format!("{text}\n\n(findings-bridge {reference})");
+        system
+            .comment(ticket, &body)
+            .await
+            .map_err(held.ticket_err())
+    }
+
+    /// Creates a ticket for `planned` unless one carrying the marker exists: with an intent
+    /// (an earlier create whose outcome is unknown) only once the search can be trusted. The
+    /// create is preceded by its own intent and sent at most once; a lost answer leaves the
+    /// intent for whoever holds the claim after the settle time.
     async fn find_or_create(
         &self,
         held: &Held<'_>,
         planned: &PlannedTicket,
         unless: Option<&TicketRef>,
+        intent: Option<&Intent>,
     ) -> Result<(TicketRef, Action), LifecycleError> {
-        let team = held.team;
-        let system = self.system(team, &planned.target)?;
-        let ticket_err = |source| LifecycleError::Ticket {
-            team: team.clone(),
-            source,
-        };
-        let found = system
-            .find_by_marker(&planned.marker, planned.table.as_deref())
-            .await
-            .map_err(ticket_err)?;
-        match found {
-            Some(ticket) if unless.is_none_or(|old| old.id != ticket.id) => {
-                Ok((ticket, Action::Recovered))
+        let system = self.system(held.team, &planned.target)?;
+        Self::unsettled(held, intent)?;
+        if let Some(found) = self
+            .search(held, system, planned.table.as_deref(), unless)
+            .await?
+        {
+            // Replacing a closed ticket (`on_recurrence = new`) wants a live one; a finished
+            // match is an older predecessor, not the replacement.
+            if !(found.done && unless.is_some()) {
+                return Ok((found.ticket, Action::Recovered));
             }
-            _ => {
-                let ticket = system
-                    .create(&planned.payload, planned.table.as_deref())
-                    .await
-                    .map_err(ticket_err)?;
-                Ok((ticket, Action::Created))
+        }
+        let started = now_millis();
+        let settle = i64::try_from(system.settle_time().as_millis()).unwrap_or(i64::MAX);
+        let intent = Intent {
+            owner: held.owner.clone(),
+            system: planned.target.clone(),
+            started_at: started,
+            search_after: started.saturating_add(settle),
+        };
+        // Conditional on our lease: a lost claim is noticed here, before anything is sent.
+        self.store
+            .set_intent(held.marker, &held.owner, Some(&intent))
+            .await
+            .map_err(|e| {
+                if matches!(e, StoreError::LostClaim(_)) {
+                    telemetry::claim_lost("intent");
+                }
+                held.store_err()(e)
+            })?;
+        match system
+            .create(&planned.payload, planned.table.as_deref())
+            .await
+        {
+            Ok(ticket) => Ok((ticket, Action::Created)),
+            Err(e) if e.is_outcome_unknown() => {
+                tracing::warn!(team = %held.team, marker = %held.marker, error = %e, "create outcome unknown; the marker is searched for after the settle time");
+                let remaining = intent.search_after - now_millis();
+                Err(LifecycleError::Settling {
+                    team: held.team.clone(),
+                    marker: held.marker.clone(),
+                    wait: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
+                })
+            }
+            Err(e) => {
+                // Refused, or never sent: nothing was created, so the intent can go.
+                if let Err(clear) = self.store.set_intent(held.marker, &held.owner, None).await {
+                    tracing::debug!(marker = %held.marker, error = %clear, "could not clear the intent of a create that failed; the next holder searches first");
+                }
+                Err(held.ticket_err()(e))
             }
         }
     }
@@ -668,22 +944,58 @@ impl Lifecycle {
         held: &Held<'_>,
         finding: &Finding,
         planned: &PlannedTicket,
+        intent: Option<Intent>,
         writes: &mut Vec<PendingWrite>,
     ) -> Result<TeamOutcome, LifecycleError> {
         // Check the connection before anything else: a rule pointing nowhere is permanent.
-        self.system(held.team, &planned.target)?;
-        if finding.is_resolved() {
-            // Nobody needs a ticket for something that is already fixed or gone.
+        let system = Arc::clone(self.system(held.team, &planned.target)?);
+        let outcome = |actions: Vec<Action>, ticket: Option<TicketRef>| TeamOutcome {
+            team: held.team.clone(),
+            marker: held.marker.clone(),
+            actions,
+            ticket,
+        };
+        if finding.is_resolved() && intent.is_none() {
+            // Nobody needs a ticket for something that is already fixed or gone; the
+            // resolution's tombstone is already stored.
             self.release(held).await?;
-            return Ok(TeamOutcome {
-                team: held.team.clone(),
-                marker: held.marker.clone(),
-                actions: vec![Action::SkippedResolved],
-                ticket: None,
-            });
+            return Ok(outcome(vec![Action::SkippedResolved], None));
         }
-        let (ticket, action) = self.find_or_create(held, planned, None).await?;
-        let record = Record {
+        if !finding.is_resolved() {
+            // Enlisted under the claim, then the tombstone read in the same step: a resolution
+            // stored before this is seen here, one stored after it sees this team.
+            let index = self
+                .store
+                .enlist(&finding.id, held.team)
+                .await
+                .map_err(held.store_err())?;
+            if intent.is_none() && covered_by_tombstone(finding, &index) {
+                self.release(held).await?;
+                return Ok(outcome(vec![Action::Stale], None));
+            }
+        }
+        let (ticket, action) = if finding.is_resolved() {
+            // An earlier create may have made a ticket that now has to follow the resolution.
+            Self::unsettled(held, intent.as_ref())?;
+            match self
+                .search(held, &system, planned.table.as_deref(), None)
+                .await?
+            {
+                Some(found) => (found.ticket, Action::Recovered),
+                None => {
+                    self.store
+                        .set_intent(held.marker, &held.owner, None)
+                        .await
+                        .map_err(held.store_err())?;
+                    self.release(held).await?;
+                    return Ok(outcome(vec![Action::SkippedResolved], None));
+                }
+            }
+        } else {
+            self.find_or_create(held, planned, None, intent.as_ref())
+                .await?
+        };
+        let mut record = Record {
             marker: held.marker.clone(),
             finding_id: finding.id.clone(),
             team: held.team.to_string(),
@@ -700,14 +1012,38 @@ impl Lifecycle {
             status_from_ticket: None,
             modified_at: chrono::Utc::now().timestamp(),
         };
-        self.put(held, &record).await?;
+        if action == Action::Recovered {
+            // What the recovered ticket reflects is unknown: follow it from scratch (a finished
+            // ticket of an active finding recurs; a resolved finding closes it).
+            let status = system.status(&ticket).await.map_err(held.ticket_err())?;
+            record.finding_resolved = status.done;
+            record.updated_at = None;
+            record.fingerprint = String::new();
+            let mut followed = self
+                .update(held, finding, Some(planned), record, None, writes)
+                .await?;
+            followed.actions.retain(|a| *a != Action::Noop);
+            if followed.actions.is_empty() && planned.options.notify_on_create {
+                // The crash that left this ticket unrecorded may have come before its
+                // write-back: say again where the finding is tracked.
+                writes.push(notified(
+                    held.marker,
+                    None,
+                    finding,
+                    planned.severity,
+                    planned.severity_note.as_deref(),
+                    &ticket,
+                ));
+            }
+            followed.actions.insert(0, Action::Recovered);
+            return Ok(followed);
+        }
+        self.put(held, &record, SyncFields::Replace).await?;
         if planned.options.enrich_detective
-            && action == Action::Created
             && let Some(investigator) = &self.investigator
-            && let Some(system) = self.tickets.get(&ticket.system)
         {
-            let system = Arc::clone(system);
             let target = ticket.clone();
+            let system = Arc::clone(&system);
             crate::detective::spawn_enrichment(
                 Arc::clone(investigator),
                 finding.clone(),
@@ -731,12 +1067,61 @@ impl Lifecycle {
                 &ticket,
             ));
         }
-        Ok(TeamOutcome {
-            team: held.team.clone(),
+        Ok(outcome(vec![action], Some(ticket)))
+    }
+
+    /// A team enlisted on the finding whose create's outcome nobody recorded, met while
+    /// routing does not pick it: once the search can be trusted, a ticket it finds is recorded
+    /// (under the rule's defaults) and followed; none found clears the intent.
+    async fn adopt(
+        &self,
+        held: &Held<'_>,
+        finding: &Finding,
+        intent: Option<Intent>,
+        writes: &mut Vec<PendingWrite>,
+    ) -> Result<Option<TeamOutcome>, LifecycleError> {
+        let Some(intent) = intent else {
+            self.release(held).await?;
+            return Ok(None);
+        };
+        let system = Arc::clone(self.system(held.team, &intent.system)?);
+        Self::unsettled(held, Some(&intent))?;
+        let Some(found) = self.search(held, &system, None, None).await? else {
+            self.store
+                .set_intent(held.marker, &held.owner, None)
+                .await
+                .map_err(held.store_err())?;
+            self.release(held).await?;
+            return Ok(Some(TeamOutcome {
+                team: held.team.clone(),
+                marker: held.marker.clone(),
+                actions: vec![Action::Untracked],
+                ticket: None,
+            }));
+        };
+        let record = Record {
             marker: held.marker.clone(),
-            actions: vec![action],
-            ticket: Some(ticket),
-        })
+            finding_id: finding.id.clone(),
+            team: held.team.to_string(),
+            schema: finding.schema,
+            write_back: finding.write_back.clone(),
+            rule: String::new(),
+            ticket: Some(found.ticket),
+            updated_at: None,
+            fingerprint: String::new(),
+            severity: finding.severity.as_str().to_owned(),
+            finding_resolved: found.done,
+            closed_by_bridge: false,
+            status_to_hub: None,
+            status_from_ticket: None,
+            modified_at: chrono::Utc::now().timestamp(),
+        };
+        let mut followed = self
+            .update(held, finding, None, record, None, writes)
+            .await?;
+        followed.actions.insert(0, Action::Recovered);
+        followed.actions.retain(|a| *a != Action::Noop);
+        Ok(Some(followed))
     }
 
     async fn update(
@@ -745,6 +1130,7 @@ impl Lifecycle {
         finding: &Finding,
         planned: Option<&PlannedTicket>,
         record: Record,
+        intent: Option<Intent>,
         writes: &mut Vec<PendingWrite>,
     ) -> Result<TeamOutcome, LifecycleError> {
         let team = held.team;
@@ -779,7 +1165,14 @@ impl Lifecycle {
                 severity: p.severity,
                 fields: p.severity_fields.clone(),
             }),
-            None => self.planner.severity_refresh(team, &record.rule, finding)?,
+            None => self
+                .planner
+                .severity_refresh(team, &record.rule, finding)
+                .map_err(|error| LifecycleError::Plan {
+                    team: team.clone(),
+                    rule: Arc::from(record.rule.as_str()),
+                    error,
+                })?,
         };
         let stored_severity = Severity::from_label(&record.severity);
         let severity = refresh
@@ -790,14 +1183,14 @@ impl Lifecycle {
         let print = fingerprint(severity, finding);
         let newest_updated_at = newer(finding.updated_at.as_deref(), record.updated_at.as_deref());
 
-        if print == record.fingerprint {
+        if print == record.fingerprint && intent.is_none() {
             if newest_updated_at != record.updated_at {
                 // Nothing to do on the ticket, but remember the newer version so that an older
                 // one arriving late is recognised as stale.
                 let mut next = record.clone();
                 next.updated_at = newest_updated_at;
                 next.modified_at = chrono::Utc::now().timestamp();
-                self.put(held, &next).await?;
+                self.put(held, &next, SyncFields::Keep).await?;
             } else {
                 self.release(held).await?;
             }
@@ -809,22 +1202,25 @@ impl Lifecycle {
         next.updated_at = newest_updated_at;
         next.fingerprint = print;
         next.modified_at = chrono::Utc::now().timestamp();
+        let mut sync = SyncFields::Keep;
         let system = self.system(team, &ticket.system)?.clone();
-        let ticket_err = |source| LifecycleError::Ticket {
-            team: team.clone(),
-            source,
-        };
+        let ticket_err = held.ticket_err();
         let resolved_now = finding.is_resolved();
         let state = state_text(finding);
+        // Identifies this version of the finding in comment references.
+        let version = finding.updated_at.as_deref().unwrap_or("-");
 
         if !resolved_now && record.finding_resolved {
-            let status = system.status(&ticket).await.map_err(ticket_err)?;
+            let status = system.status(&ticket).await.map_err(&ticket_err)?;
             if !status.done {
                 let text = format!("The finding is active again in Security Hub ({state}).");
-                system.comment(&ticket, &text).await.map_err(ticket_err)?;
+                self.comment_once(held, &system, &ticket, &format!("active:{version}"), &text)
+                    .await?;
                 outcome.actions.push(Action::RecurrenceCommented);
             } else if let (OnRecurrence::New, Some(p)) = (options.on_recurrence, planned) {
-                let (new_ticket, _) = self.find_or_create(held, p, Some(&ticket)).await?;
+                let (new_ticket, _) = self
+                    .find_or_create(held, p, Some(&ticket), intent.as_ref())
+                    .await?;
                 outcome.actions.push(Action::Replaced {
                     previous: ticket.clone(),
                 });
@@ -832,6 +1228,7 @@ impl Lifecycle {
                 next.severity = p.severity.as_str().to_owned();
                 next.status_from_ticket = None;
                 next.status_to_hub = None;
+                sync = SyncFields::Replace;
                 ticket = new_ticket;
                 next.ticket = Some(ticket.clone());
                 if p.options.notify_on_create {
@@ -849,8 +1246,9 @@ impl Lifecycle {
                 // followed outside routing is reopened instead.
                 let text =
                     format!("The finding is active again in Security Hub ({state}); reopening.");
-                system.comment(&ticket, &text).await.map_err(ticket_err)?;
-                system.reopen(&ticket, &text).await.map_err(ticket_err)?;
+                self.comment_once(held, &system, &ticket, &format!("reopen:{version}"), &text)
+                    .await?;
+                system.reopen(&ticket, "").await.map_err(&ticket_err)?;
                 outcome.actions.push(Action::Reopened);
                 if options.notify_on_create {
                     writes.push(notified(
@@ -877,10 +1275,17 @@ impl Lifecycle {
                 system
                     .update_fields(&ticket, &update)
                     .await
-                    .map_err(ticket_err)?;
+                    .map_err(&ticket_err)?;
             }
             let text = format!("Severity changed from {} to {}.", next.severity, severity);
-            system.comment(&ticket, &text).await.map_err(ticket_err)?;
+            self.comment_once(
+                held,
+                &system,
+                &ticket,
+                &format!("severity:{}:{severity}:{version}", next.severity),
+                &text,
+            )
+            .await?;
             outcome.actions.push(Action::SeverityChanged {
                 from: next.severity.clone(),
                 to: severity,
@@ -893,18 +1298,21 @@ impl Lifecycle {
                 "The finding is resolved in Security Hub ({state}). {}",
                 finding.console_url
             );
+            let event = format!("resolved:{version}");
             match options.on_resolved {
                 OnResolved::Close => {
-                    system.comment(&ticket, &text).await.map_err(ticket_err)?;
+                    self.comment_once(held, &system, &ticket, &event, &text)
+                        .await?;
                     system
                         .transition(&ticket, &TargetStatus::Done, &text)
                         .await
-                        .map_err(ticket_err)?;
+                        .map_err(&ticket_err)?;
                     next.closed_by_bridge = true;
                     outcome.actions.push(Action::Closed);
                 }
                 OnResolved::Comment => {
-                    system.comment(&ticket, &text).await.map_err(ticket_err)?;
+                    self.comment_once(held, &system, &ticket, &event, &text)
+                        .await?;
                     outcome.actions.push(Action::ResolutionCommented);
                 }
                 OnResolved::Ignore => outcome.actions.push(Action::ResolutionIgnored),
@@ -915,7 +1323,7 @@ impl Lifecycle {
         if outcome.actions.is_empty() {
             outcome.actions.push(Action::Noop);
         }
-        self.put(held, &next).await?;
+        self.put(held, &next, sync).await?;
         outcome.ticket = Some(ticket);
         Ok(outcome)
     }
@@ -1060,3 +1468,6 @@ mod tests;
 
 #[cfg(test)]
 mod context_tests;
+
+#[cfg(test)]
+mod fault_tests;

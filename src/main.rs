@@ -113,6 +113,10 @@ struct RunArgs {
     /// Seconds a received message stays hidden; extended while its work runs.
     #[arg(long, env = "BRIDGE_VISIBILITY_TIMEOUT", default_value_t = 60)]
     visibility_timeout: u64,
+    /// Seconds a claim on one (finding, team) lasts unless renewed; renewed every third of it
+    /// while its work runs. A SIGKILLed worker's findings are taken over this long after.
+    #[arg(long, env = "BRIDGE_LEASE", default_value_t = 60)]
+    lease: u64,
     /// Stop once the queue is empty (demos, cron-style runs, load tests).
     #[arg(long)]
     drain: bool,
@@ -327,9 +331,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     opts.rate = args.rate.filter(|_| !args.native);
     opts.dry_run = args.dry_run;
 
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let sdk = app::aws_config().await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut deps = ReplayDeps::new(Arc::new(
         SqsQueue::new(sqs.clone(), &args.from).reading_all_attributes(),
@@ -377,6 +379,7 @@ fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {
         sync_interval: Duration::from_secs(args.sync_interval.max(1)),
         grace: Duration::from_secs(args.grace_period),
         visibility_timeout: Duration::from_secs(args.visibility_timeout.clamp(1, 43_200)),
+        lease: Duration::from_secs(args.lease.clamp(1, 3_600)),
         drain: args.drain,
         write_back: !args.no_writeback,
     };

@@ -5,7 +5,9 @@
 use std::sync::{Arc, RwLock};
 
 use crate::finding::Finding;
-use crate::lifecycle::{PlanError, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
+use crate::lifecycle::{
+    PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
+};
 use crate::mapping::Mappings;
 use crate::mapping::context::Application;
 use crate::mapping::spec::Rule;
@@ -76,7 +78,7 @@ fn render(
 }
 
 impl Planner for MappingPlanner {
-    fn plan(&self, finding: &Finding) -> Result<Vec<PlannedTicket>, PlanError> {
+    fn plan(&self, finding: &Finding) -> Vec<Result<PlannedTicket, PlanFailure>> {
         let mappings = self.mappings.current();
         // The same application routing used, so the templates judge what routing judged.
         let application = mappings.application_for(finding);
@@ -84,7 +86,12 @@ impl Planner for MappingPlanner {
             .route(finding)
             .into_iter()
             .map(|rule| {
-                let rendered = render(&mappings, rule, finding, application, &self.options)?;
+                let rendered = render(&mappings, rule, finding, application, &self.options)
+                    .map_err(|error| PlanFailure {
+                        team: Arc::clone(&rule.team),
+                        rule: Arc::clone(&rule.name),
+                        error,
+                    })?;
                 Ok(PlannedTicket {
                     team: Arc::clone(&rule.team),
                     rule: Arc::clone(&rule.name),
@@ -144,6 +151,13 @@ mod tests {
     use super::*;
     use crate::finding::decode;
 
+    fn plans_of(p: &MappingPlanner, f: &Finding) -> Vec<PlannedTicket> {
+        p.plan(f)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .expect("every route renders")
+    }
+
     fn planner() -> MappingPlanner {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings");
         let mappings =
@@ -161,7 +175,7 @@ mod tests {
     fn plans_carry_marker_payload_and_rule_options() {
         let p = planner();
         let f = fixture("guardduty-eventbridge.json");
-        let plans = p.plan(&f).unwrap();
+        let plans = plans_of(&p, &f);
         assert!(
             !plans.is_empty(),
             "the GuardDuty fixture is routed by the shipped mappings"
@@ -183,7 +197,7 @@ mod tests {
     fn severity_refresh_only_while_the_rule_still_matches() {
         let p = planner();
         let f = fixture("guardduty-eventbridge.json");
-        let plan = p.plan(&f).unwrap().remove(0);
+        let plan = plans_of(&p, &f).remove(0);
         let refresh = p.severity_refresh(&plan.team, &plan.rule, &f).unwrap();
         assert_eq!(refresh.map(|r| r.severity), Some(plan.severity));
         assert_eq!(p.severity_refresh(&plan.team, "gone", &f).unwrap(), None);
@@ -193,7 +207,7 @@ mod tests {
     fn replace_swaps_the_mapping_set_for_new_plans() {
         let p = planner();
         let f = fixture("guardduty-eventbridge.json");
-        assert!(!p.plan(&f).unwrap().is_empty());
+        assert!(!plans_of(&p, &f).is_empty());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("quiet.toml"),
@@ -202,7 +216,7 @@ mod tests {
         .unwrap();
         p.mappings()
             .replace(crate::mapping::load(dir.path()).unwrap());
-        assert!(p.plan(&f).unwrap().is_empty());
+        assert!(plans_of(&p, &f).is_empty());
         assert_eq!(p.teams(), vec![Arc::<str>::from("quiet")]);
     }
 }

@@ -38,7 +38,7 @@ use crate::sqs::{
 use crate::ticket::BoxFuture;
 
 /// The decoder (`finding::decode`), injected like the worker's so tests can use their own.
-pub type DecodeFn = crate::worker::DecodeFn;
+pub type DecodeFn = fn(&[u8]) -> Result<Vec<crate::finding::Finding>, crate::finding::DecodeError>;
 
 /// The teams routing picks for a finding today. `--match team=…` needs it because a DLQ message
 /// does not say which team it was for; [`teams_from_mappings`] builds it from the mapping files.
@@ -385,6 +385,7 @@ pub fn process_with_lifecycle(lifecycle: Arc<Lifecycle>) -> ProcessFn {
             lifecycle
                 .process(&finding)
                 .await
+                .into_result()
                 .map(|_| ())
                 .map_err(|e| format!("finding {}: {}: {e}", finding.id, e.kind()))
         })

@@ -21,6 +21,9 @@ pub const READ_ATTRIBUTES: &[&str] = &["fb-first-failure"];
 /// and it can never be sent back by mistake (SQS would refuse it).
 pub const SENT_TIMESTAMP_ATTRIBUTE: &str = "AWS.SentTimestamp";
 
+/// How much longer than its long-poll wait one receive attempt may take.
+const RECEIVE_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
 /// SQS caps `ReceiveMessage` and `DeleteMessageBatch` at 10 entries.
 pub const MAX_BATCH: usize = 10;
 
@@ -206,7 +209,15 @@ impl Queue for SqsQueue {
                     request = request.message_attribute_names(*name);
                 }
             }
+            // The long poll itself takes up to `wait`: give this call room beyond the client's
+            // ordinary attempt and operation timeouts, but no more.
+            let long_poll = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(wait + RECEIVE_TIMEOUT_MARGIN)
+                .operation_timeout(wait + RECEIVE_TIMEOUT_MARGIN * 3)
+                .build();
             let output = request
+                .customize()
+                .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(long_poll))
                 .send()
                 .await
                 .map_err(|e| classify("ReceiveMessage", e))?;

@@ -318,6 +318,16 @@ pub mod names {
     pub const API_REQUEST_DURATION: &str = "findings_bridge_api_request_duration_seconds";
     /// Always 1; the `version` label tells which build is running.
     pub const BUILD_INFO: &str = "findings_bridge_build_info";
+    /// Creates and comments whose outcome is unknown (timeout, cut connection, 5xx after
+    /// sending), by `system` and `operation`: never repeated blind, searched for after the
+    /// search-consistency window.
+    pub const OUTCOME_UNKNOWN: &str = "findings_bridge_outcome_unknown_total";
+    /// More than one live ticket carrying one marker, by `system` and `team`: each is a
+    /// duplicate the bridge found (and commented on), pointing at the ticket it keeps.
+    pub const DUPLICATES_DETECTED: &str = "findings_bridge_duplicate_tickets_total";
+    /// Claims lost before the work finished (lease expired and taken over), by `stage`
+    /// (`renew`, `intent`, `record`): the work stopped without writing.
+    pub const CLAIMS_LOST: &str = "findings_bridge_claims_lost_total";
 }
 
 /// Histogram buckets (seconds) for every latency series: 5 ms (a local store) to 30 s (a Jira
@@ -410,6 +420,18 @@ fn describe_all() {
         "Imported events caused by the bridge's own Security Hub write-back, ignored."
     );
     describe_counter!(ERRORS, "Errors by kind.");
+    describe_counter!(
+        OUTCOME_UNKNOWN,
+        "Creates and comments whose outcome is unknown; looked for before any retry."
+    );
+    describe_counter!(
+        DUPLICATES_DETECTED,
+        "Duplicate tickets found carrying the marker of a ticket the bridge already follows."
+    );
+    describe_counter!(
+        CLAIMS_LOST,
+        "Claims lost to an expired lease before the work finished, by stage."
+    );
     describe_counter!(
         DLQ_MOVED,
         "Messages moved to the dead-letter queue, by error kind."
@@ -700,6 +722,23 @@ pub fn sync_status_written(status: WorkflowStatus) {
 pub fn webhook_received(system: &str, outcome: WebhookOutcome) {
     counter!(names::WEBHOOKS_RECEIVED, "system" => system.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
+}
+
+/// Counts a request whose outcome is unknown (see [`names::OUTCOME_UNKNOWN`]).
+pub fn outcome_unknown(system: &str, operation: &'static str) {
+    counter!(names::OUTCOME_UNKNOWN, "system" => system.to_owned(), "operation" => operation)
+        .increment(1);
+}
+
+/// Counts duplicate tickets found for one marker (see [`names::DUPLICATES_DETECTED`]).
+pub fn duplicates_detected(system: &str, team: &str, count: u64) {
+    counter!(names::DUPLICATES_DETECTED, "system" => system.to_owned(), "team" => team.to_owned())
+        .increment(count);
+}
+
+/// Counts a claim lost mid-work (see [`names::CLAIMS_LOST`]).
+pub fn claim_lost(stage: &'static str) {
+    counter!(names::CLAIMS_LOST, "stage" => stage).increment(1);
 }
 
 /// Records a wait imposed by `Retry-After` or a local rate limiter.

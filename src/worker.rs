@@ -15,14 +15,15 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::finding::{DecodeError, Finding};
+use crate::finding::{DecodeError, EachFinding};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::shutdown::Shutdown;
 use crate::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
 use crate::telemetry;
 
-/// The decoder (`finding::decode`), injected so tests and tools can supply their own.
-pub type DecodeFn = fn(&[u8]) -> Result<Vec<Finding>, DecodeError>;
+/// The decoder (`finding::decode_each`), injected so tests and tools can supply their own. The
+/// outer error fails the whole message; an inner one only its finding.
+pub type DecodeFn = fn(&[u8]) -> Result<EachFinding, DecodeError>;
 
 /// SQS limits a message attribute value only by message size; 1 KiB keeps the DLQ readable.
 pub const ERROR_ATTRIBUTE_LIMIT: usize = 1024;
@@ -172,11 +173,21 @@ struct InFlight {
 enum Disposition {
     /// All findings recorded (or nothing to do): delete.
     Done,
-    /// Come back later. `busy`: another worker holds a claim on one of the findings, which is
-    /// usually over in moments (or, if that worker died, when its lease runs out).
-    Transient { error: String, busy: bool },
-    /// Will never succeed: dead-letter.
-    Permanent { kind: &'static str, error: String },
+    /// Come back later. `busy`: every failure was another worker's claim (usually over in
+    /// moments, or when a dead worker's lease runs out) or a create settling; `retry_in`: the
+    /// longest wait a settling create asked for.
+    Transient {
+        error: String,
+        busy: bool,
+        retry_in: Option<Duration>,
+    },
+    /// Will never succeed: dead-letter. `teams`: the routes that failed when the others were
+    /// done (empty when the message as a whole failed).
+    Permanent {
+        kind: &'static str,
+        error: String,
+        teams: Vec<String>,
+    },
 }
 
 struct Shared {
@@ -257,18 +268,7 @@ impl Worker {
         let semaphore = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let (delete_tx, delete_rx) = mpsc::unbounded_channel::<String>();
         let deleter = tokio::spawn(delete_loop(shared.clone(), delete_rx));
-        let renewer = {
-            let lifecycle = shared.lifecycle.clone();
-            let period = (lifecycle.lease() / 3).max(Duration::from_secs(1));
-            tokio::spawn(async move {
-                let mut ticker =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                loop {
-                    ticker.tick().await;
-                    lifecycle.renew_claims().await;
-                }
-            })
-        };
+        let mut late_receive: Option<tokio::task::JoinHandle<()>> = None;
         let mut tasks = JoinSet::new();
         let mut failure: Option<anyhow::Error> = None;
         let mut receive_failures: u32 = 0;
@@ -290,10 +290,32 @@ impl Worker {
                 },
             };
             let room = (semaphore.available_permits() + 1).min(MAX_BATCH);
+            let receive = {
+                let queue = shared.queue.clone();
+                let (wait, visibility) = (config.wait_time, config.visibility_timeout);
+                async move { queue.receive(room, wait, visibility).await }
+            };
+            // Boxed so that a receive in flight at shutdown can be moved to a task and finished.
+            let mut receive = Box::pin(receive);
             let received = tokio::select! {
                 biased;
-                _ = shutdown.wait() => break,
-                r = shared.queue.receive(room, config.wait_time, config.visibility_timeout) => r,
+                r = &mut receive => r,
+                _ = shutdown.wait() => {
+                    // SQS may already have handed messages to this long poll: dropping it would
+                    // leave them invisible for the whole visibility timeout. Let it finish
+                    // (bounded by the long-poll wait) beside the drain, and hand back at once
+                    // whatever it got.
+                    let shared = shared.clone();
+                    let bound = config.wait_time + Duration::from_secs(2);
+                    late_receive = Some(tokio::spawn(async move {
+                        match tokio::time::timeout(bound, receive).await {
+                            Ok(Ok(messages)) => hand_back(&shared, messages).await,
+                            Ok(Err(e)) => log_queue_error("ReceiveMessage", &e),
+                            Err(_) => tracing::warn!("the receive in flight at shutdown did not finish; its messages reappear after their visibility timeout"),
+                        }
+                    }));
+                    break;
+                }
             };
             let messages = match received {
                 Ok(messages) => {
@@ -380,7 +402,11 @@ impl Worker {
         })
         .await
         .is_ok();
-        renewer.abort();
+        if let Some(late) = late_receive
+            && let Err(e) = late.await
+        {
+            tracing::error!(error = %e, "hand-back of the last receive failed");
+        }
         if !drained {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
@@ -425,6 +451,32 @@ impl Worker {
     }
 }
 
+/// Makes messages received after shutdown began visible again at once, untouched.
+async fn hand_back(shared: &Shared, messages: Vec<ReceivedMessage>) {
+    if messages.is_empty() {
+        return;
+    }
+    let count = messages.len() as u64;
+    for message in &messages {
+        if let Err(e) = shared
+            .queue
+            .change_visibility(&message.receipt_handle, Duration::ZERO)
+            .await
+        {
+            tracing::warn!(message_id = %message.message_id, error = %e, "could not hand the message back; it reappears when its visibility runs out");
+        }
+    }
+    shared.count(|s| {
+        s.received += count;
+        s.released += count;
+    });
+    telemetry::messages_released(count);
+    tracing::info!(
+        messages = count,
+        "messages received during shutdown handed back"
+    );
+}
+
 async fn handle_message(
     shared: Arc<Shared>,
     message: ReceivedMessage,
@@ -437,12 +489,21 @@ async fn handle_message(
     let id = &message.message_id;
     let delete = match disposition {
         Disposition::Done => true,
-        Disposition::Transient { error, busy } => {
+        Disposition::Transient {
+            error,
+            busy,
+            retry_in,
+        } => {
             let jitter = jitter(&format!("{id}:{}", message.receive_count));
-            let visibility = if busy {
-                busy_visibility(message.receive_count, shared.config.lease, jitter)
-            } else {
-                retry_visibility(message.receive_count, jitter)
+            let visibility = match (busy, retry_in) {
+                // A settling create: back exactly when its marker search can be trusted.
+                (true, Some(wait)) => {
+                    (wait + Duration::from_millis(500)).max(busy_visibility(1, wait, jitter))
+                }
+                (true, None) => busy_visibility(message.receive_count, shared.config.lease, jitter),
+                (false, wait) => {
+                    retry_visibility(message.receive_count, jitter).max(wait.unwrap_or_default())
+                }
             };
             tracing::warn!(message_id = %id, receive_count = message.receive_count, retry_in = ?visibility, %error, "transient failure; the message comes back later");
             if let Some(handle) = shared.receipt_handle(id)
@@ -453,8 +514,8 @@ async fn handle_message(
             shared.count(|s| s.retried += 1);
             false
         }
-        Disposition::Permanent { kind, error } => {
-            dead_letter(&shared, &message, kind, &error).await
+        Disposition::Permanent { kind, error, teams } => {
+            dead_letter(&shared, &message, kind, &error, &teams).await
         }
     };
     if delete {
@@ -490,6 +551,7 @@ async fn dead_letter(
     message: &ReceivedMessage,
     kind: &'static str,
     error: &str,
+    teams: &[String],
 ) -> bool {
     let id = &message.message_id;
     let error_kind = error_kind(kind);
@@ -504,7 +566,7 @@ async fn dead_letter(
         .get("fb-first-failure")
         .cloned()
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let attributes = BTreeMap::from([
+    let mut attributes = BTreeMap::from([
         ("fb-error-kind".to_owned(), kind.to_owned()),
         (
             "fb-error".to_owned(),
@@ -517,6 +579,13 @@ async fn dead_letter(
             message.receive_count.to_string(),
         ),
     ]);
+    if !teams.is_empty() {
+        // The other routes of this message are done; a replay redoes only these.
+        attributes.insert(
+            "fb-teams".to_owned(),
+            cut_bytes(&teams.join(","), ERROR_ATTRIBUTE_LIMIT).to_owned(),
+        );
+    }
     match dlq.send(&message.body, &attributes).await {
         Ok(dlq_id) => {
             telemetry::dlq_moved(error_kind);
@@ -533,8 +602,11 @@ async fn dead_letter(
     }
 }
 
-/// Decodes the message and runs the lifecycle for each finding in it. Every finding is tried
-/// even if an earlier one failed: the retry is then a no-op for the ones that succeeded.
+/// Decodes the message and runs the lifecycle for each finding in it. Every finding and route
+/// is tried even if an earlier one failed, and outcomes stay per route: while any route can
+/// still succeed (transient), the message comes back and routes that are done are no-ops then;
+/// only when nothing transient is left do the permanent failures send it to the DLQ, naming the
+/// teams whose routes failed.
 async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
     let findings = match (shared.decode)(message.body.as_bytes()) {
         Ok(findings) => findings,
@@ -542,49 +614,87 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
             return Disposition::Permanent {
                 kind: "decode",
                 error: e.to_string(),
+                teams: Vec::new(),
             };
         }
     };
-    let mut transient: Option<LifecycleError> = None;
-    let mut permanent: Option<LifecycleError> = None;
-    for finding in &findings {
+    let mut transient: Vec<LifecycleError> = Vec::new();
+    let mut permanent: Vec<(&'static str, String, Option<String>)> = Vec::new();
+    for decoded in findings {
+        let finding = match decoded {
+            Ok(finding) => finding,
+            Err(e) => {
+                permanent.push(("decode", e.to_string(), None));
+                continue;
+            }
+        };
         telemetry::finding_received(finding.schema);
         let _serialized = shared.finding_locks.lock(&finding.id).await;
-        match shared.lifecycle.process(finding).await {
-            Ok(outcome) => {
-                shared.count(|s| {
-                    s.findings += 1;
-                    if outcome.is_unrouted() {
-                        s.unrouted += 1;
-                    }
-                });
-                for team in &outcome.teams {
-                    telemetry::finding_routed(&team.team);
-                }
-                if outcome.is_unrouted() {
-                    telemetry::finding_unrouted();
-                    tracing::info!(finding_id = %finding.id, "no rule routes this finding; acknowledged");
-                }
+        let outcome = shared.lifecycle.process(&finding).await;
+        shared.count(|s| {
+            s.findings += 1;
+            if outcome.is_unrouted() {
+                s.unrouted += 1;
             }
-            Err(e) if e.is_transient() => {
-                transient.get_or_insert(e);
-            }
-            Err(e) => {
-                permanent.get_or_insert(e);
+        });
+        for team in &outcome.teams {
+            telemetry::finding_routed(&team.team);
+        }
+        if outcome.is_unrouted() {
+            telemetry::finding_unrouted();
+            tracing::info!(finding_id = %finding.id, "no rule routes this finding; acknowledged");
+        }
+        for failure in outcome.failures {
+            if failure.is_transient() {
+                transient.push(failure);
+            } else {
+                let team = failure.team().map(str::to_owned);
+                permanent.push((
+                    failure.kind(),
+                    format!("finding {}: {failure}", finding.id),
+                    team,
+                ));
             }
         }
     }
-    match (permanent, transient) {
-        (Some(e), _) => Disposition::Permanent {
-            kind: e.kind(),
-            error: e.to_string(),
-        },
-        (None, Some(e)) => Disposition::Transient {
-            busy: matches!(e, LifecycleError::Busy { .. }),
-            error: e.to_string(),
-        },
-        (None, None) => Disposition::Done,
+    if !transient.is_empty() {
+        if !permanent.is_empty() {
+            tracing::warn!(message_id = %message.message_id, permanent = permanent.len(), "some routes failed permanently; they are dead-lettered once the transient ones are done");
+        }
+        let busy = transient.iter().all(|e| {
+            matches!(
+                e,
+                LifecycleError::Busy { .. } | LifecycleError::Settling { .. }
+            )
+        });
+        let retry_in = transient
+            .iter()
+            .filter_map(LifecycleError::retry_after)
+            .max();
+        let error = transient
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Disposition::Transient {
+            error,
+            busy,
+            retry_in,
+        };
     }
+    let Some((kind, _, _)) = permanent.first() else {
+        return Disposition::Done;
+    };
+    let kind = *kind;
+    let mut teams: Vec<String> = permanent.iter().filter_map(|(_, _, t)| t.clone()).collect();
+    teams.sort();
+    teams.dedup();
+    let error = permanent
+        .into_iter()
+        .map(|(_, text, _)| text)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Disposition::Permanent { kind, error, teams }
 }
 
 /// Runs `work` while extending the message's visibility every third of the timeout, so slow

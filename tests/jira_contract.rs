@@ -6,7 +6,9 @@ use std::sync::Arc;
 use findings_bridge::http::{HttpSettings, ManualClock};
 use findings_bridge::marker::Marker;
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
-use findings_bridge::ticket::{FieldUpdate, TargetStatus, TicketRef, TicketSystem};
+use findings_bridge::ticket::{
+    FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use url::Url;
@@ -138,19 +140,20 @@ async fn create_posts_the_rendered_payload_and_links_the_browse_url() {
 }
 
 #[tokio::test]
-async fn find_by_marker_searches_the_label() {
+async fn find_by_marker_returns_every_bridge_ticket_oldest_first() {
     let marker = Marker::new("payments", "arn:aws:securityhub:finding/1");
-    let jql = format!("labels = \"{marker}\"");
+    let jql =
+        format!("labels = \"{marker}\" AND labels = \"findings-bridge\" ORDER BY created ASC");
     for version in BOTH {
         let server = MockServer::start().await;
         let (search_path, body) = match version {
             JiraApiVersion::V3 => (
                 "/rest/api/3/search/jql",
-                json!({"jql": jql, "fields": ["status", "labels"], "maxResults": 1}),
+                json!({"jql": jql, "fields": ["status", "labels"], "maxResults": 50}),
             ),
             JiraApiVersion::V2 => (
                 "/rest/api/2/search",
-                json!({"jql": jql, "fields": ["status", "labels"], "maxResults": 1, "startAt": 0}),
+                json!({"jql": jql, "fields": ["status", "labels"], "maxResults": 50, "startAt": 0}),
             ),
         };
         Mock::given(method("POST"))
@@ -158,9 +161,12 @@ async fn find_by_marker_searches_the_label() {
             .and(header("authorization", auth(version)))
             .and(body_json(&body))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "issues": [{"id": "10007", "key": "PAY-7", "fields": {"labels": [marker.as_str()],
-                    "status": {"name": "To Do", "statusCategory": {"key": "new"}}}}],
-                "isLast": true, "startAt": 0, "total": 1})))
+                "issues": [
+                    {"id": "10007", "key": "PAY-7", "fields": {"labels": [marker.as_str()],
+                        "status": {"name": "Done", "statusCategory": {"key": "done"}}}},
+                    {"id": "10009", "key": "PAY-9", "fields": {"labels": [marker.as_str()],
+                        "status": {"name": "To Do", "statusCategory": {"key": "new"}}}}],
+                "isLast": true, "startAt": 0, "total": 2})))
             .expect(1)
             .mount(&server)
             .await;
@@ -168,12 +174,29 @@ async fn find_by_marker_searches_the_label() {
             .find_by_marker(&marker, None)
             .await
             .unwrap();
-        assert_eq!(found, Some(ticket()), "{version:?}");
+        let mut second = ticket();
+        second.key = "PAY-9".to_owned();
+        second.id = "10009".to_owned();
+        second.url = "https://acme.atlassian.net/browse/PAY-9".to_owned();
+        assert_eq!(
+            found,
+            vec![
+                FoundTicket {
+                    ticket: ticket(),
+                    done: true
+                },
+                FoundTicket {
+                    ticket: second,
+                    done: false
+                }
+            ],
+            "{version:?}"
+        );
     }
 }
 
 #[tokio::test]
-async fn find_by_marker_reports_a_miss_as_none() {
+async fn find_by_marker_reports_a_miss_as_empty() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/rest/api/3/search/jql"))
@@ -187,7 +210,144 @@ async fn find_by_marker_reports_a_miss_as_none() {
         .find_by_marker(&Marker::new("payments", "x"), None)
         .await
         .unwrap();
-    assert_eq!(found, None);
+    assert!(found.is_empty());
+}
+
+/// A create is never repeated blind (cause 1): a 502 after the backend committed, a timeout and
+/// an unreadable 2xx are "outcome unknown" after exactly one request; a 429 (refused before
+/// any work) is retried.
+#[tokio::test]
+async fn create_is_sent_at_most_once_when_its_outcome_is_unknown() {
+    let payload = json!({"fields": {"summary": "x", "labels": ["findings-bridge", "fb-0123"]}});
+    for answer in [
+        ResponseTemplate::new(502).set_body_string("<html>Bad Gateway</html>"),
+        ResponseTemplate::new(500).set_body_string("oops"),
+        ResponseTemplate::new(201).set_body_string("{\"id\": \"100"),
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"id": "1", "key": "PAY-1"}))
+            .set_delay(std::time::Duration::from_secs(3)),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/rest/api/3/issue"))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let mut cfg = config(&server, JiraApiVersion::V3);
+        cfg.http.request_timeout = std::time::Duration::from_secs(1);
+        let jira = JiraClient::with_clock(cfg, ManualClock::new()).unwrap();
+        let err = jira.create(&payload, None).await.unwrap_err();
+        assert!(err.is_outcome_unknown(), "{err}");
+        assert!(
+            err.is_transient(),
+            "the message is retried, not dead-lettered"
+        );
+        // Dropping the server verifies `expect(1)`: exactly one create request.
+    }
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/issue"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/issue"))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "10007", "key": "PAY-7"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let created = client(&server, JiraApiVersion::V3)
+        .create(&payload, None)
+        .await
+        .unwrap();
+    assert_eq!(created.key, "PAY-7");
+}
+
+#[tokio::test]
+async fn a_comment_with_an_unknown_outcome_is_not_resent_and_can_be_found() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("{}/issue/PAY-7/comment", api(version))))
+            .respond_with(ResponseTemplate::new(504))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let comments = match version {
+            JiraApiVersion::V3 => json!({"startAt": 0, "total": 1, "comments": [{"id": "5",
+                "body": {"type": "doc", "version": 1, "content": [{"type": "paragraph",
+                "content": [{"type": "text", "text": "Resolved. (findings-bridge fbc-0a1b2c3d4e5f)"}]}]}}]}),
+            JiraApiVersion::V2 => json!({"startAt": 0, "total": 1, "comments": [{"id": "5",
+                "body": "Resolved. (findings-bridge fbc-0a1b2c3d4e5f)"}]}),
+        };
+        Mock::given(method("GET"))
+            .and(path(format!("{}/issue/PAY-7/comment", api(version))))
+            .and(query_param("orderBy", "-created"))
+            .and(query_param("maxResults", "100"))
+            .and(header("authorization", auth(version)))
+            .respond_with(ResponseTemplate::new(200).set_body_json(comments))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let jira = client(&server, version);
+        let err = jira.comment(&ticket(), "Resolved.").await.unwrap_err();
+        assert!(matches!(err, TicketError::OutcomeUnknown { .. }), "{err}");
+        assert!(
+            jira.has_comment(&ticket(), "fbc-0a1b2c3d4e5f")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !jira
+                .has_comment(&ticket(), "fbc-ffffffffffff")
+                .await
+                .unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn settle_time_is_send_window_plus_timeout_plus_index_lag() {
+    let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    let cfg = JiraConfig::from_lookup(lookup(&[
+        ("JIRA_URL", "https://acme.atlassian.net"),
+        ("JIRA_EMAIL", "bot@acme.test"),
+        ("JIRA_API_TOKEN", "t"),
+        ("JIRA_REQUEST_TIMEOUT", "7"),
+        ("JIRA_SEARCH_CONSISTENCY", "3.5"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        cfg.search_consistency,
+        std::time::Duration::from_millis(3500)
+    );
+    assert_eq!(cfg.http.request_timeout, std::time::Duration::from_secs(7));
+    let jira = JiraClient::new(cfg).unwrap();
+    assert_eq!(
+        jira.settle_time(),
+        std::time::Duration::from_millis(5_000 + 7_000 + 3_500)
+    );
+    let bad = JiraConfig::from_lookup(lookup(&[
+        ("JIRA_URL", "https://acme.atlassian.net"),
+        ("JIRA_PAT", "p"),
+        ("JIRA_SEARCH_CONSISTENCY", "soon"),
+    ]))
+    .unwrap_err();
+    assert!(bad.to_string().contains("JIRA_SEARCH_CONSISTENCY"), "{bad}");
 }
 
 #[tokio::test]
@@ -199,8 +359,8 @@ async fn hostile_marker_cannot_widen_the_jql() {
     Mock::given(method("POST"))
         .and(path("/rest/api/3/search/jql"))
         .and(body_json(json!({
-            "jql": r#"labels = "x\" OR project = SECRET OR labels = \"y\\""#,
-            "fields": ["status", "labels"], "maxResults": 1})))
+            "jql": r#"labels = "x\" OR project = SECRET OR labels = \"y\\" AND labels = "findings-bridge" ORDER BY created ASC"#,
+            "fields": ["status", "labels"], "maxResults": 50})))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"issues": [], "isLast": true})),
         )
@@ -211,7 +371,7 @@ async fn hostile_marker_cannot_widen_the_jql() {
         .find_by_marker(&hostile, None)
         .await
         .unwrap();
-    assert_eq!(found, None);
+    assert!(found.is_empty());
 }
 
 #[tokio::test]
@@ -332,23 +492,17 @@ async fn transition_without_a_path_names_the_available_ones() {
 }
 
 #[tokio::test]
-async fn reopen_moves_to_a_new_status_and_comments() {
+async fn reopen_moves_to_a_new_status_without_a_second_comment() {
     for version in BOTH {
         let server = MockServer::start().await;
         mount_status(&server, version, "Done", "done").await;
         mount_transitions(&server, version, workflow()).await;
         expect_transition(&server, version, "31", 1).await;
-        let body = match version {
-            JiraApiVersion::V3 => json!({"body": {"type": "doc", "version": 1, "content": [
-                {"type": "paragraph", "content": [{"type": "text", "text": "The finding is active again."}]}]}}),
-            JiraApiVersion::V2 => json!({"body": "The finding is active again."}),
-        };
+        // The lifecycle comments once, with its reference; the transition adds none.
         Mock::given(method("POST"))
             .and(path(format!("{}/issue/PAY-7/comment", api(version))))
-            .and(header("authorization", auth(version)))
-            .and(body_json(body))
             .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "2"})))
-            .expect(1)
+            .expect(0)
             .mount(&server)
             .await;
         client(&server, version)

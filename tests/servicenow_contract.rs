@@ -7,7 +7,7 @@ use std::time::Duration;
 use findings_bridge::http::{HttpSettings, ManualClock};
 use findings_bridge::marker::Marker;
 use findings_bridge::ticket::servicenow::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
-use findings_bridge::ticket::{FieldUpdate, TargetStatus, TicketRef, TicketSystem};
+use findings_bridge::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketRef, TicketSystem};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use url::Url;
@@ -131,7 +131,7 @@ async fn create_uses_the_rules_table_and_refuses_odd_table_names() {
 }
 
 #[tokio::test]
-async fn find_by_marker_queries_correlation_id() {
+async fn find_by_marker_queries_correlation_id_and_display_oldest_first() {
     let server = MockServer::start().await;
     let marker = Marker::new("payments", "finding-1");
     Mock::given(method("GET"))
@@ -139,13 +139,15 @@ async fn find_by_marker_queries_correlation_id() {
         .and(header("authorization", BASIC))
         .and(query_param(
             "sysparm_query",
-            format!("correlation_id={marker}"),
+            format!(
+                "correlation_id={marker}^correlation_display=findings-bridge^ORDERBYsys_created_on"
+            ),
         ))
         .and(query_param(
             "sysparm_fields",
             "sys_id,number,state,sys_updated_on,correlation_id",
         ))
-        .and(query_param("sysparm_limit", "1"))
+        .and(query_param("sysparm_limit", "50"))
         .and(query_param("sysparm_exclude_reference_link", "true"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"result": [{
             "sys_id": "0123456789abcdef0123456789abcdef", "number": "INC0010001", "state": "2",
@@ -154,7 +156,13 @@ async fn find_by_marker_queries_correlation_id() {
         .mount(&server)
         .await;
     let found = client(&server).find_by_marker(&marker, None).await.unwrap();
-    assert_eq!(found, Some(ticket(&server)));
+    assert_eq!(
+        found,
+        vec![FoundTicket {
+            ticket: ticket(&server),
+            done: false
+        }]
+    );
 }
 
 #[tokio::test]
@@ -167,7 +175,7 @@ async fn hostile_markers_cannot_widen_the_encoded_query() {
         .await;
     let sn = client(&server);
     let hostile: Marker = serde_json::from_value(json!("x^ORactive=true^NQsys_id!=0")).unwrap();
-    assert_eq!(sn.find_by_marker(&hostile, None).await.unwrap(), None);
+    assert!(sn.find_by_marker(&hostile, None).await.unwrap().is_empty());
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
     let query: Vec<(String, String)> = requests[0]
@@ -179,7 +187,7 @@ async fn hostile_markers_cannot_widen_the_encoded_query() {
         query[0],
         (
             "sysparm_query".to_owned(),
-            "correlation_id=x^^ORactive=true^^NQsys_id!=0".to_owned()
+            "correlation_id=x^^ORactive=true^^NQsys_id!=0^correlation_display=findings-bridge^ORDERBYsys_created_on".to_owned()
         )
     );
     // Exactly one sysparm_query: nothing can be smuggled in through `&`.
@@ -203,7 +211,12 @@ async fn hostile_markers_cannot_widen_the_encoded_query() {
         .filter(|(k, _)| k == "sysparm_query")
         .map(|(_, v)| v.into_owned())
         .collect();
-    assert_eq!(queries, ["correlation_id=x&sysparm_query=active=true"]);
+    assert_eq!(
+        queries,
+        [
+            "correlation_id=x&sysparm_query=active=true^correlation_display=findings-bridge^ORDERBYsys_created_on"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -232,6 +245,58 @@ async fn comments_are_work_notes() {
         .comment(&ticket(&server), "Severity raised to **CRITICAL**.")
         .await
         .unwrap();
+}
+
+/// Work notes are a journal: a PATCH whose answer was lost is not sent again (it would add a
+/// second entry); the note is looked for in the journal instead.
+#[tokio::test]
+async fn a_work_note_with_an_unknown_outcome_is_not_resent_and_can_be_found() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path(RECORD))
+        .respond_with(ResponseTemplate::new(502))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(RECORD))
+        .and(header("authorization", BASIC))
+        .and(query_param("sysparm_fields", "work_notes"))
+        .and(query_param("sysparm_display_value", "true"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"result": {
+            "work_notes": "2026-12-01 10:00:00 - findings-bridge (Work notes)\nResolved. (findings-bridge fbc-0a1b2c3d4e5f)\n\n"}})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let sn = client(&server);
+    let err = sn.comment(&ticket(&server), "Resolved.").await.unwrap_err();
+    assert!(err.is_outcome_unknown(), "{err}");
+    assert!(
+        sn.has_comment(&ticket(&server), "fbc-0a1b2c3d4e5f")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !sn.has_comment(&ticket(&server), "fbc-ffffffffffff")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_create_with_an_unknown_outcome_is_sent_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/now/table/incident"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .create(&json!({"short_description": "x"}), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_outcome_unknown(), "{err}");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use findings_bridge::finding::{Schema, WriteBackId};
 use findings_bridge::marker::Marker;
 use findings_bridge::store::dynamodb::DynamoStore;
 use findings_bridge::store::sqlite::SqliteStore;
-use findings_bridge::store::{Claim, Record, Store, StoreError};
+use findings_bridge::store::{Claim, Intent, Record, Store, StoreError, SyncFields};
 use findings_bridge::ticket::TicketRef;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -89,7 +89,7 @@ fn ocsf_record(finding: &str, metadata_uid: Option<&str>) -> Record {
 
 fn expect_acquired(claim: Result<Claim, StoreError>) -> Option<Record> {
     match claim {
-        Ok(Claim::Acquired(record)) => record,
+        Ok(Claim::Acquired(claimed)) => claimed.record,
         other => panic!("expected the claim to be acquired, got {other:?}"),
     }
 }
@@ -101,9 +101,169 @@ fn expect_busy(claim: Result<Claim, StoreError>) {
     }
 }
 
+fn intent(owner: &str, search_after: i64) -> Intent {
+    Intent {
+        owner: owner.to_owned(),
+        system: "jira".to_owned(),
+        started_at: search_after - 45_000,
+        search_after,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Behaviours
 // ---------------------------------------------------------------------------------------------
+
+/// A lost lease stays lost: renewal extends only a lease still held and unexpired, so a holder
+/// whose renewals stalled past the lease learns it lost the key instead of taking it back from
+/// whoever took over (cause 4 of the exactly-once issue).
+async fn renewal_only_extends_a_lease_still_held(store: &dyn Store) {
+    let m = marker("renew");
+    expect_acquired(store.claim(&m, "a", SHORT_LEASE).await);
+    assert!(store.renew(&m, "a", SHORT_LEASE).await.unwrap());
+    assert!(!store.renew(&m, "intruder", LEASE).await.unwrap());
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    // Expired, not yet taken: still lost for the holder.
+    assert!(!store.renew(&m, "a", LEASE).await.unwrap());
+    expect_acquired(store.claim(&m, "b", LEASE).await);
+    assert!(!store.renew(&m, "a", LEASE).await.unwrap());
+    assert!(matches!(
+        store.set_intent(&m, "a", Some(&intent("a", 1))).await,
+        Err(StoreError::LostClaim(_))
+    ));
+    expect_busy(store.claim(&m, "a", LEASE).await);
+    assert!(store.renew(&m, "b", LEASE).await.unwrap());
+}
+
+/// An intent outlives the claim that wrote it: released, expired or abandoned, the next holder
+/// is told a create may have happened. Only `put` (the ticket is recorded) or the holder's own
+/// clearing removes it.
+async fn an_intent_survives_release_until_recorded_or_cleared(store: &dyn Store) {
+    let m = marker("intent");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    let written = intent("a", 1_900_000_000_000);
+    store.set_intent(&m, "a", Some(&written)).await.unwrap();
+    store.release(&m, "a").await.unwrap();
+    match store.claim(&m, "b", LEASE).await {
+        Ok(Claim::Acquired(claimed)) => {
+            assert_eq!(claimed.intent.as_ref(), Some(&written));
+            assert_eq!(claimed.record, None);
+        }
+        other => panic!("expected the claim with the intent, got {other:?}"),
+    }
+    assert_eq!(store.get(&m).await.unwrap(), None, "an intent is no record");
+    // An expired holder's intent is found just the same.
+    store
+        .set_intent(&m, "b", Some(&intent("b", 1_900_000_000_001)))
+        .await
+        .unwrap();
+    store.release(&m, "b").await.unwrap();
+    let next = match store.claim(&m, "c", LEASE).await {
+        Ok(Claim::Acquired(claimed)) => claimed,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(next.intent.map(|i| i.owner), Some("b".to_owned()));
+    // Recording the ticket removes it.
+    store
+        .put(&asff_record("intent"), "c", SyncFields::Replace)
+        .await
+        .unwrap();
+    match store.claim(&m, "d", LEASE).await {
+        Ok(Claim::Acquired(claimed)) => assert_eq!(claimed.intent, None),
+        other => panic!("{other:?}"),
+    }
+    // So does the holder's own proof that nothing was sent.
+    store
+        .set_intent(&m, "d", Some(&intent("d", 1)))
+        .await
+        .unwrap();
+    store.set_intent(&m, "d", None).await.unwrap();
+    store.release(&m, "d").await.unwrap();
+    match store.claim(&m, "e", LEASE).await {
+        Ok(Claim::Acquired(claimed)) => assert_eq!(claimed.intent, None),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The worker's record write and status sync's field writes do not overwrite each other
+/// (cause 5): `put` keeps the sync fields written meanwhile unless told they start afresh.
+async fn put_keeps_sync_fields_written_meanwhile(store: &dyn Store) {
+    let m = marker("sync-race");
+    let record = asff_record("sync-race");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.put(&record, "a", SyncFields::Replace).await.unwrap();
+    // The worker claims for an update; meanwhile a webhook records the ticket's new status.
+    let seen = expect_acquired(store.claim(&m, "b", LEASE).await).unwrap();
+    store
+        .set_sync_status(&m, Some("Done"), Some("RESOLVED"))
+        .await
+        .unwrap();
+    let mut next = seen.clone();
+    next.severity = "LOW".to_owned();
+    store.put(&next, "b", SyncFields::Keep).await.unwrap();
+    let stored = store.get(&m).await.unwrap().unwrap();
+    assert_eq!(stored.severity, "LOW");
+    assert_eq!(stored.status_from_ticket.as_deref(), Some("Done"));
+    assert_eq!(stored.status_to_hub.as_deref(), Some("RESOLVED"));
+    // A new ticket starts its sync fields afresh.
+    expect_acquired(store.claim(&m, "c", LEASE).await);
+    let mut replaced = stored.clone();
+    replaced.status_from_ticket = None;
+    replaced.status_to_hub = None;
+    store
+        .put(&replaced, "c", SyncFields::Replace)
+        .await
+        .unwrap();
+    let stored = store.get(&m).await.unwrap().unwrap();
+    assert_eq!(stored.status_from_ticket, None);
+    assert_eq!(stored.status_to_hub, None);
+}
+
+/// The finding index: enlisting reports the state before it, a resolution raises the tombstone
+/// and never lowers it, and both list every team enlisted before them.
+async fn the_finding_index_keeps_teams_and_the_newest_resolution(store: &dyn Store) {
+    let id = "arn:aws:securityhub:us-east-1:111122223333:finding/index";
+    let fresh = store.finding(id).await.unwrap();
+    assert!(!fresh.indexed && fresh.teams.is_empty() && fresh.resolved_at.is_none());
+    let first = store.enlist(id, "payments").await.unwrap();
+    assert!(!first.indexed, "the state before the first enlist");
+    let second = store.enlist(id, "platform").await.unwrap();
+    assert!(second.indexed);
+    assert_eq!(second.teams, vec!["payments".to_owned()]);
+    store.enlist(id, "payments").await.unwrap();
+
+    let resolved = store.resolve(id, "2026-11-28T10:05:00Z").await.unwrap();
+    assert_eq!(
+        resolved.teams,
+        vec!["payments".to_owned(), "platform".to_owned()]
+    );
+    assert_eq!(
+        resolved.resolved_at.as_deref(),
+        Some("2026-11-28T10:05:00Z")
+    );
+    // An older resolution leaves the newer one (times compared as times, not text).
+    let older = store
+        .resolve(id, "2026-11-28T11:00:00+02:00")
+        .await
+        .unwrap();
+    assert_eq!(older.resolved_at.as_deref(), Some("2026-11-28T10:05:00Z"));
+    assert_eq!(older.teams.len(), 2);
+    let newer = store.resolve(id, "2026-11-28T10:06:00.5Z").await.unwrap();
+    assert_eq!(newer.resolved_at.as_deref(), Some("2026-11-28T10:06:00.5Z"));
+    let read = store.finding(id).await.unwrap();
+    assert!(read.indexed);
+    assert_eq!(read.resolved_at.as_deref(), Some("2026-11-28T10:06:00.5Z"));
+    assert_eq!(read.teams.len(), 2);
+    // Enlisting after a resolution sees it.
+    let late = store.enlist(id, "security").await.unwrap();
+    assert_eq!(late.resolved_at.as_deref(), Some("2026-11-28T10:06:00.5Z"));
+    // A finding resolved before anyone enlisted still has its tombstone.
+    let other = "arn:aws:securityhub:us-east-1:111122223333:finding/resolved-first";
+    let tomb = store.resolve(other, "2026-11-28T10:05:00Z").await.unwrap();
+    assert!(!tomb.indexed && tomb.teams.is_empty());
+    let after = store.enlist(other, "payments").await.unwrap();
+    assert_eq!(after.resolved_at.as_deref(), Some("2026-11-28T10:05:00Z"));
+}
 
 async fn first_claim_acquires_with_no_record(store: &dyn Store) {
     let m = marker("first-claim");
@@ -119,8 +279,9 @@ async fn second_owner_is_busy_while_the_lease_lives(store: &dyn Store) {
     let m = marker("busy");
     expect_acquired(store.claim(&m, "a", LEASE).await);
     expect_busy(store.claim(&m, "b", LEASE).await);
-    // The holder may renew its own lease.
-    expect_acquired(store.claim(&m, "a", LEASE).await);
+    // The holder renews its lease; claiming again is no way to do it, even for the holder.
+    assert!(store.renew(&m, "a", LEASE).await.unwrap());
+    expect_busy(store.claim(&m, "a", LEASE).await);
     expect_busy(store.claim(&m, "b", LEASE).await);
     // Once released, the key is free for anyone.
     store.release(&m, "a").await.unwrap();
@@ -135,7 +296,7 @@ async fn expired_lease_is_taken_over_and_the_stale_put_is_lost(store: &dyn Store
     expect_acquired(store.claim(&m, "next", LEASE).await);
 
     let stale = asff_record("takeover");
-    match store.put(&stale, "stale").await {
+    match store.put(&stale, "stale", SyncFields::Replace).await {
         Err(StoreError::LostClaim(which)) => assert_eq!(which, m.as_str()),
         other => panic!("the stale owner's put must fail with LostClaim, got {other:?}"),
     }
@@ -147,7 +308,10 @@ async fn expired_lease_is_taken_over_and_the_stale_put_is_lost(store: &dyn Store
 
     let mut fresh = asff_record("takeover");
     fresh.rule = "written-by-next".to_owned();
-    store.put(&fresh, "next").await.unwrap();
+    store
+        .put(&fresh, "next", SyncFields::Replace)
+        .await
+        .unwrap();
     assert_eq!(store.get(&m).await.unwrap(), Some(fresh));
 }
 
@@ -155,7 +319,7 @@ async fn put_stores_the_record_and_releases_the_lease(store: &dyn Store) {
     let m = marker("put");
     let record = asff_record("put");
     expect_acquired(store.claim(&m, "a", LEASE).await);
-    store.put(&record, "a").await.unwrap();
+    store.put(&record, "a", SyncFields::Replace).await.unwrap();
     assert_eq!(store.get(&m).await.unwrap(), Some(record.clone()));
     // Released: another owner gets it at once, with the record.
     assert_eq!(
@@ -163,7 +327,10 @@ async fn put_stores_the_record_and_releases_the_lease(store: &dyn Store) {
         Some(record)
     );
     // And the first owner's lease is gone for good: a second put from it is refused.
-    match store.put(&asff_record("put"), "a").await {
+    match store
+        .put(&asff_record("put"), "a", SyncFields::Replace)
+        .await
+    {
         Err(StoreError::LostClaim(_)) => {}
         other => panic!("put after release must be LostClaim, got {other:?}"),
     }
@@ -172,7 +339,7 @@ async fn put_stores_the_record_and_releases_the_lease(store: &dyn Store) {
 async fn put_without_a_claim_is_refused(store: &dyn Store) {
     let record = asff_record("never-claimed");
     assert!(matches!(
-        store.put(&record, "a").await,
+        store.put(&record, "a", SyncFields::Replace).await,
         Err(StoreError::LostClaim(_))
     ));
     assert_eq!(store.get(&record.marker).await.unwrap(), None);
@@ -182,14 +349,14 @@ async fn claim_returns_the_stored_record(store: &dyn Store) {
     let m = marker("returns");
     let mut record = asff_record("returns");
     expect_acquired(store.claim(&m, "a", LEASE).await);
-    store.put(&record, "a").await.unwrap();
+    store.put(&record, "a", SyncFields::Replace).await.unwrap();
 
     // A later version of the finding: claim, update, put — and the next claim sees the update.
     let seen = expect_acquired(store.claim(&m, "b", LEASE).await);
     assert_eq!(seen.as_ref(), Some(&record));
     record.severity = "LOW".to_owned();
     record.fingerprint = "changed".to_owned();
-    store.put(&record, "b").await.unwrap();
+    store.put(&record, "b", SyncFields::Replace).await.unwrap();
     assert_eq!(
         expect_acquired(store.claim(&m, "c", LEASE).await),
         Some(record)
@@ -207,7 +374,10 @@ async fn release_by_a_non_owner_is_a_no_op(store: &dyn Store) {
         .await
         .unwrap();
     // The owner's release still works, and keeps a stored record intact.
-    store.put(&asff_record("release"), "a").await.unwrap();
+    store
+        .put(&asff_record("release"), "a", SyncFields::Replace)
+        .await
+        .unwrap();
     expect_acquired(store.claim(&m, "a", LEASE).await);
     store.release(&m, "a").await.unwrap();
     assert_eq!(store.get(&m).await.unwrap(), Some(asff_record("release")));
@@ -218,7 +388,7 @@ async fn set_sync_status_updates_only_the_sync_fields(store: &dyn Store) {
     let m = marker("sync");
     let record = asff_record("sync");
     expect_acquired(store.claim(&m, "a", LEASE).await);
-    store.put(&record, "a").await.unwrap();
+    store.put(&record, "a", SyncFields::Replace).await.unwrap();
 
     store
         .set_sync_status(&m, Some("Done"), Some("RESOLVED"))
@@ -300,7 +470,7 @@ async fn every_record_field_round_trips(store: &dyn Store) {
     ];
     for record in &records {
         expect_acquired(store.claim(&record.marker, "a", LEASE).await);
-        store.put(record, "a").await.unwrap();
+        store.put(record, "a", SyncFields::Replace).await.unwrap();
     }
     for record in &records {
         assert_eq!(
@@ -394,6 +564,10 @@ macro_rules! suite {
 }
 
 suite!(
+    renewal_only_extends_a_lease_still_held,
+    an_intent_survives_release_until_recorded_or_cleared,
+    put_keeps_sync_fields_written_meanwhile,
+    the_finding_index_keeps_teams_and_the_newest_resolution,
     first_claim_acquires_with_no_record,
     second_owner_is_busy_while_the_lease_lives,
     expired_lease_is_taken_over_and_the_stale_put_is_lost,
@@ -430,7 +604,11 @@ async fn sqlite_two_connections_on_one_file_never_both_hold_the_lease() {
     // What one connection writes, the other sees.
     backend
         .store
-        .put(&asff_record("two-connections"), "process-1")
+        .put(
+            &asff_record("two-connections"),
+            "process-1",
+            SyncFields::Replace,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -451,7 +629,7 @@ async fn sqlite_store_survives_a_reopen() {
     expect_acquired(backend.store.claim(&m, "a", LEASE).await);
     backend
         .store
-        .put(&asff_record("reopen"), "a")
+        .put(&asff_record("reopen"), "a", SyncFields::Replace)
         .await
         .unwrap();
     backend.store.set_watermark("jira", "w").await.unwrap();
@@ -473,7 +651,9 @@ async fn dynamodb_missing_table_is_fatal_and_named() {
     let m = marker("missing");
     let outcomes = [
         store.claim(&m, "a", LEASE).await.map(|_| ()),
-        store.put(&asff_record("missing"), "a").await,
+        store
+            .put(&asff_record("missing"), "a", SyncFields::Replace)
+            .await,
         store.get(&m).await.map(|_| ()),
         store.ping().await,
         store.set_watermark("jira", "x").await,
@@ -549,7 +729,10 @@ async fn dynamodb_items_are_laid_out_as_documented() {
         "lease expiry + 1 day"
     );
 
-    store.put(&asff_record("layout"), "worker-1").await.unwrap();
+    store
+        .put(&asff_record("layout"), "worker-1", SyncFields::Replace)
+        .await
+        .unwrap();
     let item = client
         .get_item()
         .table_name(&table)

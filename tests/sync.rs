@@ -412,7 +412,11 @@ async fn round_trip_ticket_done_resolves_the_finding_and_the_echo_touches_no_tic
 
     // 1. The finding arrives: one ticket, NOTIFIED in Security Hub.
     let finding = decode(&finding_json("NEW")).unwrap().remove(0);
-    let outcome = lifecycle.process(&finding).await.expect("processed");
+    let outcome = lifecycle
+        .process(&finding)
+        .await
+        .into_result()
+        .expect("processed");
     let team = outcome.team("payments").expect("routed to payments");
     assert_eq!(team.actions, vec![Action::Created]);
     let ticket = team.ticket.clone().expect("ticket created");
@@ -441,7 +445,11 @@ async fn round_trip_ticket_done_resolves_the_finding_and_the_echo_touches_no_tic
     let writebacks = h.sim.state.writebacks().len();
     let echo = decode(&finding_json("RESOLVED")).unwrap().remove(0);
     assert_eq!(echo.updated_at, finding.updated_at);
-    let outcome = lifecycle.process(&echo).await.expect("echo processed");
+    let outcome = lifecycle
+        .process(&echo)
+        .await
+        .into_result()
+        .expect("echo processed");
     assert_eq!(
         outcome.team("payments").map(|t| t.actions.clone()),
         Some(vec![Action::Noop])

@@ -38,6 +38,16 @@ const SECURITY_HUB_SOURCE: &str = "aws.securityhub";
 /// findings: the producer said "nothing", a valid reading that needs no DLQ entry. A missing
 /// `detail.findings` is an error, since that event is not one we understand.
 pub fn decode(input: &[u8]) -> Result<Vec<Finding>, DecodeError> {
+    decode_each(input)?.into_iter().collect()
+}
+
+/// Findings one by one: the outer error is the message's (not JSON, an unknown envelope), each
+/// inner one a single finding's, so the worker can follow the good findings of an event that
+/// also carries a bad one.
+pub type EachFinding = Vec<Result<Finding, DecodeError>>;
+
+/// [`decode`], keeping each finding's own result.
+pub fn decode_each(input: &[u8]) -> Result<EachFinding, DecodeError> {
     let value = parse_json(input, Path::Root)?;
     decode_value(value, Path::Root, true)
 }
@@ -46,9 +56,9 @@ fn decode_value(
     value: Value,
     path: Path<'_>,
     sns_allowed: bool,
-) -> Result<Vec<Finding>, DecodeError> {
+) -> Result<EachFinding, DecodeError> {
     match value {
-        Value::Array(items) => decode_bare_list(items, path),
+        Value::Array(items) => Ok(decode_bare_list(items, path)),
         Value::Object(mut map) => {
             if is_sns_notification(&map) {
                 if !sns_allowed {
@@ -63,12 +73,12 @@ fn decode_value(
                 // `get-findings` / `get-findings-v2` output: the findings sit in `Findings[]`.
                 let listing = Path::Key(&path, "Findings");
                 return match map.remove("Findings") {
-                    Some(Value::Array(items)) => decode_bare_list(items, listing),
+                    Some(Value::Array(items)) => Ok(decode_bare_list(items, listing)),
                     Some(other) => Err(listing.error(expected("an array", &other))),
                     None => Ok(Vec::new()),
                 };
             }
-            decode_bare(Value::Object(map), path).map(|f| vec![f])
+            decode_bare(Value::Object(map), path).map(|f| vec![Ok(f)])
         }
         other => Err(path.error(format!(
             "expected an EventBridge event, an SNS notification, a finding or an array of findings, got {}",
@@ -82,7 +92,7 @@ fn is_sns_notification(map: &Map<String, Value>) -> bool {
 }
 
 /// SNS without raw delivery carries the event as a JSON string in `Message`.
-fn decode_sns(mut map: Map<String, Value>, path: Path<'_>) -> Result<Vec<Finding>, DecodeError> {
+fn decode_sns(mut map: Map<String, Value>, path: Path<'_>) -> Result<EachFinding, DecodeError> {
     let message_path = Path::Key(&path, "Message");
     match map.remove("Message") {
         Some(Value::String(text)) => {
@@ -94,7 +104,7 @@ fn decode_sns(mut map: Map<String, Value>, path: Path<'_>) -> Result<Vec<Finding
     }
 }
 
-fn decode_event(mut map: Map<String, Value>, path: Path<'_>) -> Result<Vec<Finding>, DecodeError> {
+fn decode_event(mut map: Map<String, Value>, path: Path<'_>) -> Result<EachFinding, DecodeError> {
     let event = Fields::from_map(&map, path);
     if let Some(source) = event.str("source")?
         && source != SECURITY_HUB_SOURCE
@@ -128,7 +138,7 @@ fn decode_event(mut map: Map<String, Value>, path: Path<'_>) -> Result<Vec<Findi
         Some(other) => return Err(detail_path.error(expected("an object", &other))),
     };
 
-    findings
+    Ok(findings
         .into_iter()
         .enumerate()
         .map(|(i, finding)| {
@@ -138,10 +148,10 @@ fn decode_event(mut map: Map<String, Value>, path: Path<'_>) -> Result<Vec<Findi
                 Schema::Ocsf => ocsf::decode_at(finding, at, region.as_deref()),
             }
         })
-        .collect()
+        .collect())
 }
 
-fn decode_bare_list(items: Vec<Value>, path: Path<'_>) -> Result<Vec<Finding>, DecodeError> {
+fn decode_bare_list(items: Vec<Value>, path: Path<'_>) -> EachFinding {
     items
         .into_iter()
         .enumerate()

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use envelope::decode;
+pub use envelope::{EachFinding, decode, decode_each};
 
 /// Which schema a finding arrived in. Decides how the finding is written back to Security Hub:
 /// ASFF through `BatchUpdateFindings`, OCSF through `BatchUpdateFindingsV2`.

@@ -93,7 +93,12 @@ async fn a_medium_vulnerability_on_payments_becomes_a_critical_servicenow_incide
     let f = payments_finding();
     assert_eq!(f.severity, Severity::Medium, "the scanner said MEDIUM");
 
-    let outcome = s.lifecycle.process(&f).await.expect("processed");
+    let outcome = s
+        .lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("processed");
     assert_eq!(outcome.teams.len(), 1, "{outcome:?}");
     let team = outcome.team("payments").expect("payments took it");
     assert_eq!(team.actions, vec![Action::Created]);
@@ -145,8 +150,17 @@ async fn redelivery_and_the_critical_echo_open_no_second_payments_ticket() {
     let writer = Arc::new(RecordingWriter::new());
     let s = scenario(writer.clone());
     let f = payments_finding();
-    s.lifecycle.process(&f).await.expect("first delivery");
-    let again = s.lifecycle.process(&f).await.expect("redelivery");
+    s.lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("first delivery");
+    let again = s
+        .lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("redelivery");
     assert_eq!(
         again.team("payments").map(|t| t.actions.clone()),
         Some(vec![Action::Noop])
@@ -158,7 +172,12 @@ async fn redelivery_and_the_critical_echo_open_no_second_payments_ticket() {
     echo.severity = Severity::Critical;
     echo.severity_score = 90;
     echo.workflow_status = WorkflowStatus::Notified;
-    let outcome = s.lifecycle.process(&echo).await.expect("echo");
+    let outcome = s
+        .lifecycle
+        .process(&echo)
+        .await
+        .into_result()
+        .expect("echo");
     assert_eq!(
         outcome.team("payments").map(|t| t.actions.clone()),
         Some(vec![Action::Noop]),
@@ -189,7 +208,12 @@ async fn outside_every_application_the_same_vulnerability_is_not_raised() {
     f.account_id = "999900001111".into();
     f.resources[0].id = "arn:aws:ec2:us-east-1:999900001111:instance/i-0a1b2c3d4e5f60718".into();
     f.resources[0].tags.clear();
-    let outcome = s.lifecycle.process(&f).await.expect("processed");
+    let outcome = s
+        .lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("processed");
     assert!(outcome.is_unrouted(), "MEDIUM and unowned: {outcome:?}");
     assert!(writer.updates().is_empty());
     assert_eq!(created_payloads(&s.servicenow).len(), 0);
@@ -230,7 +254,11 @@ async fn the_raised_severity_reaches_batch_update_findings_as_severity_label_wit
         .await;
     let s = scenario(Arc::new(security_hub(&server).await));
     let f = payments_finding();
-    s.lifecycle.process(&f).await.expect("processed");
+    s.lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("processed");
 
     let requests = server.received_requests().await.unwrap_or_default();
     assert_eq!(requests.len(), 1, "one BatchUpdateFindings call");

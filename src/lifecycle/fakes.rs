@@ -8,15 +8,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{PlanError, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
+use super::{PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
 use crate::finding::{
     Compliance, Finding, RecordState, Remediation, Resource, Schema, Severity, WorkflowStatus,
     WriteBackId,
 };
 use crate::marker::Marker;
-use crate::store::{BoxFuture, Claim, Record, Store, StoreError};
+use crate::store::{
+    BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
+    rfc3339_millis,
+};
 use crate::ticket::{
-    FieldUpdate, TargetStatus, TicketError, TicketRef, TicketStatus, TicketSystem, UpdatedPage,
+    FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus, TicketSystem,
+    UpdatedPage,
 };
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,18 +72,85 @@ pub fn finding(id: &str, severity: Severity, updated_at: &str) -> Finding {
 #[derive(Default)]
 struct Entry {
     record: Option<Record>,
+    intent: Option<Intent>,
     lease: Option<(String, Instant)>,
+}
+
+#[derive(Default, Clone)]
+struct FindingEntry {
+    teams: Vec<String>,
+    resolved_at: Option<(i64, String)>,
 }
 
 /// A store with real lease semantics (on Tokio's clock, so paused tests can expire leases).
 #[derive(Default)]
 pub struct MemoryStore {
     entries: Mutex<HashMap<Marker, Entry>>,
+    findings: Mutex<HashMap<String, FindingEntry>>,
     /// Error returned by the next `claim` calls while set.
     pub fail_claims: Mutex<Option<String>>,
+    /// Renewals answered "lost" while set (a store that was unreachable past the lease).
+    pub lose_renewals: Mutex<bool>,
+    /// The next `put` on this marker finds its lease taken over.
+    steal_on_put: Mutex<Option<Marker>>,
 }
 
 impl MemoryStore {
+    /// The intent stored on `marker`, if any.
+    pub fn intent(&self, marker: &Marker) -> Option<Intent> {
+        lock(&self.entries)
+            .get(marker)
+            .and_then(|e| e.intent.clone())
+    }
+
+    /// Takes the lease on `marker` away from whoever holds it, as an expiry and a takeover by
+    /// another worker would.
+    pub fn steal(&self, marker: &Marker) {
+        if let Some(entry) = lock(&self.entries).get_mut(marker) {
+            entry.lease = Some((
+                "thief".to_owned(),
+                Instant::now() + Duration::from_secs(600),
+            ));
+        }
+    }
+
+    /// Makes the next `put` on `marker` find its lease taken over by another worker.
+    pub fn steal_before_put(&self, marker: &Marker) {
+        *lock(&self.steal_on_put) = Some(marker.clone());
+    }
+
+    /// Lets every lease run out (as time passing would).
+    pub fn expire_leases(&self) {
+        let past = Instant::now() - Duration::from_millis(1);
+        for entry in lock(&self.entries).values_mut() {
+            if let Some((_, until)) = entry.lease.as_mut() {
+                *until = past;
+            }
+        }
+    }
+
+    /// Moves every intent's settle time into the past (as the settle time passing would).
+    pub fn age_intents(&self) {
+        let past = chrono::Utc::now().timestamp_millis() - 1;
+        for entry in lock(&self.entries).values_mut() {
+            if let Some(intent) = entry.intent.as_mut() {
+                intent.search_after = past;
+            }
+        }
+    }
+
+    fn state(&self, finding_id: &str, existed: Option<&FindingEntry>) -> FindingState {
+        let _ = finding_id;
+        match existed {
+            Some(e) => FindingState {
+                teams: e.teams.clone(),
+                resolved_at: e.resolved_at.as_ref().map(|(_, at)| at.clone()),
+                indexed: true,
+            },
+            None => FindingState::default(),
+        }
+    }
+
     pub fn record(&self, marker: &Marker) -> Option<Record> {
         lock(&self.entries)
             .get(marker)
@@ -123,7 +194,53 @@ impl Store for MemoryStore {
                 return Ok(Claim::Busy);
             }
             entry.lease = Some((owner.to_owned(), now + lease));
-            Ok(Claim::Acquired(entry.record.clone()))
+            Ok(Claim::Acquired(Claimed {
+                record: entry.record.clone(),
+                intent: entry.intent.clone(),
+            }))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if *lock(&self.lose_renewals) {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            let mut entries = lock(&self.entries);
+            match entries.get_mut(marker) {
+                Some(entry) => match &entry.lease {
+                    Some((holder, until)) if holder == owner && *until >= now => {
+                        entry.lease = Some((owner.to_owned(), now + lease));
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                },
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn set_intent<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        intent: Option<&'a Intent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut entries = lock(&self.entries);
+            match entries.get_mut(marker) {
+                Some(entry) if entry.lease.as_ref().is_some_and(|(h, _)| h == owner) => {
+                    entry.intent = intent.cloned();
+                    Ok(())
+                }
+                _ => Err(StoreError::LostClaim(marker.to_string())),
+            }
         })
     }
 
@@ -131,19 +248,83 @@ impl Store for MemoryStore {
         &'a self,
         record: &'a Record,
         owner: &'a str,
+        sync: SyncFields,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut entries = lock(&self.entries);
             let entry = entries.entry(record.marker.clone()).or_default();
+            let mut steal = lock(&self.steal_on_put);
+            if steal.as_ref() == Some(&record.marker) {
+                *steal = None;
+                entry.lease = Some((
+                    "thief".to_owned(),
+                    Instant::now() + Duration::from_secs(600),
+                ));
+            }
             match &entry.lease {
-                Some((holder, until)) if holder == owner && *until > Instant::now() => {
-                    entry.record = Some(record.clone());
+                Some((holder, _)) if holder == owner => {
+                    let mut record = record.clone();
+                    if sync == SyncFields::Keep
+                        && let Some(stored) = &entry.record
+                    {
+                        record.status_from_ticket = stored.status_from_ticket.clone();
+                        record.status_to_hub = stored.status_to_hub.clone();
+                    }
+                    entry.record = Some(record);
+                    entry.intent = None;
                     entry.lease = None;
                     Ok(())
                 }
                 _ => Err(StoreError::LostClaim(record.marker.to_string())),
             }
         })
+    }
+
+    fn enlist<'a>(
+        &'a self,
+        finding_id: &'a str,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(async move {
+            let mut findings = lock(&self.findings);
+            let state = self.state(finding_id, findings.get(finding_id));
+            let entry = findings.entry(finding_id.to_owned()).or_default();
+            if !entry.teams.iter().any(|t| t == team) {
+                entry.teams.push(team.to_owned());
+                entry.teams.sort();
+            }
+            Ok(state)
+        })
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        finding_id: &'a str,
+        updated_at: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(async move {
+            let millis = rfc3339_millis(updated_at)
+                .ok_or_else(|| StoreError::Fatal(format!("bad time {updated_at}")))?;
+            let mut findings = lock(&self.findings);
+            let mut state = self.state(finding_id, findings.get(finding_id));
+            let entry = findings.entry(finding_id.to_owned()).or_default();
+            if entry
+                .resolved_at
+                .as_ref()
+                .is_none_or(|(ms, _)| *ms < millis)
+            {
+                entry.resolved_at = Some((millis, updated_at.to_owned()));
+                state.resolved_at = Some(updated_at.to_owned());
+            }
+            Ok(state)
+        })
+    }
+
+    fn finding<'a>(
+        &'a self,
+        finding_id: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(async move { Ok(self.state(finding_id, lock(&self.findings).get(finding_id))) })
     }
 
     fn release<'a>(
@@ -235,6 +416,15 @@ pub struct FakeTickets {
     pub search_lags: Mutex<bool>,
     /// How long a create takes (lets concurrent work interleave).
     pub create_delay: Duration,
+    /// The next this many creates (and comments) are committed and then answered with an
+    /// unknown outcome, like a gateway that lost the backend's answer.
+    pub ambiguous: Mutex<u32>,
+    /// What `settle_time` answers.
+    pub settle: Mutex<Duration>,
+    /// Comments that reached a ticket: (key, text).
+    posted: Mutex<Vec<(String, String)>>,
+    /// Set by `finish_creates`: creates waiting out `create_delay` answer at once.
+    finish: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeTickets {
@@ -246,6 +436,44 @@ impl FakeTickets {
             failures: Mutex::new(HashMap::new()),
             search_lags: Mutex::new(false),
             create_delay: Duration::from_millis(5),
+            ambiguous: Mutex::new(0),
+            settle: Mutex::new(Duration::ZERO),
+            posted: Mutex::new(Vec::new()),
+            finish: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Lets every create still waiting out `create_delay` (and every later one) answer now.
+    pub fn finish_creates(&self) {
+        self.finish.send_replace(true);
+    }
+
+    /// Marks a ticket finished or open, as a person in the ticket system would.
+    pub fn set_done_for_test(&self, key: &str, done: bool) {
+        self.set_done(key, done);
+    }
+
+    /// Every ticket in the system (duplicates included).
+    pub fn tickets(&self) -> Vec<(TicketRef, bool)> {
+        lock(&self.tickets)
+            .iter()
+            .map(|t| (t.ticket.clone(), t.done))
+            .collect()
+    }
+
+    /// Comments that actually reached a ticket.
+    pub fn posted(&self) -> Vec<(String, String)> {
+        lock(&self.posted).clone()
+    }
+
+    /// Takes one ambiguous answer if any are left.
+    fn take_ambiguous(&self) -> bool {
+        let mut left = lock(&self.ambiguous);
+        if *left > 0 {
+            *left -= 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -321,6 +549,15 @@ impl FakeTickets {
     }
 }
 
+pub fn unknown(operation: &'static str) -> TicketError {
+    TicketError::OutcomeUnknown {
+        system: "jira",
+        operation,
+        status: Some(502),
+        message: "bad gateway".into(),
+    }
+}
+
 pub fn transient(operation: &'static str) -> TicketError {
     TicketError::Transient {
         system: "jira",
@@ -348,17 +585,36 @@ impl TicketSystem for FakeTickets {
         &'a self,
         marker: &'a Marker,
         _table: Option<&'a str>,
-    ) -> crate::ticket::BoxFuture<'a, Result<Option<TicketRef>, TicketError>> {
+    ) -> crate::ticket::BoxFuture<'a, Result<Vec<FoundTicket>, TicketError>> {
         Box::pin(async move {
             self.check("find", Call::Find(marker.to_string()))?;
             if *lock(&self.search_lags) {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             Ok(lock(&self.tickets)
                 .iter()
-                .rev()
-                .find(|t| t.marker.as_deref() == Some(marker.as_str()))
-                .map(|t| t.ticket.clone()))
+                .filter(|t| t.marker.as_deref() == Some(marker.as_str()))
+                .map(|t| FoundTicket {
+                    ticket: t.ticket.clone(),
+                    done: t.done,
+                })
+                .collect())
+        })
+    }
+
+    fn settle_time(&self) -> Duration {
+        *lock(&self.settle)
+    }
+
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        needle: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<bool, TicketError>> {
+        Box::pin(async move {
+            Ok(lock(&self.posted)
+                .iter()
+                .any(|(key, text)| *key == ticket.key && text.contains(needle)))
         })
     }
 
@@ -369,7 +625,11 @@ impl TicketSystem for FakeTickets {
     ) -> crate::ticket::BoxFuture<'a, Result<TicketRef, TicketError>> {
         Box::pin(async move {
             self.check("create", Call::Create(payload.clone()))?;
-            tokio::time::sleep(self.create_delay).await;
+            let mut finish = self.finish.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(self.create_delay) => {}
+                _ = finish.wait_for(|done| *done) => {}
+            }
             let marker = payload["labels"]
                 .as_array()
                 .and_then(|labels| {
@@ -379,13 +639,19 @@ impl TicketSystem for FakeTickets {
                         .find(|l| l.starts_with("fb-"))
                 })
                 .map(str::to_owned);
-            let mut tickets = lock(&self.tickets);
-            let ticket = self.ticket_ref(&format!("PAY-{}", tickets.len() + 1));
-            tickets.push(FakeTicket {
-                ticket: ticket.clone(),
-                marker,
-                done: false,
-            });
+            let ticket = {
+                let mut tickets = lock(&self.tickets);
+                let ticket = self.ticket_ref(&format!("PAY-{}", tickets.len() + 1));
+                tickets.push(FakeTicket {
+                    ticket: ticket.clone(),
+                    marker,
+                    done: false,
+                });
+                ticket
+            };
+            if self.take_ambiguous() {
+                return Err(unknown("create"));
+            }
             Ok(ticket)
         })
     }
@@ -412,7 +678,12 @@ impl TicketSystem for FakeTickets {
             self.check(
                 "comment",
                 Call::Comment(ticket.key.clone(), text.to_owned()),
-            )
+            )?;
+            lock(&self.posted).push((ticket.key.clone(), text.to_owned()));
+            if self.take_ambiguous() {
+                return Err(unknown("comment"));
+            }
+            Ok(())
         })
     }
 
@@ -499,7 +770,10 @@ impl Route {
 pub struct FakePlanner {
     pub routes: Mutex<Vec<Route>>,
     pub teams: Vec<Arc<str>>,
+    /// Every route fails to render with this message while set.
     pub error: Mutex<Option<String>>,
+    /// The routes of these teams fail to render (a template that fails on the finding).
+    pub team_errors: Mutex<HashMap<&'static str, String>>,
 }
 
 impl FakePlanner {
@@ -510,6 +784,7 @@ impl FakePlanner {
             routes: Mutex::new(routes),
             teams,
             error: Mutex::new(None),
+            team_errors: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -524,17 +799,23 @@ pub fn priority(severity: Severity) -> serde_json::Map<String, serde_json::Value
 }
 
 impl Planner for FakePlanner {
-    fn plan(&self, finding: &Finding) -> Result<Vec<PlannedTicket>, PlanError> {
-        if let Some(message) = lock(&self.error).clone() {
-            return Err(PlanError::new(message));
-        }
-        Ok(lock(&self.routes)
+    fn plan(&self, finding: &Finding) -> Vec<Result<PlannedTicket, PlanFailure>> {
+        let everything = lock(&self.error).clone();
+        let by_team = lock(&self.team_errors).clone();
+        lock(&self.routes)
             .iter()
             .filter(|r| r.severities.contains(&finding.severity))
             .map(|r| {
+                if let Some(message) = everything.clone().or_else(|| by_team.get(r.team).cloned()) {
+                    return Err(PlanFailure {
+                        team: Arc::from(r.team),
+                        rule: Arc::from(r.rule),
+                        error: PlanError::new(message),
+                    });
+                }
                 let marker = Marker::new(r.team, &finding.id);
                 let severity = r.severity_override.unwrap_or(finding.severity);
-                PlannedTicket {
+                Ok(PlannedTicket {
                     team: Arc::from(r.team),
                     rule: Arc::from(r.rule),
                     target: r.target.to_owned(),
@@ -548,9 +829,9 @@ impl Planner for FakePlanner {
                     severity_note: None,
                     severity_fields: priority(severity),
                     options: r.options,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn teams(&self) -> Vec<Arc<str>> {

@@ -69,7 +69,12 @@ fn actions(outcome: &Outcome, team: &str) -> Vec<Action> {
 async fn a_new_finding_gets_one_ticket_a_record_and_a_notified_write_back() {
     let h = harness(vec![payments(&[H, C])]);
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
-    let outcome = h.lifecycle.process(&f).await.expect("processed");
+    let outcome = h
+        .lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("processed");
 
     assert_eq!(actions(&outcome, "payments"), vec![Action::Created]);
     let marker = Marker::new("payments", "f-1");
@@ -109,6 +114,7 @@ async fn a_ticket_created_before_a_crash_is_recovered_not_duplicated() {
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("processed");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Recovered]);
     assert_eq!(h.jira.creates(), 0);
@@ -133,7 +139,7 @@ async fn the_same_finding_delivered_five_times_at_once_creates_one_ticket() {
     for _ in 0..5 {
         let lifecycle = h.lifecycle.clone();
         let f = f.clone();
-        tasks.spawn(async move { lifecycle.process(&f).await });
+        tasks.spawn(async move { lifecycle.process(&f).await.into_result() });
     }
     let mut created = 0;
     let mut busy = 0;
@@ -155,7 +161,12 @@ async fn the_same_finding_delivered_five_times_at_once_creates_one_ticket() {
     assert_eq!(h.jira.creates(), 1);
     // The redeliveries of the busy ones find the record and do nothing.
     for _ in 0..busy {
-        let outcome = h.lifecycle.process(&f).await.expect("redelivery");
+        let outcome = h
+            .lifecycle
+            .process(&f)
+            .await
+            .into_result()
+            .expect("redelivery");
         assert_eq!(actions(&outcome, "payments"), vec![Action::Noop]);
     }
     assert_eq!(h.jira.creates(), 1);
@@ -167,12 +178,14 @@ async fn an_older_version_arriving_late_is_ignored() {
     h.lifecycle
         .process(&finding("f-1", C, "2026-11-28T12:00:00Z"))
         .await
+        .into_result()
         .expect("newer first");
     h.jira.clear_calls();
     let outcome = h
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T11:00:00Z"))
         .await
+        .into_result()
         .expect("older");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Stale]);
     assert!(
@@ -191,11 +204,16 @@ async fn an_older_version_arriving_late_is_ignored() {
 async fn the_echo_of_our_own_write_back_is_a_no_op() {
     let h = harness(vec![payments(&[H])]);
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
-    h.lifecycle.process(&f).await.expect("first");
+    h.lifecycle.process(&f).await.into_result().expect("first");
     h.jira.clear_calls();
     let mut echo = f.clone();
     echo.workflow_status = WorkflowStatus::Notified;
-    let outcome = h.lifecycle.process(&echo).await.expect("echo");
+    let outcome = h
+        .lifecycle
+        .process(&echo)
+        .await
+        .into_result()
+        .expect("echo");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Noop]);
     assert!(h.jira.calls().is_empty());
     assert_eq!(h.writer.updates().len(), 1, "no second write-back");
@@ -207,10 +225,12 @@ async fn an_unchanged_newer_version_moves_the_staleness_watermark() {
     h.lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("v1");
     h.lifecycle
         .process(&finding("f-1", H, "2026-11-28T12:00:00Z"))
         .await
+        .into_result()
         .expect("v3, same content");
     h.jira.clear_calls();
     // v2 (CRITICAL) is older than v3 (HIGH): applying it would leave the ticket wrong.
@@ -218,6 +238,7 @@ async fn an_unchanged_newer_version_moves_the_staleness_watermark() {
         .lifecycle
         .process(&finding("f-1", C, "2026-11-28T11:00:00Z"))
         .await
+        .into_result()
         .expect("v2");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Stale]);
     assert!(h.jira.calls().is_empty());
@@ -229,12 +250,14 @@ async fn a_severity_change_updates_the_priority_and_comments() {
     h.lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("create");
     h.jira.clear_calls();
     let outcome = h
         .lifecycle
         .process(&finding("f-1", C, "2026-11-28T11:00:00Z"))
         .await
+        .into_result()
         .expect("update");
     assert_eq!(
         actions(&outcome, "payments"),
@@ -243,15 +266,19 @@ async fn a_severity_change_updates_the_priority_and_comments() {
             to: C
         }]
     );
+    let calls = h.jira.calls();
+    assert_eq!(calls[0], Call::UpdateFields("PAY-1".into(), priority(C)));
+    // The comment carries the reference a retry of the same event looks for first.
+    let reference = crate::lifecycle::comment_reference(
+        &Marker::new("payments", "f-1"),
+        "severity:HIGH:CRITICAL:2026-11-28T11:00:00Z",
+    );
     assert_eq!(
-        h.jira.calls(),
-        vec![
-            Call::UpdateFields("PAY-1".into(), priority(C)),
-            Call::Comment(
-                "PAY-1".into(),
-                "Severity changed from HIGH to CRITICAL.".into()
-            ),
-        ]
+        calls[1..],
+        [Call::Comment(
+            "PAY-1".into(),
+            format!("Severity changed from HIGH to CRITICAL.\n\n(findings-bridge {reference})")
+        )]
     );
     let record = h
         .store
@@ -272,10 +299,15 @@ async fn resolution_follows_the_rules_on_resolved_option() {
         route.options.on_resolved = option;
         let h = harness(vec![route]);
         let f = compliance(finding("f-1", H, "2026-11-28T10:00:00Z"), "FAILED");
-        h.lifecycle.process(&f).await.expect("create");
+        h.lifecycle.process(&f).await.into_result().expect("create");
         h.jira.clear_calls();
         let passed = compliance(finding("f-1", H, "2026-11-28T11:00:00Z"), "PASSED");
-        let outcome = h.lifecycle.process(&passed).await.expect("resolve");
+        let outcome = h
+            .lifecycle
+            .process(&passed)
+            .await
+            .into_result()
+            .expect("resolve");
         assert_eq!(actions(&outcome, "payments"), vec![expected.clone()]);
         let record = h
             .store
@@ -300,7 +332,11 @@ async fn resolution_follows_the_rules_on_resolved_option() {
             finding("f-1", H, "2026-11-28T12:00:00Z"),
             "PASSED",
         ));
-        h.lifecycle.process(&gone).await.expect("archived too");
+        h.lifecycle
+            .process(&gone)
+            .await
+            .into_result()
+            .expect("archived too");
         assert!(
             h.jira.calls().is_empty(),
             "{option:?}: {:?}",
@@ -315,10 +351,12 @@ async fn a_recurrence_reopens_the_closed_ticket() {
     h.lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("create");
     h.lifecycle
         .process(&archived(finding("f-1", H, "2026-11-28T11:00:00Z")))
         .await
+        .into_result()
         .expect("close");
     assert_eq!(h.jira.is_done("PAY-1"), Some(true));
     h.jira.clear_calls();
@@ -327,6 +365,7 @@ async fn a_recurrence_reopens_the_closed_ticket() {
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T12:00:00Z"))
         .await
+        .into_result()
         .expect("recur");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Reopened]);
     assert_eq!(h.jira.is_done("PAY-1"), Some(false));
@@ -347,15 +386,18 @@ async fn a_recurrence_opens_a_new_ticket_when_the_rule_says_new() {
     h.lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("create");
     h.lifecycle
         .process(&archived(finding("f-1", H, "2026-11-28T11:00:00Z")))
         .await
+        .into_result()
         .expect("close");
     let outcome = h
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T12:00:00Z"))
         .await
+        .into_result()
         .expect("recur");
     let team = outcome.team("payments").expect("payments followed");
     assert!(
@@ -390,6 +432,7 @@ async fn a_finding_routed_to_two_teams_gets_two_tickets_and_one_write_back() {
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("processed");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Created]);
     assert_eq!(actions(&outcome, "platform"), vec![Action::Created]);
@@ -414,14 +457,17 @@ async fn a_ticket_routing_no_longer_picks_is_still_closed_on_resolution() {
             "FAILED",
         ))
         .await
+        .into_result()
         .expect("create");
     h.jira.clear_calls();
     let passed = compliance(finding("f-1", I, "2026-11-28T11:00:00Z"), "PASSED");
-    assert!(
-        h.planner.plan(&passed).expect("plan").is_empty(),
-        "not routed"
-    );
-    let outcome = h.lifecycle.process(&passed).await.expect("resolve");
+    assert!(h.planner.plan(&passed).is_empty(), "not routed");
+    let outcome = h
+        .lifecycle
+        .process(&passed)
+        .await
+        .into_result()
+        .expect("resolve");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Closed]);
     assert_eq!(h.jira.is_done("PAY-1"), Some(true));
     assert!(
@@ -433,7 +479,12 @@ async fn a_ticket_routing_no_longer_picks_is_still_closed_on_resolution() {
     );
     // And recurrence reopens it even though routing still does not pick it.
     let failed_again = compliance(finding("f-1", I, "2026-11-28T12:00:00Z"), "FAILED");
-    let outcome = h.lifecycle.process(&failed_again).await.expect("recur");
+    let outcome = h
+        .lifecycle
+        .process(&failed_again)
+        .await
+        .into_result()
+        .expect("recur");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Reopened]);
 }
 
@@ -444,6 +495,7 @@ async fn unrouted_findings_touch_nothing() {
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("processed");
     assert!(outcome.is_unrouted());
     assert!(h.jira.calls().is_empty());
@@ -457,6 +509,7 @@ async fn an_already_resolved_finding_without_a_ticket_gets_none() {
         .lifecycle
         .process(&archived(finding("f-1", H, "2026-11-28T10:00:00Z")))
         .await
+        .into_result()
         .expect("processed");
     assert_eq!(actions(&outcome, "payments"), vec![Action::SkippedResolved]);
     assert_eq!(h.jira.creates(), 0);
@@ -472,11 +525,12 @@ async fn a_claim_held_elsewhere_is_a_transient_error() {
         .claim(&marker, "other-host:9:0", Duration::from_secs(60))
         .await
         .expect("claim");
-    assert_eq!(claim, Claim::Acquired(None));
+    assert_eq!(claim, Claim::Acquired(Default::default()));
     let err = h
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect_err("busy");
     assert!(err.is_transient());
     assert!(matches!(err, LifecycleError::Busy { .. }));
@@ -488,7 +542,12 @@ async fn a_transient_ticket_error_releases_the_claim_and_writes_nothing() {
     let h = harness(vec![payments(&[H])]);
     h.jira.fail("create", transient("create"));
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
-    let err = h.lifecycle.process(&f).await.expect_err("create fails");
+    let err = h
+        .lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect_err("create fails");
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.kind(), "ticket");
     let marker = Marker::new("payments", "f-1");
@@ -498,7 +557,7 @@ async fn a_transient_ticket_error_releases_the_claim_and_writes_nothing() {
 
     // The retry succeeds at once: nothing waits for a lease to expire.
     fakes::lock(&h.jira.failures).clear();
-    let outcome = h.lifecycle.process(&f).await.expect("retry");
+    let outcome = h.lifecycle.process(&f).await.into_result().expect("retry");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Created]);
 }
 
@@ -511,6 +570,7 @@ async fn a_permanent_ticket_error_stays_permanent_and_other_teams_still_get_tick
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect_err("platform has no connection");
     assert!(!err.is_transient());
     assert_eq!(err.kind(), "config");
@@ -527,6 +587,7 @@ async fn a_template_failure_is_permanent_and_touches_nothing() {
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect_err("plan fails");
     assert!(!err.is_transient());
     assert_eq!(err.kind(), "render");
@@ -542,6 +603,7 @@ async fn a_failed_write_back_does_not_undo_the_ticket() {
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("ticket work succeeds");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Created]);
     let record = h
@@ -562,6 +624,7 @@ async fn an_overridden_severity_is_written_back_with_a_reason() {
     h.lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
+        .into_result()
         .expect("processed");
     let update = h.writer.updates().pop().expect("write-back");
     assert_eq!(update.severity, Some(C));
@@ -574,7 +637,12 @@ async fn an_overridden_severity_is_written_back_with_a_reason() {
     h.jira.clear_calls();
     let mut echo = finding("f-1", H, "2026-11-28T10:00:00Z");
     echo.workflow_status = WorkflowStatus::Notified;
-    let outcome = h.lifecycle.process(&echo).await.expect("echo");
+    let outcome = h
+        .lifecycle
+        .process(&echo)
+        .await
+        .into_result()
+        .expect("echo");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Noop]);
 }
 
@@ -596,7 +664,7 @@ async fn abandoned_claims_are_released() {
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
     let task = {
         let lifecycle = lifecycle.clone();
-        tokio::spawn(async move { lifecycle.process(&f).await })
+        tokio::spawn(async move { lifecycle.process(&f).await.into_result() })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let marker = Marker::new("payments", "f-1");

@@ -6,12 +6,17 @@
 //!   (nested ones as maps, `None` fields absent), next to `lease_owner` / `lease_until` (unix ms)
 //!   while someone holds the claim. A record expires 400 days after its last write; an item that
 //!   only ever held a claim (the holder died before creating anything) a day after its lease.
+//!   A create whose outcome is not recorded yet leaves its [`Intent`] in `intent` (a map).
+//! - `pk = "fnd#<finding key>"`: the finding index: `teams` (a string set of enlisted teams),
+//!   `resolved_at` / `resolved_ms` (the tombstone), `finding_id`; expires like a record.
 //! - `pk = "wm#<name>"`: a status-sync watermark in `value`; never expires.
 //!
 //! Every state change is one conditional write, so replicas never need a lock service: the claim
-//! is an `UpdateItem` that succeeds only when the lease is free, expired or already ours, and
-//! `put` / `release` succeed only while `lease_owner` still names the caller. Lease times come from
-//! each replica's clock, so replica clocks must agree to well within a lease (NTP does that).
+//! is an `UpdateItem` that succeeds only when the lease is free or expired; renewals, intents,
+//! `put` and `release` succeed only while `lease_owner` still names the caller (and a renewal only
+//! while the lease has not run out). Enlisting and resolving are single `UpdateItem`s on the
+//! finding's item that return its previous state. Lease times come from each replica's clock, so
+//! replica clocks must agree to well within a lease (NTP does that).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,7 +28,10 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 
-use super::{BoxFuture, Claim, Record, Store, StoreError};
+use super::{
+    BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
+    finding_key, rfc3339_millis,
+};
 use crate::marker::Marker;
 
 const PK: &str = "pk";
@@ -33,6 +41,19 @@ const EXPIRES_AT: &str = "expires_at";
 /// Present on every item that holds a [`Record`], absent on claim-only items.
 const RECORD_PRESENT: &str = "finding_id";
 const WATERMARK_VALUE: &str = "value";
+const INTENT: &str = "intent";
+const TEAMS: &str = "teams";
+const RESOLVED_AT: &str = "resolved_at";
+const RESOLVED_MS: &str = "resolved_ms";
+/// Record fields that status sync owns ([`Store::set_sync_status`]).
+const SYNC_FIELDS: &[&str] = &["status_from_ticket", "status_to_hub"];
+/// Record fields that may be absent (`None`): `put` removes them when the record has none.
+const OPTIONAL_FIELDS: &[&str] = &[
+    "ticket",
+    "updated_at",
+    "status_from_ticket",
+    "status_to_hub",
+];
 
 /// Long enough that a finding that stays quiet for a year still finds its ticket, short enough
 /// that records of long-gone findings do not pile up forever.
@@ -146,8 +167,7 @@ impl DynamoStore {
                  #exp = if_not_exists(#exp, :claim_ttl)",
             )
             .condition_expression(
-                "attribute_not_exists(#pk) OR attribute_not_exists(#owner) \
-                 OR #until < :now OR #owner = :me",
+                "attribute_not_exists(#pk) OR attribute_not_exists(#owner) OR #until < :now",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#owner", LEASE_OWNER)
@@ -174,10 +194,11 @@ impl DynamoStore {
         let empty = HashMap::new();
         let item = output.attributes().unwrap_or(&empty);
         let record = decode_record(&self.table, marker.as_str(), item)?;
+        let intent = decode_intent(&self.table, marker.as_str(), item)?;
         if record.is_none() && read_number(item, EXPIRES_AT).is_some_and(|t| t < claim_ttl) {
             self.extend_claim_ttl(marker, owner, claim_ttl).await?;
         }
-        Ok(Claim::Acquired(record))
+        Ok(Claim::Acquired(Claimed { record, intent }))
     }
 
     /// A claim-only item left by a crashed holder still carries that holder's TTL, which may
@@ -211,31 +232,229 @@ impl DynamoStore {
         }
     }
 
-    async fn put_item(&self, record: &Record, owner: &str) -> Result<(), StoreError> {
-        let mut item = encode_record(record)?;
-        item.insert(PK.to_owned(), record_key(&record.marker));
-        item.insert(
-            EXPIRES_AT.to_owned(),
-            number(now_millis() / 1000 + RECORD_TTL_SECS),
-        );
-        // Replacing the whole item also drops lease_owner / lease_until: that is the release.
+    async fn renew_item(
+        &self,
+        marker: &Marker,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = now_millis();
+        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("#owner = :me")
+            .key(PK, record_key(marker))
+            // Keep a claim-only item (an intent) alive at least a day past the lease.
+            .update_expression("SET #until = :until, #exp = if_not_exists(#exp, :claim_ttl)")
+            .condition_expression("#owner = :me AND #until >= :now")
             .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#until", LEASE_UNTIL)
+            .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
+            .expression_attribute_values(":until", number(until))
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":claim_ttl", number(until / 1000 + CLAIM_TTL_GRACE_SECS))
             .send()
             .await;
         match result {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(&self.table, "renew", e) {
+                Failure::ConditionFailed => Ok(false),
+                Failure::Store(e) => Err(e),
+            },
+        }
+    }
+
+    async fn set_intent_item(
+        &self,
+        marker: &Marker,
+        owner: &str,
+        intent: Option<&Intent>,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, record_key(marker))
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#intent", INTENT)
+            .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()));
+        let request = match intent {
+            Some(intent) => {
+                let value = serde_json::to_value(intent).map_err(|e| {
+                    StoreError::Fatal(format!("intent on {marker} cannot be serialized: {e}"))
+                })?;
+                // An intent must outlive any lease it may be found under: a record's TTL.
+                request
+                    .update_expression("SET #intent = :intent, #exp = :exp")
+                    .expression_attribute_names("#exp", EXPIRES_AT)
+                    .expression_attribute_values(":intent", json_to_attribute(value))
+                    .expression_attribute_values(
+                        ":exp",
+                        number(now_millis() / 1000 + RECORD_TTL_SECS),
+                    )
+            }
+            None => request.update_expression("REMOVE #intent"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&self.table, "set_intent", e) {
+                Failure::ConditionFailed => Err(StoreError::LostClaim(marker.to_string())),
+                Failure::Store(e) => Err(e),
+            },
+        }
+    }
+
+    /// One `UpdateItem`: the lifecycle's fields are set (absent optional ones removed), the
+    /// sync fields only with [`SyncFields::Replace`], and lease and intent removed — the release.
+    async fn put_item(
+        &self,
+        record: &Record,
+        owner: &str,
+        sync: SyncFields,
+    ) -> Result<(), StoreError> {
+        let item = encode_record(record)?;
+        let mut sets = Vec::new();
+        let mut removes = vec![
+            "#owner".to_owned(),
+            "#until".to_owned(),
+            "#intent".to_owned(),
+        ];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, record_key(&record.marker))
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#until", LEASE_UNTIL)
+            .expression_attribute_names("#intent", INTENT)
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
+            .expression_attribute_values(":exp", number(now_millis() / 1000 + RECORD_TTL_SECS));
+        sets.push("#exp = :exp".to_owned());
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.extend(OPTIONAL_FIELDS.iter().filter(|f| !item.contains_key(**f)));
+        names.sort_unstable();
+        for (i, name) in names.into_iter().enumerate() {
+            if sync == SyncFields::Keep && SYNC_FIELDS.contains(&name) {
+                continue;
+            }
+            let alias = format!("#f{i}");
+            request = request.expression_attribute_names(&alias, name);
+            match item.get(name) {
+                Some(value) => {
+                    let placeholder = format!(":v{i}");
+                    sets.push(format!("{alias} = {placeholder}"));
+                    request = request.expression_attribute_values(placeholder, value.clone());
+                }
+                None => removes.push(alias),
+            }
+        }
+        let expression = format!("SET {} REMOVE {}", sets.join(", "), removes.join(", "));
+        match request.update_expression(expression).send().await {
             Ok(_) => Ok(()),
             Err(e) => match classify(&self.table, "put", e) {
                 Failure::ConditionFailed => Err(StoreError::LostClaim(record.marker.to_string())),
                 Failure::Store(e) => Err(e),
             },
         }
+    }
+
+    /// `UpdateItem` on the finding's item returning what it held before.
+    async fn update_finding(
+        &self,
+        op: &str,
+        finding_id: &str,
+        expression: &str,
+        condition: Option<&str>,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Option<FindingState>, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, finding_item_key(finding_id))
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned))
+            .expression_attribute_names("#fid", RECORD_PRESENT)
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":fid", AttributeValue::S(finding_id.to_owned()))
+            .expression_attribute_values(":exp", number(now_millis() / 1000 + RECORD_TTL_SECS))
+            .return_values(ReturnValue::AllOld);
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        for (alias, name) in [
+            ("#teams", TEAMS),
+            ("#rat", RESOLVED_AT),
+            ("#rms", RESOLVED_MS),
+        ] {
+            if expression.contains(alias) || condition.is_some_and(|c| c.contains(alias)) {
+                request = request.expression_attribute_names(alias, name);
+            }
+        }
+        match request.send().await {
+            Ok(output) => Ok(Some(finding_state(output.attributes()))),
+            Err(e) => match classify(&self.table, op, e) {
+                Failure::ConditionFailed => Ok(None),
+                Failure::Store(e) => Err(e),
+            },
+        }
+    }
+
+    async fn enlist_item(&self, finding_id: &str, team: &str) -> Result<FindingState, StoreError> {
+        self.update_finding(
+            "enlist",
+            finding_id,
+            "SET #fid = :fid, #exp = :exp ADD #teams :team",
+            None,
+            vec![(":team", AttributeValue::Ss(vec![team.to_owned()]))],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Fatal(format!("enlist on {finding_id}: unexpected condition")))
+    }
+
+    async fn resolve_item(
+        &self,
+        finding_id: &str,
+        updated_at: &str,
+    ) -> Result<FindingState, StoreError> {
+        let millis = rfc3339_millis(updated_at).ok_or_else(|| {
+            StoreError::Fatal(format!(
+                "resolution time {updated_at:?} of {finding_id} is not RFC 3339"
+            ))
+        })?;
+        let raised = self
+            .update_finding(
+                "resolve",
+                finding_id,
+                "SET #fid = :fid, #exp = :exp, #rat = :rat, #rms = :rms",
+                Some("attribute_not_exists(#rms) OR #rms < :rms"),
+                vec![
+                    (":rat", AttributeValue::S(updated_at.to_owned())),
+                    (":rms", number(millis)),
+                ],
+            )
+            .await?;
+        match raised {
+            Some(mut state) => {
+                state.resolved_at = Some(updated_at.to_owned());
+                Ok(state)
+            }
+            // A newer (or the same) resolution is stored already; it covers this one, and a
+            // strongly consistent read now sees every team enlisted before it.
+            None => self.finding_item(finding_id).await,
+        }
+    }
+
+    async fn finding_item(&self, finding_id: &str) -> Result<FindingState, StoreError> {
+        let item = self
+            .get_item(finding_item_key(finding_id), "finding")
+            .await?;
+        Ok(finding_state(item.as_ref()))
     }
 
     async fn release_item(&self, marker: &Marker, owner: &str) -> Result<(), StoreError> {
@@ -336,6 +555,40 @@ type Item = HashMap<String, AttributeValue>;
 
 fn record_key(marker: &Marker) -> AttributeValue {
     AttributeValue::S(format!("rec#{marker}"))
+}
+
+fn finding_item_key(finding_id: &str) -> AttributeValue {
+    AttributeValue::S(format!("fnd#{}", finding_key(finding_id)))
+}
+
+/// The finding index entry as an item holds it; no item is an unindexed finding.
+fn finding_state(item: Option<&Item>) -> FindingState {
+    let Some(item) = item.filter(|i| !i.is_empty()) else {
+        return FindingState::default();
+    };
+    let mut teams: Vec<String> = match item.get(TEAMS) {
+        Some(AttributeValue::Ss(teams)) => teams.clone(),
+        _ => Vec::new(),
+    };
+    teams.sort();
+    FindingState {
+        teams,
+        resolved_at: item.get(RESOLVED_AT).and_then(|v| v.as_s().ok()).cloned(),
+        indexed: true,
+    }
+}
+
+fn decode_intent(table: &str, marker: &str, item: &Item) -> Result<Option<Intent>, StoreError> {
+    let Some(value) = item.get(INTENT) else {
+        return Ok(None);
+    };
+    let unreadable = |why: String| {
+        StoreError::Fatal(format!("DynamoDB table {table}: intent on {marker}: {why}"))
+    };
+    let json = attribute_to_json(value).map_err(unreadable)?;
+    serde_json::from_value(json)
+        .map(Some)
+        .map_err(|e| unreadable(e.to_string()))
 }
 
 fn watermark_key(name: &str) -> AttributeValue {
@@ -440,7 +693,10 @@ fn decode_record(table: &str, marker: &str, item: &Item) -> Result<Option<Record
         |why: String| StoreError::Fatal(format!("DynamoDB table {table}: record {marker}: {why}"));
     let mut fields = serde_json::Map::new();
     for (name, value) in item {
-        if matches!(name.as_str(), PK | LEASE_OWNER | LEASE_UNTIL | EXPIRES_AT) {
+        if matches!(
+            name.as_str(),
+            PK | LEASE_OWNER | LEASE_UNTIL | EXPIRES_AT | INTENT
+        ) {
             continue;
         }
         let value = attribute_to_json(value).map_err(|why| unreadable(format!("{name}: {why}")))?;
@@ -516,12 +772,54 @@ impl Store for DynamoStore {
         Box::pin(self.claim_item(marker, owner, lease))
     }
 
+    fn renew<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.renew_item(marker, owner, lease))
+    }
+
+    fn set_intent<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        intent: Option<&'a Intent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.set_intent_item(marker, owner, intent))
+    }
+
     fn put<'a>(
         &'a self,
         record: &'a Record,
         owner: &'a str,
+        sync: SyncFields,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.put_item(record, owner))
+        Box::pin(self.put_item(record, owner, sync))
+    }
+
+    fn enlist<'a>(
+        &'a self,
+        finding_id: &'a str,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(self.enlist_item(finding_id, team))
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        finding_id: &'a str,
+        updated_at: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(self.resolve_item(finding_id, updated_at))
+    }
+
+    fn finding<'a>(
+        &'a self,
+        finding_id: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(self.finding_item(finding_id))
     }
 
     fn release<'a>(

@@ -1,10 +1,25 @@
-//! The dedup and lifecycle store: one record per (finding id, team), keyed by its marker.
+//! The dedup and lifecycle store: one record per (finding id, team), keyed by its marker, and one
+//! entry per finding that lists the teams working on it and remembers its resolution.
 //!
-//! Every piece of work on a (finding, team) first takes a *claim*: a lease that only one worker
-//! (process or task) holds at a time. The claim is what prevents duplicate tickets when the same
-//! finding is delivered to several replicas at once; a lease that is never released (the holder
-//! was SIGKILLed) expires and the next delivery takes over. Two implementations: SQLite (one
-//! replica, embedded) and DynamoDB (several replicas, conditional writes).
+//! Invariants (both implementations, every one a single conditional write or transaction):
+//! - **Claims.** Every piece of work on a (finding, team) first takes a *claim*: a lease that
+//!   only one unit of work holds at a time. Owners are unique per unit of work, so the owner is
+//!   the fencing token: a renewal, an intent or a record is written only while `lease_owner`
+//!   still names the writer, and a lease is renewed only while it is still held and unexpired.
+//!   A lease that is never released (SIGKILL) expires and the next delivery takes over.
+//! - **Intents.** Before a create request leaves, its [`Intent`] is stored on the key. Releasing
+//!   the claim keeps the intent; only recording the ticket ([`Store::put`]) or the holder's own
+//!   proof that the request never went out ([`Store::set_intent`] with `None`) removes it. Any
+//!   later holder that finds an intent searches for the marker only after `search_after`.
+//! - **Per-field writes.** [`Store::put`] writes the lifecycle's fields and leaves the status
+//!   fields that status sync owns ([`Store::set_sync_status`]) as they are, unless told to reset
+//!   them for a new ticket, so neither side overwrites the other.
+//! - **Finding index and tombstone.** A team is *enlisted* on the finding while it holds its
+//!   claim, and a resolution raises the finding's `resolved_at` before the teams are read, each
+//!   in one atomic step on the same entry: either the resolver sees the team (and follows it
+//!   under a claim) or the team's holder sees the tombstone (and creates nothing).
+//!
+//! Two implementations: SQLite (one replica, embedded) and DynamoDB (several replicas).
 
 pub mod dynamodb;
 pub mod sqlite;
@@ -50,14 +65,74 @@ pub struct Record {
     pub modified_at: i64,
 }
 
+/// A create that was started and whose outcome is not recorded yet. Stored before the request
+/// leaves; a holder that finds one must not create before it has searched for the marker at or
+/// after `search_after`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Intent {
+    /// The unit of work that started the create.
+    pub owner: String,
+    /// Ticket connection the create went to.
+    pub system: String,
+    /// Unix milliseconds when the create was started.
+    pub started_at: i64,
+    /// Unix milliseconds from which a marker search is trusted to show the ticket if the create
+    /// made one: start + send window + request timeout + the search index's lag.
+    pub search_after: i64,
+}
+
+/// What a claim found on its key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Claimed {
+    /// The stored record, if the key was recorded before.
+    pub record: Option<Record>,
+    /// An earlier create whose outcome nobody recorded.
+    pub intent: Option<Intent>,
+}
+
+/// What the store knows of one finding across teams.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FindingState {
+    /// Teams enlisted on the finding (their tickets, or work in progress towards one), sorted.
+    pub teams: Vec<String>,
+    /// `UpdatedAt` (RFC 3339) of the newest resolved version seen: an active version older than
+    /// this is stale, whichever order they arrive in.
+    pub resolved_at: Option<String>,
+    /// False when the store had no entry for the finding before this call: a finding seen for
+    /// the first time, or one recorded before the index existed (look per team then).
+    pub indexed: bool,
+}
+
+/// Whether [`Store::put`] leaves the status-sync fields as stored or replaces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFields {
+    /// Keep what status sync wrote (every update of an existing ticket).
+    Keep,
+    /// Write the record's values (a new ticket: nothing synced for it yet).
+    Replace,
+}
+
+/// Unix milliseconds of an RFC 3339 time; `None` when it cannot be read.
+pub fn rfc3339_millis(value: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The key of a finding in the index: SHA-256 of its id, so any id fits any store key.
+pub fn finding_key(finding_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(finding_id.as_bytes())[..16])
+}
+
 /// Result of [`Store::claim`].
 // One claim per message: the size of the record is no cost worth a `Box` in the contract.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The caller holds the lease until it calls `put` or `release` or the lease runs out.
-    /// Carries the stored record, if the key was seen before.
-    Acquired(Option<Record>),
+    /// Carries what is stored on the key.
+    Acquired(Claimed),
     /// Another worker holds a live lease on this key: try again later (leave the message).
     Busy,
 }
@@ -81,11 +156,10 @@ impl StoreError {
     }
 }
 
-/// Dedup store contract. `owner` identifies one unit of work (e.g. `hostname:pid:task`), so a
-/// stale holder can never overwrite the work of the next.
+/// Dedup store contract. `owner` identifies one unit of work (`<process id>:<counter>`), never
+/// reused, so it doubles as the fencing token of every conditional write.
 pub trait Store: Send + Sync {
-    /// Takes the lease on `marker` for `lease`, unless another owner holds an unexpired lease.
-    /// Taking a lease one already holds renews it.
+    /// Takes the lease on `marker` for `lease` when it is free or expired.
     fn claim<'a>(
         &'a self,
         marker: &'a Marker,
@@ -93,24 +167,66 @@ pub trait Store: Send + Sync {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Claim, StoreError>>;
 
-    /// Writes the record and releases the lease, only if `owner` still holds it
-    /// ([`StoreError::LostClaim`] otherwise).
+    /// Extends a lease `owner` still holds (same owner, not expired) to `lease` from now.
+    /// `Ok(false)`: the lease is lost; the holder must stop before its next write.
+    fn renew<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Stores (or, with `None`, removes) the create intent on the key, only while `owner` holds
+    /// the lease ([`StoreError::LostClaim`] otherwise).
+    fn set_intent<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        intent: Option<&'a Intent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Writes the record's lifecycle fields, removes any intent and releases the lease, only if
+    /// `owner` still holds it ([`StoreError::LostClaim`] otherwise). The status-sync fields are
+    /// kept or replaced as `sync` says.
     fn put<'a>(
         &'a self,
         record: &'a Record,
         owner: &'a str,
+        sync: SyncFields,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Releases the lease without writing (work abandoned or nothing to do). Releasing a lease
-    /// one does not hold is a no-op.
+    /// Releases the lease without writing (work finished with nothing to record, or abandoned).
+    /// Keeps the record and any intent. Releasing a lease one does not hold is a no-op.
     fn release<'a>(
         &'a self,
         marker: &'a Marker,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Reads a record without claiming it (status sync, `render`-style tooling).
+    /// Reads a record without claiming it (status sync, tooling).
     fn get<'a>(&'a self, marker: &'a Marker) -> BoxFuture<'a, Result<Option<Record>, StoreError>>;
+
+    /// Adds `team` to the finding's teams and returns the finding's state as it was before
+    /// (the tombstone in particular), in one atomic step. Call while holding the team's claim.
+    fn enlist<'a>(
+        &'a self,
+        finding_id: &'a str,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>>;
+
+    /// Raises the finding's tombstone to `updated_at` (never lowers it) and returns the
+    /// finding's state, in one atomic step: every team enlisted before is in `teams`.
+    fn resolve<'a>(
+        &'a self,
+        finding_id: &'a str,
+        updated_at: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>>;
+
+    /// Reads the finding's state (strongly consistent).
+    fn finding<'a>(
+        &'a self,
+        finding_id: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>>;
 
     /// Updates the sync-side fields of a record (`status_from_ticket`, `status_to_hub`) without
     /// a claim; last writer wins for these two fields only.

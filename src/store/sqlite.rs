@@ -13,11 +13,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
-use super::{BoxFuture, Claim, Record, Store, StoreError};
+use super::{
+    BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
+    finding_key, rfc3339_millis,
+};
 use crate::marker::Marker;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] for every change.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's write lock before reporting
 /// [`StoreError::Unavailable`].
@@ -44,6 +47,22 @@ CREATE TABLE watermarks (
     name       TEXT PRIMARY KEY NOT NULL,
     value      TEXT NOT NULL,
     updated_at INTEGER NOT NULL
+);
+";
+
+/// Version 2: create intents on records, and the finding index with its resolution tombstone.
+const SCHEMA_V2: &str = "
+-- The create Intent as JSON while a create's outcome is unknown; survives release.
+ALTER TABLE records ADD COLUMN intent TEXT;
+CREATE TABLE findings (
+    finding_key TEXT PRIMARY KEY NOT NULL,
+    finding_id  TEXT NOT NULL,
+    -- JSON array of team names, sorted.
+    teams       TEXT NOT NULL,
+    -- Newest resolved UpdatedAt (RFC 3339) and the same in unix milliseconds, for comparing.
+    resolved_at TEXT,
+    resolved_ms INTEGER,
+    modified_at INTEGER NOT NULL
 );
 ";
 
@@ -141,6 +160,10 @@ fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
     if current < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(ctx)?;
     }
+    if current < 2 {
+        tx.execute_batch(SCHEMA_V2).map_err(ctx)?;
+        backfill_findings(&tx).map_err(ctx)?;
+    }
     if current < SCHEMA_VERSION {
         tx.execute("DELETE FROM schema_version", []).map_err(ctx)?;
         tx.execute(
@@ -150,6 +173,36 @@ fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
         .map_err(ctx)?;
     }
     tx.commit().map_err(ctx)
+}
+
+/// Indexes the teams of every record written before the finding index existed.
+fn backfill_findings(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut teams: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    {
+        let mut rows = tx.prepare(
+            "SELECT finding_id, team FROM records
+              WHERE record IS NOT NULL AND finding_id IS NOT NULL AND team IS NOT NULL",
+        )?;
+        let mut query = rows.query([])?;
+        while let Some(row) = query.next()? {
+            teams
+                .entry(row.get(0)?)
+                .or_default()
+                .push(row.get::<_, String>(1)?);
+        }
+    }
+    let now = now_millis();
+    for (finding_id, mut names) in teams {
+        names.sort();
+        names.dedup();
+        let json = serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned());
+        tx.execute(
+            "INSERT OR IGNORE INTO findings (finding_key, finding_id, teams, modified_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![finding_key(&finding_id), finding_id, json, now],
+        )?;
+    }
+    Ok(())
 }
 
 /// Busy / locked / I/O trouble will likely pass; anything else (corruption, a schema this code
@@ -186,6 +239,39 @@ fn decode_record(location: &str, marker: &str, json: &str) -> Result<Record, Sto
     })
 }
 
+fn decode_intent(location: &str, marker: &str, json: &str) -> Result<Intent, StoreError> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Fatal(format!(
+            "sqlite store {location}: intent on {marker} is unreadable: {e}"
+        ))
+    })
+}
+
+/// Reads one finding's index entry inside a transaction.
+fn read_finding(
+    tx: &rusqlite::Transaction<'_>,
+    location: &str,
+    key: &str,
+) -> Result<Option<(Vec<String>, Option<String>, Option<i64>)>, StoreError> {
+    let row: Option<(String, Option<String>, Option<i64>)> = tx
+        .query_row(
+            "SELECT teams, resolved_at, resolved_ms FROM findings WHERE finding_key = ?1",
+            params![key],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()
+        .map_err(|e| classify(location, "finding", e))?;
+    row.map(|(teams, at, ms)| {
+        let teams: Vec<String> = serde_json::from_str(&teams).map_err(|e| {
+            StoreError::Fatal(format!(
+                "sqlite store {location}: finding {key} has unreadable teams: {e}"
+            ))
+        })?;
+        Ok((teams, at, ms))
+    })
+    .transpose()
+}
+
 impl Store for SqliteStore {
     fn claim<'a>(
         &'a self,
@@ -201,7 +287,7 @@ impl Store for SqliteStore {
             let until = now.saturating_add(lease_millis(lease));
             // One statement: SQLite holds the write lock for all of it, so the check of the old
             // lease and the write of the new one cannot interleave with another connection.
-            let returned: Option<Option<String>> = conn
+            let returned: Option<(Option<String>, Option<String>)> = conn
                 .query_row(
                     "INSERT INTO records (marker, lease_owner, lease_until, modified_at)
                      VALUES (?1, ?2, ?3, ?4)
@@ -211,20 +297,72 @@ impl Store for SqliteStore {
                       WHERE records.lease_owner IS NULL
                          OR records.lease_until IS NULL
                          OR records.lease_until < ?4
-                         OR records.lease_owner = ?2
-                     RETURNING record",
+                     RETURNING record, intent",
                     params![marker, owner, until, now],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
                 .map_err(|e| classify(&location, "claim", e))?;
-            match returned {
-                None => Ok(Claim::Busy),
-                Some(None) => Ok(Claim::Acquired(None)),
-                Some(Some(json)) => Ok(Claim::Acquired(Some(decode_record(
-                    &location, &marker, &json,
-                )?))),
+            let Some((record, intent)) = returned else {
+                return Ok(Claim::Busy);
+            };
+            Ok(Claim::Acquired(Claimed {
+                record: record
+                    .map(|json| decode_record(&location, &marker, &json))
+                    .transpose()?,
+                intent: intent
+                    .map(|json| decode_intent(&location, &marker, &json))
+                    .transpose()?,
+            }))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let marker = marker.as_str().to_owned();
+        let owner = owner.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("renew", move |conn| {
+            let now = now_millis();
+            let changed = conn
+                .execute(
+                    "UPDATE records SET lease_until = ?1
+                      WHERE marker = ?2 AND lease_owner = ?3 AND lease_until >= ?4",
+                    params![now.saturating_add(lease_millis(lease)), marker, owner, now],
+                )
+                .map_err(|e| classify(&location, "renew", e))?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn set_intent<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        intent: Option<&'a Intent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let marker = marker.as_str().to_owned();
+        let owner = owner.to_owned();
+        let json = intent.map(serde_json::to_string).transpose();
+        let location = Arc::clone(&self.location);
+        self.run("set_intent", move |conn| {
+            let json = json.map_err(|e| {
+                StoreError::Fatal(format!("intent on {marker} cannot be serialized: {e}"))
+            })?;
+            let changed = conn
+                .execute(
+                    "UPDATE records SET intent = ?1 WHERE marker = ?2 AND lease_owner = ?3",
+                    params![json, marker, owner],
+                )
+                .map_err(|e| classify(&location, "set_intent", e))?;
+            if changed == 0 {
+                return Err(StoreError::LostClaim(marker));
             }
+            Ok(())
         })
     }
 
@@ -232,46 +370,62 @@ impl Store for SqliteStore {
         &'a self,
         record: &'a Record,
         owner: &'a str,
+        sync: SyncFields,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let location = Arc::clone(&self.location);
         let owner = owner.to_owned();
-        let marker = record.marker.as_str().to_owned();
-        let json = serde_json::to_string(record);
-        let finding_id = record.finding_id.clone();
-        let team = record.team.clone();
-        let (ticket_system, ticket_key) = match &record.ticket {
-            Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
-            None => (None, None),
-        };
+        let mut record = record.clone();
         self.run("put", move |conn| {
-            let json = json.map_err(|e| {
+            let marker = record.marker.as_str().to_owned();
+            let ctx = |e| classify(&location, "put", e);
+            // Read-modify-write under the write lock: the sync fields a concurrent
+            // `set_sync_status` wrote are carried over, not overwritten.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ctx)?;
+            let stored: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT record FROM records WHERE marker = ?1 AND lease_owner = ?2",
+                    params![marker, owner],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(ctx)?;
+            let Some(stored) = stored else {
+                return Err(StoreError::LostClaim(marker));
+            };
+            if sync == SyncFields::Keep
+                && let Some(stored) = stored
+            {
+                let stored = decode_record(&location, &marker, &stored)?;
+                record.status_from_ticket = stored.status_from_ticket;
+                record.status_to_hub = stored.status_to_hub;
+            }
+            let json = serde_json::to_string(&record).map_err(|e| {
                 StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
             })?;
-            // Owner match alone is enough: whoever took over an expired lease overwrote
-            // lease_owner, and while it still names us nobody else can be holding the key.
-            let changed = conn
-                .execute(
-                    "UPDATE records
-                        SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
-                            ticket_key = ?5, modified_at = ?6,
-                            lease_owner = NULL, lease_until = NULL
-                      WHERE marker = ?7 AND lease_owner = ?8",
-                    params![
-                        json,
-                        finding_id,
-                        team,
-                        ticket_system,
-                        ticket_key,
-                        now_millis(),
-                        marker,
-                        owner
-                    ],
-                )
-                .map_err(|e| classify(&location, "put", e))?;
-            if changed == 0 {
-                return Err(StoreError::LostClaim(marker));
-            }
-            Ok(())
+            let (ticket_system, ticket_key) = match &record.ticket {
+                Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
+                None => (None, None),
+            };
+            tx.execute(
+                "UPDATE records
+                    SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
+                        ticket_key = ?5, modified_at = ?6, intent = NULL,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE marker = ?7",
+                params![
+                    json,
+                    record.finding_id,
+                    record.team,
+                    ticket_system,
+                    ticket_key,
+                    now_millis(),
+                    marker,
+                ],
+            )
+            .map_err(ctx)?;
+            tx.commit().map_err(ctx)
         })
     }
 
@@ -285,9 +439,10 @@ impl Store for SqliteStore {
         let location = Arc::clone(&self.location);
         self.run("release", move |conn| {
             let ctx = |e| classify(&location, "release", e);
-            // A claim that never led to a record leaves nothing worth keeping.
+            // A claim that never led to a record or a create leaves nothing worth keeping.
             conn.execute(
-                "DELETE FROM records WHERE marker = ?1 AND lease_owner = ?2 AND record IS NULL",
+                "DELETE FROM records WHERE marker = ?1 AND lease_owner = ?2
+                    AND record IS NULL AND intent IS NULL",
                 params![marker, owner],
             )
             .map_err(ctx)?;
@@ -298,6 +453,123 @@ impl Store for SqliteStore {
             )
             .map_err(ctx)?;
             Ok(())
+        })
+    }
+
+    fn enlist<'a>(
+        &'a self,
+        finding_id: &'a str,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        let finding_id = finding_id.to_owned();
+        let team = team.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("enlist", move |conn| {
+            let ctx = |e| classify(&location, "enlist", e);
+            let key = finding_key(&finding_id);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ctx)?;
+            let before = read_finding(&tx, &location, &key)?;
+            let state = match &before {
+                Some((teams, resolved_at, _)) => FindingState {
+                    teams: teams.clone(),
+                    resolved_at: resolved_at.clone(),
+                    indexed: true,
+                },
+                None => FindingState::default(),
+            };
+            let mut teams = state.teams.clone();
+            if !teams.contains(&team) {
+                teams.push(team);
+                teams.sort();
+                let json = serde_json::to_string(&teams).map_err(|e| {
+                    StoreError::Fatal(format!("teams of {finding_id} cannot be serialized: {e}"))
+                })?;
+                tx.execute(
+                    "INSERT INTO findings (finding_key, finding_id, teams, modified_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (finding_key) DO UPDATE
+                        SET teams = excluded.teams, modified_at = excluded.modified_at",
+                    params![key, finding_id, json, now_millis()],
+                )
+                .map_err(ctx)?;
+            }
+            tx.commit().map_err(ctx)?;
+            Ok(state)
+        })
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        finding_id: &'a str,
+        updated_at: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        let finding_id = finding_id.to_owned();
+        let updated_at = updated_at.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("resolve", move |conn| {
+            let ctx = |e| classify(&location, "resolve", e);
+            let key = finding_key(&finding_id);
+            let millis = rfc3339_millis(&updated_at).ok_or_else(|| {
+                StoreError::Fatal(format!(
+                    "resolution time {updated_at:?} of {finding_id} is not RFC 3339"
+                ))
+            })?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ctx)?;
+            let before = read_finding(&tx, &location, &key)?;
+            let mut state = match &before {
+                Some((teams, resolved_at, _)) => FindingState {
+                    teams: teams.clone(),
+                    resolved_at: resolved_at.clone(),
+                    indexed: true,
+                },
+                None => FindingState::default(),
+            };
+            let newer = before
+                .as_ref()
+                .and_then(|(_, _, ms)| *ms)
+                .is_none_or(|stored| millis > stored);
+            if newer {
+                tx.execute(
+                    "INSERT INTO findings
+                        (finding_key, finding_id, teams, resolved_at, resolved_ms, modified_at)
+                     VALUES (?1, ?2, '[]', ?3, ?4, ?5)
+                     ON CONFLICT (finding_key) DO UPDATE
+                        SET resolved_at = excluded.resolved_at,
+                            resolved_ms = excluded.resolved_ms,
+                            modified_at = excluded.modified_at",
+                    params![key, finding_id, updated_at, millis, now_millis()],
+                )
+                .map_err(ctx)?;
+                state.resolved_at = Some(updated_at);
+            }
+            tx.commit().map_err(ctx)?;
+            Ok(state)
+        })
+    }
+
+    fn finding<'a>(
+        &'a self,
+        finding_id: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        let finding_id = finding_id.to_owned();
+        let location = Arc::clone(&self.location);
+        self.run("finding", move |conn| {
+            let ctx = |e| classify(&location, "finding", e);
+            let tx = conn.transaction().map_err(ctx)?;
+            let state = match read_finding(&tx, &location, &finding_key(&finding_id))? {
+                Some((teams, resolved_at, _)) => FindingState {
+                    teams,
+                    resolved_at,
+                    indexed: true,
+                },
+                None => FindingState::default(),
+            };
+            tx.commit().map_err(ctx)?;
+            Ok(state)
         })
     }
 

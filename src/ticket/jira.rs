@@ -12,14 +12,23 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::http::{ClientConfigError, Clock, HttpClient, HttpSettings, TokioClock};
+use std::time::Duration;
+
+use crate::http::{ClientConfigError, Clock, Delivery, HttpClient, HttpSettings, TokioClock};
 use crate::marker::{BRIDGE_LABEL, Marker};
 use crate::ticket::{
-    BoxFuture, FieldUpdate, TargetStatus, TicketError, TicketRef, TicketStatus, TicketSystem,
-    TicketUpdate, UpdatedPage,
+    BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
+    TicketSystem, TicketUpdate, UpdatedPage,
 };
 
 const SYSTEM: &str = "jira";
+
+/// How long Jira Cloud's search index may lag a create, by default: seconds in practice,
+/// sometimes more (`JIRA_SEARCH_CONSISTENCY`).
+pub const DEFAULT_SEARCH_CONSISTENCY: Duration = Duration::from_secs(15);
+
+/// The most marker matches read in one search; more than a couple is already an incident.
+const MARKER_MATCHES: u32 = 50;
 
 /// How the bridge signs in: Cloud uses an Atlassian account e-mail with an API token, Data
 /// Center a personal access token.
@@ -79,6 +88,8 @@ pub struct JiraConfig {
     pub http: HttpSettings,
     /// Issues per page when polling for updates.
     pub page_size: u32,
+    /// How long the search index may lag a create (`JIRA_SEARCH_CONSISTENCY`).
+    pub search_consistency: Duration,
 }
 
 impl JiraConfig {
@@ -91,6 +102,7 @@ impl JiraConfig {
             api_version,
             http: HttpSettings::default(),
             page_size: 50,
+            search_consistency: DEFAULT_SEARCH_CONSISTENCY,
         }
     }
 
@@ -183,6 +195,18 @@ impl JiraConfig {
         {
             cfg.http.rate_limit_per_sec = rate;
         }
+        if let Some(timeout) = crate::http::seconds_setting(
+            "JIRA_REQUEST_TIMEOUT",
+            get("JIRA_REQUEST_TIMEOUT").as_deref(),
+        )? {
+            cfg.http.request_timeout = timeout.max(Duration::from_millis(100));
+        }
+        if let Some(lag) = crate::http::seconds_setting(
+            "JIRA_SEARCH_CONSISTENCY",
+            get("JIRA_SEARCH_CONSISTENCY").as_deref(),
+        )? {
+            cfg.search_consistency = lag;
+        }
         Ok(Some(cfg))
     }
 }
@@ -195,6 +219,8 @@ pub struct JiraClient {
     page_size: u32,
     authorization: HeaderValue,
     http: HttpClient,
+    /// Send window + request timeout + index lag: see [`TicketSystem::settle_time`].
+    settle_time: Duration,
 }
 
 impl fmt::Debug for JiraClient {
@@ -241,7 +267,9 @@ impl JiraClient {
             })?;
         authorization.set_sensitive(true);
         let http = HttpClient::new(SYSTEM, &cfg.http, clock, scrub)?;
+        let settle_time = cfg.http.at_most_once_span() + cfg.search_consistency;
         Ok(JiraClient {
+            settle_time,
             name: cfg.name,
             base_url: cfg.base_url,
             browse_base: cfg.browse_base,
@@ -315,9 +343,21 @@ impl JiraClient {
         url: Url,
         body: &Value,
     ) -> Result<Value, TicketError> {
+        self.send_json_with(operation, Delivery::Idempotent, method, url, body)
+            .await
+    }
+
+    async fn send_json_with(
+        &self,
+        operation: &'static str,
+        delivery: Delivery,
+        method: reqwest::Method,
+        url: Url,
+        body: &Value,
+    ) -> Result<Value, TicketError> {
         let response = self
             .http
-            .send(operation, |c| {
+            .send_with(operation, delivery, |c| {
                 c.request(method.clone(), url.clone())
                     .header(AUTHORIZATION, self.authorization.clone())
                     .json(body)
@@ -365,9 +405,17 @@ impl JiraClient {
     ) -> Result<(), TicketError> {
         let url = self.api(&["issue", &ticket.key, "transitions"]);
         let body = json!({ "transition": { "id": transition.id } });
-        self.send_json(operation, reqwest::Method::POST, url, &body)
-            .await
-            .map(drop)
+        // A transition applied twice is refused (it is no longer offered from the new status):
+        // never resend it blind; the next attempt reads the status first.
+        self.send_json_with(
+            operation,
+            Delivery::AtMostOnce,
+            reqwest::Method::POST,
+            url,
+            &body,
+        )
+        .await
+        .map(drop)
     }
 
     /// One search page; Cloud pages by token, Data Center by offset.
@@ -479,6 +527,18 @@ fn decode<T: serde::de::DeserializeOwned>(
         status: None,
         message: format!("unexpected response shape: {e}"),
     })
+}
+
+#[derive(Debug, Deserialize)]
+struct CommentPage {
+    #[serde(default)]
+    comments: Vec<Comment>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Comment {
+    #[serde(default)]
+    body: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -600,17 +660,41 @@ impl TicketSystem for JiraClient {
         &'a self,
         marker: &'a Marker,
         _table: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Option<TicketRef>, TicketError>> {
+    ) -> BoxFuture<'a, Result<Vec<FoundTicket>, TicketError>> {
         Box::pin(async move {
-            let jql = format!("labels = {}", jql_string(marker.as_str()));
+            let jql = format!(
+                "labels = {} AND labels = {} ORDER BY created ASC",
+                jql_string(marker.as_str()),
+                jql_string(BRIDGE_LABEL)
+            );
             let (issues, _) = self
-                .search("find_by_marker", &jql, &["status", "labels"], 1, None)
+                .search(
+                    "find_by_marker",
+                    &jql,
+                    &["status", "labels"],
+                    MARKER_MATCHES,
+                    None,
+                )
                 .await?;
             Ok(issues
                 .into_iter()
-                .next()
-                .map(|issue| self.ticket_ref(issue.id, issue.key)))
+                .map(|issue| {
+                    let done = issue
+                        .fields
+                        .as_ref()
+                        .and_then(|f| f.status.as_ref())
+                        .is_some_and(|s| s.category() == "done");
+                    FoundTicket {
+                        ticket: self.ticket_ref(issue.id, issue.key),
+                        done,
+                    }
+                })
+                .collect())
         })
+    }
+
+    fn settle_time(&self) -> Duration {
+        self.settle_time
     }
 
     fn create<'a>(
@@ -620,10 +704,19 @@ impl TicketSystem for JiraClient {
     ) -> BoxFuture<'a, Result<TicketRef, TicketError>> {
         Box::pin(async move {
             let url = self.api(&["issue"]);
-            let body = self
-                .send_json("create", reqwest::Method::POST, url, payload)
+            let response = self
+                .http
+                .send_with("create", Delivery::AtMostOnce, |c| {
+                    c.post(url.clone())
+                        .header(AUTHORIZATION, self.authorization.clone())
+                        .json(payload)
+                })
                 .await?;
-            let created: Created = decode("create", body)?;
+            // A 2xx we cannot read did create something.
+            let created: Created = self
+                .http
+                .json("create", &response)
+                .map_err(TicketError::into_outcome_unknown)?;
             Ok(self.ticket_ref(created.id, created.key))
         })
     }
@@ -650,9 +743,36 @@ impl TicketSystem for JiraClient {
         Box::pin(async move {
             let url = self.api(&["issue", &ticket.key, "comment"]);
             let body = json!({ "body": self.comment_body(text) });
-            self.send_json("comment", reqwest::Method::POST, url, &body)
-                .await
-                .map(drop)
+            self.send_json_with(
+                "comment",
+                Delivery::AtMostOnce,
+                reqwest::Method::POST,
+                url,
+                &body,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        needle: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TicketError>> {
+        Box::pin(async move {
+            const OP: &str = "has_comment";
+            let mut url = self.api(&["issue", &ticket.key, "comment"]);
+            url.query_pairs_mut()
+                .append_pair("orderBy", "-created")
+                .append_pair("maxResults", "100");
+            let page: CommentPage = decode(OP, self.get(OP, url).await?)?;
+            // Bodies are ADF (v3) or wiki text (v2): looking through the serialized body finds
+            // the needle in either, as long as it is plain text with nothing to escape.
+            Ok(page.comments.iter().any(|c| match &c.body {
+                Value::String(text) => text.contains(needle),
+                other => other.to_string().contains(needle),
+            }))
         })
     }
 
@@ -711,12 +831,12 @@ impl TicketSystem for JiraClient {
         })
     }
 
-    /// Moves a done ticket back to a `new` (else `indeterminate`) status and posts `note` as a
-    /// comment; an open ticket is left alone.
+    /// Moves a done ticket back to a `new` (else `indeterminate`) status; an open ticket is left
+    /// alone. Jira transitions carry no note: the lifecycle comments on its own.
     fn reopen<'a>(
         &'a self,
         ticket: &'a TicketRef,
-        note: &'a str,
+        _note: &'a str,
     ) -> BoxFuture<'a, Result<(), TicketError>> {
         Box::pin(async move {
             const OP: &str = "reopen";
@@ -745,11 +865,7 @@ impl TicketSystem for JiraClient {
                     ),
                 ));
             };
-            self.apply_transition(OP, ticket, chosen).await?;
-            if !note.trim().is_empty() {
-                self.comment(ticket, note).await?;
-            }
-            Ok(())
+            self.apply_transition(OP, ticket, chosen).await
         })
     }
 

@@ -41,6 +41,14 @@ pub struct TicketStatus {
     pub done: bool,
 }
 
+/// A ticket found by its marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundTicket {
+    pub ticket: TicketRef,
+    /// Finished (Jira status category `done`; ServiceNow resolved, closed or canceled).
+    pub done: bool,
+}
+
 /// A bridge ticket seen by the poller, with the marker that ties it to a finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketUpdate {
@@ -88,6 +96,17 @@ pub enum TicketError {
         status: Option<u16>,
         message: String,
     },
+    /// The request was sent and may have taken effect: a timeout or cut connection after
+    /// sending, a 5xx (a gateway that lost the backend's answer), an unreadable 2xx. Only
+    /// non-idempotent requests (creates, comments, transitions) report it; the caller must look
+    /// before sending again. Transient for the message.
+    #[error("{system} {operation}: outcome unknown: {message}")]
+    OutcomeUnknown {
+        system: &'static str,
+        operation: &'static str,
+        status: Option<u16>,
+        message: String,
+    },
     /// Will fail again unchanged: 4xx other than 408/409/429, a payload the target rejects.
     /// `message` names the field for Jira `errors` maps (`priority: Specify the Priority (name)`).
     #[error("{system} {operation}: {message}")]
@@ -101,14 +120,40 @@ pub enum TicketError {
 
 impl TicketError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, TicketError::Transient { .. })
+        matches!(
+            self,
+            TicketError::Transient { .. } | TicketError::OutcomeUnknown { .. }
+        )
+    }
+
+    /// The request may have taken effect although it reported an error.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, TicketError::OutcomeUnknown { .. })
+    }
+
+    /// The same error, as "may have taken effect": a create whose 2xx answer could not be read.
+    pub fn into_outcome_unknown(self) -> TicketError {
+        match self {
+            TicketError::Transient {
+                system,
+                operation,
+                status,
+                message,
+            } => TicketError::OutcomeUnknown {
+                system,
+                operation,
+                status,
+                message,
+            },
+            other => other,
+        }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
-            TicketError::Transient { status, .. } | TicketError::Permanent { status, .. } => {
-                *status
-            }
+            TicketError::Transient { status, .. }
+            | TicketError::OutcomeUnknown { status, .. }
+            | TicketError::Permanent { status, .. } => *status,
         }
     }
 }
@@ -123,16 +168,24 @@ pub trait TicketSystem: Send + Sync {
     /// Connection name (`jira`, `servicenow`), as used in `TicketRef::system`.
     fn name(&self) -> &str;
 
-    /// Finds a ticket carrying this marker (Jira label, ServiceNow `correlation_id`). Search may
-    /// lag behind creates (Jira): a miss is not proof of absence.
+    /// Every ticket carrying this marker and the `findings-bridge` label (Jira labels;
+    /// ServiceNow `correlation_id` + `correlation_display`), oldest first. Search may lag behind
+    /// creates (Jira): a miss is proof of absence only [`TicketSystem::settle_time`] after the
+    /// last create that could have made one.
     fn find_by_marker<'a>(
         &'a self,
         marker: &'a Marker,
         table: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Option<TicketRef>, TicketError>>;
+    ) -> BoxFuture<'a, Result<Vec<FoundTicket>, TicketError>>;
+
+    /// How long after a create was started a marker search is sure to see it: the longest the
+    /// create can be in the air (send window + request timeout) plus the search index's lag
+    /// (`JIRA_SEARCH_CONSISTENCY`; ServiceNow's table API reads its own writes).
+    fn settle_time(&self) -> std::time::Duration;
 
     /// Creates a ticket from a payload built by `render` (the exact request body). `table` is
     /// the ServiceNow table of the rule (`None`: the connection's default; ignored by Jira).
+    /// Sent at most once: an unknown outcome is [`TicketError::OutcomeUnknown`], never retried.
     fn create<'a>(
         &'a self,
         payload: &'a serde_json::Value,
@@ -146,12 +199,21 @@ pub trait TicketSystem: Send + Sync {
     ) -> BoxFuture<'a, Result<(), TicketError>>;
 
     /// Adds a comment (Jira comment in ADF or wiki markup; ServiceNow `work_notes`). `text` is
-    /// light Markdown.
+    /// light Markdown. Sent at most once: an unknown outcome is [`TicketError::OutcomeUnknown`].
     fn comment<'a>(
         &'a self,
         ticket: &'a TicketRef,
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), TicketError>>;
+
+    /// Whether a recent comment (Jira: the newest 100; ServiceNow: the work notes) contains
+    /// `needle`: how a comment whose earlier attempt may have landed is looked for before it is
+    /// posted again. Both read the ticket itself, not a search index.
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        needle: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TicketError>>;
 
     /// Moves the ticket to a status through whatever transition the workflow offers. Already
     /// being there is success. `note` is used as the resolution note where the system needs one.
@@ -163,7 +225,8 @@ pub trait TicketSystem: Send + Sync {
     ) -> BoxFuture<'a, Result<(), TicketError>>;
 
     /// Reopens a finished ticket (Jira: a transition to category `new`/`indeterminate`;
-    /// ServiceNow: state back to New/In Progress).
+    /// ServiceNow: state back to New/In Progress, with `note` as a work note when not empty).
+    /// Already open is success.
     fn reopen<'a>(
         &'a self,
         ticket: &'a TicketRef,

@@ -18,19 +18,21 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::http::{
-    CachedToken, ClientConfigError, Clock, HttpClient, HttpResponse, HttpSettings, TokenCache,
-    TokioClock,
+    CachedToken, ClientConfigError, Clock, Delivery, HttpClient, HttpResponse, HttpSettings,
+    TokenCache, TokioClock,
 };
 use crate::marker::{BRIDGE_LABEL, Marker};
 use crate::ticket::{
-    BoxFuture, FieldUpdate, TargetStatus, TicketError, TicketRef, TicketStatus, TicketSystem,
-    TicketUpdate, UpdatedPage,
+    BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
+    TicketSystem, TicketUpdate, UpdatedPage,
 };
 
 const SYSTEM: &str = "servicenow";
 const RECORD_FIELDS: &str = "sys_id,number,state,sys_updated_on,correlation_id";
 /// Longest `correlation_id` the incident table stores.
 const CORRELATION_LIMIT: usize = 100;
+/// The most marker matches read in one query; more than a couple is already an incident.
+const MARKER_MATCHES: &str = "50";
 const RESOLVED: &str = "6";
 
 /// Basic auth with an integration user, or OAuth client credentials (`/oauth_token.do`).
@@ -82,6 +84,9 @@ pub struct ServiceNowConfig {
     pub page_size: u32,
     /// Refresh an OAuth token this long before it expires.
     pub token_refresh_margin: Duration,
+    /// How long a created record may stay invisible to a query (`SERVICENOW_SEARCH_CONSISTENCY`;
+    /// the Table API reads its own writes, so 0 unless a proxy or replica sits in between).
+    pub search_consistency: Duration,
 }
 
 impl ServiceNowConfig {
@@ -100,6 +105,7 @@ impl ServiceNowConfig {
             http: HttpSettings::default(),
             page_size: 100,
             token_refresh_margin: Duration::from_secs(60),
+            search_consistency: Duration::ZERO,
         }
     }
 
@@ -201,6 +207,18 @@ impl ServiceNowConfig {
         )? {
             cfg.http.rate_limit_per_sec = rate;
         }
+        if let Some(timeout) = crate::http::seconds_setting(
+            "SERVICENOW_REQUEST_TIMEOUT",
+            get("SERVICENOW_REQUEST_TIMEOUT").as_deref(),
+        )? {
+            cfg.http.request_timeout = timeout.max(Duration::from_millis(100));
+        }
+        if let Some(lag) = crate::http::seconds_setting(
+            "SERVICENOW_SEARCH_CONSISTENCY",
+            get("SERVICENOW_SEARCH_CONSISTENCY").as_deref(),
+        )? {
+            cfg.search_consistency = lag;
+        }
         Ok(Some(cfg))
     }
 }
@@ -225,6 +243,8 @@ pub struct ServiceNowClient {
     auth: Auth,
     tokens: TokenCache,
     http: HttpClient,
+    /// Send window + request timeout + query lag: see [`TicketSystem::settle_time`].
+    settle_time: Duration,
 }
 
 impl fmt::Debug for ServiceNowClient {
@@ -294,7 +314,9 @@ impl ServiceNowClient {
             ),
         };
         let http = HttpClient::new(SYSTEM, &cfg.http, clock, scrub)?;
+        let settle_time = cfg.http.at_most_once_span() + cfg.search_consistency;
         Ok(ServiceNowClient {
+            settle_time,
             name: cfg.name,
             base_url: cfg.base_url,
             default_table: cfg.default_table,
@@ -440,6 +462,20 @@ impl ServiceNowClient {
         url: Url,
         body: Option<&Value>,
     ) -> Result<HttpResponse, TicketError> {
+        self.call_with(operation, Delivery::Idempotent, method, url, body)
+            .await
+    }
+
+    /// [`ServiceNowClient::call`] with an explicit [`Delivery`]. A 401 answer is a refusal
+    /// before any work, so the retry with a fresh token is safe for every delivery.
+    async fn call_with(
+        &self,
+        operation: &'static str,
+        delivery: Delivery,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, TicketError> {
         let build = |c: &reqwest::Client, authorization: HeaderValue| {
             let request = c
                 .request(method.clone(), url.clone())
@@ -453,7 +489,7 @@ impl ServiceNowClient {
         match &self.auth {
             Auth::Basic(header) => {
                 self.http
-                    .send(operation, |c| build(c, header.clone()))
+                    .send_with(operation, delivery, |c| build(c, header.clone()))
                     .await
             }
             Auth::OAuth { .. } => {
@@ -461,7 +497,7 @@ impl ServiceNowClient {
                 let header = bearer(operation, &token)?;
                 match self
                     .http
-                    .send(operation, |c| build(c, header.clone()))
+                    .send_with(operation, delivery, |c| build(c, header.clone()))
                     .await
                 {
                     Err(e) if e.status() == Some(401) => {
@@ -470,7 +506,7 @@ impl ServiceNowClient {
                         let token = self.token().await?;
                         let header = bearer(operation, &token)?;
                         self.http
-                            .send(operation, |c| build(c, header.clone()))
+                            .send_with(operation, delivery, |c| build(c, header.clone()))
                             .await
                     }
                     other => other,
@@ -638,7 +674,7 @@ impl TicketSystem for ServiceNowClient {
         &'a self,
         marker: &'a Marker,
         table: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Option<TicketRef>, TicketError>> {
+    ) -> BoxFuture<'a, Result<Vec<FoundTicket>, TicketError>> {
         Box::pin(async move {
             const OP: &str = "find_by_marker";
             let table = self.table(OP, table)?;
@@ -654,19 +690,36 @@ impl TicketSystem for ServiceNowClient {
                 })?;
             let mut url = self.url(&["api", "now", "table", table]);
             url.query_pairs_mut()
-                .append_pair("sysparm_query", &format!("correlation_id={value}"))
+                .append_pair(
+                    "sysparm_query",
+                    &format!(
+                        "correlation_id={value}^correlation_display={BRIDGE_LABEL}^ORDERBYsys_created_on"
+                    ),
+                )
                 .append_pair("sysparm_fields", RECORD_FIELDS)
-                .append_pair("sysparm_limit", "1")
+                .append_pair("sysparm_limit", MARKER_MATCHES)
                 .append_pair("sysparm_exclude_reference_link", "true");
             let response = self.call(OP, reqwest::Method::GET, url, None).await?;
             let found: Envelope<Vec<serde_json::Map<String, Value>>> =
                 self.http.json(OP, &response)?;
-            Ok(found.result.into_iter().next().and_then(|record| {
-                let (sys_id, _) = field(&record, "sys_id");
-                let (number, _) = field(&record, "number");
-                (!sys_id.is_empty()).then(|| self.ticket_ref(table, sys_id, number))
-            }))
+            Ok(found
+                .result
+                .into_iter()
+                .filter_map(|record| {
+                    let (sys_id, _) = field(&record, "sys_id");
+                    let (number, _) = field(&record, "number");
+                    let done = state_of(&record).done;
+                    (!sys_id.is_empty()).then(|| FoundTicket {
+                        ticket: self.ticket_ref(table, sys_id, number),
+                        done,
+                    })
+                })
+                .collect())
         })
+    }
+
+    fn settle_time(&self) -> Duration {
+        self.settle_time
     }
 
     fn create<'a>(
@@ -679,14 +732,23 @@ impl TicketSystem for ServiceNowClient {
             let table = self.table(OP, table)?;
             let url = self.url(&["api", "now", "table", table]);
             let response = self
-                .call(OP, reqwest::Method::POST, url, Some(payload))
+                .call_with(
+                    OP,
+                    Delivery::AtMostOnce,
+                    reqwest::Method::POST,
+                    url,
+                    Some(payload),
+                )
                 .await?;
+            // A 2xx we cannot read did create something.
             let created: Envelope<serde_json::Map<String, Value>> =
-                self.http.json(OP, &response)?;
+                self.http
+                    .json(OP, &response)
+                    .map_err(TicketError::into_outcome_unknown)?;
             let (sys_id, _) = field(&created.result, "sys_id");
             let (number, _) = field(&created.result, "number");
             if sys_id.is_empty() {
-                return Err(TicketError::Transient {
+                return Err(TicketError::OutcomeUnknown {
                     system: SYSTEM,
                     operation: OP,
                     status: Some(response.status),
@@ -714,8 +776,39 @@ impl TicketSystem for ServiceNowClient {
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), TicketError>> {
         Box::pin(async move {
-            self.patch("comment", ticket, &json!({ "work_notes": text }))
-                .await
+            const OP: &str = "comment";
+            // Work notes are a journal: a PATCH applied twice adds two entries.
+            let url = self.record_url(OP, ticket)?;
+            self.call_with(
+                OP,
+                Delivery::AtMostOnce,
+                reqwest::Method::PATCH,
+                url,
+                Some(&json!({ "work_notes": text })),
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        needle: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TicketError>> {
+        Box::pin(async move {
+            const OP: &str = "has_comment";
+            let mut url = self.record_url(OP, ticket)?;
+            // With display values, `work_notes` is the whole journal as text.
+            url.query_pairs_mut()
+                .append_pair("sysparm_fields", "work_notes")
+                .append_pair("sysparm_display_value", "true")
+                .append_pair("sysparm_exclude_reference_link", "true");
+            let response = self.call(OP, reqwest::Method::GET, url, None).await?;
+            let envelope: Envelope<serde_json::Map<String, Value>> =
+                self.http.json(OP, &response)?;
+            let (notes, display) = field(&envelope.result, "work_notes");
+            Ok(notes.contains(needle) || display.is_some_and(|d| d.contains(needle)))
         })
     }
 

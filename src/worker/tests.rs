@@ -15,10 +15,12 @@ use crate::securityhub::RecordingWriter;
 use crate::sqs::{DeleteFailure, Queue, QueueError, ReceivedMessage};
 use crate::ticket::{BoxFuture, TicketSystem};
 
-/// Test decoder: one finding per line, `ID SEVERITY UPDATED_AT`; anything else is undecodable.
-fn decode_lines(body: &[u8]) -> Result<Vec<Finding>, DecodeError> {
+/// Test decoder: one finding per line, `ID SEVERITY UPDATED_AT`; any other line is an
+/// undecodable finding, a body that is not UTF-8 an undecodable message.
+fn decode_lines(body: &[u8]) -> Result<crate::finding::EachFinding, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::new("", "not UTF-8"))?;
-    text.lines()
+    Ok(text
+        .lines()
         .enumerate()
         .map(|(i, line)| {
             let parts: Vec<&str> = line.split(' ').collect();
@@ -32,7 +34,7 @@ fn decode_lines(body: &[u8]) -> Result<Vec<Finding>, DecodeError> {
                 _ => Err(DecodeError::new(format!("[{i}]"), "not a finding")),
             }
         })
-        .collect()
+        .collect())
 }
 
 struct Stored {
@@ -226,8 +228,18 @@ impl TicketSystem for CountingTickets {
         &'a self,
         marker: &'a Marker,
         table: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Option<crate::ticket::TicketRef>, crate::ticket::TicketError>> {
+    ) -> BoxFuture<'a, Result<Vec<crate::ticket::FoundTicket>, crate::ticket::TicketError>> {
         self.inner.find_by_marker(marker, table)
+    }
+    fn settle_time(&self) -> Duration {
+        self.inner.settle_time()
+    }
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a crate::ticket::TicketRef,
+        needle: &'a str,
+    ) -> BoxFuture<'a, Result<bool, crate::ticket::TicketError>> {
+        self.inner.has_comment(ticket, needle)
     }
     fn create<'a>(
         &'a self,

@@ -421,7 +421,7 @@ impl Bench {
         config.visibility_timeout = Duration::from_secs(30);
         config.grace = Duration::from_secs(10);
         tune(&mut config);
-        Worker::from_sqs(config, self.sqs.clone(), lifecycle, finding::decode)
+        Worker::from_sqs(config, self.sqs.clone(), lifecycle, finding::decode_each)
     }
 
     /// Runs an in-process worker until the queue stays empty (`run --drain`).

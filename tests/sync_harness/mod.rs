@@ -18,7 +18,7 @@ use findings_bridge::pipeline::MappingsHandle;
 use findings_bridge::securityhub::FindingWriter;
 use findings_bridge::securityhub_client::{SecurityHubWriter, WritePolicy};
 use findings_bridge::store::sqlite::SqliteStore;
-use findings_bridge::store::{Claim, Record, Store};
+use findings_bridge::store::{Claim, Record, Store, SyncFields};
 use findings_bridge::sync::{StatusSync, SyncConfig};
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
 use findings_bridge::ticket::servicenow::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
@@ -255,7 +255,10 @@ impl Harness {
             .await
             .expect("claim");
         assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
-        self.store.put(&record, "test").await.expect("put");
+        self.store
+            .put(&record, "test", SyncFields::Replace)
+            .await
+            .expect("put");
         record
     }
 
