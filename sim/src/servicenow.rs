@@ -399,7 +399,7 @@ enum Display {
     /// `false` (the default): stored values.
     Value,
     /// `true`: display values.
-    DisplayValue,
+    Text,
     /// `all`: `{"value": …, "display_value": …}` for every field.
     All,
 }
@@ -407,7 +407,7 @@ enum Display {
 fn display_of(param: Option<&str>) -> Result<Display, Rejection> {
     match param {
         None | Some("") | Some("false") => Ok(Display::Value),
-        Some("true") => Ok(Display::DisplayValue),
+        Some("true") => Ok(Display::Text),
         Some("all") => Ok(Display::All),
         Some(other) => Err(error(
             StatusCode::BAD_REQUEST,
@@ -421,7 +421,7 @@ fn display_of(param: Option<&str>) -> Result<Display, Rejection> {
 fn shown(display: Display, value: &str, display_value: &str) -> Value {
     match display {
         Display::Value => json!(value),
-        Display::DisplayValue => json!(display_value),
+        Display::Text => json!(display_value),
         Display::All => json!({"value": value, "display_value": display_value}),
     }
 }
