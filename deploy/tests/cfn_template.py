@@ -72,7 +72,9 @@ def resource_names(service: str) -> dict[str, dict[str, str]]:
         "ExecutionRole": {"Ref": f"{service}-execution", "Arn": f"arn:aws:iam::{ACCOUNT}:role/{service}-execution"},
         "TaskRole": {"Ref": f"{service}-task", "Arn": f"arn:aws:iam::{ACCOUNT}:role/{service}-task"},
         "Cluster": {"Ref": service},
-        "Service": {"Name": service},
+        "Service": {"Name": service, "Ref": f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{service}/{service}"},
+        "TaskDefinition": {"Ref": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{service}:1"},
+        "ScalableTarget": {"Ref": f"service/{service}/{service}|ecs:service:DesiredCount|ecs"},
         "TaskSecurityGroup": {"Ref": "sg-0123456789abcdef0"},
         "AsffFindingsRule": {"Arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{service}-asff"},
         "OcsfFindingsRule": {"Arn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{service}-ocsf"},
@@ -228,6 +230,21 @@ class Stack:
                 if rendered is not None:
                     out[logical] = rendered
         return out
+
+    def rendered_template(self) -> dict:
+        """The template as CloudFormation would see it for these parameters: only the resources
+        it creates, every property resolved to a plain value."""
+        resources = {}
+        for logical, spec in self.template["Resources"].items():
+            properties = self.resource(logical)
+            if properties is None:
+                continue
+            rendered = {"Type": spec["Type"], "Properties": properties}
+            for attribute in ("DeletionPolicy", "UpdateReplacePolicy", "DependsOn"):
+                if attribute in spec:
+                    rendered[attribute] = spec[attribute]
+            resources[logical] = rendered
+        return {"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}
 
     def sub(self, text: str) -> str:
         """Renders one Fn::Sub template string (as deploy/kms-key-policy.json uses them)."""

@@ -82,6 +82,9 @@ def test_without_a_key_everything_uses_the_services_own_encryption(template):
     assert "SSESpecification" not in stack.resource("DedupTable")
     assert "KmsKeyId" not in stack.resource("LogGroup")
     assert kms_statements(stack, "TaskRole") == []
+    # Nothing in what gets deployed names a key or a KMS action.
+    rendered = json.dumps(stack.rendered_template())
+    assert ":kms:" not in rendered and '"kms:' not in rendered
 
 
 def test_with_a_key_both_queues_the_table_and_the_log_group_use_it(template):
@@ -217,6 +220,44 @@ def test_key_policy_placeholders_are_the_ones_the_runbook_replaces():
 def test_task_definition_json_matches_every_encryption_and_network_variant(template, extra):
     task_json = json.loads(TASK_DEFINITION_PATH.read_text(encoding="utf-8"))
     assert _normalised(task_json) == rendered_task_definition(template, **EXAMPLE_PARAMETERS, **extra)
+
+
+# ------------------------------------------------------------------ both variants, as deployed
+
+DETECTIVE_GRAPH = f"arn:aws:detective:{REGION}:{ACCOUNT}:graph:0123456789abcdef0123456789abcdef"
+CONCRETE_VARIANTS = {
+    "no-key": EXAMPLE_PARAMETERS,
+    "key": WITH_KEY,
+    "create-endpoints": CREATE_ENDPOINTS,
+    "existing-endpoints": EXISTING_ENDPOINTS,
+    "key-endpoints-detective-mappings": {
+        **CREATE_ENDPOINTS, "KmsKeyArn": KEY, "DetectiveGraphArn": DETECTIVE_GRAPH,
+        "MappingsImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/findings-bridge-mappings:abc1234",
+    },
+}
+
+
+@pytest.mark.parametrize("parameters", CONCRETE_VARIANTS.values(), ids=CONCRETE_VARIANTS.keys())
+def test_each_variant_rendered_as_plain_values_passes_cfn_lint(template, parameters):
+    """cfn-lint on the template checks every branch loosely; here each variant is resolved to the
+    concrete resources CloudFormation would create, so property values (key ARNs, reuse period,
+    endpoint types, SSE settings) are checked against the resource schemas as they would be."""
+    from cfnlint.api import ManualArgs, lint
+
+    stack = Stack(template, **parameters)
+    assert stack.rule_failures() == []
+    document = stack.rendered_template()
+    matches = lint(json.dumps(document), config=ManualArgs(regions=[REGION]))
+    assert [f"{m.rule.id} {m.message}" for m in matches] == []
+
+
+def test_rendered_cfn_lint_catches_a_bad_value(template):
+    """The check above can fail: an out-of-range data key reuse period is reported."""
+    from cfnlint.api import ManualArgs, lint
+
+    document = Stack(template, **WITH_KEY).rendered_template()
+    document["Resources"]["FindingsQueue"]["Properties"]["KmsDataKeyReusePeriodSeconds"] = 10
+    assert lint(json.dumps(document), config=ManualArgs(regions=[REGION]))
 
 
 # ------------------------------------------------------------------ VPC endpoints
