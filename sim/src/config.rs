@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Added before every answer (also before injected errors).
+    /// Added to every answer: half before the handler runs and half after it (so a client that
+    /// gives up may leave a committed write behind, as with a slow real server); injected errors
+    /// get all of it before their answer.
     #[serde(rename = "latency_ms", with = "duration_ms")]
     pub latency: Duration,
     /// Fraction (0.0–1.0) of requests answered 500.

@@ -1,6 +1,6 @@
-//! The middleware in front of every API path: counts requests per endpoint, then injects the
-//! configured latency, rate limiting, 429 bursts and 500s before the handler runs, and answers a
-//! share of committed creates ambiguously after it ran.
+//! The middleware in front of every API path: counts requests per endpoint, injects the
+//! configured latency (half before the handler, half after), rate limiting, 429 bursts and 500s
+//! before the handler runs, and answers a share of committed creates ambiguously after it ran.
 
 use std::time::Duration;
 
@@ -231,8 +231,17 @@ pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next:
         .map(|c| c.0.clone());
     *st.lock().requests.entry(endpoint.clone()).or_insert(0) += 1;
     let (latency, injected) = decide(&st);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    // A slow server commits somewhere in the middle of the time it takes: half the latency comes
+    // before the handler and half after it, so a client that gives up may leave a committed write
+    // behind. Injected errors never reach the handler and get all of it up front.
+    let before = if injected.is_some() {
+        latency
+    } else {
+        latency / 2
+    };
+    let after = latency - before;
+    if !before.is_zero() {
+        tokio::time::sleep(before).await;
     }
     let fam = family(&path);
     match &injected {
@@ -247,8 +256,18 @@ pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next:
         }
         Some(Injected::Burst { retry_after }) => too_many(&fam, retry_after, "jira-burst-based"),
         Some(Injected::ServerError) => server_error(&fam),
-        None if create => answer_create(&st, &endpoint, conn, next.run(req).await).await,
-        None => next.run(req).await,
+        None => {
+            let response = next.run(req).await;
+            let response = if create {
+                answer_create(&st, &endpoint, conn, response).await
+            } else {
+                response
+            };
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
+            response
+        }
     }
 }
 

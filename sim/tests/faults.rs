@@ -195,3 +195,35 @@ async fn operator_endpoints_set_faults_and_report_counts() {
     assert_eq!(a.body["jira"][0]["key"], "SEC-1");
     assert_eq!(a.body["servicenow"], json!([]));
 }
+
+#[tokio::test]
+async fn a_slow_create_commits_before_it_answers() {
+    // 6 s: committed after 3 s, answered 3 s later; the 3 s between the two are what a client
+    // that gives up (a timeout, a SIGTERM) leaves behind as a ticket it does not know about.
+    let sim = start(SimConfig {
+        faults: Faults {
+            latency: Duration::from_secs(6),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let state = sim.state.clone();
+    let c = client();
+    let started = Instant::now();
+    let request = {
+        let builder = jira3(&c, &sim, Method::POST, "/issue").json(&json!({"fields": {
+            "project": {"key": "SEC"}, "issuetype": {"name": "Bug"}, "summary": "slow",
+        }}));
+        tokio::spawn(async move { builder.send().await.map(|r| r.status()) })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state.jira_issues().is_empty() {
+        assert!(Instant::now() < deadline, "the create never committed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!request.is_finished(), "committed, not yet answered");
+    let status = request.await.expect("request task").expect("an answer");
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(started.elapsed() >= Duration::from_secs(6));
+}
