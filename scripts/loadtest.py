@@ -9,9 +9,25 @@ time (redeliveries). When every message is gone from the queue the workers get S
 harness compares the tickets in the simulator with the (finding, team) routes the shipped mappings
 give (`findings-bridge render`): every expected marker exactly once, nothing else.
 
+Scenarios (BENCHMARKS.md has the method and the figures):
+  baseline      the load alone
+  faults        seeded 500s and 429 bursts on top of the rate limit
+  kill          worker 0 SIGKILLed a third of the way through, restarted 2 s later
+  queue-outage  the SQS endpoint unreachable for --outage-secs
+  ambiguous     a share of creates committed but answered 502 / reset / too late, Jira search
+                lagging, every finding delivered twice
+  reorder       for a share of findings a resolved version (later UpdatedAt) is delivered and
+                processed before the older active one: never an open ticket for those
+  rolling       every replica SIGTERMed and replaced once (staggered) while every ticket-system
+                request takes ~1.5 s and Jira search lags 5 s
+  lease-loss    the DynamoDB endpoint stalls for longer than the claim lease
+
+Each has defaults of its own (SCENARIO_DEFAULTS); a flag given on the command line wins, and
+--smoke picks the small CI variant (SMOKE_DEFAULTS).
+
 Output: a table on stdout and one JSON object per scenario run (``--json FILE``, JSON lines).
-Exit status 1 when any run lost a finding, duplicated a ticket, dead-lettered a message or timed
-out.
+Exit status 1 when any run lost a finding, duplicated a ticket, left a ticket open for a resolved
+finding, dead-lettered a message or timed out.
 """
 
 from __future__ import annotations
@@ -53,7 +69,89 @@ TEMPLATE_WEIGHTS = {
     "bare-asff.json": 1,
     "custom-action.json": 1,
 }
-SCENARIOS = ("baseline", "faults", "kill", "queue-outage")
+SCENARIOS = ("baseline", "faults", "kill", "queue-outage", "ambiguous", "reorder", "rolling", "lease-loss")
+
+# Every knob and its value unless the scenario, --smoke or the command line says otherwise.
+DEFAULTS = dict(
+    findings=10_000,
+    redelivery_share=0.1,
+    workers=3,
+    concurrency=32,
+    latency_ms=50,
+    # 40/s: below what moto_server sustains on a 2-core machine (about 55 simulator requests/s
+    # worth of findings), so the run measures the bridge against the ticket system's limit and
+    # not the emulator's speed (BENCHMARKS.md).
+    rate_limit=40,
+    send_rate=0.0,
+    error_rate=0.1,
+    burst_every=200,
+    burst_len=5,
+    retry_after=1,
+    outage_secs=10.0,
+    visibility_timeout=30,
+    max_receive=5,
+    timeout=1800.0,
+    search_delay_ms=0,
+    ambiguous_rate=0.0,
+    ambiguous_mode="rotate",
+    ambiguous_late_ms=8000,
+    reorder_share=0.0,
+    reorder_delay_s=300,
+    stall_secs=15.0,
+    roll_every_s=8.0,
+    # Worker settings; None leaves the variable unset (the worker's own default).
+    grace_period=None,
+    lease=None,
+    search_consistency=None,
+    request_timeout=None,
+    aws_timeout=None,
+    aws_attempt_timeout=None,
+)
+# The exactly-once scenarios: a few hundred findings are enough to meet each fault dozens of times.
+SCENARIO_DEFAULTS = {
+    "ambiguous": dict(
+        findings=300,
+        redelivery_share=1.0,
+        ambiguous_rate=0.2,
+        search_delay_ms=3000,
+        # Above the bridge's request timeout, so a "late" answer is one the bridge gave up on.
+        ambiguous_late_ms=8000,
+        request_timeout=5,
+        search_consistency=5,
+    ),
+    "reorder": dict(findings=300, reorder_share=0.5),
+    "rolling": dict(
+        findings=300,
+        latency_ms=1500,
+        search_delay_ms=5000,
+        search_consistency=8,
+        grace_period=2,
+    ),
+    "lease-loss": dict(
+        findings=300,
+        redelivery_share=0.5,
+        lease=5,
+        stall_secs=15.0,
+        search_delay_ms=3000,
+        search_consistency=5,
+    ),
+}
+# `--smoke`: what CI can afford (well under a minute each on 2 cores).
+_SMOKE_COMMON = dict(concurrency=16, latency_ms=5, rate_limit=200)
+SMOKE_DEFAULTS = {
+    # 100 findings with 20 % redelivered (about 40 s, most of it the 24-30 s the worker waits
+    # before retrying a redelivered copy whose claim the other worker holds), 2 workers racing.
+    "baseline": dict(_SMOKE_COMMON, findings=100, redelivery_share=0.2, workers=2, timeout=55),
+    "faults": dict(_SMOKE_COMMON, findings=100, workers=2, timeout=90),
+    "kill": dict(_SMOKE_COMMON, findings=100, workers=2, timeout=120),
+    "queue-outage": dict(_SMOKE_COMMON, findings=100, workers=2, outage_secs=5, timeout=120),
+    "ambiguous": dict(_SMOKE_COMMON, findings=60, timeout=90),
+    "reorder": dict(_SMOKE_COMMON, findings=80, timeout=90),
+    "rolling": dict(findings=60, concurrency=16, rate_limit=200, timeout=120),
+    "lease-loss": dict(_SMOKE_COMMON, findings=60, timeout=120),
+}
+TICKET_PATHS = ("/rest/", "/api/now/", "/oauth_token")
+WRITEBACK_ENDPOINTS = ("PATCH /findings/batchupdate", "PATCH /findingsv2/batchupdatev2")
 REGION = "us-east-1"
 CREDS = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
 
@@ -123,18 +221,20 @@ class Template:
         self.doc = json.loads((FIXTURES / name).read_text())
         self.teams: list[str] = []
 
-    def body(self, finding_id: str) -> str:
+    def body(self, finding_id: str, resolved_later_s: int | None = None) -> str:
+        """The message for `finding_id`; with `resolved_later_s`, the resolved version of the
+        finding, updated that many seconds after the fixture's (active) version."""
         doc = json.loads(json.dumps(self.doc))
         if isinstance(doc, dict) and doc.get("Type") == "Notification":
             inner = json.loads(doc["Message"])
-            self._set_id(inner, finding_id)
+            self._edit(inner, finding_id, resolved_later_s)
             doc["Message"] = json.dumps(inner)
         else:
-            self._set_id(doc, finding_id)
+            self._edit(doc, finding_id, resolved_later_s)
         return json.dumps(doc, separators=(",", ":"))
 
     @staticmethod
-    def _set_id(doc: dict, finding_id: str) -> None:
+    def _edit(doc: dict, finding_id: str, resolved_later_s: int | None) -> None:
         findings = doc["detail"]["findings"] if "detail" in doc else [doc]
         if len(findings) != 1:
             raise ValueError("load templates carry exactly one finding")
@@ -145,9 +245,44 @@ class Template:
             f["finding_info"]["uid"] = finding_id
             if isinstance(f.get("metadata"), dict) and "uid" in f["metadata"]:
                 f["metadata"]["uid"] = finding_id
+        if resolved_later_s is not None:
+            resolve(f, resolved_later_s)
 
 
-def learn_routes(templates: list[Template], bin_dir: pathlib.Path, work: pathlib.Path) -> None:
+def resolve(f: dict, later_s: int) -> None:
+    """Turns a finding into its resolved version, `later_s` seconds newer, the way Security Hub
+    reports it and `Finding::is_resolved` (src/finding/mod.rs) reads it: ASFF RecordState
+    ARCHIVED (and Compliance.Status PASSED for control findings); OCSF activity Close (3) with
+    status Resolved (4), which the bridge decodes as record state ARCHIVED (and compliance Pass
+    for compliance findings)."""
+    if "Id" in f:
+        f["RecordState"] = "ARCHIVED"
+        if isinstance(f.get("Compliance"), dict):
+            f["Compliance"]["Status"] = "PASSED"
+        updated = dt.datetime.fromisoformat(f["UpdatedAt"].replace("Z", "+00:00"))
+        later = updated + dt.timedelta(seconds=later_s)
+        f["UpdatedAt"] = later.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return
+    f["activity_id"] = 3
+    f["activity_name"] = "Close"
+    f["status_id"] = 4
+    f["status"] = "Resolved"
+    if isinstance(f.get("compliance"), dict):
+        f["compliance"]["status_id"] = 1
+        f["compliance"]["status"] = "Pass"
+    info = f["finding_info"]
+    if "modified_time" not in info and "modified_time_dt" not in info:
+        raise ValueError("OCSF load templates need finding_info.modified_time")
+    if "modified_time" in info:
+        info["modified_time"] += later_s * 1000
+    if "modified_time_dt" in info:
+        t = dt.datetime.fromisoformat(info["modified_time_dt"].replace("Z", "+00:00"))
+        info["modified_time_dt"] = (t + dt.timedelta(seconds=later_s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(f.get("time"), int):
+        f["time"] += later_s * 1000
+
+
+def learn_routes(templates: list[Template], bridge_bin: pathlib.Path, work: pathlib.Path) -> None:
     """Asks `findings-bridge render` which teams each template routes to, and checks that the
     harness computes markers exactly as the bridge does (else every comparison would be void)."""
     for t in templates:
@@ -155,7 +290,7 @@ def learn_routes(templates: list[Template], bin_dir: pathlib.Path, work: pathlib
         path = work / f"probe-{t.name}"
         path.write_text(t.body(probe_id))
         out = subprocess.run(
-            [str(bin_dir / "findings-bridge"), "render", "--mappings", str(ROOT / "mappings"), str(path)],
+            [str(bridge_bin), "render", "--mappings", str(ROOT / "mappings"), str(path)],
             capture_output=True,
             text=True,
             check=False,
@@ -171,19 +306,32 @@ def learn_routes(templates: list[Template], bin_dir: pathlib.Path, work: pathlib
                 raise RuntimeError(f"marker mismatch for {t.name}: bridge {r['marker']}, harness {marker(r['team'], probe_id)}")
 
 
-def plan_messages(n: int, redelivery_share: float, templates: list[Template], seed: int):
-    """Returns (findings [(id, template)], send order [(finding index, is_redelivery)])."""
+# What a planned message is: the first copy of a finding, a redelivered copy, or (reorder) the
+# resolved version sent ahead of the active one.
+FIRST, DUP, RESOLVED = "first", "dup", "resolved"
+
+
+def plan_messages(n: int, redelivery_share: float, reorder_share: float, templates: list[Template], seed: int):
+    """Returns (findings [(id, template)], phases [[(finding index, kind)]], reordered indexes).
+
+    Phases are sent one after the other, each only once the previous one has been consumed: the
+    reorder scenario's resolved versions go first, so that they are processed before the older
+    active versions, whatever the workers' concurrency."""
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:8]
     names = [t for t in templates for _ in range(TEMPLATE_WEIGHTS[t.name])]
     findings = [(f"loadtest/{run}/{i:06d}", names[i % len(names)]) for i in range(n)]
-    keyed = [(float(i), i, False) for i in range(n)]
+    keyed = [(float(i), i, FIRST) for i in range(n)]
     # Each redelivered finding is sent again at a random later point: sometimes while the first
     # copy is in flight (the claim must stop it), sometimes long after (the store must).
     for i in rng.sample(range(n), int(round(n * redelivery_share))):
-        keyed.append((rng.uniform(i + 0.5, n), i, True))
+        keyed.append((rng.uniform(i + 0.5, n), i, DUP))
     keyed.sort()
-    return findings, [(i, dup) for _, i, dup in keyed]
+    active = [(i, kind) for _, i, kind in keyed]
+    reordered = sorted(rng.sample(range(n), int(round(n * reorder_share))))
+    if not reordered:
+        return findings, [active], set()
+    return findings, [[(i, RESOLVED) for i in reordered], active], set(reordered)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +339,10 @@ def plan_messages(n: int, redelivery_share: float, templates: list[Template], se
 
 
 class Proxy:
-    """A TCP proxy in front of moto's SQS endpoint that can be taken down (listener closed and
-    every open connection cut) and brought back on the same port."""
+    """A TCP proxy on 127.0.0.1 in front of one of moto's endpoints that can be taken down
+    (listener closed and every open connection cut) and brought back on the same port, or made to
+    hold traffic: connections are still accepted and bytes still read, but nothing is forwarded
+    until it is released (a stalled or throttled service, from the client's side)."""
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
@@ -200,9 +350,15 @@ class Proxy:
         self.loop = asyncio.new_event_loop()
         self.server = None
         self.conns: set[asyncio.StreamWriter] = set()
+        self.flowing: asyncio.Event | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self._call(self._init())
         self.up()
+
+    async def _init(self):
+        self.flowing = asyncio.Event()
+        self.flowing.set()
 
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
@@ -210,6 +366,7 @@ class Proxy:
     async def _pipe(self, reader, writer):
         try:
             while data := await reader.read(65536):
+                await self.flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -242,13 +399,28 @@ class Proxy:
             w.transport.abort()
         self.conns.clear()
 
+    async def _set_flowing(self, flowing: bool):
+        if flowing:
+            self.flowing.set()
+        else:
+            self.flowing.clear()
+
     def up(self):
         self._call(self._up())
 
     def down(self):
         self._call(self._down())
 
+    def hold(self):
+        """Stops forwarding in both directions; connections stay open and new ones are accepted."""
+        self._call(self._set_flowing(False))
+
+    def release(self):
+        """Forwards everything held, in order, and carries on."""
+        self._call(self._set_flowing(True))
+
     def close(self):
+        self.release()
         self.down()
         self.loop.call_soon_threadsafe(self.loop.stop)
 
@@ -286,6 +458,8 @@ class WorkerProc:
         self.exit_codes: list[int] = []
         self.starts = 0
         self.pid: int | None = None
+        # Set when the harness stops it on purpose (rolling), so its exit is not reported.
+        self.stopping = False
 
     def start(self):
         self.starts += 1
@@ -334,30 +508,38 @@ class WorkerProc:
 
 
 class Env:
-    """moto_server + simulator + proxy for one scenario run, stopped in `close`."""
+    """moto_server + simulator + proxies for one scenario run, stopped in `close`."""
 
-    def __init__(self, args, scenario: str, work: pathlib.Path):
+    def __init__(self, args, cfg, scenario: str, work: pathlib.Path):
         self.work = work
         self.procs: list[subprocess.Popen] = []
+        self.proxy = self.ddb_proxy = None
         moto_port = free_port()
         self.moto = f"http://127.0.0.1:{moto_port}"
         self._spawn([str(args.python_bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], "moto.log")
         port_file = work / "sim.port"
         sim_cmd = [
-            str(args.bin_dir / "findings-bridge-sim"),
+            str(args.sim_bin),
             "--addr", "127.0.0.1:0",
             "--port-file", str(port_file),
-            "--latency-ms", str(args.latency_ms),
+            "--latency-ms", str(cfg.latency_ms),
             "--seed", str(args.seed),
+            "--search-delay-ms", str(cfg.search_delay_ms),
         ]
-        if args.rate_limit:
-            sim_cmd += ["--rate-limit", str(args.rate_limit)]
+        if cfg.rate_limit:
+            sim_cmd += ["--rate-limit", str(cfg.rate_limit)]
         if scenario == "faults":
             sim_cmd += [
-                "--error-rate", str(args.error_rate),
-                "--burst-429-every", str(args.burst_every),
-                "--burst-429-len", str(args.burst_len),
-                "--retry-after-secs", str(args.retry_after),
+                "--error-rate", str(cfg.error_rate),
+                "--burst-429-every", str(cfg.burst_every),
+                "--burst-429-len", str(cfg.burst_len),
+                "--retry-after-secs", str(cfg.retry_after),
+            ]
+        if cfg.ambiguous_rate:
+            sim_cmd += [
+                "--ambiguous-create-rate", str(cfg.ambiguous_rate),
+                "--ambiguous-create-mode", cfg.ambiguous_mode,
+                "--ambiguous-late-ms", str(cfg.ambiguous_late_ms),
             ]
         self._spawn(sim_cmd, "sim.log")
         deadline = time.monotonic() + 20
@@ -370,6 +552,11 @@ class Env:
         wait_http(f"{self.sim}/_sim/stats", "simulator")
         self.proxy = Proxy(moto_port)
         self.sqs_via_proxy = f"http://127.0.0.1:{self.proxy.port}"
+        # The workers' DynamoDB endpoint; only lease-loss puts a proxy in between to stall it.
+        self.ddb_for_workers = self.moto
+        if scenario == "lease-loss":
+            self.ddb_proxy = Proxy(moto_port)
+            self.ddb_for_workers = f"http://127.0.0.1:{self.ddb_proxy.port}"
         cfg = Config(retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=20)
         self.sqs = boto3.client("sqs", endpoint_url=self.moto, config=cfg, **CREDS)
         self.ddb = boto3.client("dynamodb", endpoint_url=self.moto, config=cfg, **CREDS)
@@ -409,10 +596,12 @@ class Env:
         return int(a.get("ApproximateNumberOfMessages", 0)), int(a.get("ApproximateNumberOfMessagesNotVisible", 0))
 
     def close(self):
-        try:
-            self.proxy.close()
-        except Exception:
-            pass
+        for proxy in (self.proxy, self.ddb_proxy):
+            try:
+                if proxy is not None:
+                    proxy.close()
+            except Exception:
+                pass
         for p in self.procs:
             p.terminate()
         for p in self.procs:
@@ -427,68 +616,120 @@ class Env:
 # One scenario run
 
 
-def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) -> dict:
+def worker_env(args, cfg, env: Env, queue_url: str, dlq_url: str) -> dict:
+    """The workers' environment: endpoints, credentials and the scenario's worker settings. The
+    exactly-once settings (BRIDGE_LEASE, JIRA_SEARCH_CONSISTENCY, the request and AWS timeouts) are
+    passed whenever the scenario sets them, even to a binary that does not read them yet."""
+    out = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION=REGION,
+        AWS_ENDPOINT_URL_SQS=env.sqs_via_proxy,
+        AWS_ENDPOINT_URL_DYNAMODB=env.ddb_for_workers,
+        AWS_ENDPOINT_URL_SECURITYHUB=env.sim,
+        BRIDGE_QUEUE_URL=queue_url,
+        BRIDGE_DLQ_URL=dlq_url,
+        BRIDGE_STORE="dynamodb:findings-bridge",
+        BRIDGE_HTTP_ADDR="127.0.0.1:0",
+        BRIDGE_CONCURRENCY=str(cfg.concurrency),
+        BRIDGE_VISIBILITY_TIMEOUT=str(cfg.visibility_timeout),
+        BRIDGE_LOG_FORMAT="json",
+        RUST_LOG=os.environ.get("RUST_LOG", "warn"),
+        JIRA_URL=env.sim,
+        JIRA_EMAIL="sim@example.com",
+        JIRA_API_TOKEN="sim-token",
+        SERVICENOW_URL=env.sim,
+        SERVICENOW_USERNAME="sim",
+        SERVICENOW_PASSWORD="sim-password",
+    )
+    optional = {
+        "BRIDGE_GRACE_PERIOD": cfg.grace_period,
+        "BRIDGE_LEASE": cfg.lease,
+        "JIRA_SEARCH_CONSISTENCY": cfg.search_consistency,
+        "JIRA_REQUEST_TIMEOUT": cfg.request_timeout,
+        "SERVICENOW_REQUEST_TIMEOUT": cfg.request_timeout,
+        "BRIDGE_AWS_TIMEOUT": cfg.aws_timeout,
+        "BRIDGE_AWS_ATTEMPT_TIMEOUT": cfg.aws_attempt_timeout,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            out[name] = str(value)
+    return out
+
+
+def create_requests(stats: dict) -> int:
+    return sum(
+        v
+        for k, v in stats["requests"].items()
+        if k in ("POST /rest/api/3/issue", "POST /rest/api/2/issue")
+        or (k.startswith("POST /api/now/table/") and "{sys_id}" not in k)
+    )
+
+
+def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template]) -> dict:
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"loadtest-{scenario}-", dir=args.work_dir))
-    env = Env(args, scenario, work)
+    env = Env(args, cfg, scenario, work)
     workers: list[WorkerProc] = []
     try:
-        queue_url, dlq_url = env.create_resources(args.visibility_timeout, args.max_receive)
-        findings, order = plan_messages(args.findings, args.redelivery_share, templates, args.seed + run_no)
-        expected = {}  # marker -> finding index
+        queue_url, dlq_url = env.create_resources(cfg.visibility_timeout, cfg.max_receive)
+        findings, phases, reordered = plan_messages(
+            cfg.findings, cfg.redelivery_share, cfg.reorder_share, templates, args.seed + run_no
+        )
+        # marker -> finding index: `expected` must each have exactly one ticket; `resolved` (the
+        # reordered findings) may have none or one closed ticket, never an open one.
+        expected: dict[str, int] = {}
+        resolved: dict[str, int] = {}
         for i, (fid, t) in enumerate(findings):
             for team in t.teams:
-                expected[marker(team, fid)] = i
-        worker_env = dict(
-            os.environ,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_REGION=REGION,
-            AWS_ENDPOINT_URL_SQS=env.sqs_via_proxy,
-            AWS_ENDPOINT_URL_DYNAMODB=env.moto,
-            AWS_ENDPOINT_URL_SECURITYHUB=env.sim,
-            BRIDGE_QUEUE_URL=queue_url,
-            BRIDGE_DLQ_URL=dlq_url,
-            BRIDGE_STORE="dynamodb:findings-bridge",
-            BRIDGE_HTTP_ADDR="127.0.0.1:0",
-            BRIDGE_CONCURRENCY=str(args.concurrency),
-            BRIDGE_VISIBILITY_TIMEOUT=str(args.visibility_timeout),
-            BRIDGE_LOG_FORMAT="json",
-            RUST_LOG=os.environ.get("RUST_LOG", "warn"),
-            JIRA_URL=env.sim,
-            JIRA_EMAIL="sim@example.com",
-            JIRA_API_TOKEN="sim-token",
-            SERVICENOW_URL=env.sim,
-            SERVICENOW_USERNAME="sim",
-            SERVICENOW_PASSWORD="sim-password",
-        )
-        cmd = [str(args.bin_dir / "findings-bridge"), "run", "--mappings", str(ROOT / "mappings")]
-        workers = [WorkerProc(k, cmd, worker_env, work) for k in range(args.workers)]
+                (resolved if i in reordered else expected)[marker(team, fid)] = i
+        env_vars = worker_env(args, cfg, env, queue_url, dlq_url)
+        cmd = [str(args.bridge_bin), "run", "--mappings", str(ROOT / "mappings")]
+        workers = [WorkerProc(k, cmd, env_vars, work) for k in range(cfg.workers)]
+        messages = sum(len(p) for p in phases)
 
         sent_at: dict[int, float] = {}
         producer_done = threading.Event()
         producer_error: list[BaseException] = []
+        deadline = time.monotonic() + cfg.timeout
+
+        def send(batch):
+            entries = []
+            for j, (i, kind) in enumerate(batch):
+                fid, t = findings[i]
+                later = cfg.reorder_delay_s if kind == RESOLVED else None
+                entries.append({"Id": str(j), "MessageBody": t.body(fid, later)})
+            now = time.time()
+            out = env.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            if out.get("Failed"):
+                raise RuntimeError(f"send_message_batch failed: {out['Failed']}")
+            for i, kind in batch:
+                if kind == FIRST:
+                    sent_at[i] = now
+
+        def wait_consumed():
+            """Until the queue has held nothing for three polls in a row (or the run's deadline)."""
+            empty = 0
+            while empty < 3 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                visible, in_flight = env.queue_depth(queue_url)
+                empty = empty + 1 if visible == 0 and in_flight == 0 else 0
 
         def produce():
             try:
+                sent = 0
                 start = time.monotonic()
-                for b in range(0, len(order), 10):
-                    batch = order[b : b + 10]
-                    if args.send_rate > 0:
-                        due = start + b / args.send_rate
-                        pause = due - time.monotonic()
-                        if pause > 0:
-                            time.sleep(pause)
-                    entries = [
-                        {"Id": str(j), "MessageBody": findings[i][1].body(findings[i][0])}
-                        for j, (i, _) in enumerate(batch)
-                    ]
-                    now = time.time()
-                    out = env.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-                    if out.get("Failed"):
-                        raise RuntimeError(f"send_message_batch failed: {out['Failed']}")
-                    for i, dup in batch:
-                        if not dup:
-                            sent_at[i] = now
+                for n, phase in enumerate(phases):
+                    if n:
+                        wait_consumed()
+                        log(f"{scenario}: phase {n} consumed; sending phase {n + 1} ({len(phase)} messages)")
+                    for b in range(0, len(phase), 10):
+                        if cfg.send_rate > 0:
+                            pause = start + sent / cfg.send_rate - time.monotonic()
+                            if pause > 0:
+                                time.sleep(pause)
+                        send(phase[b : b + 10])
+                        sent += len(phase[b : b + 10])
             except BaseException as e:  # reported with the run
                 producer_error.append(e)
             finally:
@@ -499,34 +740,39 @@ def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) ->
             w.start()
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
-        log(f"{scenario} run {run_no}: {len(findings)} findings, {len(order) - len(findings)} redeliveries, "
-            f"{len(expected)} expected tickets, {args.workers} workers x concurrency {args.concurrency}")
+        log(f"{scenario} run {run_no}: {len(findings)} findings ({len(reordered)} resolved first), "
+            f"{messages - len(findings) - len(reordered)} redeliveries, {len(expected)} expected tickets, "
+            f"{cfg.workers} workers x concurrency {cfg.concurrency}")
 
-        fault_at = max(1, len(expected) // 3)
-        fault_done = scenario not in ("kill", "queue-outage")
-        fault_note = None
+        # Fault schedule: one-off faults a third of the way through; rolling replaces replica k
+        # once (k + 1) / (K + 1) of the expected creates have been requested and at least
+        # --roll-every-s after the previous replacement, like a deployment replacing one task at a
+        # time.
+        total_creates = max(1, len(expected) + len(resolved))
+        fault_at = max(1, total_creates // 3)
+        one_off = scenario in ("kill", "queue-outage", "lease-loss")
+        fault_done = not one_off
+        fault_notes: list[str] = []
+        roll_at = [max(1, total_creates * (k + 1) // (cfg.workers + 1)) for k in range(cfg.workers)] if scenario == "rolling" else []
+        rolled = 0
+        last_roll = float("-inf")
+        stall_until = None
         idle_polls = 0
         timed_out = False
         last_progress = None
         while True:
             time.sleep(0.5)
-            if time.time() - t0 > args.timeout:
+            if time.time() - t0 > cfg.timeout:
                 timed_out = True
-                log(f"{scenario}: timed out after {args.timeout}s")
+                log(f"{scenario}: timed out after {cfg.timeout}s")
                 break
             for w in workers:
                 w.sample_rss()
-                if w.pid is not None and not w.alive():
+                if w.pid is not None and not w.alive() and not w.stopping:
                     log(f"worker {w.index} exited on its own with {w.exit_codes[-1]}; see {work}")
             stats = http_json(f"{env.sim}/_sim/stats")
-            creates = sum(
-                v
-                for k, v in stats["requests"].items()
-                if k in ("POST /rest/api/3/issue", "POST /rest/api/2/issue")
-                or (k.startswith("POST /api/now/table/") and "{sys_id}" not in k)
-            )
-            if not fault_done and creates >= fault_at:
-                fault_done = True
+            creates = create_requests(stats)
+            if not fault_done and stall_until is None and creates >= fault_at:
                 if scenario == "kill":
                     victim = workers[0]
                     victim.sample_rss()
@@ -535,20 +781,44 @@ def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) ->
                     log(f"kill: SIGKILLed worker 0 after ~{creates} create requests; restarting in 2 s")
                     time.sleep(2)
                     victim.start()
-                    fault_note = f"worker 0 SIGKILLed after {creates} create requests, restarted 2 s later"
-                else:
+                    fault_notes.append(f"worker 0 SIGKILLed after {creates} create requests, restarted 2 s later")
+                    fault_done = True
+                elif scenario == "queue-outage":
                     env.proxy.down()
-                    log(f"queue-outage: SQS endpoint down after ~{creates} create requests for {args.outage_secs} s")
-                    time.sleep(args.outage_secs)
+                    log(f"queue-outage: SQS endpoint down after ~{creates} create requests for {cfg.outage_secs} s")
+                    time.sleep(cfg.outage_secs)
                     env.proxy.up()
                     log("queue-outage: SQS endpoint back")
-                    fault_note = f"SQS endpoint unreachable for {args.outage_secs} s after {creates} create requests"
+                    fault_notes.append(f"SQS endpoint unreachable for {cfg.outage_secs} s after {creates} create requests")
+                    fault_done = True
+                else:  # lease-loss
+                    env.ddb_proxy.hold()
+                    stall_until = time.monotonic() + cfg.stall_secs
+                    log(f"lease-loss: DynamoDB stalled after ~{creates} create requests for {cfg.stall_secs} s")
+                    fault_notes.append(f"DynamoDB stalled for {cfg.stall_secs} s after {creates} create requests, lease {cfg.lease} s")
+            if stall_until is not None and not fault_done and time.monotonic() >= stall_until:
+                env.ddb_proxy.release()
+                fault_done = True
+                log("lease-loss: DynamoDB flowing again")
+            if rolled < len(roll_at) and creates >= roll_at[rolled] and time.monotonic() - last_roll >= cfg.roll_every_s:
+                last_roll = time.monotonic()
+                old = workers[rolled]
+                old.stopping = True
+                old.sample_rss()
+                old.signal(signal.SIGTERM)
+                new = WorkerProc(cfg.workers + rolled, cmd, env_vars, work)
+                new.start()
+                workers.append(new)
+                log(f"rolling: SIGTERM to worker {old.index}, worker {new.index} started, after ~{creates} create requests")
+                fault_notes.append(f"worker {old.index} replaced at {time.time() - t0:.0f} s ({creates} create requests)")
+                rolled += 1
             visible, in_flight = env.queue_depth(queue_url)
             progress = (visible, in_flight, creates)
             if progress != last_progress:
                 last_progress = progress
                 log(f"{scenario}: queue {visible} visible / {in_flight} in flight, {creates} create requests")
-            if producer_done.is_set() and fault_done and visible == 0 and in_flight == 0:
+            settled = fault_done and rolled == len(roll_at)
+            if producer_done.is_set() and settled and visible == 0 and in_flight == 0:
                 idle_polls += 1
                 if idle_polls >= 3:
                     break
@@ -561,11 +831,11 @@ def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) ->
             if w.alive():
                 w.signal(signal.SIGTERM)
         for w in workers:
-            w.reap(args.grace + 15)
+            w.reap((cfg.grace_period or 25) + 15)
 
         dlq_visible, dlq_in_flight = env.queue_depth(dlq_url)
         visible, in_flight = env.queue_depth(queue_url)
-        tickets = http_json(f"{env.sim}/_sim/tickets", timeout=120)
+        tickets = http_json(f"{env.sim}/_sim/tickets?view=summary", timeout=120)["tickets"]
         stats = http_json(f"{env.sim}/_sim/stats")
     finally:
         for w in workers:
@@ -573,24 +843,34 @@ def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) ->
                 w.signal(signal.SIGKILL)
                 w.reap(5)
         env.close()
+    run = dict(
+        work=work, findings=findings, expected=expected, resolved=resolved, reordered=reordered,
+        messages=messages, tickets=tickets, stats=stats, workers=workers, sent_at=sent_at,
+        t0=t0, t_done=t_done, timed_out=timed_out, producer_error=producer_error,
+        fault_notes=fault_notes, dlq_visible=dlq_visible, dlq_in_flight=dlq_in_flight,
+        visible=visible, in_flight=in_flight,
+    )
+    return verdict(args, cfg, scenario, run_no, run)
 
-    # ----- compare
+
+def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
+    """Compares the simulator's tickets with what the findings should have produced."""
+    findings, expected, resolved = run["findings"], run["expected"], run["resolved"]
+    tickets, stats, workers, sent_at = run["tickets"], run["stats"], run["workers"], run["sent_at"]
     seen = collections.Counter()
+    open_count = collections.Counter()
     created_at: dict[str, float] = {}
     latencies: list[float] = []
-    for issue in tickets.get("jira", []):
-        for label in issue.get("labels", []):
-            if label.startswith("fb-"):
-                seen[label] += 1
-                created_at.setdefault(label, parse_time(issue["created"]))
-    for rec in tickets.get("servicenow", []):
-        f = rec.get("fields", {})
-        m = f.get("correlation_id", "")
-        if m.startswith("fb-"):
-            seen[m] += 1
-            if "sys_created_on" in f:
-                created_at.setdefault(m, parse_time(f["sys_created_on"]))
-    jira_markers = {lbl for issue in tickets.get("jira", []) for lbl in issue.get("labels", []) if lbl.startswith("fb-")}
+    for t in tickets:
+        m = t.get("marker") or ""
+        if not m.startswith("fb-"):
+            continue
+        seen[m] += 1
+        if not t["done"]:
+            open_count[m] += 1
+        if t.get("created"):
+            created_at.setdefault(m, parse_time(t["created"]))
+    jira_markers = {t["marker"] for t in tickets if t["system"] == "jira" and t.get("marker")}
     for m, i in expected.items():
         # Jira timestamps are exact; ServiceNow's have whole seconds, so only Jira feeds latency.
         if m in jira_markers and m in created_at and i in sent_at:
@@ -598,44 +878,64 @@ def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) ->
     total_tickets = sum(seen.values())
     missing = [m for m in expected if m not in seen]
     duplicates = sum(c - 1 for c in seen.values() if c > 1)
-    unexpected = [m for m in seen if m not in expected]
-    first_send = min(sent_at.values()) if sent_at else t0
-    last_created = max(created_at.values()) if created_at else t_done
+    unexpected = [m for m in seen if m not in expected and m not in resolved]
+    open_for_resolved = sum(open_count[m] for m in resolved)
+    closed_for_resolved = sum(seen[m] - open_count[m] for m in resolved)
+    first_send = min(sent_at.values()) if sent_at else run["t0"]
+    last_created = max(created_at.values()) if created_at else run["t_done"]
     window = max(last_created - first_send, 1e-9)
     requests = sum(stats["requests"].values())
+    ticket_requests = sum(v for k, v in stats["requests"].items() if k.split(" ", 1)[-1].startswith(TICKET_PATHS))
+    writebacks = sum(stats["requests"].get(k, 0) for k in WRITEBACK_ENDPOINTS)
     faults = stats.get("faults", {})
     refused = faults.get("rate_limited_429", 0) + faults.get("burst_429", 0) + faults.get("errors_500", 0)
     accepted = requests - refused
+    ambiguous = faults.get("ambiguous_502", 0) + faults.get("ambiguous_close", 0) + faults.get("ambiguous_late", 0)
     cpu = sum(w.cpu for w in workers)
+    dlq = run["dlq_visible"] + run["dlq_in_flight"]
     result = {
         "scenario": scenario,
         "run": run_no,
+        "bridge": str(args.bridge_bin),
         "findings": len(findings),
-        "redeliveries": len(order) - len(findings),
-        "workers": args.workers,
-        "concurrency": args.concurrency,
-        "latency_ms": args.latency_ms,
-        "rate_limit": args.rate_limit,
-        "send_rate": args.send_rate,
-        "fault": fault_note,
+        "resolved_first": len(run["reordered"]),
+        "messages": run["messages"],
+        "workers": cfg.workers,
+        "concurrency": cfg.concurrency,
+        "latency_ms": cfg.latency_ms,
+        "rate_limit": cfg.rate_limit,
+        "send_rate": cfg.send_rate,
+        "search_delay_ms": cfg.search_delay_ms,
+        "worker_settings": {
+            k: getattr(cfg, k)
+            for k in ("grace_period", "lease", "search_consistency", "request_timeout", "aws_timeout", "aws_attempt_timeout")
+            if getattr(cfg, k) is not None
+        },
+        "fault": "; ".join(run["fault_notes"]) or None,
         "expected_tickets": len(expected),
         "tickets": total_tickets,
         "lost": len(missing),
         "duplicates": duplicates,
         "unexpected": len(unexpected),
-        "dlq": dlq_visible + dlq_in_flight,
-        "left_in_queue": visible + in_flight,
-        "timed_out": timed_out,
-        "producer_error": repr(producer_error[0]) if producer_error else None,
-        "elapsed_s": round(t_done - t0, 2),
+        "open_for_resolved": open_for_resolved,
+        "closed_for_resolved": closed_for_resolved,
+        "dlq": dlq,
+        "dead_lettered": dlq,
+        "left_in_queue": run["visible"] + run["in_flight"],
+        "timed_out": run["timed_out"],
+        "producer_error": repr(run["producer_error"][0]) if run["producer_error"] else None,
+        "elapsed_s": round(run["t_done"] - run["t0"], 2),
         "window_s": round(window, 2),
         "findings_per_s": round(len(findings) / window, 2),
         "tickets_per_s": round(total_tickets / window, 2),
         "sim_requests": requests,
         "sim_requests_accepted": accepted,
         "sim_accepted_per_s": round(accepted / window, 2),
-        "rate_limit_utilisation": round(accepted / window / args.rate_limit, 3) if args.rate_limit else None,
+        "rate_limit_utilisation": round(accepted / window / cfg.rate_limit, 3) if cfg.rate_limit else None,
         "sim_requests_per_ticket": round(requests / total_tickets, 2) if total_tickets else None,
+        "ticket_requests_per_ticket": round(ticket_requests / total_tickets, 2) if total_tickets else None,
+        "writebacks_per_100_tickets": round(writebacks * 100 / total_tickets, 1) if total_tickets else None,
+        "ambiguous_creates": ambiguous,
         "sim_faults": faults,
         "latency_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
         "latency_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
@@ -644,17 +944,17 @@ def run_scenario(args, scenario: str, run_no: int, templates: list[Template]) ->
         "cpu_s": round(cpu, 2),
         "cpu_s_per_1000_findings": round(cpu / len(findings) * 1000, 3),
         "worker_exit_codes": [w.exit_codes for w in workers],
-        "work_dir": str(work),
+        "work_dir": str(run["work"]),
     }
     result["ok"] = (
-        not timed_out
+        not result["timed_out"]
         and result["producer_error"] is None
         and result["lost"] == 0
         and result["duplicates"] == 0
         and result["unexpected"] == 0
+        and result["open_for_resolved"] == 0
         and result["dlq"] == 0
         and result["left_in_queue"] == 0
-        and result["tickets"] == result["expected_tickets"]
     )
     return result
 
@@ -667,7 +967,11 @@ COLUMNS = [
     ("tickets", "tickets", "{}"),
     ("lost", "lost", "{}"),
     ("dup", "duplicates", "{}"),
-    ("dlq", "dlq", "{}"),
+    ("open resolved", "open_for_resolved", "{}"),
+    ("DLQ", "dlq", "{}"),
+    ("ambiguous", "ambiguous_creates", "{}"),
+    ("tkt req/ticket", "ticket_requests_per_ticket", "{:.2f}"),
+    ("SH/100", "writebacks_per_100_tickets", "{:.0f}"),
     ("findings/s", "findings_per_s", "{:.1f}"),
     ("req/s ok", "sim_accepted_per_s", "{:.1f}"),
     ("of limit", "rate_limit_utilisation", "{:.0%}"),
@@ -713,51 +1017,94 @@ def median_row(scenario: str, runs: list[dict]) -> dict:
     return out
 
 
+def settings(args, scenario: str) -> argparse.Namespace:
+    """The run's knobs: DEFAULTS, then the scenario's own, then --smoke's, then the command line."""
+    values = dict(DEFAULTS)
+    values.update(SCENARIO_DEFAULTS.get(scenario, {}))
+    if args.smoke:
+        values.update(SMOKE_DEFAULTS[scenario])
+    for key in DEFAULTS:
+        given = getattr(args, key)
+        if given is not None:
+            values[key] = given
+    return argparse.Namespace(**values)
+
+
+def check(p: argparse.ArgumentParser, cfg: argparse.Namespace, scenario: str) -> None:
+    for name in ("redelivery_share", "reorder_share", "ambiguous_rate"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            p.error(f"{scenario}: --{name.replace('_', '-')} must be between 0 and 1")
+    if cfg.findings < 1 or cfg.workers < 1 or cfg.concurrency < 1:
+        p.error(f"{scenario}: --findings, --workers and --concurrency must be at least 1")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin-dir", type=pathlib.Path, required=True, help="directory with findings-bridge and findings-bridge-sim")
+    p.add_argument("--bridge-bin", type=pathlib.Path, help="the findings-bridge binary to test (default: BIN_DIR/findings-bridge)")
+    p.add_argument("--sim-bin", type=pathlib.Path, help="the simulator binary (default: BIN_DIR/findings-bridge-sim)")
     p.add_argument("--python-bin-dir", type=pathlib.Path, default=pathlib.Path(sys.executable).parent)
     p.add_argument("--scenario", default="baseline", help=f"comma-separated: {', '.join(SCENARIOS)}, or all")
-    p.add_argument("--findings", "-n", type=int, default=10_000)
-    p.add_argument("--redelivery-share", type=float, default=0.1, help="share of findings sent twice")
-    p.add_argument("--workers", "-k", type=int, default=3)
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--latency-ms", type=int, default=50)
-    # 40/s: below what moto_server sustains on a 2-core machine (about 55 simulator requests/s
-    # worth of findings), so the run measures the bridge against the ticket system's limit and
-    # not the emulator's speed (BENCHMARKS.md).
-    p.add_argument("--rate-limit", type=int, default=40, help="simulator requests per second (0: none)")
-    p.add_argument("--send-rate", type=float, default=0, help="messages per second from the producer (0: as fast as it can)")
-    p.add_argument("--error-rate", type=float, default=0.1, help="faults scenario: share of 500s")
-    p.add_argument("--burst-every", type=int, default=200, help="faults scenario: requests between 429 bursts")
-    p.add_argument("--burst-len", type=int, default=5, help="faults scenario: 429s per burst")
-    p.add_argument("--retry-after", type=int, default=1, help="faults scenario: Retry-After seconds")
-    p.add_argument("--outage-secs", type=float, default=10)
-    p.add_argument("--visibility-timeout", type=int, default=30)
-    p.add_argument("--max-receive", type=int, default=5, help="redrive policy maxReceiveCount")
-    p.add_argument("--grace", type=int, default=25)
+    p.add_argument("--smoke", action="store_true", help="the small variant of each scenario that CI runs (SMOKE_DEFAULTS)")
     p.add_argument("--runs", type=int, default=1, help="runs per scenario; the table adds their median")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds before a run counts as failed")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", type=pathlib.Path, help="append one JSON object per run to this file")
     p.add_argument("--work-dir", type=pathlib.Path, default=None, help="where run logs go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep run logs even when the run passed")
+    # Knobs: unset means "the scenario's default" (SCENARIO_DEFAULTS, SMOKE_DEFAULTS, DEFAULTS).
+    k = p.add_argument_group("run knobs (default: the scenario's; see DEFAULTS and SCENARIO_DEFAULTS)")
+    k.add_argument("--findings", "-n", type=int)
+    k.add_argument("--redelivery-share", type=float, help="share of findings sent twice")
+    k.add_argument("--workers", "-k", type=int, help="worker processes (replicas)")
+    k.add_argument("--concurrency", type=int, help="BRIDGE_CONCURRENCY of each worker")
+    k.add_argument("--latency-ms", type=int, help="simulator latency on every API request")
+    k.add_argument("--rate-limit", type=int, help="simulator requests per second (0: none)")
+    k.add_argument("--send-rate", type=float, help="messages per second from the producer (0: as fast as it can)")
+    k.add_argument("--error-rate", type=float, help="faults: share of 500s")
+    k.add_argument("--burst-every", type=int, help="faults: requests between 429 bursts")
+    k.add_argument("--burst-len", type=int, help="faults: 429s per burst")
+    k.add_argument("--retry-after", type=int, help="faults: Retry-After seconds")
+    k.add_argument("--outage-secs", type=float, help="queue-outage: seconds the SQS endpoint is gone")
+    k.add_argument("--visibility-timeout", type=int)
+    k.add_argument("--max-receive", type=int, help="redrive policy maxReceiveCount")
+    k.add_argument("--timeout", type=float, help="seconds before a run counts as failed")
+    k.add_argument("--search-delay-ms", type=int, help="Jira search lag behind creates")
+    k.add_argument("--ambiguous-rate", type=float, help="share of committed creates answered ambiguously")
+    k.add_argument("--ambiguous-mode", choices=("502", "close", "late", "rotate"), help="how (rotate: each in turn)")
+    k.add_argument("--ambiguous-late-ms", type=int, help="when a 'late' create is answered")
+    k.add_argument("--reorder-share", type=float, help="reorder: share of findings resolved before their active version")
+    k.add_argument("--reorder-delay-s", type=int, help="reorder: how much newer the resolved version is")
+    k.add_argument("--stall-secs", type=float, help="lease-loss: seconds DynamoDB is stalled")
+    k.add_argument("--roll-every-s", type=float, help="rolling: least seconds between two replacements")
+    w = p.add_argument_group("worker settings (passed as environment variables when set)")
+    w.add_argument("--grace-period", "--grace", type=int, help="BRIDGE_GRACE_PERIOD seconds")
+    w.add_argument("--lease", type=int, help="BRIDGE_LEASE seconds")
+    w.add_argument("--search-consistency", type=int, help="JIRA_SEARCH_CONSISTENCY seconds")
+    w.add_argument("--request-timeout", type=int, help="JIRA_REQUEST_TIMEOUT and SERVICENOW_REQUEST_TIMEOUT seconds")
+    w.add_argument("--aws-timeout", type=int, help="BRIDGE_AWS_TIMEOUT seconds")
+    w.add_argument("--aws-attempt-timeout", type=int, help="BRIDGE_AWS_ATTEMPT_TIMEOUT seconds")
     args = p.parse_args()
     # SIGTERM (CI timeouts, kill) unwinds like Ctrl-C, so every run's `finally` stops what it started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
+    args.bridge_bin = args.bridge_bin or args.bin_dir / "findings-bridge"
+    args.sim_bin = args.sim_bin or args.bin_dir / "findings-bridge-sim"
+    for path in (args.bridge_bin, args.sim_bin):
+        if not os.access(path, os.X_OK):
+            p.error(f"{path} is not an executable")
     scenarios = list(SCENARIOS) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
     for s in scenarios:
         if s not in SCENARIOS:
             p.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)} or all")
-    if not 0 <= args.redelivery_share <= 1:
-        p.error("--redelivery-share must be between 0 and 1")
-    if args.findings < 1 or args.workers < 1 or args.concurrency < 1 or args.runs < 1:
-        p.error("--findings, --workers, --concurrency and --runs must be at least 1")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    configs = {s: settings(args, s) for s in scenarios}
+    for s, cfg in configs.items():
+        check(p, cfg, s)
 
     templates = [Template(n) for n in TEMPLATE_WEIGHTS]
     with tempfile.TemporaryDirectory() as probe_dir:
-        learn_routes(templates, args.bin_dir, pathlib.Path(probe_dir))
+        learn_routes(templates, args.bridge_bin, pathlib.Path(probe_dir))
     for t in templates:
         log(f"template {t.name}: routes to {', '.join(t.teams) or 'no team (acknowledged unrouted)'}")
 
@@ -765,7 +1112,7 @@ def main() -> int:
     for scenario in scenarios:
         runs = []
         for run_no in range(1, args.runs + 1):
-            result = run_scenario(args, scenario, run_no, templates)
+            result = run_scenario(args, configs[scenario], scenario, run_no, templates)
             runs.append(result)
             ok &= result["ok"]
             if args.json:
