@@ -83,28 +83,66 @@ pub struct RunSettings {
 pub const DEFAULT_AWS_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Operation and attempt timeouts of every AWS client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    pub operation: Duration,
+    pub attempt: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            operation: DEFAULT_AWS_TIMEOUT,
+            attempt: DEFAULT_AWS_ATTEMPT_TIMEOUT,
+        }
+    }
+}
+
+impl AwsTimeouts {
+    /// `BRIDGE_AWS_TIMEOUT` and `BRIDGE_AWS_ATTEMPT_TIMEOUT` (seconds) over the defaults; an
+    /// attempt never gets longer than the whole operation.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<AwsTimeouts> {
+        let setting = |name: &'static str, default: Duration| -> anyhow::Result<Duration> {
+            let value = lookup(name);
+            Ok(crate::http::seconds_setting(name, value.as_deref())?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(default))
+        };
+        let operation = setting("BRIDGE_AWS_TIMEOUT", DEFAULT_AWS_TIMEOUT)?;
+        let attempt = setting("BRIDGE_AWS_ATTEMPT_TIMEOUT", DEFAULT_AWS_ATTEMPT_TIMEOUT)?;
+        Ok(AwsTimeouts {
+            operation,
+            attempt: attempt.min(operation),
+        })
+    }
+}
+
 /// The AWS SDK configuration every command uses: the SDK's own chain for region, endpoints and
 /// credentials, plus operation and attempt timeouts (`BRIDGE_AWS_TIMEOUT`,
 /// `BRIDGE_AWS_ATTEMPT_TIMEOUT`, in seconds). SQS long polls get their wait on top.
 pub async fn aws_config() -> anyhow::Result<aws_config::SdkConfig> {
-    let setting = |name: &'static str, default: Duration| -> anyhow::Result<Duration> {
-        let value = std::env::var(name).ok();
-        Ok(crate::http::seconds_setting(name, value.as_deref())?
-            .filter(|d| !d.is_zero())
-            .unwrap_or(default))
-    };
-    let operation = setting("BRIDGE_AWS_TIMEOUT", DEFAULT_AWS_TIMEOUT)?;
-    let attempt =
-        setting("BRIDGE_AWS_ATTEMPT_TIMEOUT", DEFAULT_AWS_ATTEMPT_TIMEOUT)?.min(operation);
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_timeout(operation)
-        .operation_attempt_timeout(attempt)
-        .connect_timeout(attempt.min(Duration::from_secs(5)))
-        .build();
-    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
+    let timeouts = AwsTimeouts::from_lookup(|name| std::env::var(name).ok())?;
+    Ok(aws_config_with(timeouts).await)
+}
+
+/// [`aws_config`] with the timeouts given.
+pub async fn aws_config_with(timeouts: AwsTimeouts) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts.sdk_config())
         .load()
-        .await)
+        .await
+}
+
+impl AwsTimeouts {
+    /// As the AWS SDK takes them (connecting gets at most 5 s of the attempt).
+    pub fn sdk_config(self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(self.operation)
+            .operation_attempt_timeout(self.attempt)
+            .connect_timeout(self.attempt.min(Duration::from_secs(5)))
+            .build()
+    }
 }
 
 /// A name for this process in store claims: unique across replicas and restarts (ECS tasks all

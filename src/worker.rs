@@ -199,6 +199,9 @@ struct Shared {
     summary: Mutex<RunSummary>,
     in_flight: Mutex<HashMap<String, InFlight>>,
     finding_locks: FindingLocks,
+    /// When the last message put back for a claim elsewhere or a settling create is due again:
+    /// a drain run (`exit_when_idle`) is not done while such a message is still to come back.
+    deferred_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
@@ -241,6 +244,7 @@ impl Worker {
                 summary: Mutex::new(RunSummary::default()),
                 in_flight: Mutex::new(HashMap::new()),
                 finding_locks: FindingLocks::default(),
+                deferred_until: Mutex::new(None),
             }),
         }
     }
@@ -299,7 +303,6 @@ impl Worker {
             let mut receive = Box::pin(receive);
             let received = tokio::select! {
                 biased;
-                r = &mut receive => r,
                 _ = shutdown.wait() => {
                     // SQS may already have handed messages to this long poll: dropping it would
                     // leave them invisible for the whole visibility timeout. Let it finish
@@ -316,13 +319,19 @@ impl Worker {
                     }));
                     break;
                 }
+                r = &mut receive => r,
             };
             let messages = match received {
                 Ok(messages) => {
                     receive_failures = 0;
                     if messages.is_empty() && tasks.is_empty() {
                         idle_receives += 1;
-                        if config.exit_when_idle.is_some_and(|n| idle_receives >= n) {
+                        let deferred = shared
+                            .deferred_until
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_some_and(|due| due > tokio::time::Instant::now());
+                        if !deferred && config.exit_when_idle.is_some_and(|n| idle_receives >= n) {
                             tracing::info!(
                                 empty_receives = idle_receives,
                                 "queue drained; stopping"
@@ -505,6 +514,14 @@ async fn handle_message(
                     retry_visibility(message.receive_count, jitter).max(wait.unwrap_or_default())
                 }
             };
+            if busy {
+                let due = tokio::time::Instant::now() + visibility;
+                let mut deferred = shared
+                    .deferred_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                *deferred = Some(deferred.map_or(due, |d| d.max(due)));
+            }
             tracing::warn!(message_id = %id, receive_count = message.receive_count, retry_in = ?visibility, %error, "transient failure; the message comes back later");
             if let Some(handle) = shared.receipt_handle(id)
                 && let Err(e) = shared.queue.change_visibility(&handle, visibility).await

@@ -689,6 +689,44 @@ async fn dynamodb_unreachable_endpoint_is_unavailable() {
     }
 }
 
+/// Cause 8 of the exactly-once issue: a store that accepts the connection and never answers
+/// must not hang the call (the worker would keep the message hidden and the claim held
+/// forever). The bridge's AWS timeouts end it as a transient error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_call_that_hangs_ends_with_the_configured_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // read nothing, answer nothing
+        }
+    });
+    let timeouts = findings_bridge::app::AwsTimeouts::from_lookup(|name| match name {
+        "BRIDGE_AWS_TIMEOUT" => Some("3".to_owned()),
+        "BRIDGE_AWS_ATTEMPT_TIMEOUT" => Some("1".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(timeouts.attempt, Duration::from_secs(1));
+    let config = support::moto::aws_config(&endpoint).await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .timeout_config(timeouts.sdk_config())
+            .build(),
+    );
+    let store = DynamoStore::new(client, "bridge".to_owned());
+    // Only a hang guard: the assertion is that the call ends, as a transient error.
+    let outcome = tokio::time::timeout(Duration::from_secs(120), store.ping())
+        .await
+        .expect("the hung call ended");
+    match outcome {
+        Err(e @ StoreError::Unavailable(_)) => assert!(e.is_transient(), "{e}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    silent.abort();
+}
+
 #[tokio::test]
 async fn dynamodb_items_are_laid_out_as_documented() {
     // Operators read the table directly (and the stack's TTL relies on `expires_at`):

@@ -220,10 +220,12 @@ async fn sigterm_with_work_in_flight_exits_zero_within_the_grace_period_and_lose
     let tuning = [("BRIDGE_CONCURRENCY", "4"), ("BRIDGE_GRACE_PERIOD", "3")];
 
     let mut first = bench.spawn("terminated", &store, &tuning, &[]);
+    // Wait for what the test is about: a create in flight. Any Jira request would not do — the
+    // start-up probe comes before a single message is received.
     eventually(
         Duration::from_secs(60),
-        "a ticket request in flight",
-        || async { bench.requests().keys().any(|k| k.contains(" /rest/api/")) },
+        "a create request in flight",
+        || async { bench.requests().contains_key("POST /rest/api/3/issue") },
     )
     .await;
     first.terminate();

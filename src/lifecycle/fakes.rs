@@ -103,17 +103,6 @@ impl MemoryStore {
             .and_then(|e| e.intent.clone())
     }
 
-    /// Takes the lease on `marker` away from whoever holds it, as an expiry and a takeover by
-    /// another worker would.
-    pub fn steal(&self, marker: &Marker) {
-        if let Some(entry) = lock(&self.entries).get_mut(marker) {
-            entry.lease = Some((
-                "thief".to_owned(),
-                Instant::now() + Duration::from_secs(600),
-            ));
-        }
-    }
-
     /// Makes the next `put` on `marker` find its lease taken over by another worker.
     pub fn steal_before_put(&self, marker: &Marker) {
         *lock(&self.steal_on_put) = Some(marker.clone());

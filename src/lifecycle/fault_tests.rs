@@ -109,7 +109,11 @@ async fn an_unknown_outcome_create_is_searched_for_after_the_settle_time_never_r
         outcome.team("payments").unwrap().actions[0],
         Action::Recovered
     );
-    assert_eq!(h.jira.creates(), 0, "never created twice (calls were cleared after the first)");
+    assert_eq!(
+        h.jira.creates(),
+        0,
+        "never created twice (calls were cleared after the first)"
+    );
     assert_eq!(h.jira.tickets().len(), 1);
     assert!(
         h.store.intent(&marker()).is_none(),

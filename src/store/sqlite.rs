@@ -247,12 +247,15 @@ fn decode_intent(location: &str, marker: &str, json: &str) -> Result<Intent, Sto
     })
 }
 
+/// A finding's index entry: its teams, and the tombstone as text and as unix milliseconds.
+type FindingRow = (Vec<String>, Option<String>, Option<i64>);
+
 /// Reads one finding's index entry inside a transaction.
 fn read_finding(
     tx: &rusqlite::Transaction<'_>,
     location: &str,
     key: &str,
-) -> Result<Option<(Vec<String>, Option<String>, Option<i64>)>, StoreError> {
+) -> Result<Option<FindingRow>, StoreError> {
     let row: Option<(String, Option<String>, Option<i64>)> = tx
         .query_row(
             "SELECT teams, resolved_at, resolved_ms FROM findings WHERE finding_key = ?1",

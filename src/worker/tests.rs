@@ -648,3 +648,110 @@ async fn shutdown_hands_unfinished_work_back_without_deleting_it() {
     );
     assert!(s.store.record(&Marker::new("payments", "f-1")).is_none());
 }
+
+/// Cause 7 of the exactly-once issue: outcomes are per route. While one route can still
+/// succeed, another route's permanent failure does not dead-letter the message; once the
+/// transient route is done, the message goes to the DLQ naming only the failed team.
+#[tokio::test(start_paused = true)]
+async fn a_transient_route_keeps_the_message_and_only_the_failed_team_is_dead_lettered() {
+    let mut s = setup(
+        &[("m1", &format!("f-1 HIGH {T}"))],
+        Duration::from_millis(5),
+    );
+    s.planner = Arc::new(FakePlanner::new(vec![
+        Route::new("payments", &[Severity::High]),
+        Route::new("platform", &[Severity::High]),
+    ]));
+    lock(&s.planner.team_errors).insert("platform", "summary: undefined value".to_owned());
+    s.tickets.inner.fail("create", transient("create"));
+    let run = s.start(config(), true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        s.dlq.sent().is_empty(),
+        "nothing dead-lettered while payments can still succeed"
+    );
+    assert!(s.queue.deleted().is_empty());
+    assert!(
+        !s.queue.changes_for("m1").is_empty(),
+        "put back for a retry"
+    );
+
+    lock(&s.tickets.inner.failures).clear();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(s.store.record(&Marker::new("payments", "f-1")).is_some());
+    let sent = s.dlq.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].1["fb-teams"], "platform");
+    assert_eq!(sent[0].1["fb-error-kind"], "render");
+    assert!(
+        sent[0].1["fb-error"].contains("platform"),
+        "{:?}",
+        sent[0].1
+    );
+    assert_eq!(s.queue.deleted(), vec!["m1".to_owned()]);
+    s.stop(run).await;
+}
+
+/// One undecodable finding in an event does not fail its siblings.
+#[tokio::test(start_paused = true)]
+async fn one_bad_finding_in_a_message_does_not_stop_the_others() {
+    let s = setup(
+        &[(
+            "m1",
+            &format!("f-1 HIGH {T}\nnot a finding\nf-2 CRITICAL {T}"),
+        )],
+        Duration::from_millis(5),
+    );
+    let run = s.start(config(), true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(s.store.record(&Marker::new("payments", "f-1")).is_some());
+    assert!(s.store.record(&Marker::new("payments", "f-2")).is_some());
+    let sent = s.dlq.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1["fb-error-kind"], "decode");
+    assert!(sent[0].1["fb-error"].contains("[1]"), "{:?}", sent[0].1);
+    assert!(!sent[0].1.contains_key("fb-teams"));
+    s.stop(run).await;
+}
+
+/// Cause 9: a long poll in flight when SIGTERM arrives may already hold messages. They are
+/// handed back at once instead of staying invisible for the whole visibility timeout.
+#[tokio::test(start_paused = true)]
+async fn messages_a_receive_gets_during_shutdown_are_handed_back_at_once() {
+    let s = setup(&[], Duration::from_millis(5));
+    let run = s.start(config(), true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGTERM while the worker long-polls an empty queue; a message arrives for that poll.
+    s.shutdown.trigger();
+    s.queue.push("m1", &format!("f-1 HIGH {T}"));
+    let summary = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("run returns")
+        .expect("no panic")
+        .expect("run succeeded");
+    assert_eq!(summary.released, 1, "{summary:?}");
+    assert_eq!(s.queue.changes_for("m1"), vec![Duration::ZERO]);
+    assert_eq!(s.tickets.inner.creates(), 0, "not worked on after shutdown");
+}
+
+/// A create whose answer was lost is not retried until its settle time, and the message comes
+/// back when the search can be trusted — not after the ordinary transient backoff.
+#[tokio::test(start_paused = true)]
+async fn a_settling_create_comes_back_after_its_settle_time_and_is_recovered() {
+    let s = setup(
+        &[("m1", &format!("f-1 HIGH {T}"))],
+        Duration::from_millis(5),
+    );
+    *lock(&s.tickets.inner.settle) = Duration::from_secs(40);
+    *lock(&s.tickets.inner.ambiguous) = 1;
+    let run = s.start(config(), true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let changes = s.queue.changes_for("m1");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0] >= Duration::from_secs(30) && changes[0] <= Duration::from_secs(45),
+        "back when the create has settled: {changes:?}"
+    );
+    assert!(s.dlq.sent().is_empty());
+    s.stop(run).await;
+}

@@ -458,6 +458,11 @@ impl Bench {
             ("BRIDGE_HTTP_ADDR", "127.0.0.1:0"),
             ("BRIDGE_LOG_FORMAT", "json"),
             ("RUST_LOG", "warn,findings_bridge=info"),
+            // The simulator's search is consistent unless a test says otherwise, and its slowest
+            // answers take seconds: a create whose answer was lost settles in 5 + 5 s.
+            ("JIRA_SEARCH_CONSISTENCY", "0"),
+            ("JIRA_REQUEST_TIMEOUT", "5"),
+            ("SERVICENOW_REQUEST_TIMEOUT", "5"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
