@@ -322,7 +322,7 @@ pub struct InvestigationSummary {
 }
 
 impl InvestigationSummary {
-    /// The ticket comment, in the light Markdown the ticket clients convert (DESIGN.md).
+    /// The ticket comment, in the light Markdown the ticket clients convert.
     pub fn to_markdown(&self) -> String {
         let mut md = String::new();
         let severity = self.severity.as_deref().unwrap_or("not rated");

@@ -1,7 +1,7 @@
 //! findings-bridge: AWS Security Hub findings to Jira / ServiceNow tickets and back, exactly one
 //! ticket per finding and team under at-least-once delivery.
 //!
-//! Data flow (DESIGN.md): SQS → [`finding`] (envelope, ASFF, OCSF) → [`mapping`] (route) →
+//! Data flow: SQS → [`finding`] (envelope, ASFF, OCSF) → [`mapping`] (route) →
 //! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
 
 pub mod app;

@@ -1,4 +1,4 @@
-//! The decoder seen from outside: every input form of DESIGN.md "Inputs the decoder must accept",
+//! The decoder seen from outside: every input form the README lists,
 //! the normalized fields templates and criteria rely on, and the error a DLQ entry would carry for
 //! each kind of bad input.
 

@@ -34,7 +34,7 @@ ALLOWED_ARN_WILDCARDS: dict[str, str] = {
     ),
 }
 
-# Exactly what the worker calls (DESIGN.md; deploy/README.md lists the same).
+# Exactly what the worker calls (deploy/README.md lists the same).
 WORKER_ACTIONS = {
     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
     "sqs:SendMessage", "sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",

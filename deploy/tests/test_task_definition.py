@@ -19,7 +19,7 @@ from cfn_template import (
     load_template,
 )
 
-# DESIGN.md "Configuration": what the worker reads. AWS_REGION is the SDK's, RUST_LOG the log filter.
+# README "Configuration": what the worker reads. AWS_REGION is the SDK's, RUST_LOG the log filter.
 PLAIN_SETTINGS = {
     "BRIDGE_QUEUE_URL", "BRIDGE_DLQ_URL", "BRIDGE_MAPPINGS", "BRIDGE_STORE", "BRIDGE_CONCURRENCY",
     "BRIDGE_HTTP_ADDR", "BRIDGE_SYNC_INTERVAL", "JIRA_URL", "JIRA_API_VERSION", "SERVICENOW_URL",

@@ -1,6 +1,6 @@
 //! Turns raw message bytes into findings, whatever wrapped them on the way.
 //!
-//! Accepted forms (DESIGN.md "Inputs the decoder must accept"):
+//! Accepted forms:
 //! - an EventBridge event from `aws.securityhub`: `Security Hub Findings - Imported` and
 //!   `Security Hub Findings - Custom Action` carry ASFF, `Findings Imported V2` carries OCSF, both in
 //!   `detail.findings[]`;

@@ -1,6 +1,6 @@
 //! The normalized finding: what mapping criteria and templates see, whatever the source schema.
 //!
-//! `decode` (in [`envelope`]) accepts every delivery form listed in DESIGN.md "Inputs" and turns
+//! `decode` (in [`envelope`]) accepts every delivery form listed in the README ("How a finding becomes exactly one ticket", step 1) and turns
 //! ASFF (Security Hub CSPM) and OCSF (Security Hub) findings into one [`Finding`] shape.
 
 pub mod asff;
@@ -245,8 +245,8 @@ pub enum WriteBackId {
     },
 }
 
-/// A finding normalized from ASFF or OCSF. Field names are the template names (DESIGN.md
-/// "Normalized finding"); timestamps are RFC 3339 strings exactly as the source gave them, with
+/// A finding normalized from ASFF or OCSF. Field names are the template names (README,
+/// "Templates"); timestamps are RFC 3339 strings exactly as the source gave them, with
 /// their parsed value kept for comparisons.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {

@@ -1,6 +1,6 @@
 //! Per-team mapping files: loading, criteria, routing and templates.
 //!
-//! `mappings/*.toml` holds one file per team (DESIGN.md "Mapping files"); files whose name starts
+//! `mappings/*.toml` holds one file per team (README, "Mapping files"); files whose name starts
 //! with `_` are not team files, and `_context.toml` is the organisation's application inventory
 //! (see [`context`]). [`load`] reads them all, compiles every criterion and template,
 //! and reports every problem of every file as `file:line: what is wrong`, so `check` and start-up
