@@ -122,6 +122,9 @@ SCENARIO_DEFAULTS = {
     "reorder": dict(findings=300, reorder_share=0.5),
     "rolling": dict(
         findings=300,
+        # No rate limit: in-flight work should be in slow ticket-system calls when SIGTERM comes,
+        # not sleeping out 429s.
+        rate_limit=0,
         latency_ms=1500,
         search_delay_ms=5000,
         search_consistency=8,
@@ -837,6 +840,9 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         visible, in_flight = env.queue_depth(queue_url)
         tickets = http_json(f"{env.sim}/_sim/tickets?view=summary", timeout=120)["tickets"]
         stats = http_json(f"{env.sim}/_sim/stats")
+        # What the verdict is computed from, next to the logs (kept with --keep or on failure).
+        (work / "tickets.json").write_text(json.dumps(tickets, indent=1))
+        (work / "stats.json").write_text(json.dumps(stats, indent=1))
     finally:
         for w in workers:
             if w.alive():
