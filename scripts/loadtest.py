@@ -150,7 +150,7 @@ SMOKE_DEFAULTS = {
     "queue-outage": dict(_SMOKE_COMMON, findings=100, workers=2, outage_secs=5, timeout=120),
     "ambiguous": dict(_SMOKE_COMMON, findings=60, timeout=90),
     "reorder": dict(_SMOKE_COMMON, findings=80, timeout=90),
-    "rolling": dict(findings=60, concurrency=16, rate_limit=200, timeout=120),
+    "rolling": dict(findings=60, concurrency=16, timeout=120),
     "lease-loss": dict(_SMOKE_COMMON, findings=60, timeout=120),
 }
 TICKET_PATHS = ("/rest/", "/api/now/", "/oauth_token")
