@@ -258,6 +258,7 @@ struct WorkerReadiness {
     queue_url: String,
     store: Arc<dyn Store>,
     mappings: MappingsHandle,
+    health: Arc<crate::health::Health>,
 }
 
 impl Readiness for WorkerReadiness {
@@ -283,11 +284,19 @@ impl Readiness for WorkerReadiness {
                 .map(|_| ())
                 .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string());
             let store = self.store.ping().await.map_err(|e| e.to_string());
-            vec![
+            let mut checks = vec![
                 ("mappings".to_owned(), mappings),
                 ("queue".to_owned(), queue),
                 ("store".to_owned(), store),
-            ]
+            ];
+            // A paused connection or rule: not ready, with what and why, until a probe succeeds.
+            for paused in self.health.report() {
+                checks.push((
+                    paused.subject.to_string(),
+                    Err(format!("paused since {}: {}", paused.since, paused.reason)),
+                ));
+            }
+            checks
         })
     }
 }
@@ -457,7 +466,15 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     ));
     let sync_task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
 
+    let health = Arc::new(crate::health::Health::new());
+    let prober = tokio::spawn(crate::health::run_prober(
+        Arc::clone(&health),
+        systems.clone(),
+        Arc::clone(&store),
+        shutdown.clone(),
+    ));
     let readiness = Arc::new(WorkerReadiness {
+        health: Arc::clone(&health),
         sqs: sqs.clone(),
         queue_url: settings.queue_url.clone(),
         store: Arc::clone(&store),
@@ -485,7 +502,8 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     let owner = owner_id();
     let investigator = investigator_from_env(&sdk)?;
     let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone())
-        .with_investigator(investigator);
+        .with_investigator(investigator)
+        .with_health(health);
     let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
     config.dlq_url = settings.dlq_url.clone();
     config.concurrency = settings.concurrency.max(1);
@@ -502,6 +520,9 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     shutdown.trigger();
     if let Err(e) = sync_task.await {
         tracing::warn!(error = %e, "status sync task failed");
+    }
+    if let Err(e) = prober.await {
+        tracing::warn!(error = %e, "connection prober failed");
     }
     match server_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::ticket::{BoxFuture, TicketError};
+use crate::ticket::{Blame, BoxFuture, TicketError};
 
 /// Longest body excerpt kept in an error message.
 pub const EXCERPT_LIMIT: usize = 300;
@@ -518,6 +518,17 @@ impl HttpClient {
                     sent.elapsed().as_secs_f64(),
                     telemetry::ApiOutcome::Transport,
                 );
+                if let Some(reason) = broken_setting(&e) {
+                    // DNS or TLS: nothing was sent, and nothing will be until the setting (or
+                    // the server's certificate) changes.
+                    return Outcome::Permanent(TicketError::Unusable {
+                        system: self.system,
+                        operation,
+                        status: None,
+                        blame: Blame::Connection,
+                        message: format!("{reason}: {}", self.scrubbed(&transport_message(e))),
+                    });
+                }
                 // Only a connection that was never made proves the server saw nothing.
                 let maybe_applied = !e.is_connect();
                 let message = transport_message(e);
@@ -558,6 +569,17 @@ impl HttpClient {
             "HTTP {status}: {}",
             self.scrubbed(&describe_error_body(&body))
         );
+        if matches!(status, 401 | 403) {
+            // Credentials expired, rotated or lacking a permission: every request of this
+            // connection fails alike, so it is the connection's fault, not the finding's.
+            return Outcome::Permanent(TicketError::Unusable {
+                system: self.system,
+                operation,
+                status: Some(status),
+                blame: Blame::Connection,
+                message,
+            });
+        }
         if is_retriable_status(status) {
             Outcome::Retry {
                 status: Some(status),
@@ -620,6 +642,25 @@ impl HttpClient {
 /// 408, 409 (edit conflicts clear up), 429 and 5xx are worth another try.
 pub fn is_retriable_status(status: u16) -> bool {
     matches!(status, 408 | 409 | 429) || (500..600).contains(&status)
+}
+
+/// A transport failure that a connection setting causes (name resolution, TLS), as opposed to a
+/// server that is down or slow.
+fn broken_setting(error: &reqwest::Error) -> Option<&'static str> {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        chain.push_str(&e.to_string().to_ascii_lowercase());
+        chain.push('\n');
+        source = e.source();
+    }
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        Some("the host name does not resolve")
+    } else if chain.contains("certificate") || chain.contains("tls handshake") {
+        Some("TLS failed")
+    } else {
+        None
+    }
 }
 
 fn transport_message(error: reqwest::Error) -> String {

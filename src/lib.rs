@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod detective;
 pub mod finding;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod mapping;

@@ -29,6 +29,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::finding::{Finding, Severity, WorkflowStatus};
+use crate::health::{Health, Probe, Subject};
 use crate::mapping::spec::{OnRecurrence, OnResolved};
 use crate::marker::Marker;
 use crate::securityhub::{FindingWriter, WorkflowUpdate};
@@ -305,6 +306,14 @@ pub enum LifecycleError {
     /// The rule or record names a ticket connection that is not configured.
     #[error("team {team}: no ticket connection named {target:?}")]
     NoConnection { team: Arc<str>, target: String },
+    /// The route's connection or rule is paused (credentials refused, project gone): not this
+    /// finding's fault. The message is parked and comes back; it is never dead-lettered for it.
+    #[error("team {team}: {subject} is paused: {reason}")]
+    Paused {
+        team: Arc<str>,
+        subject: Subject,
+        reason: String,
+    },
 }
 
 impl LifecycleError {
@@ -316,8 +325,16 @@ impl LifecycleError {
                 source.is_transient()
             }
             LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => true,
-            LifecycleError::Plan { .. } | LifecycleError::NoConnection { .. } => false,
+            LifecycleError::Plan { .. }
+            | LifecycleError::NoConnection { .. }
+            | LifecycleError::Paused { .. } => false,
         }
+    }
+
+    /// Waiting for a paused connection or rule: neither retried as transient (that would spend
+    /// the message's receive count) nor dead-lettered.
+    pub fn is_paused(&self) -> bool {
+        matches!(self, LifecycleError::Paused { .. })
     }
 
     /// Stable error kind for DLQ attributes and metrics.
@@ -328,6 +345,7 @@ impl LifecycleError {
             LifecycleError::Plan { .. } => "render",
             LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => "busy",
             LifecycleError::NoConnection { .. } => "config",
+            LifecycleError::Paused { .. } => "paused",
         }
     }
 
@@ -339,7 +357,8 @@ impl LifecycleError {
             | LifecycleError::Plan { team, .. }
             | LifecycleError::Busy { team, .. }
             | LifecycleError::Settling { team, .. }
-            | LifecycleError::NoConnection { team, .. } => Some(team),
+            | LifecycleError::NoConnection { team, .. }
+            | LifecycleError::Paused { team, .. } => Some(team),
             LifecycleError::Index(_) => None,
         }
     }
@@ -390,7 +409,12 @@ pub struct Lifecycle {
     held: Mutex<HashMap<String, Marker>>,
     /// Amazon Detective enrichment for rules with `enrich = { detective = true }`.
     investigator: Option<Arc<crate::detective::Investigator>>,
+    /// Paused connections and rules: their work is not attempted.
+    health: Arc<Health>,
 }
+
+/// The store's name in [`Health`].
+pub const STORE_CONNECTION: &str = "store";
 
 /// A workflow update waiting to be written, with what to record once it is.
 struct PendingWrite {
@@ -469,6 +493,102 @@ impl Lifecycle {
             next_work: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
             investigator: None,
+            health: Arc::new(Health::new()),
+        }
+    }
+
+    /// Shares the process's health registry (the worker parks, `/readyz` reports, the prober
+    /// resumes what this lifecycle pauses).
+    pub fn with_health(mut self, health: Arc<Health>) -> Lifecycle {
+        self.health = health;
+        self
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Turns a failure that is not the finding's fault into a pause of its connection or rule
+    /// (and records the pause); other failures pass through.
+    fn blame(&self, error: LifecycleError, planned: Option<&PlannedTicket>) -> LifecycleError {
+        let (team, subject, probe, reason) = match &error {
+            LifecycleError::Store {
+                source: StoreError::Refused(reason),
+                ..
+            }
+            | LifecycleError::Index(StoreError::Refused(reason)) => {
+                let team = team_of(&error).unwrap_or_else(|| Arc::from("*"));
+                (
+                    team,
+                    Subject::Connection(STORE_CONNECTION.to_owned()),
+                    Probe::Connection(STORE_CONNECTION.to_owned()),
+                    reason.clone(),
+                )
+            }
+            LifecycleError::Ticket { team, source } => match source.blame() {
+                Some(crate::ticket::Blame::Connection) => (
+                    team.clone(),
+                    Subject::Connection(source.system().to_owned()),
+                    Probe::Connection(source.system().to_owned()),
+                    source.to_string(),
+                ),
+                Some(crate::ticket::Blame::Target) => {
+                    let Some(planned) = planned else {
+                        return error;
+                    };
+                    let probe = self
+                        .tickets
+                        .get(&planned.target)
+                        .and_then(|system| {
+                            system.target_of(&planned.payload, planned.table.as_deref())
+                        })
+                        .map_or(Probe::Connection(planned.target.clone()), |target| {
+                            Probe::Target {
+                                connection: planned.target.clone(),
+                                target,
+                            }
+                        });
+                    (
+                        team.clone(),
+                        Subject::Rule {
+                            team: team.to_string(),
+                            rule: planned.rule.to_string(),
+                        },
+                        probe,
+                        source.to_string(),
+                    )
+                }
+                None => return error,
+            },
+            _ => return error,
+        };
+        self.health.pause(subject.clone(), &reason, probe);
+        LifecycleError::Paused {
+            team,
+            subject,
+            reason,
+        }
+    }
+
+    /// [`LifecycleError::Paused`] when the route's connection, rule or the store is paused.
+    fn check_paused(
+        &self,
+        team: &Arc<str>,
+        connection: &str,
+        rule: &str,
+    ) -> Result<(), LifecycleError> {
+        let store = Subject::Connection(STORE_CONNECTION.to_owned());
+        let subject = match self.health.paused(&store) {
+            Some(_) => Some(store),
+            None => self.health.route_paused(connection, team, rule),
+        };
+        match subject {
+            Some(subject) => Err(LifecycleError::Paused {
+                team: team.clone(),
+                reason: self.health.paused(&subject).unwrap_or_default(),
+                subject,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -513,6 +633,15 @@ impl Lifecycle {
             }
         }
 
+        let store = Subject::Connection(STORE_CONNECTION.to_owned());
+        if let Some(reason) = self.health.paused(&store) {
+            outcome.failures.push(LifecycleError::Paused {
+                team: Arc::from("*"),
+                subject: store,
+                reason,
+            });
+            return outcome;
+        }
         // A resolution raises the tombstone before it reads the teams; anything else reads them.
         let resolution_time = finding
             .updated_at
@@ -525,7 +654,9 @@ impl Lifecycle {
         let index = match index {
             Ok(index) => index,
             Err(e) => {
-                outcome.failures.push(LifecycleError::Index(e));
+                outcome
+                    .failures
+                    .push(self.blame(LifecycleError::Index(e), None));
                 return outcome;
             }
         };
@@ -682,6 +813,9 @@ impl Lifecycle {
             self.owner_id,
             self.next_work.fetch_add(1, Ordering::Relaxed)
         );
+        if let Some(p) = planned {
+            self.check_paused(team, &p.target, &p.rule)?;
+        }
         // Registered before the claim call: an abort while it is in flight still gets released.
         self.hold(&owner, marker);
         let held = Held {
@@ -721,7 +855,7 @@ impl Lifecycle {
             }
         };
         self.unhold(&held.owner);
-        result
+        result.map_err(|e| self.blame(e, planned))
     }
 
     async fn decide(
@@ -1152,6 +1286,10 @@ impl Lifecycle {
             outcome.actions.push(Action::Stale);
             return Ok(outcome);
         }
+        if let Err(paused) = self.check_paused(team, &ticket.system, &record.rule) {
+            self.release(held).await?;
+            return Err(paused);
+        }
 
         let options = match planned {
             Some(p) if *p.rule == *record.rule => p.options,
@@ -1383,6 +1521,13 @@ impl Lifecycle {
                 tracing::warn!(finding_id = %finding.id, error = %e, "write-back to Security Hub failed; the ticket is recorded");
             }
         }
+    }
+}
+
+fn team_of(error: &LifecycleError) -> Option<Arc<str>> {
+    match error {
+        LifecycleError::Store { team, .. } => Some(team.clone()),
+        _ => None,
     }
 }
 

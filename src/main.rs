@@ -215,7 +215,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &http_addr,
                     Duration::from_secs(timeout),
                 )) {
-                    Ok(()) => ExitCode::SUCCESS,
+                    Ok(()) => {
+                        // Alive. Say what is paused (it does not make the task unhealthy).
+                        if let Ok(lines) = runtime.block_on(findings_bridge::server::not_ready(
+                            &http_addr,
+                            Duration::from_secs(timeout),
+                        )) {
+                            for line in lines {
+                                println!("not ready: {line}");
+                            }
+                        }
+                        ExitCode::SUCCESS
+                    }
                     Err(e) => {
                         eprintln!("findings-bridge: unhealthy: {e}");
                         ExitCode::FAILURE

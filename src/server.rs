@@ -215,6 +215,35 @@ where
 /// Probes `GET http://<addr>/healthz`, for `findings-bridge healthcheck` in a container health
 /// check (the image has no curl). `addr` is what the server was told to listen on: an
 /// unspecified address (`0.0.0.0`, `::`, or a bare `:8080`) is probed on loopback.
+/// What `readyz` says is not ready (a paused connection or rule, an unreachable store), one
+/// `component: reason` line each; empty when ready. Read after a healthy `/healthz` so that
+/// `healthcheck` can report a paused connection without failing the container's liveness check
+/// (restarting a task does not bring back a refused credential).
+pub async fn not_ready(addr: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    let target = probe_target(addr)?;
+    let url = format!("http://{target}/readyz");
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|err| format!("readiness client: {}", error_chain(&err)))?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?;
+    let components: BTreeMap<String, String> = response
+        .json()
+        .await
+        .map_err(|err| format!("GET {url}: {}", error_chain(&err)))?;
+    Ok(components
+        .into_iter()
+        .filter(|(_, state)| state != "ok")
+        .map(|(component, state)| format!("{component}: {state}"))
+        .collect())
+}
+
 pub async fn healthcheck(addr: &str, timeout: Duration) -> Result<(), String> {
     let target = probe_target(addr)?;
     let url = format!("http://{target}/healthz");

@@ -12,8 +12,9 @@ use aws_sdk_sqs::types::{
 use crate::ticket::BoxFuture;
 
 /// Message attributes the worker reads back when a message is received: a replayed DLQ message
-/// keeps the time of its first failure instead of restarting the clock.
-pub const READ_ATTRIBUTES: &[&str] = &["fb-first-failure"];
+/// keeps the time of its first failure instead of restarting the clock, and a parked message
+/// (re-sent while a connection or rule it needs was paused) counts how often it was parked.
+pub const READ_ATTRIBUTES: &[&str] = &["fb-first-failure", "fb-parked"];
 
 /// Where a queue built with [`SqsQueue::reading_all_attributes`] puts the message's
 /// `SentTimestamp` (milliseconds since the epoch) in [`ReceivedMessage::attributes`]. SQS forbids
@@ -114,6 +115,14 @@ pub trait Queue: Send + Sync {
         &'a self,
         body: &'a str,
         attributes: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<String, QueueError>>;
+
+    /// [`Queue::send`], delivered only after `delay` (SQS allows up to 15 minutes).
+    fn send_delayed<'a>(
+        &'a self,
+        body: &'a str,
+        attributes: &'a BTreeMap<String, String>,
+        delay: Duration,
     ) -> BoxFuture<'a, Result<String, QueueError>>;
 }
 
@@ -321,12 +330,24 @@ impl Queue for SqsQueue {
         body: &'a str,
         attributes: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<String, QueueError>> {
+        self.send_delayed(body, attributes, Duration::ZERO)
+    }
+
+    fn send_delayed<'a>(
+        &'a self,
+        body: &'a str,
+        attributes: &'a BTreeMap<String, String>,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<String, QueueError>> {
         Box::pin(async move {
             let mut request = self
                 .client
                 .send_message()
                 .queue_url(&self.url)
                 .message_body(body);
+            if !delay.is_zero() {
+                request = request.delay_seconds(seconds(delay, 900));
+            }
             for (name, value) in attributes {
                 let value = MessageAttributeValue::builder()
                     .data_type("String")

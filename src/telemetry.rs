@@ -328,6 +328,14 @@ pub mod names {
     /// Claims lost before the work finished (lease expired and taken over), by `stage`
     /// (`renew`, `intent`, `record`): the work stopped without writing.
     pub const CLAIMS_LOST: &str = "findings_bridge_claims_lost_total";
+    /// 1 while a connection (`jira`, `servicenow`, `store`, `securityhub`) works, 0 while it is
+    /// paused because its credentials or settings are refused.
+    pub const CONNECTION_UP: &str = "findings_bridge_connection_up";
+    /// 1 while a rule's target works, 0 while the rule is paused (its project, issue type or
+    /// table is gone), by `team` and `rule`. Only rules that were ever paused appear.
+    pub const RULE_UP: &str = "findings_bridge_rule_up";
+    /// Messages parked (re-sent with a delay) because a connection or rule they need is paused.
+    pub const MESSAGES_PARKED: &str = "findings_bridge_messages_parked_total";
 }
 
 /// Histogram buckets (seconds) for every latency series: 5 ms (a local store) to 30 s (a Jira
@@ -427,6 +435,18 @@ fn describe_all() {
     describe_counter!(
         DUPLICATES_DETECTED,
         "Duplicate tickets found carrying the marker of a ticket the bridge already follows."
+    );
+    describe_gauge!(
+        CONNECTION_UP,
+        "1 while a connection works, 0 while it is paused (credentials or settings refused)."
+    );
+    describe_gauge!(
+        RULE_UP,
+        "1 while a rule's target works, 0 while the rule is paused (project, issue type or table gone)."
+    );
+    describe_counter!(
+        MESSAGES_PARKED,
+        "Messages re-sent with a delay because a connection or rule they need is paused."
     );
     describe_counter!(
         CLAIMS_LOST,
@@ -734,6 +754,29 @@ pub fn outcome_unknown(system: &str, operation: &'static str) {
 pub fn duplicates_detected(system: &str, team: &str, count: u64) {
     counter!(names::DUPLICATES_DETECTED, "system" => system.to_owned(), "team" => team.to_owned())
         .increment(count);
+}
+
+/// Sets a connection's up gauge (see [`names::CONNECTION_UP`]).
+pub fn connection_up(connection: &str, up: bool) {
+    gauge!(names::CONNECTION_UP, "connection" => connection.to_owned()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Sets a rule's up gauge (see [`names::RULE_UP`]).
+pub fn rule_up(team: &str, rule: &str, up: bool) {
+    gauge!(names::RULE_UP, "team" => team.to_owned(), "rule" => rule.to_owned()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Counts messages parked for a paused connection or rule.
+pub fn messages_parked(count: u64) {
+    counter!(names::MESSAGES_PARKED).increment(count);
 }
 
 /// Counts a claim lost mid-work (see [`names::CLAIMS_LOST`]).

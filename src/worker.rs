@@ -84,6 +84,8 @@ pub struct RunSummary {
     pub unrouted: u64,
     /// Deletes that still failed after one retry (the message will be redelivered and be a no-op).
     pub delete_failures: u64,
+    /// Messages re-sent with a delay because a connection or rule they need was paused.
+    pub parked: u64,
 }
 
 /// Visibility for a transiently failed message: 30 s × 2^(n−1), capped at 15 min, then scaled
@@ -181,6 +183,9 @@ enum Disposition {
         busy: bool,
         retry_in: Option<Duration>,
     },
+    /// A connection or rule it needs is paused: re-send it with a delay and delete this copy,
+    /// so waiting out an outage never spends the receive count that the redrive policy counts.
+    Park { error: String },
     /// Will never succeed: dead-letter. `teams`: the routes that failed when the others were
     /// done (empty when the message as a whole failed).
     Permanent {
@@ -531,6 +536,7 @@ async fn handle_message(
             shared.count(|s| s.retried += 1);
             false
         }
+        Disposition::Park { error } => park(&shared, &message, &error).await,
         Disposition::Permanent { kind, error, teams } => {
             dead_letter(&shared, &message, kind, &error, &teams).await
         }
@@ -548,6 +554,46 @@ async fn handle_message(
         shared.with_in_flight(|m| m.remove(id));
     }
     drop(permit);
+}
+
+/// Re-sends the message with a delay that grows each time it is parked (`fb-parked`), keeping
+/// its `fb-first-failure`; the caller deletes the original. A fresh copy starts with receive
+/// count 0, so an outage longer than the redrive policy allows still dead-letters nothing. If
+/// the copy cannot be sent, the original stays and comes back after a while instead.
+async fn park(shared: &Shared, message: &ReceivedMessage, error: &str) -> bool {
+    let id = &message.message_id;
+    let times: u32 = message
+        .attributes
+        .get("fb-parked")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let delay = crate::health::park_delay(times);
+    let mut attributes = BTreeMap::from([("fb-parked".to_owned(), (times + 1).to_string())]);
+    if let Some(first) = message.attributes.get("fb-first-failure") {
+        attributes.insert("fb-first-failure".to_owned(), first.clone());
+    }
+    match shared
+        .queue
+        .send_delayed(&message.body, &attributes, delay)
+        .await
+    {
+        Ok(copy) => {
+            telemetry::messages_parked(1);
+            shared.count(|s| s.parked += 1);
+            tracing::info!(message_id = %id, copy = %copy, parked = times + 1, back_in = ?delay, %error, "parked while a connection or rule is paused");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %id, error = %e, "could not park the message; it comes back after its visibility timeout");
+            if let Some(handle) = shared.receipt_handle(id)
+                && let Err(e) = shared.queue.change_visibility(&handle, delay).await
+            {
+                tracing::warn!(message_id = %id, error = %e, "could not delay the message either");
+            }
+            shared.count(|s| s.retried += 1);
+            false
+        }
+    }
 }
 
 /// The metric label of a permanent failure kind.
@@ -636,6 +682,7 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
         }
     };
     let mut transient: Vec<LifecycleError> = Vec::new();
+    let mut paused: Vec<LifecycleError> = Vec::new();
     let mut permanent: Vec<(&'static str, String, Option<String>)> = Vec::new();
     for decoded in findings {
         let finding = match decoded {
@@ -662,7 +709,9 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
             tracing::info!(finding_id = %finding.id, "no rule routes this finding; acknowledged");
         }
         for failure in outcome.failures {
-            if failure.is_transient() {
+            if failure.is_paused() {
+                paused.push(failure);
+            } else if failure.is_transient() {
                 transient.push(failure);
             } else {
                 let team = failure.team().map(str::to_owned);
@@ -673,6 +722,15 @@ async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposition {
                 ));
             }
         }
+    }
+    if !paused.is_empty() {
+        // Everything else this message needed is done or comes back with it.
+        let error = paused
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Disposition::Park { error };
     }
     if !transient.is_empty() {
         if !permanent.is_empty() {

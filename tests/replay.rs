@@ -489,6 +489,15 @@ impl Queue for Interrupting {
         self.inner.change_visibility(receipt_handle, timeout)
     }
 
+    fn send_delayed<'a>(
+        &'a self,
+        body: &'a str,
+        attributes: &'a BTreeMap<String, String>,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<String, QueueError>> {
+        self.inner.send_delayed(body, attributes, delay)
+    }
+
     fn send<'a>(
         &'a self,
         body: &'a str,

@@ -644,7 +644,9 @@ async fn sqlite_store_survives_a_reopen() {
 }
 
 #[tokio::test]
-async fn dynamodb_missing_table_is_fatal_and_named() {
+/// A missing table is the deployment's fault, not any finding's: the store connection pauses
+/// (Refused) instead of dead-lettering what arrives meanwhile, and the message names the table.
+async fn dynamodb_missing_table_is_refused_and_named() {
     let client = dynamo_client().await;
     let table = support::unique("no-such-table");
     let store = DynamoStore::new(client, table.clone());
@@ -660,11 +662,11 @@ async fn dynamodb_missing_table_is_fatal_and_named() {
     ];
     for outcome in outcomes {
         match outcome {
-            Err(StoreError::Fatal(message)) => {
+            Err(StoreError::Refused(message)) => {
                 assert!(message.contains(&table), "{message}");
                 assert!(message.contains("not found"), "{message}");
             }
-            other => panic!("expected Fatal naming {table}, got {other:?}"),
+            other => panic!("expected Refused naming {table}, got {other:?}"),
         }
     }
 }

@@ -547,6 +547,22 @@ pub fn unknown(operation: &'static str) -> TicketError {
     }
 }
 
+/// A refusal that is not the finding's fault (401: the connection; a missing project: the
+/// rule's target).
+pub fn unusable(operation: &'static str, blame: crate::ticket::Blame) -> TicketError {
+    TicketError::Unusable {
+        system: "jira",
+        operation,
+        status: Some(if blame == crate::ticket::Blame::Connection {
+            401
+        } else {
+            400
+        }),
+        blame,
+        message: "refused".into(),
+    }
+}
+
 pub fn transient(operation: &'static str) -> TicketError {
     TicketError::Transient {
         system: "jira",
@@ -593,6 +609,31 @@ impl TicketSystem for FakeTickets {
 
     fn settle_time(&self) -> Duration {
         *lock(&self.settle)
+    }
+
+    fn probe(&self) -> crate::ticket::BoxFuture<'_, Result<(), TicketError>> {
+        Box::pin(async move {
+            match lock(&self.failures).get("probe") {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn probe_target<'a>(
+        &'a self,
+        _target: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            match lock(&self.failures).get("probe_target") {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn target_of(&self, _payload: &serde_json::Value, _table: Option<&str>) -> Option<String> {
+        Some("PAY".to_owned())
     }
 
     fn has_comment<'a>(

@@ -534,3 +534,97 @@ async fn one_routes_failure_does_not_stop_another() {
     assert_eq!(outcome.failures[0].team(), Some("platform"));
     assert!(!outcome.failures[0].is_transient());
 }
+
+/// Issue 18: a 401 is the connection's fault. The route pauses instead of failing the finding,
+/// and while the connection is paused nothing is sent to it at all.
+#[tokio::test]
+async fn a_refused_credential_pauses_the_connection_not_the_finding() {
+    use crate::health::Subject;
+    use crate::ticket::Blame;
+    let h = Harness::new(vec![payments()]);
+    let health = Arc::new(crate::health::Health::new());
+    let a = h.replica("a").with_health(health.clone());
+    h.jira.fail(
+        "create",
+        crate::lifecycle::fakes::unusable("create", Blame::Connection),
+    );
+    let err = a
+        .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect_err("paused");
+    assert!(err.is_paused() && !err.is_transient(), "{err}");
+    assert_eq!(err.kind(), "paused");
+    let jira = Subject::Connection("jira".into());
+    assert!(health.paused(&jira).is_some());
+    assert!(
+        h.store.intent(&marker()).is_none(),
+        "a refused create leaves no intent"
+    );
+
+    h.jira.clear_calls();
+    let err = a
+        .process(&finding("f-2", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect_err("still paused");
+    assert!(err.is_paused(), "{err}");
+    assert!(h.jira.calls().is_empty(), "{:?}", h.jira.calls());
+
+    lock(&h.jira.failures).clear();
+    health.probed(&jira, Ok(()));
+    a.process(&finding("f-2", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect("resumed");
+    assert_eq!(h.jira.tickets().len(), 1);
+}
+
+/// Issue 18: a project that no longer exists pauses that rule only; the team's other rules keep
+/// working.
+#[tokio::test]
+async fn a_rule_whose_project_is_gone_pauses_only_that_rule() {
+    use crate::health::Subject;
+    use crate::ticket::Blame;
+    let mut gone = Route::new("payments", &[H]);
+    gone.rule = "gone";
+    let main = Route::new("payments", &[Severity::Critical]);
+    let h = Harness::new(vec![gone, main]);
+    let health = Arc::new(crate::health::Health::new());
+    let a = h.replica("a").with_health(health.clone());
+    h.jira.fail(
+        "create",
+        crate::lifecycle::fakes::unusable("create", Blame::Target),
+    );
+    let err = a
+        .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect_err("rule paused");
+    let rule = Subject::Rule {
+        team: "payments".into(),
+        rule: "gone".into(),
+    };
+    assert!(
+        matches!(&err, LifecycleError::Paused { subject, .. } if *subject == rule),
+        "{err}"
+    );
+    assert!(health.paused(&Subject::Connection("jira".into())).is_none());
+    assert!(health.due_probes().is_empty(), "first probe later");
+    lock(&h.jira.failures).clear();
+    a.process(&finding("f-2", Severity::Critical, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect("the other rule works");
+    assert_eq!(h.jira.tickets().len(), 1);
+    let err = a
+        .process(&finding("f-3", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect_err("still paused");
+    assert!(err.is_paused());
+    assert_eq!(h.jira.tickets().len(), 1);
+    let report = health.report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].subject, rule);
+}

@@ -626,10 +626,18 @@ where
             let status = service.raw().status().as_u16();
             match code {
                 "ConditionalCheckFailedException" => return Failure::ConditionFailed,
-                "ResourceNotFoundException" => StoreError::Fatal(format!(
+                "ResourceNotFoundException" => StoreError::Refused(format!(
                     "DynamoDB table {table} not found ({op}); it is created by the deployment, \
                      not by the bridge"
                 )),
+                "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "ExpiredTokenException"
+                | "InvalidSignatureException"
+                | "MissingAuthenticationTokenException"
+                | "IncompleteSignatureException" => {
+                    StoreError::Refused(format!("DynamoDB table {table}: {op}: {detail}"))
+                }
                 "ProvisionedThroughputExceededException"
                 | "ThrottlingException"
                 | "RequestLimitExceeded"

@@ -145,7 +145,12 @@ pub enum StoreError {
     /// The caller's lease was lost (expired and taken by another worker) before it wrote.
     #[error("claim on {0} was lost before the write")]
     LostClaim(String),
-    /// Corrupt or incompatible data, misconfiguration (missing table): needs a person.
+    /// The store refuses the bridge as a whole (access denied after an IAM change, expired
+    /// credentials, the table gone): no finding's fault. The store connection pauses until a
+    /// ping succeeds; nothing is dead-lettered for it.
+    #[error("store refused: {0}")]
+    Refused(String),
+    /// Corrupt or incompatible data: needs a person.
     #[error("store error: {0}")]
     Fatal(String),
 }

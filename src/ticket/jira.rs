@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::http::{ClientConfigError, Clock, Delivery, HttpClient, HttpSettings, TokioClock};
 use crate::marker::{BRIDGE_LABEL, Marker};
 use crate::ticket::{
-    BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
+    Blame, BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
     TicketSystem, TicketUpdate, UpdatedPage,
 };
 
@@ -517,6 +517,25 @@ fn rfc3339_from_jira(value: &str) -> String {
         .unwrap_or_else(|_| value.to_owned())
 }
 
+/// A create refused because the rule's project or issue type does not exist (any more): Jira
+/// answers 400 with the field in its `errors` map, or 404. That is the rule's fault, not the
+/// finding's.
+fn target_gone(error: TicketError) -> TicketError {
+    match &error {
+        TicketError::Permanent {
+            status: Some(404), ..
+        } => error.blamed_on(Blame::Target),
+        TicketError::Permanent {
+            status: Some(400),
+            message,
+            ..
+        } if message.contains("project: ") || message.contains("issuetype: ") => {
+            error.blamed_on(Blame::Target)
+        }
+        _ => error,
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(
     operation: &'static str,
     value: Value,
@@ -697,6 +716,30 @@ impl TicketSystem for JiraClient {
         self.settle_time
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), TicketError>> {
+        Box::pin(async move { self.get("probe", self.api(&["myself"])).await.map(drop) })
+    }
+
+    fn probe_target<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            self.get("probe_target", self.api(&["project", target]))
+                .await
+                .map(drop)
+                .map_err(|e| match e.status() {
+                    Some(404) => e.blamed_on(Blame::Target),
+                    _ => e,
+                })
+        })
+    }
+
+    fn target_of(&self, payload: &Value, _table: Option<&str>) -> Option<String> {
+        payload
+            .pointer("/fields/project/key")
+            .and_then(Value::as_str)
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned)
+    }
+
     fn create<'a>(
         &'a self,
         payload: &'a Value,
@@ -711,7 +754,8 @@ impl TicketSystem for JiraClient {
                         .header(AUTHORIZATION, self.authorization.clone())
                         .json(payload)
                 })
-                .await?;
+                .await
+                .map_err(target_gone)?;
             // A 2xx we cannot read did create something.
             let created: Created = self
                 .http

@@ -107,6 +107,19 @@ pub enum TicketError {
         status: Option<u16>,
         message: String,
     },
+    /// Not this finding's fault, and no use retrying it until something outside the bridge
+    /// changes: the connection's credentials or settings are refused ([`Blame::Connection`]:
+    /// 401/403, a token endpoint refusing the client, DNS or TLS failure) or the rule's target is
+    /// gone ([`Blame::Target`]: project, issue type or table). The connection or rule pauses;
+    /// the finding is never dead-lettered for it.
+    #[error("{system} {operation}: {blame} unusable: {message}")]
+    Unusable {
+        system: &'static str,
+        operation: &'static str,
+        status: Option<u16>,
+        blame: Blame,
+        message: String,
+    },
     /// Will fail again unchanged: 4xx other than 408/409/429, a payload the target rejects.
     /// `message` names the field for Jira `errors` maps (`priority: Specify the Priority (name)`).
     #[error("{system} {operation}: {message}")]
@@ -118,7 +131,70 @@ pub enum TicketError {
     },
 }
 
+/// Whose fault a [`TicketError::Unusable`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The connection: credentials, permissions, DNS, TLS.
+    Connection,
+    /// The rule's target: its project, issue type or table.
+    Target,
+}
+
+impl fmt::Display for Blame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Blame::Connection => "connection",
+            Blame::Target => "rule target",
+        })
+    }
+}
+
 impl TicketError {
+    /// The connection (client) that reported the error.
+    pub fn system(&self) -> &'static str {
+        match self {
+            TicketError::Transient { system, .. }
+            | TicketError::OutcomeUnknown { system, .. }
+            | TicketError::Unusable { system, .. }
+            | TicketError::Permanent { system, .. } => system,
+        }
+    }
+
+    /// Whose fault the error is, when it is not the finding's.
+    pub fn blame(&self) -> Option<Blame> {
+        match self {
+            TicketError::Unusable { blame, .. } => Some(*blame),
+            _ => None,
+        }
+    }
+
+    /// The same error blamed on `blame` (a client that knows a refusal means its target is
+    /// gone, or that its token endpoint refused the client).
+    pub fn blamed_on(self, blame: Blame) -> TicketError {
+        match self {
+            TicketError::Permanent {
+                system,
+                operation,
+                status,
+                message,
+            }
+            | TicketError::Unusable {
+                system,
+                operation,
+                status,
+                message,
+                ..
+            } => TicketError::Unusable {
+                system,
+                operation,
+                status,
+                blame,
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -153,6 +229,7 @@ impl TicketError {
         match self {
             TicketError::Transient { status, .. }
             | TicketError::OutcomeUnknown { status, .. }
+            | TicketError::Unusable { status, .. }
             | TicketError::Permanent { status, .. } => *status,
         }
     }
@@ -237,6 +314,18 @@ pub trait TicketSystem: Send + Sync {
         &'a self,
         ticket: &'a TicketRef,
     ) -> BoxFuture<'a, Result<TicketStatus, TicketError>>;
+
+    /// A light call proving the connection's credentials and settings work (Jira `myself`;
+    /// ServiceNow one record of the default table): how a paused connection resumes.
+    fn probe(&self) -> BoxFuture<'_, Result<(), TicketError>>;
+
+    /// Proves a rule's target exists again: a Jira project (by key) or a ServiceNow table.
+    fn probe_target<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<(), TicketError>>;
+
+    /// What [`TicketSystem::probe_target`] takes for a rule whose create payload is `payload`
+    /// (Jira: `fields.project.key`; ServiceNow: the rule's table); `None` when there is nothing
+    /// narrower to probe than the connection.
+    fn target_of(&self, payload: &serde_json::Value, table: Option<&str>) -> Option<String>;
 
     /// Bridge tickets (label / `correlation_display` = findings-bridge) updated at or after
     /// `since` (RFC 3339), oldest first, one page at a time; pass the returned cursor back.

@@ -23,7 +23,7 @@ use crate::http::{
 };
 use crate::marker::{BRIDGE_LABEL, Marker};
 use crate::ticket::{
-    BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
+    Blame, BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
     TicketSystem, TicketUpdate, UpdatedPage,
 };
 
@@ -722,6 +722,31 @@ impl TicketSystem for ServiceNowClient {
         self.settle_time
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), TicketError>> {
+        Box::pin(self.probe_target(&self.default_table))
+    }
+
+    fn probe_target<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            const OP: &str = "probe";
+            let table = self.table(OP, Some(target))?;
+            let mut url = self.url(&["api", "now", "table", table]);
+            url.query_pairs_mut()
+                .append_pair("sysparm_fields", "sys_id")
+                .append_pair("sysparm_limit", "1");
+            let response = self.call(OP, reqwest::Method::GET, url, None).await;
+            match response {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.status(), Some(400 | 404)) => Err(e.blamed_on(Blame::Target)),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn target_of(&self, _payload: &Value, table: Option<&str>) -> Option<String> {
+        Some(table.unwrap_or(&self.default_table).to_owned())
+    }
+
     fn create<'a>(
         &'a self,
         payload: &'a Value,
@@ -739,7 +764,18 @@ impl TicketSystem for ServiceNowClient {
                     url,
                     Some(payload),
                 )
-                .await?;
+                .await
+                .map_err(|e| match &e {
+                    // The rule's table does not exist (any more): the rule's fault.
+                    TicketError::Permanent {
+                        status: Some(400 | 404),
+                        message,
+                        ..
+                    } if message.to_ascii_lowercase().contains("invalid table") => {
+                        e.blamed_on(Blame::Target)
+                    }
+                    _ => e,
+                })?;
             // A 2xx we cannot read did create something.
             let created: Envelope<serde_json::Map<String, Value>> =
                 self.http

@@ -44,6 +44,7 @@ struct Stored {
     visible_at: Instant,
     handle: String,
     deleted: bool,
+    attributes: BTreeMap<String, String>,
 }
 
 /// An SQS queue in memory on Tokio's clock: visibility, receive counts and receipt handles
@@ -73,6 +74,7 @@ impl FakeQueue {
             visible_at: Instant::now(),
             handle: String::new(),
             deleted: false,
+            attributes: BTreeMap::new(),
         });
     }
 
@@ -132,7 +134,7 @@ impl Queue for FakeQueue {
                             receipt_handle: m.handle.clone(),
                             body: m.body.clone(),
                             receive_count: m.receive_count,
-                            attributes: BTreeMap::new(),
+                            attributes: m.attributes.clone(),
                         }
                     })
                     .collect();
@@ -211,6 +213,33 @@ impl Queue for FakeQueue {
             Ok(format!("dlq-{}", sent.len()))
         })
     }
+
+    /// A delayed send is a new message on this queue (its own id, receive count 0, visible
+    /// after the delay), as SQS makes it.
+    fn send_delayed<'a>(
+        &'a self,
+        body: &'a str,
+        attributes: &'a BTreeMap<String, String>,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<String, QueueError>> {
+        Box::pin(async move {
+            let id = {
+                let mut sent = lock(&self.sent);
+                sent.push((body.to_owned(), attributes.clone()));
+                format!("sent-{}", sent.len())
+            };
+            lock(&self.messages).push(Stored {
+                id: id.clone(),
+                body: body.into(),
+                receive_count: 0,
+                visible_at: Instant::now() + delay,
+                handle: String::new(),
+                deleted: false,
+                attributes: attributes.clone(),
+            });
+            Ok(id)
+        })
+    }
 }
 
 /// Counts creates running at the same time.
@@ -233,6 +262,18 @@ impl TicketSystem for CountingTickets {
     }
     fn settle_time(&self) -> Duration {
         self.inner.settle_time()
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<(), crate::ticket::TicketError>> {
+        self.inner.probe()
+    }
+    fn probe_target<'a>(
+        &'a self,
+        target: &'a str,
+    ) -> BoxFuture<'a, Result<(), crate::ticket::TicketError>> {
+        self.inner.probe_target(target)
+    }
+    fn target_of(&self, payload: &serde_json::Value, table: Option<&str>) -> Option<String> {
+        self.inner.target_of(payload, table)
     }
     fn has_comment<'a>(
         &'a self,
@@ -305,6 +346,7 @@ struct Setup {
     tickets: Arc<CountingTickets>,
     planner: Arc<FakePlanner>,
     shutdown: Shutdown,
+    health: Arc<crate::health::Health>,
 }
 
 fn setup(messages: &[(&str, &str)], create_delay: Duration) -> Setup {
@@ -324,6 +366,7 @@ fn setup(messages: &[(&str, &str)], create_delay: Duration) -> Setup {
             &[Severity::High, Severity::Critical],
         )])),
         shutdown: Shutdown::new(),
+        health: Arc::new(crate::health::Health::new()),
     }
 }
 
@@ -348,7 +391,8 @@ impl Setup {
             Arc::new(RecordingWriter::new()),
             self.planner.clone(),
             "ignored",
-        );
+        )
+        .with_health(self.health.clone());
         let dlq = with_dlq.then(|| self.dlq.clone() as Arc<dyn Queue>);
         let worker = Worker::new(config, self.queue.clone(), dlq, lifecycle, decode_lines);
         tokio::spawn(worker.run(self.shutdown.clone()))
@@ -754,4 +798,83 @@ async fn a_settling_create_comes_back_after_its_settle_time_and_is_recovered() {
     );
     assert!(s.dlq.sent().is_empty());
     s.stop(run).await;
+}
+
+/// Issue 18: a credential that is refused (expired API token) for longer than the redrive
+/// policy would tolerate dead-letters nothing. Messages are parked (re-sent with a delay, so
+/// their receive count starts afresh), the connection is probed, and when the credential works
+/// again every finding gets its ticket exactly once.
+#[tokio::test(start_paused = true)]
+async fn a_refused_credential_parks_messages_and_every_ticket_comes_once_it_works_again() {
+    use crate::ticket::Blame;
+    let bodies: Vec<(String, String)> = (1..=5)
+        .map(|i| (format!("m{i}"), format!("f-{i} HIGH {T}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(id, body)| (id.as_str(), body.as_str()))
+        .collect();
+    let s = setup(&refs, Duration::from_millis(5));
+    s.tickets.inner.fail(
+        "create",
+        crate::lifecycle::fakes::unusable("create", Blame::Connection),
+    );
+    s.tickets.inner.fail(
+        "probe",
+        crate::lifecycle::fakes::unusable("probe", Blame::Connection),
+    );
+    let mut tickets: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
+    tickets.insert("jira".into(), s.tickets.clone());
+    let prober = tokio::spawn(crate::health::run_prober(
+        s.health.clone(),
+        tickets,
+        s.store.clone(),
+        s.shutdown.clone(),
+    ));
+    let run = s.start(config(), true);
+
+    // A 30-minute outage: far longer than any redrive count × visibility timeout.
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    assert!(
+        s.dlq.sent().is_empty(),
+        "nothing dead-lettered: {:?}",
+        s.dlq.sent()
+    );
+    assert!(
+        s.health
+            .paused(&crate::health::Subject::Connection("jira".into()))
+            .is_some()
+    );
+    assert!(
+        s.tickets.inner.creates() <= 4,
+        "paused: findings are not tried one by one ({} creates)",
+        s.tickets.inner.creates()
+    );
+    let highest_receive_count = lock(&s.queue.messages)
+        .iter()
+        .map(|m| m.receive_count)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        highest_receive_count <= 1,
+        "parked copies start afresh: {highest_receive_count}"
+    );
+
+    // The token is renewed: the probe succeeds, work resumes, each finding gets one ticket.
+    lock(&s.tickets.inner.failures).clear();
+    tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+    assert!(s.health.is_empty(), "resumed");
+    for i in 1..=5 {
+        assert!(
+            s.store
+                .record(&Marker::new("payments", &format!("f-{i}")))
+                .is_some(),
+            "f-{i} has its ticket"
+        );
+    }
+    assert_eq!(s.tickets.inner.tickets().len(), 5);
+    assert!(s.dlq.sent().is_empty());
+    let summary = s.stop(run).await;
+    assert!(summary.parked >= 5, "{summary:?}");
+    prober.await.expect("prober stops with the worker");
 }
