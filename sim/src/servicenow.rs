@@ -426,6 +426,25 @@ fn shown(display: Display, value: &str, display_value: &str) -> Value {
     }
 }
 
+/// The display value of a field: the out-of-the-box choice label for the choice fields the
+/// bridge reads (`state`, `urgency`, `impact`), as real ServiceNow answers; the stored value
+/// otherwise (the simulator has no other choice lists or reference display names).
+fn display_value_of<'a>(field: &str, value: &'a str) -> &'a str {
+    let label = match (field, value) {
+        ("state", "1") => "New",
+        ("state", "2") => "In Progress",
+        ("state", "3") => "On Hold",
+        ("state", "6") => "Resolved",
+        ("state", "7") => "Closed",
+        ("state", "8") => "Canceled",
+        ("urgency" | "impact", "1") => "1 - High",
+        ("urgency" | "impact", "2") => "2 - Medium",
+        ("urgency" | "impact", "3") => "3 - Low",
+        _ => return value,
+    };
+    label
+}
+
 fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>, display: Display) -> Value {
     let wanted: Option<Vec<&str>> = fields_filter.map(|f| {
         f.split(',')
@@ -436,7 +455,7 @@ fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>, display: 
     let mut out = Map::new();
     for (k, v) in &record.fields {
         if wanted.as_ref().is_none_or(|w| w.contains(&k.as_str())) {
-            out.insert(k.clone(), shown(display, v, v));
+            out.insert(k.clone(), shown(display, v, display_value_of(k, v)));
         }
     }
     // Journal fields read back empty through the Table API, unless display values are asked for.

@@ -443,7 +443,8 @@ async fn work_notes_read_back_as_journal_text_with_display_values() {
     );
     assert!(text.ends_with("\n\n"));
 
-    // `all` (what the bridge's poll asks for): value and display value of every field.
+    // `all` (what the bridge's poll asks for): value and display value of every field; choice
+    // fields show their label, as real ServiceNow does.
     let a = send(servicenow(
         &c,
         &sim,
@@ -454,7 +455,7 @@ async fn work_notes_read_back_as_journal_text_with_display_values() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(
         a.body["result"]["state"],
-        json!({"value": "1", "display_value": "1"})
+        json!({"value": "1", "display_value": "New"})
     );
     assert_eq!(a.body["result"]["work_notes"]["value"], "");
     assert_eq!(a.body["result"]["work_notes"]["display_value"], text);
