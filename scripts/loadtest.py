@@ -186,7 +186,7 @@ def wait_http(url: str, what: str, seconds: float = 20.0) -> None:
 
 
 def marker(team: str, finding_id: str) -> str:
-    """DESIGN.md: `fb-` + the first 32 hex chars of SHA-256 of `team\\nfinding id`."""
+    """The marker: `fb-` + the first 32 hex chars of SHA-256 of `team\\nfinding id`."""
     return "fb-" + hashlib.sha256(f"{team}\n{finding_id}".encode()).hexdigest()[:32]
 
 
