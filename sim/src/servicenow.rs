@@ -430,7 +430,7 @@ fn shown(display: Display, value: &str, display_value: &str) -> Value {
 /// bridge reads (`state`, `urgency`, `impact`), as real ServiceNow answers; the stored value
 /// otherwise (the simulator has no other choice lists or reference display names).
 fn display_value_of<'a>(field: &str, value: &'a str) -> &'a str {
-    let label = match (field, value) {
+    match (field, value) {
         ("state", "1") => "New",
         ("state", "2") => "In Progress",
         ("state", "3") => "On Hold",
@@ -440,9 +440,8 @@ fn display_value_of<'a>(field: &str, value: &'a str) -> &'a str {
         ("urgency" | "impact", "1") => "1 - High",
         ("urgency" | "impact", "2") => "2 - Medium",
         ("urgency" | "impact", "3") => "3 - Low",
-        _ => return value,
-    };
-    label
+        _ => value,
+    }
 }
 
 fn record_json(record: &ServiceNowRecord, fields_filter: Option<&str>, display: Display) -> Value {
