@@ -415,6 +415,8 @@ pub struct Lifecycle {
 
 /// The store's name in [`Health`].
 pub const STORE_CONNECTION: &str = "store";
+/// Security Hub write-back's name in [`Health`].
+pub const SECURITY_HUB_CONNECTION: &str = "securityhub";
 
 /// A workflow update waiting to be written, with what to record once it is.
 struct PendingWrite {
@@ -1487,7 +1489,12 @@ impl Lifecycle {
             severity,
             &note,
         );
-        match self.writer.write(vec![update]).await {
+        let result = self.writer.write(vec![update]).await;
+        if result.is_ok() {
+            self.health
+                .resume(&Subject::Connection(SECURITY_HUB_CONNECTION.to_owned()));
+        }
+        match result {
             Ok(report) if report.unprocessed.is_empty() => {
                 telemetry::writeback(WritebackResult::Processed, report.processed as u64);
                 let Some(status) = status else { return };
@@ -1514,6 +1521,16 @@ impl Lifecycle {
                 for u in report.unprocessed {
                     tracing::warn!(finding_id = %u.finding_id, code = %u.code, message = %u.message, "Security Hub did not apply the write-back");
                 }
+            }
+            Err(crate::securityhub::WriteError::Refused(reason)) => {
+                telemetry::writeback(WritebackResult::Failed, 1);
+                telemetry::error(telemetry::ErrorKind::Writeback);
+                // Shown in /readyz and the gauge; the next write-back that succeeds resumes it.
+                self.health.pause(
+                    Subject::Connection(SECURITY_HUB_CONNECTION.to_owned()),
+                    &reason,
+                    Probe::Passive,
+                );
             }
             Err(e) => {
                 telemetry::writeback(WritebackResult::Failed, 1);

@@ -68,7 +68,11 @@ pub enum WriteError {
     /// Throttling, timeouts, 5xx: worth trying again later.
     #[error("security hub write-back: transient: {0}")]
     Transient(String),
-    /// Access denied, invalid input: will not succeed unchanged.
+    /// Access denied, expired or unknown credentials: the connection's fault, not the
+    /// findings'; nothing the bridge writes back will succeed until the task role is fixed.
+    #[error("security hub write-back refused: {0}")]
+    Refused(String),
+    /// Invalid input: will not succeed unchanged.
     #[error("security hub write-back: {0}")]
     Permanent(String),
 }

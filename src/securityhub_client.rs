@@ -13,7 +13,8 @@
 //!   retries run first, then this module retries the request with jittered exponential backoff;
 //!   when that budget is spent the write returns [`WriteError::Transient`] so the caller can try
 //!   again later (every write is idempotent: it sets a state, it does not toggle one);
-//! - the request was refused for good (access denied): [`WriteError::Permanent`];
+//! - the request was refused for good: access denied or bad credentials ([`WriteError::Refused`],
+//!   the connection's fault), anything else ([`WriteError::Permanent`]);
 //! - Security Hub accepted the request but listed some findings in `UnprocessedFindings`:
 //!   retriable codes (concurrent updates, internal failures, conflicts, throttling) are sent again
 //!   a bounded number of times, everything else lands in [`WriteReport::unprocessed`] and the log.
@@ -217,6 +218,9 @@ impl SecurityHubWriter {
                 }
                 Err(RequestFailure::Transient(message)) => {
                     return Err(WriteError::Transient(message));
+                }
+                Err(RequestFailure::Refused(message)) => {
+                    return Err(WriteError::Refused(message));
                 }
                 Err(RequestFailure::Permanent(message)) => {
                     return Err(WriteError::Permanent(message));
@@ -501,10 +505,22 @@ enum RequestFailure {
     #[error("{0}")]
     Transient(String),
     #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
     Permanent(String),
     #[error("{code}: {message}")]
     BatchRejected { code: String, message: String },
 }
+
+/// Error codes that mean the caller's credentials or permissions are refused.
+const REFUSED_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "ExpiredTokenException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+];
 
 fn classify<E>(operation: &str, error: SdkError<E>) -> RequestFailure
 where
@@ -531,6 +547,8 @@ where
             let transient_status = matches!(status, Some(429) | Some(500..=599));
             if TRANSIENT_CODES.contains(&code.as_str()) || transient_status {
                 RequestFailure::Transient(described)
+            } else if REFUSED_CODES.contains(&code.as_str()) || matches!(status, Some(401 | 403)) {
+                RequestFailure::Refused(described)
             } else if BATCH_REJECTED_CODES.contains(&code.as_str()) {
                 RequestFailure::BatchRejected { code, message }
             } else {

@@ -484,7 +484,7 @@ async fn throttling_that_never_ends_is_a_transient_error() {
 }
 
 #[tokio::test]
-async fn access_denied_is_permanent_and_not_retried() {
+async fn access_denied_is_refused_and_not_retried() {
     let server = MockServer::start().await;
     Mock::given(method("PATCH"))
         .and(path(V2_PATH))
@@ -502,6 +502,10 @@ async fn access_denied_is_permanent_and_not_retried() {
         .await
         .expect_err("access denied");
     assert!(!error.is_transient(), "{error}");
+    assert!(
+        matches!(error, findings_bridge::securityhub::WriteError::Refused(_)),
+        "the connection's fault, not the findings': {error}"
+    );
     let text = error.to_string();
     assert!(text.contains("AccessDeniedException"), "{text}");
     assert!(!text.contains("test-secret"), "{text}");

@@ -628,3 +628,29 @@ async fn a_rule_whose_project_is_gone_pauses_only_that_rule() {
     assert_eq!(report.len(), 1, "{report:?}");
     assert_eq!(report[0].subject, rule);
 }
+
+/// Issue 18: a Security Hub write-back refused for the task role shows as a paused connection
+/// (readiness, gauge) and clears with the next write-back that succeeds; tickets still go ahead.
+#[tokio::test]
+async fn a_refused_write_back_is_reported_and_clears_when_writes_work_again() {
+    use crate::health::Subject;
+    let h = Harness::new(vec![payments()]);
+    let health = Arc::new(crate::health::Health::new());
+    let a = h.replica("a").with_health(health.clone());
+    h.writer
+        .fail_with(Some(crate::securityhub::WriteError::Refused(
+            "AccessDeniedException: not authorized".into(),
+        )));
+    a.process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect("the ticket is made regardless");
+    let hub = Subject::Connection("securityhub".into());
+    assert!(health.paused(&hub).is_some());
+    h.writer.fail_with(None);
+    a.process(&finding("f-2", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect("created");
+    assert!(health.paused(&hub).is_none());
+}
