@@ -19,6 +19,13 @@ use serde::{Deserialize, Serialize};
 /// got through and committed also get a number of their own (reset by `set_faults` too); a hash
 /// of (`seed`, that number) below `ambiguous_create_rate` makes the create *ambiguous*: the
 /// ticket exists, but the client is answered as `ambiguous_create_mode` says, so it cannot know.
+///
+/// Two faults are a connection's or a rule's, not a request's: `refuse_credentials_ms` answers
+/// every API request of Jira or ServiceNow 401 for a while (a revoked or rotated token), and
+/// `gone_projects` / `gone_tables` make a Jira project or a ServiceNow table cease to exist.
+///
+/// `POST /_sim/faults` replaces the whole set: a field left out goes back to its default (no
+/// refusal, nothing gone), and the refusal clock starts again at that moment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -49,6 +56,47 @@ pub struct Faults {
     /// ServiceNow is read-after-write consistent. Changing it applies to existing issues too.
     #[serde(rename = "search_delay_ms", with = "duration_ms")]
     pub search_delay: Duration,
+    /// For how long after these faults are set each system refuses every credential.
+    #[serde(rename = "refuse_credentials_ms")]
+    pub refuse_credentials: RefuseCredentials,
+    /// Jira project keys that no longer exist: a create in one answers 400 with
+    /// `errors.project`, `GET /rest/api/{2,3}/project/{key}` answers 404. Issues created in it
+    /// before stay readable (as in an archived project). Compared without regard to case.
+    pub gone_projects: Vec<String>,
+    /// ServiceNow tables that no longer exist: every Table API request on one (create, list,
+    /// read, update) answers 400 `Invalid table {name}`.
+    pub gone_tables: Vec<String>,
+}
+
+/// How long, from the moment the faults are set, each system answers 401 to every API request
+/// (the probe endpoints included, never `/_sim`): Jira with its JSON error body, the ServiceNow
+/// Table API with `User Not Authenticated`, ServiceNow's `/oauth_token.do` with `invalid_client`.
+/// Setting a ServiceNow refusal also revokes the OAuth tokens issued so far, so a client must
+/// fetch a new one once the refusal is over. Zero (the default): no refusal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefuseCredentials {
+    #[serde(with = "duration_ms")]
+    pub jira: Duration,
+    #[serde(with = "duration_ms")]
+    pub servicenow: Duration,
+}
+
+/// The systems whose credentials can be refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    Jira,
+    ServiceNow,
+}
+
+impl RefuseCredentials {
+    /// How long `system` refuses credentials after the faults are set.
+    pub fn of(&self, system: System) -> Duration {
+        match system {
+            System::Jira => self.jira,
+            System::ServiceNow => self.servicenow,
+        }
+    }
 }
 
 /// What the client of an ambiguous create sees, although the ticket was created.
@@ -131,6 +179,9 @@ impl Default for Faults {
             ambiguous_create_mode: AmbiguousMode::default(),
             ambiguous_late: Duration::from_secs(35),
             search_delay: Duration::ZERO,
+            refuse_credentials: RefuseCredentials::default(),
+            gone_projects: Vec::new(),
+            gone_tables: Vec::new(),
         }
     }
 }
@@ -159,7 +210,25 @@ impl Faults {
         if self.burst_429_every == Some(0) {
             return Err("burst_429_every must be at least 1".to_owned());
         }
+        if self.gone_projects.iter().any(|p| p.trim().is_empty()) {
+            return Err("gone_projects must not contain an empty key".to_owned());
+        }
+        if self.gone_tables.iter().any(|t| t.trim().is_empty()) {
+            return Err("gone_tables must not contain an empty name".to_owned());
+        }
         Ok(())
+    }
+
+    /// Whether the Jira project `key` no longer exists.
+    pub fn project_gone(&self, key: &str) -> bool {
+        self.gone_projects
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(key))
+    }
+
+    /// Whether the ServiceNow table `name` no longer exists.
+    pub fn table_gone(&self, name: &str) -> bool {
+        self.gone_tables.iter().any(|t| t == name)
     }
 }
 
@@ -280,6 +349,35 @@ mod tests {
             assert_eq!(mode.to_string(), name);
         }
         assert!("teapot".parse::<AmbiguousMode>().is_err());
+    }
+
+    #[test]
+    fn refusals_and_gone_targets_round_trip_through_json() {
+        let f: Faults = serde_json::from_str(
+            r#"{"refuse_credentials_ms": {"jira": 60000}, "gone_projects": ["PAY"],
+                "gone_tables": ["sn_si_incident"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.refuse_credentials.of(System::Jira),
+            Duration::from_secs(60)
+        );
+        assert_eq!(f.refuse_credentials.of(System::ServiceNow), Duration::ZERO);
+        assert!(f.project_gone("PAY") && f.project_gone("pay") && !f.project_gone("SEC"));
+        assert!(f.table_gone("sn_si_incident") && !f.table_gone("incident"));
+        let back = serde_json::to_value(&f).unwrap();
+        assert_eq!(
+            back["refuse_credentials_ms"],
+            serde_json::json!({"jira": 60000, "servicenow": 0})
+        );
+        assert!(
+            serde_json::from_str::<Faults>(r#"{"refuse_credentials_ms": {"sqs": 1}}"#).is_err()
+        );
+        let empty = Faults {
+            gone_projects: vec![" ".to_owned()],
+            ..Faults::default()
+        };
+        assert!(empty.validate().is_err());
     }
 
     #[test]

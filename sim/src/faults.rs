@@ -1,6 +1,7 @@
-//! The middleware in front of every API path: counts requests per endpoint, injects the
-//! configured latency (half before the handler, half after), rate limiting, 429 bursts and 500s
-//! before the handler runs, and answers a share of committed creates ambiguously after it ran.
+//! The middleware in front of every API path: counts requests per endpoint, refuses every
+//! credential of a system while `refuse_credentials_ms` says so, injects the configured latency
+//! (half before the handler, half after), rate limiting, 429 bursts and 500s before the handler
+//! runs, and answers a share of committed creates ambiguously after it ran.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::config::AmbiguousMode;
+use crate::config::{AmbiguousMode, System};
 use crate::conn::ConnHandle;
 use crate::securityhub::aws_error;
 use crate::state::SharedState;
@@ -113,6 +114,46 @@ fn family(path: &str) -> Family {
     } else {
         Family::ServiceNow
     }
+}
+
+impl Family {
+    /// The system whose credentials these paths take (Security Hub's are AWS's: never refused).
+    fn system(&self) -> Option<System> {
+        match self {
+            Family::Jira => Some(System::Jira),
+            Family::ServiceNow => Some(System::ServiceNow),
+            Family::SecurityHub => None,
+        }
+    }
+}
+
+/// What each system answers a revoked or rotated credential: Jira its JSON error body, the
+/// ServiceNow Table API `User Not Authenticated`, ServiceNow's token endpoint `invalid_client`.
+fn refused(family: &Family, path: &str) -> Response {
+    let body = match family {
+        Family::Jira => json!({
+            "errorMessages": ["You are not authenticated. Authentication required to perform this operation."],
+            "errors": {},
+        }),
+        Family::ServiceNow if path.starts_with("/oauth_token.do") => json!({
+            "error": "invalid_client",
+            "error_description": "Client authentication failed",
+        }),
+        _ => json!({
+            "error": {"message": "User Not Authenticated", "detail": "Required to provide Auth information"},
+            "status": "failure",
+        }),
+    };
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
+/// Whether `family`'s system refuses every credential now; counts the refusal.
+fn refusing(st: &SharedState, family: &Family) -> Option<Duration> {
+    let system = family.system()?;
+    st.credentials_refused(system)?;
+    let mut guard = st.lock();
+    guard.fault_stats.refused_401 += 1;
+    Some(guard.faults.latency)
 }
 
 enum Injected {
@@ -230,6 +271,16 @@ pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next:
         .get::<ConnectInfo<ConnHandle>>()
         .map(|c| c.0.clone());
     *st.lock().requests.entry(endpoint.clone()).or_insert(0) += 1;
+    let fam = family(&path);
+    // A refused credential is refused before anything else happens, rate limits included; the
+    // other faults' schedules do not advance.
+    if let Some(latency) = refusing(&st, &fam) {
+        tracing::info!(%endpoint, "credentials refused: 401");
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        return refused(&fam, &path);
+    }
     let (latency, injected) = decide(&st);
     // A slow server commits somewhere in the middle of the time it takes: half the latency comes
     // before the handler and half after it, so a client that gives up may leave a committed write
@@ -243,7 +294,6 @@ pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next:
     if !before.is_zero() {
         tokio::time::sleep(before).await;
     }
-    let fam = family(&path);
     match &injected {
         Some(Injected::RateLimited { .. }) => tracing::info!(%endpoint, "rate limit exceeded: 429"),
         Some(Injected::Burst { .. }) => tracing::info!(%endpoint, "injected 429 burst"),

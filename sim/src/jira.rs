@@ -167,6 +167,8 @@ pub fn routes() -> Router<SharedState> {
             get(search_jql_get).post(search_jql_post),
         )
         .route("/rest/api/{ver}/search", get(search_get).post(search_post))
+        .route("/rest/api/{ver}/myself", get(myself))
+        .route("/rest/api/{ver}/project/{key}", get(get_project))
 }
 
 fn error(status: StatusCode, messages: &[&str], errors: Map<String, Value>) -> Response {
@@ -351,11 +353,7 @@ fn validate_fields(
             .get("project")
             .and_then(|p| p.get("key"))
             .and_then(Value::as_str)
-            .is_some_and(|k| {
-                k.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                    && k.chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-            });
+            .is_some_and(is_project_key);
         if !project_ok {
             set_err(errors, "project", "Specify a valid project ID or key");
         }
@@ -450,6 +448,14 @@ async fn create_issue(
     };
     let mut errors = Map::new();
     let extra = validate_fields(fields, ver, true, &mut errors);
+    let gone = fields_value(fields, "/project/key")
+        .and_then(Value::as_str)
+        .is_some_and(|key| st.lock().faults.project_gone(key));
+    if gone {
+        // What Jira answers for a project that was deleted (or never existed).
+        set_err(&mut errors, "project", "valid project is required");
+        st.lock().fault_stats.target_gone += 1;
+    }
     if !errors.is_empty() {
         return field_errors(errors);
     }
@@ -506,6 +512,91 @@ async fn create_issue(
         })),
     )
         .into_response()
+}
+
+/// `GET /rest/api/{2,3}/myself`: the account the credentials belong to (the bridge's connection
+/// probe).
+async fn myself(
+    State(st): State<SharedState>,
+    Path(ver): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let ver = match authorize(&st, &ver, &headers) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let cfg = st.config();
+    let base = st.base_url();
+    let account_id = format!(
+        "5b10ac8d82e05b22cc7d{:016x}",
+        splitmix64_of(&cfg.jira_email)
+    );
+    axum::Json(json!({
+        "self": format!("{base}/rest/api/{}/user?accountId={account_id}", ver.as_str()),
+        "accountId": account_id,
+        "accountType": "atlassian",
+        "emailAddress": cfg.jira_email,
+        "displayName": "findings-bridge (simulated)",
+        "active": true,
+        "timeZone": "UTC",
+        "locale": "en_US",
+    }))
+    .into_response()
+}
+
+/// A project key Jira would accept: an upper-case letter, then upper-case letters, digits, `_`.
+fn is_project_key(key: &str) -> bool {
+    key.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `GET /rest/api/{2,3}/project/{key}`: every well-formed key is a project (creates need no
+/// set-up), except the `gone_projects`; the others answer 404 as Jira does.
+async fn get_project(
+    State(st): State<SharedState>,
+    Path((ver, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let ver = match authorize(&st, &ver, &headers) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let key = key.to_ascii_uppercase();
+    let gone = st.lock().faults.project_gone(&key);
+    if gone {
+        st.lock().fault_stats.target_gone += 1;
+    }
+    if gone || !is_project_key(&key) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &[&format!("No project could be found with key '{key}'.")],
+            Map::new(),
+        );
+    }
+    let id = 10_000 + splitmix64_of(&key) % 90_000;
+    let base = st.base_url();
+    let types: Vec<Value> = ["Bug", "Task", "Story", "Epic"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| json!({"id": (10_001 + i).to_string(), "name": name, "subtask": false}))
+        .collect();
+    axum::Json(json!({
+        "self": format!("{base}/rest/api/{}/project/{id}", ver.as_str()),
+        "id": id.to_string(),
+        "key": key,
+        "name": key,
+        "projectTypeKey": "software",
+        "archived": false,
+        "issueTypes": types,
+    }))
+    .into_response()
+}
+
+fn splitmix64_of(text: &str) -> u64 {
+    text.bytes()
+        .fold(0, |h, b| crate::faults::splitmix64(h ^ u64::from(b)))
 }
 
 fn fields_value<'a>(fields: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {

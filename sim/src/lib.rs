@@ -3,15 +3,16 @@
 //!
 //! It remembers tickets, workflows and finding status, so tests assert what a user of those systems
 //! would see, and it injects the failures the bridge has to survive (latency, 500s, 429 bursts,
-//! rate limits, search lag, expired tokens, and ambiguous creates: committed, then answered 502,
-//! with a reset connection, or after the client's timeout — see [`Faults`]). It is a
+//! rate limits, search lag, expired tokens, ambiguous creates: committed, then answered 502,
+//! with a reset connection, or after the client's timeout; credentials refused for a while, and
+//! Jira projects or ServiceNow tables that are gone — see [`Faults`]). It is a
 //! dev-dependency only: never part of the production binary.
 //!
 //! One base URL serves everything (the paths never collide):
 //!
 //! | Service | Paths |
 //! |---|---|
-//! | Jira Cloud / DC | `/rest/api/{3,2}/issue[/{key}[/transitions\|/comment]]` (`GET …/comment` pages with `orderBy=-created`), `POST\|GET /rest/api/3/search/jql`, `/rest/api/2/search` (`/rest/api/3/search` is 410 Gone) |
+//! | Jira Cloud / DC | `/rest/api/{3,2}/issue[/{key}[/transitions\|/comment]]` (`GET …/comment` pages with `orderBy=-created`), `POST\|GET /rest/api/3/search/jql`, `/rest/api/2/search` (`/rest/api/3/search` is 410 Gone), `GET /rest/api/{3,2}/myself`, `GET /rest/api/{3,2}/project/{key}` |
 //! | ServiceNow | `POST /oauth_token.do`, `/api/now/table/{table}[/{sys_id}]` (`sysparm_display_value=true` reads journal fields back as text) |
 //! | Security Hub | `PATCH /findings/batchupdate`, `PATCH /findingsv2/batchupdatev2` |
 //! | Operator | `GET /_sim/{tickets[?view=summary],writebacks,findings,stats,faults}`, `POST /_sim/faults`, `POST /_sim/jira/{key}/transition`, `POST /_sim/servicenow/{table}/{sys_id}/state`, `POST /_sim/findings/errors` |
@@ -45,7 +46,7 @@ mod servicenow;
 pub mod snquery;
 pub mod state;
 
-pub use config::{AmbiguousMode, Faults, SimConfig};
+pub use config::{AmbiguousMode, Faults, RefuseCredentials, SimConfig, System};
 pub use server::{SimHandle, Simulator};
 pub use state::{
     FaultStats, FindingErrorKind, FindingState, JiraComment, JiraIssue, JournalEntry,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use findings_bridge_sim::{AmbiguousMode, Faults, SimConfig, Simulator};
+use findings_bridge_sim::{AmbiguousMode, Faults, RefuseCredentials, SimConfig, Simulator};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +55,20 @@ struct Args {
     /// Milliseconds a new Jira issue stays invisible to search (`search_delay_ms` of /_sim/faults).
     #[arg(long, default_value_t = 0)]
     search_delay_ms: u64,
+    /// Jira answers every API request 401 for this many milliseconds after start
+    /// (`refuse_credentials_ms.jira` of /_sim/faults).
+    #[arg(long, default_value_t = 0)]
+    refuse_jira_credentials_ms: u64,
+    /// ServiceNow answers every API request (and its OAuth token endpoint) 401 for this many
+    /// milliseconds after start (`refuse_credentials_ms.servicenow`).
+    #[arg(long, default_value_t = 0)]
+    refuse_servicenow_credentials_ms: u64,
+    /// A Jira project key that does not exist (any more); repeat for several (`gone_projects`).
+    #[arg(long = "gone-project", value_name = "KEY")]
+    gone_projects: Vec<String>,
+    /// A ServiceNow table that does not exist (any more); repeat for several (`gone_tables`).
+    #[arg(long = "gone-table", value_name = "TABLE")]
+    gone_tables: Vec<String>,
     /// Seconds a ServiceNow OAuth token lives.
     #[arg(long, default_value_t = 1800)]
     token_ttl_secs: u64,
@@ -107,6 +121,12 @@ impl Args {
             ambiguous_create_mode: self.ambiguous_create_mode,
             ambiguous_late: Duration::from_millis(self.ambiguous_late_ms),
             search_delay: Duration::from_millis(self.search_delay_ms),
+            refuse_credentials: RefuseCredentials {
+                jira: Duration::from_millis(self.refuse_jira_credentials_ms),
+                servicenow: Duration::from_millis(self.refuse_servicenow_credentials_ms),
+            },
+            gone_projects: self.gone_projects,
+            gone_tables: self.gone_tables,
         };
         faults.validate().map_err(anyhow::Error::msg)?;
         Ok(SimConfig {

@@ -350,21 +350,34 @@ fn number_prefix(table: &str) -> String {
     }
 }
 
-fn valid_table(table: &str) -> Result<(), Rejection> {
-    if !table.is_empty()
+/// A table name the Table API knows: well formed and not one of the `gone_tables`. Otherwise
+/// 400 `{"error": {"message": "Invalid table NAME", "detail": null}, "status": "failure"}`, as
+/// ServiceNow answers for a table that does not exist (any more).
+fn valid_table(st: &SharedState, table: &str) -> Result<(), Rejection> {
+    let well_formed = !table.is_empty()
         && table
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            "Invalid table",
-            &format!("Invalid table {table}"),
-        )
-        .into())
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let gone = {
+        let mut guard = st.lock();
+        let gone = guard.faults.table_gone(table);
+        if gone {
+            guard.fault_stats.target_gone += 1;
+        }
+        gone
+    };
+    if well_formed && !gone {
+        return Ok(());
     }
+    Err((
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "error": {"message": format!("Invalid table {table}"), "detail": null},
+            "status": "failure",
+        })),
+    )
+        .into_response()
+        .into())
 }
 
 /// The journal of one field as `sysparm_display_value=true` shows it: every entry, newest first,
@@ -503,7 +516,7 @@ async fn create_record(
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = valid_table(&table) {
+    if let Err(r) = valid_table(&st, &table) {
         return r.into_response();
     }
     let display = match display_of(params.sysparm_display_value.as_deref()) {
@@ -588,7 +601,7 @@ async fn list_records(
     if let Err(r) = authorize(&st, &headers) {
         return r.into_response();
     }
-    if let Err(r) = valid_table(&table) {
+    if let Err(r) = valid_table(&st, &table) {
         return r.into_response();
     }
     let query = match snquery::parse(params.sysparm_query.as_deref().unwrap_or("")) {
@@ -647,6 +660,9 @@ async fn get_record(
     if let Err(r) = authorize(&st, &headers) {
         return r.into_response();
     }
+    if let Err(r) = valid_table(&st, &table) {
+        return r.into_response();
+    }
     let display = match display_of(params.sysparm_display_value.as_deref()) {
         Ok(d) => d,
         Err(r) => return r.into_response(),
@@ -677,6 +693,9 @@ async fn update_record(
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
+    if let Err(r) = valid_table(&st, &table) {
+        return r.into_response();
+    }
     let display = match display_of(params.sysparm_display_value.as_deref()) {
         Ok(d) => d,
         Err(r) => return r.into_response(),

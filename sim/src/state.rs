@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::config::{Faults, SimConfig};
+use crate::config::{Faults, SimConfig, System};
 use crate::jira::workflow;
 
 /// Why an accessor could not do what a test asked.
@@ -152,6 +153,12 @@ pub struct FaultStats {
     pub ambiguous_close: u64,
     /// Committed creates answered only after `ambiguous_late_ms`.
     pub ambiguous_late: u64,
+    /// API requests answered 401 because the system refused every credential
+    /// (`refuse_credentials_ms`), the OAuth token endpoint's included.
+    pub refused_401: u64,
+    /// Requests refused because their Jira project or ServiceNow table is gone
+    /// (`gone_projects`, `gone_tables`).
+    pub target_gone: u64,
 }
 
 impl FaultStats {
@@ -200,6 +207,8 @@ pub(crate) struct Inner {
     pub requests: BTreeMap<String, u64>,
     pub fault_stats: FaultStats,
     pub faults: Faults,
+    /// When the current faults were set: `refuse_credentials_ms` counts from here.
+    pub faults_set_at: Instant,
     /// Sequence number of the next API request under the current faults.
     pub fault_seq: u64,
     /// Sequence number of the next committed create under the current faults.
@@ -235,6 +244,7 @@ impl SharedState {
                 },
                 ..config.faults.clone()
             },
+            faults_set_at: Instant::now(),
             fault_seq: 0,
             create_seq: 0,
             ambiguous_seq: 0,
@@ -349,16 +359,37 @@ impl SharedState {
         self.lock().faults.clone()
     }
 
-    /// Replaces the injected faults (the search delay included) and restarts their schedules, so
-    /// a test knows exactly which of its next requests and creates fail.
+    /// Replaces the injected faults (the search delay, refused credentials and gone targets
+    /// included) and restarts their schedules, so a test knows exactly which of its next
+    /// requests and creates fail; a credential refusal runs from now. A ServiceNow refusal
+    /// revokes every OAuth token issued so far.
     pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
         faults.validate().map_err(SimError::InvalidFaults)?;
+        let now = Instant::now();
         let mut guard = self.lock();
+        if !faults.refuse_credentials.servicenow.is_zero() {
+            for expiry in guard.servicenow.tokens.values_mut() {
+                *expiry = now;
+            }
+        }
         guard.faults = faults;
+        guard.faults_set_at = now;
         guard.fault_seq = 0;
         guard.create_seq = 0;
         guard.ambiguous_seq = 0;
         Ok(())
+    }
+
+    /// How much longer `system` refuses every credential (`refuse_credentials_ms`); `None` when
+    /// it accepts them.
+    pub fn credentials_refused(&self, system: System) -> Option<Duration> {
+        let guard = self.lock();
+        guard
+            .faults
+            .refuse_credentials
+            .of(system)
+            .checked_sub(guard.faults_set_at.elapsed())
+            .filter(|left| !left.is_zero())
     }
 
     pub fn set_rate_limit(&self, per_sec: Option<u32>) {

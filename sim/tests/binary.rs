@@ -99,3 +99,51 @@ fn rejects_impossible_fault_settings() {
         assert!(!status.success(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn refused_credentials_and_gone_targets_can_be_set_on_the_command_line() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_findings-bridge-sim"))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(["--refuse-jira-credentials-ms", "600000"])
+            .args(["--refuse-servicenow-credentials-ms", "1"])
+            .args(["--gone-project", "PAY", "--gone-project", "OPS"])
+            .args(["--gone-table", "sn_si_incident"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator binary starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("reader task")
+    .expect("a line on stdout");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the announced address")
+        .to_owned();
+    let faults: serde_json::Value = reqwest::get(format!("{url}/_sim/faults"))
+        .await
+        .expect("the simulator answers")
+        .json()
+        .await
+        .expect("faults as JSON");
+    assert_eq!(
+        faults["refuse_credentials_ms"],
+        serde_json::json!({"jira": 600000, "servicenow": 1})
+    );
+    assert_eq!(faults["gone_projects"], serde_json::json!(["PAY", "OPS"]));
+    assert_eq!(faults["gone_tables"], serde_json::json!(["sn_si_incident"]));
+    let refused = reqwest::Client::new()
+        .get(format!("{url}/rest/api/3/myself"))
+        .basic_auth("sim@example.com", Some("sim-token"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+}
