@@ -290,7 +290,8 @@ pub struct HttpClient {
     settings: HttpSettings,
     limiter: Arc<RateLimiter>,
     clock: Arc<dyn Clock>,
-    scrub: Vec<SecretString>,
+    /// Swapped when the connection's credentials rotate ([`HttpClient::replace_scrub`]).
+    scrub: std::sync::RwLock<Vec<SecretString>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -342,8 +343,14 @@ impl HttpClient {
             settings: settings.clone(),
             limiter,
             clock,
-            scrub,
+            scrub: std::sync::RwLock::new(scrub),
         })
+    }
+
+    /// Replaces the secret values scrubbed from errors, when the connection's credentials
+    /// rotate (see [`crate::secrets`]).
+    pub fn replace_scrub(&self, scrub: Vec<SecretString>) {
+        *self.scrub.write().unwrap_or_else(|p| p.into_inner()) = scrub;
     }
 
     pub fn limiter(&self) -> &Arc<RateLimiter> {
@@ -629,7 +636,8 @@ impl HttpClient {
 
     fn scrubbed(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for secret in &self.scrub {
+        let scrub = self.scrub.read().unwrap_or_else(|p| p.into_inner());
+        for secret in scrub.iter() {
             let secret = secret.expose_secret();
             if !secret.is_empty() {
                 out = out.replace(secret, "[REDACTED]");
@@ -859,6 +867,13 @@ impl TokenCache {
         if slot.as_ref().map(|c| c.generation) == Some(rejected.generation) {
             *slot = None;
         }
+    }
+
+    /// Drops whatever token is cached, e.g. because the credentials it was fetched with have
+    /// rotated: the next [`TokenCache::get`] fetches a new one. Waits for a fetch in flight,
+    /// whose token is then dropped too.
+    pub async fn clear(&self) {
+        *self.slot.lock().await = None;
     }
 
     /// How many tokens were fetched (for tests and diagnostics).

@@ -59,6 +59,25 @@ impl fmt::Debug for JiraAuth {
     }
 }
 
+/// The `Authorization` header for `auth`, and the secret values to scrub from errors.
+fn authorization(auth: &JiraAuth) -> Result<(HeaderValue, Vec<SecretString>), ClientConfigError> {
+    let (header, scrub) = match auth {
+        JiraAuth::Basic { email, api_token } => {
+            let pair = format!("{email}:{}", api_token.expose_secret());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            let header = format!("Basic {encoded}");
+            (header, vec![api_token.clone(), SecretString::from(encoded)])
+        }
+        JiraAuth::Bearer { pat } => (format!("Bearer {}", pat.expose_secret()), vec![pat.clone()]),
+    };
+    let mut header = HeaderValue::from_str(&header).map_err(|_| ClientConfigError::Invalid {
+        name: "JIRA credentials",
+        message: "contain characters not allowed in an HTTP header".to_owned(),
+    })?;
+    header.set_sensitive(true);
+    Ok((header, scrub))
+}
+
 /// REST API flavour: `V3` for Jira Cloud, `V2` for Data Center / Server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JiraApiVersion {
@@ -217,7 +236,8 @@ pub struct JiraClient {
     browse_base: Url,
     version: JiraApiVersion,
     page_size: u32,
-    authorization: HeaderValue,
+    /// Swapped when the credentials rotate ([`JiraClient::replace_auth`]).
+    authorization: std::sync::RwLock<HeaderValue>,
     http: HttpClient,
     /// Send window + request timeout + index lag: see [`TicketSystem::settle_time`].
     settle_time: Duration,
@@ -249,23 +269,7 @@ impl JiraClient {
                 message: "not a base URL".to_owned(),
             });
         }
-        let (header, scrub) = match &cfg.auth {
-            JiraAuth::Basic { email, api_token } => {
-                let pair = format!("{email}:{}", api_token.expose_secret());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                let header = format!("Basic {encoded}");
-                (header, vec![api_token.clone(), SecretString::from(encoded)])
-            }
-            JiraAuth::Bearer { pat } => {
-                (format!("Bearer {}", pat.expose_secret()), vec![pat.clone()])
-            }
-        };
-        let mut authorization =
-            HeaderValue::from_str(&header).map_err(|_| ClientConfigError::Invalid {
-                name: "JIRA credentials",
-                message: "contain characters not allowed in an HTTP header".to_owned(),
-            })?;
-        authorization.set_sensitive(true);
+        let (authorization, scrub) = authorization(&cfg.auth)?;
         let http = HttpClient::new(SYSTEM, &cfg.http, clock, scrub)?;
         let settle_time = cfg.http.at_most_once_span() + cfg.search_consistency;
         Ok(JiraClient {
@@ -275,9 +279,28 @@ impl JiraClient {
             browse_base: cfg.browse_base,
             version: cfg.api_version,
             page_size: cfg.page_size.max(1),
-            authorization,
+            authorization: std::sync::RwLock::new(authorization),
             http,
         })
+    }
+
+    /// Signs every request from now on with `auth` (rotated credentials, see
+    /// [`crate::secrets`]); the old secret is no longer scrubbed from errors, the new one is.
+    pub fn replace_auth(&self, auth: JiraAuth) -> Result<(), ClientConfigError> {
+        let (header, scrub) = authorization(&auth)?;
+        *self
+            .authorization
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = header;
+        self.http.replace_scrub(scrub);
+        Ok(())
+    }
+
+    fn authorization(&self) -> HeaderValue {
+        self.authorization
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The shared HTTP layer (rate limiter and clock), for diagnostics and tests.
@@ -329,7 +352,7 @@ impl JiraClient {
             .http
             .send(operation, |c| {
                 c.get(url.clone())
-                    .header(AUTHORIZATION, self.authorization.clone())
+                    .header(AUTHORIZATION, self.authorization())
             })
             .await?;
         self.http.json(operation, &response)
@@ -359,7 +382,7 @@ impl JiraClient {
             .http
             .send_with(operation, delivery, |c| {
                 c.request(method.clone(), url.clone())
-                    .header(AUTHORIZATION, self.authorization.clone())
+                    .header(AUTHORIZATION, self.authorization())
                     .json(body)
             })
             .await?;
@@ -751,7 +774,7 @@ impl TicketSystem for JiraClient {
                 .http
                 .send_with("create", Delivery::AtMostOnce, |c| {
                     c.post(url.clone())
-                        .header(AUTHORIZATION, self.authorization.clone())
+                        .header(AUTHORIZATION, self.authorization())
                         .json(payload)
                 })
                 .await

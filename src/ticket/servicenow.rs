@@ -223,6 +223,7 @@ impl ServiceNowConfig {
     }
 }
 
+#[derive(Clone)]
 enum Auth {
     Basic(HeaderValue),
     OAuth {
@@ -240,7 +241,8 @@ pub struct ServiceNowClient {
     reopen_state: String,
     page_size: u32,
     token_refresh_margin: Duration,
-    auth: Auth,
+    /// Swapped when the credentials rotate ([`ServiceNowClient::replace_auth`]).
+    auth: std::sync::RwLock<Auth>,
     tokens: TokenCache,
     http: HttpClient,
     /// Send window + request timeout + query lag: see [`TicketSystem::settle_time`].
@@ -285,34 +287,7 @@ impl ServiceNowClient {
                 message: format!("{:?} is not a state code", cfg.reopen_state),
             });
         }
-        let (auth, scrub) = match cfg.auth {
-            ServiceNowAuth::Basic { username, password } => {
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.expose_secret()));
-                let mut header =
-                    HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
-                        ClientConfigError::Invalid {
-                            name: "ServiceNow credentials",
-                            message: "contain characters not allowed in an HTTP header".to_owned(),
-                        }
-                    })?;
-                header.set_sensitive(true);
-                (
-                    Auth::Basic(header),
-                    vec![password, SecretString::from(encoded)],
-                )
-            }
-            ServiceNowAuth::OAuth {
-                client_id,
-                client_secret,
-            } => (
-                Auth::OAuth {
-                    client_id,
-                    client_secret: client_secret.clone(),
-                },
-                vec![client_secret],
-            ),
-        };
+        let (auth, scrub) = auth(cfg.auth)?;
         let http = HttpClient::new(SYSTEM, &cfg.http, clock, scrub)?;
         let settle_time = cfg.http.at_most_once_span() + cfg.search_consistency;
         Ok(ServiceNowClient {
@@ -325,10 +300,25 @@ impl ServiceNowClient {
             reopen_state: cfg.reopen_state,
             page_size: cfg.page_size.max(1),
             token_refresh_margin: cfg.token_refresh_margin,
-            auth,
+            auth: std::sync::RwLock::new(auth),
             tokens: TokenCache::default(),
             http,
         })
+    }
+
+    /// Signs every request from now on with `auth` (rotated credentials, see
+    /// [`crate::secrets`]). A cached OAuth token is dropped, so the next request fetches one
+    /// with the new client secret; the old secret is no longer scrubbed from errors, the new one is.
+    pub async fn replace_auth(&self, auth: ServiceNowAuth) -> Result<(), ClientConfigError> {
+        let (auth, scrub) = self::auth(auth)?;
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = auth;
+        self.http.replace_scrub(scrub);
+        self.tokens.clear().await;
+        Ok(())
+    }
+
+    fn current_auth(&self) -> Auth {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The shared HTTP layer (rate limiter and clock), for diagnostics and tests.
@@ -395,7 +385,7 @@ impl ServiceNowClient {
         let Auth::OAuth {
             client_id,
             client_secret,
-        } = &self.auth
+        } = self.current_auth()
         else {
             return Err(self.http.permanent(
                 "oauth_token",
@@ -407,7 +397,7 @@ impl ServiceNowClient {
             .get(
                 self.http.clock().as_ref(),
                 self.token_refresh_margin,
-                || self.fetch_token(client_id, client_secret),
+                || self.fetch_token(&client_id, &client_secret),
             )
             .await
     }
@@ -486,7 +476,7 @@ impl ServiceNowClient {
                 None => request,
             }
         };
-        match &self.auth {
+        match self.current_auth() {
             Auth::Basic(header) => {
                 self.http
                     .send_with(operation, delivery, |c| build(c, header.clone()))
@@ -553,6 +543,37 @@ impl ServiceNowClient {
         };
         json!({ "state": state, "close_code": self.close_code, "close_notes": notes })
     }
+}
+
+/// How requests are signed for `auth`, and the secret values to scrub from errors.
+fn auth(auth: ServiceNowAuth) -> Result<(Auth, Vec<SecretString>), ClientConfigError> {
+    Ok(match auth {
+        ServiceNowAuth::Basic { username, password } => {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.expose_secret()));
+            let mut header = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+                ClientConfigError::Invalid {
+                    name: "ServiceNow credentials",
+                    message: "contain characters not allowed in an HTTP header".to_owned(),
+                }
+            })?;
+            header.set_sensitive(true);
+            (
+                Auth::Basic(header),
+                vec![password, SecretString::from(encoded)],
+            )
+        }
+        ServiceNowAuth::OAuth {
+            client_id,
+            client_secret,
+        } => (
+            Auth::OAuth {
+                client_id,
+                client_secret: client_secret.clone(),
+            },
+            vec![client_secret],
+        ),
+    })
 }
 
 fn bearer(operation: &'static str, token: &CachedToken) -> Result<HeaderValue, TicketError> {
