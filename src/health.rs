@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::telemetry;
-use crate::ticket::TicketSystem;
+use crate::ticket::{BoxFuture, TicketSystem};
 
 /// Between two log lines about the same paused subject.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -219,12 +219,34 @@ fn set_gauge(subject: &Subject, up: bool) {
     }
 }
 
+/// Re-reads a connection's credentials where they can change while the process runs (Secrets
+/// Manager, see [`crate::secrets`]). The prober calls it once before each probe of a paused
+/// connection, so that a rotated secret is picked up and the probe can succeed with it.
+pub trait CredentialRefresh: Send + Sync {
+    /// Re-reads the credentials of `connection` and puts a changed value in use. `Ok` also when
+    /// the connection has nothing to re-read; `Err` says why re-reading failed (the probe still
+    /// runs, with the credentials in use).
+    fn refresh<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
 /// Probes paused subjects until shutdown: each due probe runs on its own (a hung one cannot
 /// hold up the others), bounded by [`MAX_PROBE`].
 pub async fn run_prober(
     health: Arc<Health>,
     tickets: HashMap<String, Arc<dyn TicketSystem>>,
     store: Arc<dyn Store>,
+    shutdown: Shutdown,
+) {
+    run_prober_with(health, tickets, store, None, shutdown).await
+}
+
+/// [`run_prober`] that first re-reads a paused connection's credentials through `credentials`
+/// (at most once per probe).
+pub async fn run_prober_with(
+    health: Arc<Health>,
+    tickets: HashMap<String, Arc<dyn TicketSystem>>,
+    store: Arc<dyn Store>,
+    credentials: Option<Arc<dyn CredentialRefresh>>,
     shutdown: Shutdown,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -236,11 +258,24 @@ pub async fn run_prober(
         }
         for (subject, probe) in health.due_probes() {
             let (health, tickets, store) = (health.clone(), tickets.clone(), store.clone());
+            let credentials = credentials.clone();
             tokio::spawn(async move {
-                let outcome =
-                    tokio::time::timeout(MAX_PROBE, run_probe(&probe, &tickets, store.as_ref()))
-                        .await
-                        .unwrap_or_else(|_| Err("the probe timed out".to_owned()));
+                let attempt = async {
+                    let refreshed = match (&credentials, &probe) {
+                        (Some(credentials), Probe::Connection(name)) => {
+                            credentials.refresh(name).await
+                        }
+                        _ => Ok(()),
+                    };
+                    let outcome = run_probe(&probe, &tickets, store.as_ref()).await;
+                    match (outcome, refreshed) {
+                        (Err(probe), Err(refresh)) => Err(format!("{probe}; {refresh}")),
+                        (outcome, _) => outcome,
+                    }
+                };
+                let outcome = tokio::time::timeout(MAX_PROBE, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err("the probe timed out".to_owned()));
                 health.probed(&subject, outcome);
             });
         }
@@ -327,6 +362,98 @@ mod tests {
         let report = health.report();
         assert_eq!(report.len(), 1);
         assert!(report[0].reason.contains("PAY"));
+    }
+
+    /// Stands in for Secrets Manager: "rotates" the credential by lifting the probe's failure,
+    /// and records which connections it was asked about.
+    struct Rotation {
+        tickets: Arc<crate::lifecycle::fakes::FakeTickets>,
+        asked: Mutex<Vec<String>>,
+        fails: bool,
+    }
+
+    impl CredentialRefresh for Rotation {
+        fn refresh<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                self.asked.lock().unwrap().push(connection.to_owned());
+                if self.fails {
+                    return Err("re-reading JIRA_API_TOKEN_SECRET_ARN failed: denied".to_owned());
+                }
+                self.tickets.failures.lock().unwrap().remove("probe");
+                Ok(())
+            })
+        }
+    }
+
+    async fn probe_with(
+        fails: bool,
+    ) -> (
+        Arc<Health>,
+        Arc<Rotation>,
+        Subject,
+        Shutdown,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use crate::lifecycle::fakes::{FakeTickets, MemoryStore, unusable};
+        let tickets = Arc::new(FakeTickets::new("jira"));
+        tickets.fail("probe", unusable("probe", crate::ticket::Blame::Connection));
+        let rotation = Arc::new(Rotation {
+            tickets: tickets.clone(),
+            asked: Mutex::new(Vec::new()),
+            fails,
+        });
+        let health = Arc::new(Health::new());
+        health.pause(jira(), "HTTP 401", Probe::Connection("jira".into()));
+        let rule = Subject::Rule {
+            team: "payments".into(),
+            rule: "r".into(),
+        };
+        health.pause(
+            rule.clone(),
+            "project PAY does not exist",
+            Probe::Target {
+                connection: "jira".into(),
+                target: "PAY".into(),
+            },
+        );
+        let shutdown = Shutdown::new();
+        let systems: HashMap<String, Arc<dyn TicketSystem>> =
+            HashMap::from([("jira".to_owned(), tickets as Arc<dyn TicketSystem>)]);
+        let prober = tokio::spawn(run_prober_with(
+            health.clone(),
+            systems,
+            Arc::new(MemoryStore::default()),
+            Some(rotation.clone() as Arc<dyn CredentialRefresh>),
+            shutdown.clone(),
+        ));
+        (health, rotation, rule, shutdown, prober)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_connection_rereads_its_credentials_before_each_probe_and_resumes() {
+        let (health, rotation, rule, shutdown, prober) = probe_with(false).await;
+        tokio::time::sleep(FIRST_PROBE + Duration::from_secs(2)).await;
+        assert_eq!(health.paused(&jira()), None, "the re-read credential works");
+        assert_eq!(health.paused(&rule), None, "the target probe succeeds");
+        assert_eq!(
+            *rotation.asked.lock().unwrap(),
+            ["jira"],
+            "once per probe of the paused connection, never for a rule's target"
+        );
+        shutdown.trigger();
+        prober.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_reread_is_part_of_the_pause_reason_and_the_probe_still_runs() {
+        let (health, rotation, _rule, shutdown, prober) = probe_with(true).await;
+        tokio::time::sleep(FIRST_PROBE + Duration::from_secs(2)).await;
+        let reason = health.paused(&jira()).expect("still paused");
+        assert!(reason.contains("refused"), "{reason}");
+        assert!(reason.contains("JIRA_API_TOKEN_SECRET_ARN"), "{reason}");
+        assert_eq!(*rotation.asked.lock().unwrap(), ["jira"]);
+        shutdown.trigger();
+        prober.await.unwrap();
     }
 
     #[test]
