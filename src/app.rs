@@ -17,6 +17,7 @@ use crate::lifecycle::Lifecycle;
 use crate::mapping::{self, Mappings};
 use crate::pipeline::{MappingPlanner, MappingsHandle};
 use crate::render::{JiraFlavor, RenderOptions};
+use crate::secrets::{CredentialSource, Credentials, SecretReader, SecretsRefresher};
 use crate::securityhub::{FindingWriter, NoopWriter};
 use crate::securityhub_client::SecurityHubWriter;
 use crate::server::{self, Readiness, ServerState};
@@ -26,8 +27,8 @@ use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::sync::{StatusSync, SyncConfig, SyncReport};
 use crate::ticket::TicketSystem;
-use crate::ticket::jira::{JiraClient, JiraConfig};
-use crate::ticket::servicenow::{ServiceNowClient, ServiceNowConfig};
+use crate::ticket::jira::{JiraAuth, JiraClient, JiraConfig};
+use crate::ticket::servicenow::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
 use crate::webhook::{self, WebhookSecrets};
 use crate::worker::{RunSummary, Worker, WorkerConfig};
 
@@ -164,18 +165,173 @@ pub fn owner_id() -> String {
     format!("{host}:{}:{started}", std::process::id())
 }
 
-/// The ticket connections configured in the environment, by connection name.
-pub fn ticket_systems_from_env() -> anyhow::Result<HashMap<String, Arc<dyn TicketSystem>>> {
+/// The ticket connections configured in the environment, by connection name, with their
+/// credentials read (from Secrets Manager for `<NAME>_SECRET_ARN`) once. For commands that end
+/// soon; `run` uses [`ticket_connections_from_env`], which keeps re-reading them.
+pub async fn ticket_systems_from_env() -> anyhow::Result<HashMap<String, Arc<dyn TicketSystem>>> {
+    Ok(ticket_connections_from_env().await?.systems)
+}
+
+/// The ticket connections and the credentials behind them that can rotate (see
+/// [`crate::secrets`]).
+pub struct TicketConnections {
+    pub systems: HashMap<String, Arc<dyn TicketSystem>>,
+    /// Connections whose secret comes from Secrets Manager; empty when no `_SECRET_ARN` is set.
+    pub secrets: Arc<SecretsRefresher>,
+    /// `BRIDGE_SECRETS_REFRESH`; `None` turns the periodic re-read off.
+    pub refresh_every: Option<Duration>,
+}
+
+impl std::fmt::Debug for TicketConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.systems.keys().collect();
+        names.sort();
+        f.debug_struct("TicketConnections")
+            .field("systems", &names)
+            .field("secrets", &self.secrets)
+            .field("refresh_every", &self.refresh_every)
+            .finish()
+    }
+}
+
+impl TicketConnections {
+    /// The hook [`crate::health::run_prober_with`] calls before probing a paused connection;
+    /// `None` when no credential can change.
+    pub fn credential_refresh(&self) -> Option<Arc<dyn crate::health::CredentialRefresh>> {
+        (!self.secrets.is_empty())
+            .then(|| Arc::clone(&self.secrets) as Arc<dyn crate::health::CredentialRefresh>)
+    }
+
+    /// Starts the periodic re-read (every `BRIDGE_SECRETS_REFRESH`) until shutdown; `None` when
+    /// there is nothing to re-read or it is turned off.
+    pub fn spawn_refresh(&self, shutdown: Shutdown) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.refresh_every?;
+        if self.secrets.is_empty() {
+            return None;
+        }
+        tracing::info!(
+            every_secs = every.as_secs_f64(),
+            "re-reading credentials from Secrets Manager periodically"
+        );
+        Some(tokio::spawn(Arc::clone(&self.secrets).run(every, shutdown)))
+    }
+}
+
+/// [`ticket_connections`] over the process environment and [`aws_config`].
+pub async fn ticket_connections_from_env() -> anyhow::Result<TicketConnections> {
+    ticket_connections(|name| std::env::var(name).ok(), aws_config).await
+}
+
+/// Builds the ticket connections from `lookup`. Secrets given as `<NAME>_SECRET_ARN` are read
+/// from Secrets Manager with a client on `sdk()`'s configuration, which is loaded only when one
+/// is set: without any `_SECRET_ARN` nothing calls AWS. Every setting is checked before anything
+/// is read.
+pub async fn ticket_connections<F, Fut>(
+    lookup: impl Fn(&str) -> Option<String>,
+    sdk: F,
+) -> anyhow::Result<TicketConnections>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<aws_config::SdkConfig>>,
+{
+    let arns = crate::secrets::secret_arns(&lookup).context("credential settings")?;
+    let refresh_every = crate::secrets::refresh_interval(&lookup)?;
+    // A stand-in for each secret still to be read, so that a missing URL or a mixed-up auth
+    // mode is reported before any AWS call.
+    let unread = |name: &str| {
+        if arns.contains_key(name) {
+            Some("(read from Secrets Manager)".to_owned())
+        } else {
+            lookup(name)
+        }
+    };
+    JiraConfig::from_lookup(unread).context("Jira configuration")?;
+    ServiceNowConfig::from_lookup(unread).context("ServiceNow configuration")?;
+
+    let reader: Option<Arc<dyn SecretReader>> = if arns.is_empty() {
+        None
+    } else {
+        let sdk = sdk().await?;
+        Some(Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)))
+    };
+    let mut loaded: std::collections::BTreeMap<&'static str, Credentials> = Default::default();
+    for (name, secret) in arns {
+        let credentials =
+            Credentials::load(CredentialSource::SecretsManager(secret), reader.clone()).await?;
+        loaded.insert(name, credentials);
+    }
+    let resolved = |name: &str| match loaded.get(name) {
+        Some(credentials) => {
+            use secrecy::ExposeSecret as _;
+            Some(credentials.current().expose_secret().to_owned())
+        }
+        None => lookup(name),
+    };
+    let jira = JiraConfig::from_lookup(resolved).context("Jira configuration")?;
+    let servicenow = ServiceNowConfig::from_lookup(resolved).context("ServiceNow configuration")?;
+
     let mut systems: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
-    if let Some(cfg) = JiraConfig::from_env().context("Jira configuration")? {
-        let client = JiraClient::new(cfg).context("Jira client")?;
-        systems.insert(client.name().to_owned(), Arc::new(client));
+    let mut secrets = SecretsRefresher::new();
+    if let Some(cfg) = jira {
+        let (variable, email) = match &cfg.auth {
+            JiraAuth::Basic { email, .. } => ("JIRA_API_TOKEN", Some(email.clone())),
+            JiraAuth::Bearer { .. } => ("JIRA_PAT", None),
+        };
+        let client = Arc::new(JiraClient::new(cfg).context("Jira client")?);
+        if let Some(credentials) = loaded.remove(variable) {
+            let target = Arc::clone(&client);
+            secrets.insert(
+                client.name(),
+                credentials.on_change(Box::new(move |secret| {
+                    let auth = match &email {
+                        Some(email) => JiraAuth::Basic {
+                            email: email.clone(),
+                            api_token: secret,
+                        },
+                        None => JiraAuth::Bearer { pat: secret },
+                    };
+                    let swapped = target.replace_auth(auth);
+                    Box::pin(async move { swapped })
+                })),
+            );
+        }
+        systems.insert(client.name().to_owned(), client);
     }
-    if let Some(cfg) = ServiceNowConfig::from_env().context("ServiceNow configuration")? {
-        let client = ServiceNowClient::new(cfg).context("ServiceNow client")?;
-        systems.insert(client.name().to_owned(), Arc::new(client));
+    if let Some(cfg) = servicenow {
+        let (variable, user) = match &cfg.auth {
+            ServiceNowAuth::Basic { username, .. } => ("SERVICENOW_PASSWORD", username.clone()),
+            ServiceNowAuth::OAuth { client_id, .. } => {
+                ("SERVICENOW_CLIENT_SECRET", client_id.clone())
+            }
+        };
+        let client = Arc::new(ServiceNowClient::new(cfg).context("ServiceNow client")?);
+        if let Some(credentials) = loaded.remove(variable) {
+            let target = Arc::clone(&client);
+            secrets.insert(
+                client.name(),
+                credentials.on_change(Box::new(move |secret| {
+                    let auth = match variable {
+                        "SERVICENOW_PASSWORD" => ServiceNowAuth::Basic {
+                            username: user.clone(),
+                            password: secret,
+                        },
+                        _ => ServiceNowAuth::OAuth {
+                            client_id: user.clone(),
+                            client_secret: secret,
+                        },
+                    };
+                    let target = Arc::clone(&target);
+                    Box::pin(async move { target.replace_auth(auth).await })
+                })),
+            );
+        }
+        systems.insert(client.name().to_owned(), client);
     }
-    Ok(systems)
+    Ok(TicketConnections {
+        systems,
+        secrets: Arc::new(secrets),
+        refresh_every,
+    })
 }
 
 /// The Jira flavour payloads are rendered for: from `JIRA_API_VERSION` (3, the default, or 2).
@@ -358,7 +514,7 @@ impl Pipeline {
         store: &StoreSpec,
         write_back: bool,
     ) -> anyhow::Result<Pipeline> {
-        let systems = ticket_systems_from_env()?;
+        let systems = ticket_systems_from_env().await?;
         if systems.is_empty() {
             bail!(
                 "no ticket system configured: set JIRA_URL and/or SERVICENOW_URL with their credentials"
@@ -426,7 +582,8 @@ pub async fn sync_once(mappings: &Path, store: &StoreSpec) -> anyhow::Result<Syn
 /// `findings-bridge run`.
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let metrics = crate::telemetry::install_metrics();
-    let systems = ticket_systems_from_env()?;
+    let connections = ticket_connections_from_env().await?;
+    let systems = connections.systems.clone();
     if systems.is_empty() {
         bail!(
             "no ticket system configured: set JIRA_URL and/or SERVICENOW_URL with their credentials"
@@ -467,12 +624,16 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     let sync_task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
 
     let health = Arc::new(crate::health::Health::new());
-    let prober = tokio::spawn(crate::health::run_prober(
+    // A paused connection re-reads its Secrets Manager credentials before each probe, and all
+    // of them are re-read every BRIDGE_SECRETS_REFRESH: a rotated secret needs no restart.
+    let prober = tokio::spawn(crate::health::run_prober_with(
         Arc::clone(&health),
         systems.clone(),
         Arc::clone(&store),
+        connections.credential_refresh(),
         shutdown.clone(),
     ));
+    let secrets_task = connections.spawn_refresh(shutdown.clone());
     let readiness = Arc::new(WorkerReadiness {
         health: Arc::clone(&health),
         sqs: sqs.clone(),
@@ -523,6 +684,12 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     }
     if let Err(e) = prober.await {
         tracing::warn!(error = %e, "connection prober failed");
+    }
+    if let Some(Err(e)) = match secrets_task {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "credential re-read task failed");
     }
     match server_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),

@@ -16,6 +16,7 @@ pub mod marker;
 pub mod pipeline;
 pub mod render;
 pub mod replay;
+pub mod secrets;
 pub mod securityhub;
 pub mod securityhub_client;
 pub mod server;
