@@ -578,6 +578,14 @@ async fn park(shared: &Shared, message: &ReceivedMessage, error: &str) -> bool {
         .await
     {
         Ok(copy) => {
+            // A drain run is not done while a parked copy is still to come back.
+            let due = tokio::time::Instant::now() + delay;
+            let mut deferred = shared
+                .deferred_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *deferred = Some(deferred.map_or(due, |d| d.max(due)));
+            drop(deferred);
             telemetry::messages_parked(1);
             shared.count(|s| s.parked += 1);
             tracing::info!(message_id = %id, copy = %copy, parked = times + 1, back_in = ?delay, %error, "parked while a connection or rule is paused");
