@@ -42,6 +42,8 @@ WORKER_ACTIONS = {
     "dynamodb:DescribeTable", "securityhub:BatchUpdateFindings",
 }
 DETECTIVE_ACTIONS = {"detective:StartInvestigation", "detective:GetInvestigation", "detective:ListIndicators"}
+# The rotating ticket-system credential, read by the worker from the configured secrets only.
+SECRET_READS = {("JiraSecretGiven", "JiraSecretArn"), ("ServiceNowSecretGiven", "ServiceNowSecretArn")}
 # With KmsKeyArn: what SQS and DynamoDB ask KMS for on the worker's behalf, per service.
 KMS_ACTIONS_VIA = {
     "sqs": {"kms:GenerateDataKey", "kms:Decrypt"},
@@ -216,7 +218,9 @@ def test_task_role_grants_exactly_what_the_worker_calls(statements):
     task = role_statements(statements, "TaskRole")
     unconditional = {a for s in task if s.condition is None for a in _as_list(s.body["Action"])}
     assert unconditional == WORKER_ACTIONS
-    assert {s.condition for s in task if s.condition is not None} == {"DetectiveEnabled", "HasKmsKey"}
+    assert {s.condition for s in task if s.condition is not None} == {
+        "DetectiveEnabled", "HasKmsKey", "JiraSecretGiven", "ServiceNowSecretGiven", "HasSecretsKmsKey",
+    }
     detective = [s for s in task if s.condition == "DetectiveEnabled"]
     assert {a for s in detective for a in _as_list(s.body["Action"])} == DETECTIVE_ACTIONS
     assert all(s.body["Resource"] == {"Ref": "DetectiveGraphArn"} for s in detective)
@@ -227,7 +231,8 @@ def test_task_role_uses_the_key_only_through_sqs_and_dynamodb(statements):
     alone, and pins kms:ViaService and the encryption context to this stack's resources."""
     task = role_statements(statements, "TaskRole")
     kms = [s for s in task if any(a.startswith("kms:") for a in _as_list(s.body["Action"]))]
-    assert {s.condition for s in kms} == {"HasKmsKey"}
+    assert {s.condition for s in kms} == {"HasKmsKey", "HasSecretsKmsKey"}
+    kms = [s for s in kms if s.condition == "HasKmsKey"]
     via = {}
     for s in kms:
         assert s.body["Resource"] == {"Ref": "KmsKeyArn"}, s.where
@@ -263,8 +268,32 @@ def test_no_policy_in_the_template_grants_kms_beyond_named_keys(template, statem
         assert "kms:ViaService" in s.body["Condition"]["StringEquals"], s.where
 
 
+def test_task_role_reads_only_the_configured_secrets(statements):
+    reads = [s for s in role_statements(statements, "TaskRole") if "secretsmanager:GetSecretValue" in _as_list(s.body["Action"])]
+    assert {(s.condition, s.body["Resource"]["Ref"]) for s in reads} == SECRET_READS
+    assert all(_as_list(s.body["Action"]) == ["secretsmanager:GetSecretValue"] for s in reads)
+
+
+def test_task_role_uses_the_secrets_key_only_through_secrets_manager_for_its_secrets(statements):
+    """With SecretsKmsKeyArn: kms:Decrypt on that key alone, through Secrets Manager, and the
+    encryption context (which Secrets Manager sets to the secret's ARN) names the two secrets,
+    each only when it is configured."""
+    task = role_statements(statements, "TaskRole")
+    (decrypt,) = [s for s in task if s.condition == "HasSecretsKmsKey"]
+    assert _as_list(decrypt.body["Action"]) == ["kms:Decrypt"]
+    assert decrypt.body["Resource"] == {"Ref": "SecretsKmsKeyArn"}
+    condition = decrypt.body["Condition"]["StringEquals"]
+    assert condition["kms:ViaService"] == {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
+    assert condition["kms:EncryptionContext:SecretARN"] == [
+        {"Fn::If": [given, {"Ref": arn}, {"Ref": "AWS::NoValue"}]} for given, arn in sorted(SECRET_READS)
+    ]
+
+
 def test_task_role_touches_only_this_stacks_queue_table_and_hub(statements):
-    allowed_refs = {"FindingsQueue", "DeadLetterQueue", "DedupTable", "DetectiveGraphArn", "KmsKeyArn"}
+    allowed_refs = {
+        "FindingsQueue", "DeadLetterQueue", "DedupTable", "DetectiveGraphArn", "KmsKeyArn",
+        "JiraSecretArn", "ServiceNowSecretArn", "SecretsKmsKeyArn",
+    }
     for s in role_statements(statements, "TaskRole"):
         for resource in _resource_items(s.body["Resource"]):
             if "Fn::GetAtt" in resource:
@@ -283,10 +312,7 @@ def test_dlq_only_is_redriven(statements):
 
 def test_execution_role_reads_only_the_configured_secrets(statements):
     reads = [s for s in role_statements(statements, "ExecutionRole") if "secretsmanager:GetSecretValue" in _as_list(s.body["Action"])]
-    assert {(s.condition, s.body["Resource"]["Ref"]) for s in reads} == {
-        ("JiraSecretGiven", "JiraSecretArn"),
-        ("ServiceNowSecretGiven", "ServiceNowSecretArn"),
-    }
+    assert {(s.condition, s.body["Resource"]["Ref"]) for s in reads} == SECRET_READS
 
 
 def test_roles_trust_only_ecs_tasks_of_this_account(template):

@@ -19,15 +19,25 @@ from cfn_template import (
     load_template,
 )
 
+# The credential of each auth mode that rotates, and the variable that gives its secret instead
+# (src/secrets.rs): the worker reads it from Secrets Manager itself, at start, periodically and
+# when the ticket system refuses it, so it is never injected by ECS (the worker refuses a
+# variable and its _SECRET_ARN together).
+ROTATING = {
+    "JIRA_API_TOKEN": "JIRA_API_TOKEN_SECRET_ARN",
+    "JIRA_PAT": "JIRA_PAT_SECRET_ARN",
+    "SERVICENOW_PASSWORD": "SERVICENOW_PASSWORD_SECRET_ARN",
+    "SERVICENOW_CLIENT_SECRET": "SERVICENOW_CLIENT_SECRET_SECRET_ARN",
+}
 # README "Configuration": what the worker reads. AWS_REGION is the SDK's, RUST_LOG the log filter.
 PLAIN_SETTINGS = {
     "BRIDGE_QUEUE_URL", "BRIDGE_DLQ_URL", "BRIDGE_MAPPINGS", "BRIDGE_STORE", "BRIDGE_CONCURRENCY",
-    "BRIDGE_HTTP_ADDR", "BRIDGE_SYNC_INTERVAL", "JIRA_URL", "JIRA_API_VERSION", "SERVICENOW_URL",
-    "DETECTIVE_GRAPH_ARN", "AWS_REGION", "RUST_LOG",
+    "BRIDGE_HTTP_ADDR", "BRIDGE_SYNC_INTERVAL", "BRIDGE_SECRETS_REFRESH", "JIRA_URL", "JIRA_API_VERSION",
+    "SERVICENOW_URL", "DETECTIVE_GRAPH_ARN", "AWS_REGION", "RUST_LOG", *ROTATING.values(),
 }
+# What ECS injects from the secrets at task start.
 SECRET_SETTINGS = {
-    "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_PAT", "SERVICENOW_USERNAME", "SERVICENOW_PASSWORD",
-    "SERVICENOW_CLIENT_ID", "SERVICENOW_CLIENT_SECRET", "JIRA_WEBHOOK_SECRET", "SERVICENOW_WEBHOOK_SECRET",
+    "JIRA_EMAIL", "SERVICENOW_USERNAME", "SERVICENOW_CLIENT_ID", "JIRA_WEBHOOK_SECRET", "SERVICENOW_WEBHOOK_SECRET",
 }
 WORKER_GRACE_SECONDS = 25
 FARGATE_MAX_STOP_TIMEOUT = 120
@@ -98,6 +108,9 @@ def test_task_definition_json_has_no_secret_in_environment(task_json):
     assert not leaked, f"secrets must come from `secrets`, never `environment`: {leaked}"
     for entry in container["environment"]:
         assert not re.search(r"(TOKEN|PASSWORD|SECRET|PAT)$", entry["name"]), entry["name"]
+        if entry["name"].endswith("_SECRET_ARN"):
+            # A reference, never a value: a Secrets Manager ARN with the key after #.
+            assert re.fullmatch(r"arn:aws:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+#[A-Z_]+", entry["value"])
 
 
 VARIANTS = [
@@ -150,22 +163,34 @@ def test_every_variant_configures_the_worker_completely(template, jira, servicen
         # JSON key named like the variable, latest version: ARN:KEY::
         assert value_from.endswith(f":{name}::"), value_from
         assert value_from.startswith(JIRA_SECRET if name.startswith("JIRA_") else SERVICENOW_SECRET)
+    for name, arn_variable in ROTATING.items():
+        assert not (name in env or name in secrets), f"{name} must come from {arn_variable} only"
+    rotating = {name: env[arn] for name, arn in ROTATING.items() if arn in env}
+    for name, value in rotating.items():
+        # The same secret, the key named like the variable: ARN#KEY
+        secret = JIRA_SECRET if name.startswith("JIRA_") else SERVICENOW_SECRET
+        assert value == f"{secret}#{name}", value
+    assert env["BRIDGE_SECRETS_REFRESH"] == "900"
 
     expected_secrets = set()
+    expected_rotating = set()
     if jira == "cloud":
-        expected_secrets |= {"JIRA_EMAIL", "JIRA_API_TOKEN"}
+        expected_secrets |= {"JIRA_EMAIL"}
+        expected_rotating |= {"JIRA_API_TOKEN"}
         assert env["JIRA_API_VERSION"] == "3"
     if jira == "datacenter":
-        expected_secrets |= {"JIRA_PAT"}
+        expected_rotating |= {"JIRA_PAT"}
         assert env["JIRA_API_VERSION"] == "2"
     if jira != "none":
         assert env["JIRA_URL"] == "https://example.atlassian.net"
     else:
         assert "JIRA_URL" not in env and "JIRA_API_VERSION" not in env
     if servicenow == "basic":
-        expected_secrets |= {"SERVICENOW_USERNAME", "SERVICENOW_PASSWORD"}
+        expected_secrets |= {"SERVICENOW_USERNAME"}
+        expected_rotating |= {"SERVICENOW_PASSWORD"}
     if servicenow == "oauth":
-        expected_secrets |= {"SERVICENOW_CLIENT_ID", "SERVICENOW_CLIENT_SECRET"}
+        expected_secrets |= {"SERVICENOW_CLIENT_ID"}
+        expected_rotating |= {"SERVICENOW_CLIENT_SECRET"}
     if servicenow != "none":
         assert env["SERVICENOW_URL"] == "https://example.service-now.com"
     else:
@@ -175,6 +200,7 @@ def test_every_variant_configures_the_worker_completely(template, jira, servicen
     if webhooks and servicenow != "none":
         expected_secrets.add("SERVICENOW_WEBHOOK_SECRET")
     assert set(secrets) == expected_secrets
+    assert set(rotating) == expected_rotating
     assert ("DETECTIVE_GRAPH_ARN" in env) == detective
 
     assert env["BRIDGE_STORE"] == "dynamodb:findings-bridge-dedup"
@@ -193,6 +219,64 @@ def test_every_variant_configures_the_worker_completely(template, jira, servicen
         assert env["BRIDGE_MAPPINGS"] == "/etc/findings-bridge/mappings"
         assert "dependsOn" not in container
         assert len(task["containerDefinitions"]) == 1
+
+
+def task_role_statements(stack: Stack) -> list[dict]:
+    return [s for policy in stack.resource("TaskRole")["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("jira,servicenow,webhooks,detective,mappings_image", VARIANTS)
+def test_the_task_role_reads_exactly_the_secrets_the_worker_is_pointed_at(
+    template, jira, servicenow, webhooks, detective, mappings_image
+):
+    """The worker reads every *_SECRET_ARN with the task role: each referenced secret must be
+    readable, and nothing else (no wildcard, no secret of a ticket system that is off)."""
+    params = variant_parameters(jira, servicenow, webhooks, detective, mappings_image)
+    stack = Stack(template, **params)
+    env = {e["name"]: e["value"] for e in main_container(rendered_task_definition(template, **params))["environment"]}
+    referenced = {env[arn].split("#", 1)[0] for arn in ROTATING.values() if arn in env}
+    reads = [s for s in task_role_statements(stack) if "secretsmanager:GetSecretValue" in _list(s["Action"])]
+    readable = {r for s in reads for r in _list(s["Resource"])}
+    assert readable == referenced
+    assert not any("*" in r for r in readable)
+    assert not any(a.startswith("kms:") for s in task_role_statements(stack) for a in _list(s["Action"])), \
+        "no KMS permission without a customer managed key"
+
+
+SECRETS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0123abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.mark.parametrize("jira,servicenow", [("cloud", "none"), ("none", "oauth"), ("datacenter", "basic")])
+def test_with_a_secrets_key_the_task_role_decrypts_only_those_secrets(template, jira, servicenow):
+    params = {**variant_parameters(jira, servicenow, False, False, False), "SecretsKmsKeyArn": SECRETS_KEY}
+    stack = Stack(template, **params)
+    env = {e["name"]: e["value"] for e in main_container(rendered_task_definition(template, **params))["environment"]}
+    referenced = sorted(env[arn].split("#", 1)[0] for arn in ROTATING.values() if arn in env)
+    (decrypt,) = [s for s in task_role_statements(stack) if any(a.startswith("kms:") for a in _list(s["Action"]))]
+    assert decrypt["Action"] == "kms:Decrypt" and decrypt["Resource"] == SECRETS_KEY
+    assert decrypt["Condition"] == {"StringEquals": {
+        "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
+        "kms:EncryptionContext:SecretARN": referenced,
+    }}
+
+
+def test_secrets_refresh_follows_its_parameter(template):
+    env = {e["name"]: e["value"] for e in main_container(rendered_task_definition(
+        template, **EXAMPLE_PARAMETERS, SecretsRefreshSeconds="0"))["environment"]}
+    assert env["BRIDGE_SECRETS_REFRESH"] == "0"
+
+
+def test_every_worker_variable_of_the_stack_is_documented():
+    """The *_SECRET_ARN variables and BRIDGE_SECRETS_REFRESH are in README "Configuration" (the
+    worker's own reference), spelled as the stack spells them."""
+    readme = (TASK_DEFINITION_PATH.parent.parent / "README.md").read_text(encoding="utf-8")
+    configuration = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for name in ["BRIDGE_SECRETS_REFRESH", *ROTATING.values()]:
+        assert f"`{name}`" in configuration, name
 
 
 def test_stop_timeout_covers_the_worker_grace_period(task_json):
