@@ -26,6 +26,10 @@ use crate::store::Store;
 use crate::telemetry;
 use crate::ticket::{BoxFuture, TicketSystem};
 
+/// The `event` field of every log line about a paused subject (when the pause begins, then once
+/// per [`LOG_EVERY`]): what the CloudFormation stack's metric filter counts and alarms on.
+pub const PAUSED_EVENT: &str = "connection_paused";
+
 /// Between two log lines about the same paused subject.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
 /// The first probe after a pause; probes then back off, doubling, to [`MAX_PROBE`].
@@ -105,13 +109,13 @@ impl Health {
         match paused.get_mut(&subject) {
             Some(pause) => {
                 if now.duration_since(pause.last_logged) >= LOG_EVERY {
-                    tracing::error!(%subject, reason, since = %pause.since, "still paused");
+                    tracing::error!(event = PAUSED_EVENT, %subject, reason, since = %pause.since, "still paused");
                     pause.last_logged = now;
                 }
                 pause.reason = reason.to_owned();
             }
             None => {
-                tracing::error!(%subject, reason, "paused: its findings wait on the queue (never dead-lettered) until a probe succeeds");
+                tracing::error!(event = PAUSED_EVENT, %subject, reason, "paused: its findings wait on the queue (never dead-lettered) until a probe succeeds");
                 set_gauge(&subject, false);
                 paused.insert(
                     subject,
@@ -202,7 +206,7 @@ impl Health {
                     pause.probes_failed += 1;
                     let now = Instant::now();
                     if now.duration_since(pause.last_logged) >= LOG_EVERY {
-                        tracing::error!(%subject, reason, probes_failed = pause.probes_failed, since = %pause.since, "still paused");
+                        tracing::error!(event = PAUSED_EVENT, %subject, reason, probes_failed = pause.probes_failed, since = %pause.since, "still paused");
                         pause.last_logged = now;
                     }
                     pause.reason = reason;

@@ -743,3 +743,49 @@ async fn the_client_is_usable_as_a_shared_trait_object() {
     let status = system.status(&ticket()).await.unwrap();
     assert!(!status.done);
 }
+
+/// Whose fault a refusal is decides between a pause and the DLQ: a 401 is the connection's,
+/// a create refused for its project or issue type (or a 404) the rule's, any other field error
+/// the finding's.
+#[tokio::test]
+async fn refusals_are_blamed_on_the_connection_the_rule_or_the_finding() {
+    use findings_bridge::ticket::Blame;
+    let payload = json!({"fields": {"project": {"key": "PAY"}, "summary": "x"}});
+    for (answer, blame) in [
+        (
+            ResponseTemplate::new(401).set_body_json(json!({"errorMessages": ["Unauthorized"]})),
+            Some(Blame::Connection),
+        ),
+        (
+            ResponseTemplate::new(400).set_body_json(
+                json!({"errorMessages": [], "errors": {"project": "valid project is required"}}),
+            ),
+            Some(Blame::Target),
+        ),
+        (
+            ResponseTemplate::new(400).set_body_json(
+                json!({"errorMessages": [], "errors": {"issuetype": "valid issue type is required"}}),
+            ),
+            Some(Blame::Target),
+        ),
+        (
+            ResponseTemplate::new(400).set_body_json(
+                json!({"errorMessages": [], "errors": {"summary": "You must specify a summary"}}),
+            ),
+            None,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/rest/api/3/issue"))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let jira = client(&server, JiraApiVersion::V3);
+        let err = jira.create(&payload, None).await.unwrap_err();
+        assert_eq!(err.blame(), blame, "{err}");
+        assert!(!err.is_transient(), "{err}");
+        assert_eq!(jira.target_of(&payload, None).as_deref(), Some("PAY"));
+    }
+}

@@ -590,7 +590,9 @@ async fn a_401_after_refresh_is_permanent_and_hides_the_secret() {
 }
 
 #[tokio::test]
-async fn rejected_client_credentials_are_permanent() {
+/// The token endpoint refusing the client (a rotated secret, a revoked client) is the
+/// connection's fault: neither retried nor blamed on the finding.
+async fn rejected_client_credentials_make_the_connection_unusable() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth_token.do"))
@@ -602,10 +604,36 @@ async fn rejected_client_credentials_are_permanent() {
     let sn = ServiceNowClient::with_clock(config(&server, oauth()), ManualClock::new()).unwrap();
     let error = sn.status(&ticket(&server)).await.unwrap_err();
     assert!(!error.is_transient());
+    assert_eq!(
+        error.blame(),
+        Some(findings_bridge::ticket::Blame::Connection),
+        "{error}"
+    );
     assert!(
         error
             .to_string()
-            .starts_with("servicenow oauth_token: HTTP 401"),
+            .starts_with("servicenow oauth_token: connection unusable: HTTP 401"),
+        "{error}"
+    );
+}
+
+/// A token endpoint answering 400 `invalid_client` (what ServiceNow says for a wrong client
+/// secret) is the connection's fault too.
+#[tokio::test]
+async fn an_invalid_client_answer_makes_the_connection_unusable() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth_token.do"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error_description": "access_denied", "error": "invalid_client"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let sn = ServiceNowClient::with_clock(config(&server, oauth()), ManualClock::new()).unwrap();
+    let error = sn.status(&ticket(&server)).await.unwrap_err();
+    assert_eq!(
+        error.blame(),
+        Some(findings_bridge::ticket::Blame::Connection),
         "{error}"
     );
 }
@@ -621,4 +649,32 @@ async fn secrets_stay_out_of_debug_output() {
         let sn = ServiceNowClient::with_clock(cfg, ManualClock::new()).unwrap();
         assert!(!format!("{sn:?}").contains("SECRET"));
     }
+}
+
+/// A create on a table that does not exist (any more) is the rule's fault, not the finding's.
+#[tokio::test]
+async fn a_create_on_a_missing_table_is_blamed_on_the_rule() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/now/table/sn_si_incident"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": {"message": "Invalid table sn_si_incident", "detail": null},
+            "status": "failure"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let sn = client(&server);
+    let err = sn
+        .create(&json!({"short_description": "x"}), Some("sn_si_incident"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.blame(),
+        Some(findings_bridge::ticket::Blame::Target),
+        "{err}"
+    );
+    assert_eq!(
+        sn.target_of(&json!({}), Some("sn_si_incident")).as_deref(),
+        Some("sn_si_incident")
+    );
 }

@@ -422,7 +422,13 @@ impl ServiceNowClient {
                     .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(form.clone())
             })
-            .await?;
+            .await
+            // The token endpoint refusing the client (a rotated secret, a revoked client) is the
+            // connection's fault, whatever status it chose to say so with.
+            .map_err(|e| match e {
+                TicketError::Permanent { .. } => e.blamed_on(Blame::Connection),
+                other => other,
+            })?;
         let token: TokenResponse = self.http.json(OP, &response)?;
         let lifetime = match &token.expires_in {
             Some(Value::Number(n)) => n.as_u64(),
