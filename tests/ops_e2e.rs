@@ -447,7 +447,9 @@ async fn no_secret_reaches_the_logs_even_at_trace_level_or_when_auth_fails() {
     right.terminate();
     right.expect_success(Duration::from_secs(30)).await;
 
-    // A run with wrong credentials: both systems answer 401 and the message is dead-lettered.
+    // A run with wrong credentials: both systems answer 401. That is the connection's fault,
+    // not the finding's: the connections pause, /readyz says so, and the finding is parked on
+    // the queue instead of dead-lettered.
     let second = FindingBuilder::new("secrets-wrong");
     bench.send(&second.body()).await;
     let mut env: Vec<(&str, &str)> = logging.to_vec();
@@ -456,23 +458,39 @@ async fn no_secret_reaches_the_logs_even_at_trace_level_or_when_auth_fails() {
         ("SERVICENOW_PASSWORD", wrong_password),
     ]);
     let mut wrong = bench.spawn("wrong-credentials", &store, &env, &[]);
+    let addr = wrong.http_addr(Duration::from_secs(30)).await;
+    let readyz = format!("http://{addr}/readyz");
     eventually(
         Duration::from_secs(60),
-        "the refused finding is dead-lettered",
-        || async { bench.depth(&bench.dlq_url).await == (1, 0) },
+        "/readyz names the paused Jira connection",
+        || async {
+            match reqwest::get(&readyz).await {
+                Ok(r) if r.status().as_u16() == 503 => r
+                    .text()
+                    .await
+                    .is_ok_and(|t| t.contains("connection jira") && t.contains("401")),
+                _ => false,
+            }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the refused finding is parked",
+        || async {
+            wrong
+                .log_text()
+                .contains("parked while a connection or rule is paused")
+        },
     )
     .await;
     wrong.terminate();
     wrong.expect_success(Duration::from_secs(30)).await;
     assert_eq!(bench.jira_count(), 1, "no ticket with a wrong token");
-    let refused = bench.dlq_messages().await;
-    assert!(
-        refused[0]
-            .attributes
-            .get("fb-error")
-            .is_some_and(|e| e.contains("401")),
-        "the DLQ says the credentials were refused: {:?}",
-        refused[0].attributes
+    assert_eq!(
+        bench.depth(&bench.dlq_url).await,
+        (0, 0),
+        "refused credentials dead-letter nothing"
     );
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
