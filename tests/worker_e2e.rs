@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use e2e::{Bench, FindingBuilder, JIRA_TEAM, SERVICENOW_TEAM, Teams, eventually, findings};
 use findings_bridge::marker::Marker;
 use findings_bridge::store::dynamodb::DynamoStore;
-use findings_bridge_sim::Faults;
+use findings_bridge_sim::{Faults, RefuseCredentials, System};
 
 const CREATE_ISSUE: &str = "POST /rest/api/3/issue";
 
@@ -492,4 +492,488 @@ async fn peek(bench: &Bench) -> Vec<serde_json::Value> {
     let distinct: BTreeSet<String> = bodies.iter().map(|b| b.to_string()).collect();
     assert_eq!(distinct.len(), bodies.len());
     bodies
+}
+
+// ---- issue 18: a connection or a rule that stops working --------------------------------------
+
+/// The redrive policy of the outage tests: a message received this many times without being
+/// deleted goes to the DLQ ...
+const MAX_RECEIVE: u32 = 2;
+/// ... and a received message comes back after this many seconds unless deleted or extended.
+const VISIBILITY_SECS: u64 = 2;
+
+/// Long enough for any message the bridge let come back by visibility timeout (instead of
+/// parking it) to use up its receive count several times over.
+fn outage() -> Duration {
+    Duration::from_secs(3 * u64::from(MAX_RECEIVE) * VISIBILITY_SECS)
+}
+
+/// Waits until `/readyz` answers 503 with a component whose name contains `subject`; returns
+/// that component's text.
+async fn wait_paused(addr: std::net::SocketAddr, subject: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((503, body)) = e2e::readyz(addr).await
+            && let Some(why) = body.as_object().and_then(|components| {
+                components
+                    .iter()
+                    .find(|(name, _)| name.contains(subject))
+                    .map(|(_, why)| why.as_str().unwrap_or_default().to_owned())
+            })
+        {
+            return why;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 60 s waiting for /readyz 503 naming {subject}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_ready(addr: std::net::SocketAddr, what: &str) {
+    eventually(Duration::from_secs(120), what, || async {
+        matches!(e2e::readyz(addr).await, Some((200, _)))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_jira_credentials_park_findings_until_they_work_again_and_dead_letter_none() {
+    refused_credentials_then_restored(System::Jira, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_servicenow_oauth_client_parks_findings_until_it_works_again() {
+    // OAuth client credentials: the refusal also revokes the token the worker holds, so it must
+    // fetch a new one (refused too, `invalid_client`, until the refusal ends).
+    let oauth = [
+        ("SERVICENOW_USERNAME", ""),
+        ("SERVICENOW_PASSWORD", ""),
+        ("SERVICENOW_CLIENT_ID", "sim-client"),
+        ("SERVICENOW_CLIENT_SECRET", "sim-client-secret"),
+    ];
+    refused_credentials_then_restored(System::ServiceNow, &oauth).await;
+}
+
+/// Every finding routes to a Jira team and a ServiceNow team; `refused` refuses every credential
+/// while the findings arrive and for longer than the redrive policy allows, the other system
+/// keeps taking tickets. Then the refusal ends: one ticket per (finding, team), nothing in the
+/// DLQ, the queue drained.
+async fn refused_credentials_then_restored(refused: System, extra: &[(&str, &str)]) {
+    let _timing = e2e::shared().await;
+    let bench = Bench::start(Teams::JiraAndServiceNow, Faults::none()).await;
+    bench.redrive_to_dlq(MAX_RECEIVE).await;
+    let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
+    let visibility = VISIBILITY_SECS.to_string();
+    let mut env = vec![
+        ("BRIDGE_CONCURRENCY", "4"),
+        ("BRIDGE_VISIBILITY_TIMEOUT", visibility.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let (connection, name) = match refused {
+        System::Jira => ("jira", "refused-jira"),
+        System::ServiceNow => ("servicenow", "refused-servicenow"),
+    };
+    let mut worker = bench.spawn(name, &store, &env, &[]);
+    let addr = worker.http_addr(Duration::from_secs(60)).await;
+    wait_ready(addr, "the worker is ready before the refusal").await;
+    let jira = || bench.jira_count();
+    let servicenow = || bench.sim.state.servicenow_records().len();
+    let (tickets_refused, tickets_other): (&dyn Fn() -> usize, &dyn Fn() -> usize) = match refused {
+        System::Jira => (&jira, &servicenow),
+        System::ServiceNow => (&servicenow, &jira),
+    };
+
+    // The credential is revoked (the test ends the refusal itself, so nothing depends on how
+    // fast this machine is), and the findings arrive meanwhile.
+    let refusal = match refused {
+        System::Jira => RefuseCredentials {
+            jira: Duration::from_secs(600),
+            ..RefuseCredentials::default()
+        },
+        System::ServiceNow => RefuseCredentials {
+            servicenow: Duration::from_secs(600),
+            ..RefuseCredentials::default()
+        },
+    };
+    bench
+        .sim
+        .state
+        .set_faults(Faults {
+            refuse_credentials: refusal,
+            ..Faults::none()
+        })
+        .expect("valid faults");
+    let refused_at = Instant::now();
+    let all = findings(name, 20);
+    bench
+        .send_all(&all.iter().map(FindingBuilder::body).collect::<Vec<_>>())
+        .await;
+
+    let reason = wait_paused(addr, &format!("connection {connection}")).await;
+    assert!(reason.contains("401"), "{reason}");
+    let label = format!(r#"connection="{connection}""#);
+    assert_eq!(
+        e2e::metric(addr, "findings_bridge_connection_up", &[label.as_str()]).await,
+        Some(0.0),
+        "the {connection} connection gauge is down"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "a ticket for every finding in the other system meanwhile",
+        || async { tickets_other() >= all.len() },
+    )
+    .await;
+    // Let the refusal outlast the redrive policy several times over (a wait, not a measure).
+    tokio::time::sleep(outage().saturating_sub(refused_at.elapsed())).await;
+    assert!(bench.sim.state.credentials_refused(refused).is_some());
+    assert_eq!(tickets_refused(), 0, "nothing reached {connection}");
+    assert_eq!(
+        bench.depth(&bench.dlq_url).await,
+        (0, 0),
+        "nothing dead-lettered while {connection} refused"
+    );
+    assert!(
+        bench.sim.state.stats().faults.refused_401 > 0,
+        "the worker met the refusal"
+    );
+    assert!(
+        worker.parked_in_log() >= all.len(),
+        "every message was parked at least once ({} parks logged)",
+        worker.parked_in_log()
+    );
+
+    // The credential works again: a probe finds out, and every parked finding gets its ticket.
+    bench
+        .sim
+        .state
+        .set_faults(Faults::none())
+        .expect("valid faults");
+    eventually(
+        Duration::from_secs(150),
+        "a ticket for every finding in the refused system and an empty queue",
+        || async { tickets_refused() >= all.len() && bench.queue_is_empty().await },
+    )
+    .await;
+    wait_ready(addr, "/readyz 200 once the credential works again").await;
+    println!(
+        "refused {connection}: {} findings, {} parks logged, all tickets and an empty queue \
+         {:?} after the refusal began",
+        all.len(),
+        worker.parked_in_log(),
+        refused_at.elapsed()
+    );
+    worker.terminate();
+    worker.expect_success(Duration::from_secs(30)).await;
+
+    bench.assert_one_jira_issue_per_finding(&ids(&all));
+    let incidents: BTreeSet<String> = bench
+        .sim
+        .state
+        .servicenow_records()
+        .iter()
+        .filter_map(|r| r.get("correlation_id").map(str::to_owned))
+        .collect();
+    let expected: BTreeSet<String> = all
+        .iter()
+        .map(|f| Marker::new(SERVICENOW_TEAM, &f.id()).as_str().to_owned())
+        .collect();
+    assert_eq!(incidents, expected, "one incident per finding");
+    assert_eq!(bench.sim.state.servicenow_records().len(), all.len());
+    bench.assert_queues_empty().await;
+}
+
+/// A second team whose first rule's project goes away: critical findings to PAY, the rest to
+/// PAYOPS. `appsec` (SEC, every finding, not terminal) sees every finding first.
+const PAYMENTS_TEAM_FILE: &str = r#"
+team = "payments"
+description = "Payments (end-to-end tests): one rule whose project is deleted"
+
+[[rules]]
+name = "critical-to-pay"
+order = 20
+[rules.criteria]
+SeverityLabel = [{ Value = "CRITICAL", Comparison = "EQUALS" }]
+[rules.jira]
+project = "PAY"
+issue_type = "Bug"
+summary = "[{{ finding.severity }}] {{ finding.title }}"
+description = "{{ finding.description }}"
+
+[[rules]]
+name = "the-rest"
+order = 30
+[rules.jira]
+project = "PAYOPS"
+issue_type = "Bug"
+summary = "[{{ finding.severity }}] {{ finding.title }}"
+description = "{{ finding.description }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_whose_project_is_gone_pauses_alone_and_its_findings_wait_for_it() {
+    let _timing = e2e::shared().await;
+    let bench = Bench::start(Teams::JiraOnly, Faults::none()).await;
+    bench.write_team("payments.toml", PAYMENTS_TEAM_FILE);
+    bench.redrive_to_dlq(MAX_RECEIVE).await;
+    let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
+    let visibility = VISIBILITY_SECS.to_string();
+    let tuning = [
+        ("BRIDGE_CONCURRENCY", "4"),
+        ("BRIDGE_VISIBILITY_TIMEOUT", visibility.as_str()),
+    ];
+    let mut worker = bench.spawn("gone", &store, &tuning, &[]);
+    let addr = worker.http_addr(Duration::from_secs(60)).await;
+    wait_ready(addr, "the worker is ready before the project goes").await;
+
+    // Someone deletes the PAY project; then the findings arrive.
+    bench
+        .sim
+        .state
+        .set_faults(Faults {
+            gone_projects: vec!["PAY".to_owned()],
+            ..Faults::none()
+        })
+        .expect("valid faults");
+    let gone_at = Instant::now();
+    let critical: Vec<FindingBuilder> = findings("gone-critical", 8)
+        .into_iter()
+        .map(|f| f.severity("CRITICAL"))
+        .collect();
+    let other: Vec<FindingBuilder> = findings("gone-high", 8)
+        .into_iter()
+        .map(|f| f.severity("HIGH"))
+        .collect();
+    let all: Vec<FindingBuilder> = critical.iter().chain(&other).cloned().collect();
+    bench
+        .send_all(&all.iter().map(FindingBuilder::body).collect::<Vec<_>>())
+        .await;
+
+    let reason = wait_paused(addr, "rule payments/critical-to-pay").await;
+    assert!(reason.contains("project"), "{reason}");
+    let paused = e2e::readyz(addr).await.map(|(_, body)| body);
+    assert!(
+        paused
+            .as_ref()
+            .is_some_and(|body| !body.as_object().is_some_and(|c| c
+                .keys()
+                .any(|k| k.contains("connection jira")
+                    || k.contains("the-rest")
+                    || k.contains("appsec")))),
+        "only the rule is paused: {paused:?}"
+    );
+    assert_eq!(
+        e2e::metric(
+            addr,
+            "findings_bridge_rule_up",
+            &[r#"team="payments""#, r#"rule="critical-to-pay""#]
+        )
+        .await,
+        Some(0.0),
+        "the rule gauge is down"
+    );
+    // The same connection, the team's other rule and the other team keep getting tickets.
+    let count = |project: &str| {
+        bench
+            .jira_tickets()
+            .iter()
+            .filter(|(p, _)| p == project)
+            .count()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "SEC issues for every finding and PAYOPS issues for the non-critical ones",
+        || async { count("SEC") >= all.len() && count("PAYOPS") >= other.len() },
+    )
+    .await;
+    tokio::time::sleep(outage().saturating_sub(gone_at.elapsed())).await;
+    assert_eq!(count("PAY"), 0, "nothing in the gone project");
+    assert_eq!(
+        bench.depth(&bench.dlq_url).await,
+        (0, 0),
+        "nothing dead-lettered while the project was gone"
+    );
+    assert!(bench.sim.state.stats().faults.target_gone > 0);
+
+    // The project is restored: its findings get their tickets.
+    bench
+        .sim
+        .state
+        .set_faults(Faults::none())
+        .expect("valid faults");
+    eventually(
+        Duration::from_secs(150),
+        "PAY issues for the critical findings and an empty queue",
+        || async { count("PAY") >= critical.len() && bench.queue_is_empty().await },
+    )
+    .await;
+    wait_ready(addr, "/readyz 200 once the project is back").await;
+    println!(
+        "gone project: {} findings, {} parks logged, all tickets and an empty queue {:?} after \
+         the project went",
+        all.len(),
+        worker.parked_in_log(),
+        gone_at.elapsed()
+    );
+    worker.terminate();
+    worker.expect_success(Duration::from_secs(30)).await;
+
+    let tickets = bench.jira_tickets();
+    let markers: Vec<&String> = tickets.iter().map(|(_, m)| m).collect();
+    let unique: BTreeSet<&String> = markers.iter().copied().collect();
+    assert_eq!(unique.len(), markers.len(), "no duplicates: {tickets:?}");
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    for f in &all {
+        let appsec = Marker::new(JIRA_TEAM, &f.id()).as_str().to_owned();
+        expected.insert(("SEC".to_owned(), appsec));
+    }
+    for (list, project) in [(&critical, "PAY"), (&other, "PAYOPS")] {
+        for f in list {
+            let payments = Marker::new("payments", &f.id()).as_str().to_owned();
+            expected.insert((project.to_owned(), payments));
+        }
+    }
+    let actual: BTreeSet<(String, String)> = tickets.into_iter().collect();
+    assert_eq!(
+        actual, expected,
+        "one issue per (finding, team), in its rule's project"
+    );
+    bench.assert_queues_empty().await;
+}
+
+/// A ServiceNow team whose critical findings go to a table that is then deleted.
+const SECOPS_TEAM_FILE: &str = r#"
+team = "secops"
+description = "Security operations (end-to-end tests): one rule whose table is deleted"
+
+[[rules]]
+name = "critical-to-sir"
+order = 20
+target = "servicenow"
+[rules.criteria]
+SeverityLabel = [{ Value = "CRITICAL", Comparison = "EQUALS" }]
+[rules.servicenow]
+table = "sn_si_incident"
+short_description = "{{ finding.title }}"
+description = "{{ finding.description }}"
+
+[[rules]]
+name = "the-rest"
+order = 30
+target = "servicenow"
+[rules.servicenow]
+table = "incident"
+short_description = "{{ finding.title }}"
+description = "{{ finding.description }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bridge bug: the marker search on a gone ServiceNow table (400 Invalid table) is \
+            blamed on the finding, which is dead-lettered instead of the rule pausing"]
+async fn a_rule_whose_servicenow_table_is_gone_pauses_alone_and_its_findings_wait_for_it() {
+    let _timing = e2e::shared().await;
+    let bench = Bench::start(Teams::JiraOnly, Faults::none()).await;
+    bench.write_team("secops.toml", SECOPS_TEAM_FILE);
+    bench.redrive_to_dlq(MAX_RECEIVE).await;
+    let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
+    let visibility = VISIBILITY_SECS.to_string();
+    let tuning = [
+        ("BRIDGE_CONCURRENCY", "4"),
+        ("BRIDGE_VISIBILITY_TIMEOUT", visibility.as_str()),
+    ];
+    let mut worker = bench.spawn("gone-table", &store, &tuning, &[]);
+    let addr = worker.http_addr(Duration::from_secs(60)).await;
+    wait_ready(addr, "the worker is ready before the table goes").await;
+
+    bench
+        .sim
+        .state
+        .set_faults(Faults {
+            gone_tables: vec!["sn_si_incident".to_owned()],
+            ..Faults::none()
+        })
+        .expect("valid faults");
+    let gone_at = Instant::now();
+    let critical: Vec<FindingBuilder> = findings("table-critical", 6)
+        .into_iter()
+        .map(|f| f.severity("CRITICAL"))
+        .collect();
+    let other: Vec<FindingBuilder> = findings("table-high", 6)
+        .into_iter()
+        .map(|f| f.severity("HIGH"))
+        .collect();
+    let all: Vec<FindingBuilder> = critical.iter().chain(&other).cloned().collect();
+    bench
+        .send_all(&all.iter().map(FindingBuilder::body).collect::<Vec<_>>())
+        .await;
+
+    let reason = wait_paused(addr, "rule secops/critical-to-sir").await;
+    assert!(
+        reason.to_ascii_lowercase().contains("invalid table"),
+        "{reason}"
+    );
+    let in_table = |table: &str| {
+        bench
+            .sim
+            .state
+            .servicenow_records()
+            .iter()
+            .filter(|r| r.table == table)
+            .count()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "SEC issues for every finding and incidents for the non-critical ones",
+        || async { bench.jira_count() >= all.len() && in_table("incident") >= other.len() },
+    )
+    .await;
+    tokio::time::sleep(outage().saturating_sub(gone_at.elapsed())).await;
+    assert_eq!(in_table("sn_si_incident"), 0);
+    assert_eq!(
+        bench.depth(&bench.dlq_url).await,
+        (0, 0),
+        "nothing dead-lettered while the table was gone: {:?}",
+        bench.dlq_messages().await
+    );
+
+    bench
+        .sim
+        .state
+        .set_faults(Faults::none())
+        .expect("valid faults");
+    eventually(
+        Duration::from_secs(150),
+        "security incidents for the critical findings and an empty queue",
+        || async { in_table("sn_si_incident") >= critical.len() && bench.queue_is_empty().await },
+    )
+    .await;
+    wait_ready(addr, "/readyz 200 once the table is back").await;
+    worker.terminate();
+    worker.expect_success(Duration::from_secs(30)).await;
+
+    bench.assert_one_jira_issue_per_finding(&ids(&all));
+    let actual: BTreeSet<(String, String)> = bench
+        .sim
+        .state
+        .servicenow_records()
+        .iter()
+        .map(|r| {
+            let marker = r.get("correlation_id").unwrap_or_default().to_owned();
+            (r.table.clone(), marker)
+        })
+        .collect();
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    for (list, table) in [(&critical, "sn_si_incident"), (&other, "incident")] {
+        for f in list {
+            let marker = Marker::new("secops", &f.id()).as_str().to_owned();
+            expected.insert((table.to_owned(), marker));
+        }
+    }
+    assert_eq!(
+        actual, expected,
+        "one record per finding, in its rule's table"
+    );
+    assert_eq!(bench.sim.state.servicenow_records().len(), all.len());
+    bench.assert_queues_empty().await;
 }

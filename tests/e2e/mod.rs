@@ -233,6 +233,23 @@ impl Bench {
         )
     }
 
+    /// Gives the queue a redrive policy to the bench's DLQ: a message received `max_receive`
+    /// times without being deleted moves to the DLQ on its next receive, as SQS does.
+    pub async fn redrive_to_dlq(&self, max_receive: u32) {
+        let dlq_arn = queue_arn(&self.sqs, &self.dlq_url).await;
+        let policy = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": max_receive.to_string(),
+        });
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+            .send()
+            .await
+            .expect("SetQueueAttributes (RedrivePolicy) on moto");
+    }
+
     pub async fn queue_is_empty(&self) -> bool {
         self.depth(&self.queue_url).await == (0, 0)
     }
@@ -313,6 +330,29 @@ impl Bench {
             .iter()
             .flat_map(|i| i.labels.iter().filter(|l| l.starts_with("fb-")).cloned())
             .collect()
+    }
+
+    /// (project key, marker label) of every Jira issue; the marker is empty when it has none.
+    pub fn jira_tickets(&self) -> Vec<(String, String)> {
+        self.sim
+            .state
+            .jira_issues()
+            .into_iter()
+            .map(|i| {
+                let marker = i
+                    .labels
+                    .iter()
+                    .find(|l| l.starts_with("fb-"))
+                    .cloned()
+                    .unwrap_or_default();
+                (i.project, marker)
+            })
+            .collect()
+    }
+
+    /// Writes one more team file into the bench's mapping directory (before a worker starts).
+    pub fn write_team(&self, file: &str, toml: &str) {
+        std::fs::write(self.mappings.join(file), toml).expect("team file");
     }
 
     pub fn jira_count(&self) -> usize {
@@ -645,6 +685,14 @@ impl WorkerProcess {
         found.unwrap_or_else(|| panic!("{}: no HTTP address logged", self.name))
     }
 
+    /// How many times the worker logged that it parked a message (it logs each park at info).
+    pub fn parked_in_log(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains("parked while a connection or rule is paused"))
+            .count()
+    }
+
     /// Sends a signal by name (`HUP`, `TERM`, …) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -712,6 +760,42 @@ pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .expect("moto returns the queue ARN")
+}
+
+/// `GET /readyz` of a worker: the status code and the JSON body (component → "ok" or why
+/// not). `None` when the server does not answer (yet).
+pub async fn readyz(addr: std::net::SocketAddr) -> Option<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/readyz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.ok()?;
+    Some((status, body))
+}
+
+/// The value of one series of a worker's `/metrics`: `name` and every `labels` pair (as
+/// `key="value"`) must appear on the line. `None` when there is no such series (yet).
+pub async fn metric(addr: std::net::SocketAddr, name: &str, labels: &[&str]) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|line| labels.iter().all(|l| line.contains(l)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 /// Polls `check` every 50 ms until it holds; fails the test with `what` after `timeout`.
