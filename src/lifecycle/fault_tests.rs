@@ -44,6 +44,24 @@ impl Harness {
         )
     }
 
+    /// A harness whose creates take `delay` (until `finish_creates`), so work can be caught
+    /// in the middle of one.
+    fn with_slow_creates(routes: Vec<Route>, delay: Duration) -> Harness {
+        let mut jira = FakeTickets::new("jira");
+        jira.create_delay = delay;
+        Harness {
+            jira: Arc::new(jira),
+            ..Harness::new(routes)
+        }
+    }
+
+    /// Waits for the condition the test means: a create request is in flight.
+    async fn until_a_create_is_in_flight(&self) {
+        while self.jira.creates() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn settle(&self, d: Duration) {
         *lock(&self.jira.settle) = d;
     }
@@ -64,6 +82,16 @@ fn marker() -> Marker {
 
 fn settling(err: &LifecycleError) -> bool {
     matches!(err, LifecycleError::Settling { .. })
+}
+
+fn lost_claim(err: &LifecycleError) -> bool {
+    matches!(
+        err,
+        LifecycleError::Store {
+            source: StoreError::LostClaim(_),
+            ..
+        }
+    )
 }
 
 /// Cause 1 and the intent: a create answered 502 after the ticket was committed is not sent
@@ -153,12 +181,7 @@ async fn a_create_that_did_not_happen_is_made_once_the_search_can_be_trusted() {
 /// racing it.
 #[tokio::test]
 async fn an_aborted_create_keeps_its_intent_when_its_claim_is_released() {
-    let mut jira = FakeTickets::new("jira");
-    jira.create_delay = Duration::from_secs(3600);
-    let h = Harness {
-        jira: Arc::new(jira),
-        ..Harness::new(vec![payments()])
-    };
+    let h = Harness::with_slow_creates(vec![payments()], Duration::from_secs(3600));
     h.settle(Duration::from_secs(600));
     *lock(&h.jira.search_lags) = true;
     let a = Arc::new(h.replica("a"));
@@ -168,10 +191,7 @@ async fn an_aborted_create_keeps_its_intent_when_its_claim_is_released() {
         tokio::spawn(async move { a.process(&f).await })
     };
     // Wait for the condition meant: the create request is in flight.
-    while h.jira.creates() == 0 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    h.until_a_create_is_in_flight().await;
     work.abort();
     let _ = work.await;
     assert_eq!(a.release_abandoned().await, 1);
@@ -207,16 +227,7 @@ async fn a_ticket_whose_record_write_failed_is_recovered_not_duplicated() {
         .await
         .into_result()
         .expect_err("lost");
-    assert!(
-        matches!(
-            err,
-            LifecycleError::Store {
-                source: StoreError::LostClaim(_),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(lost_claim(&err), "{err}");
     assert_eq!(h.jira.creates(), 1);
     h.store.expire_leases();
     let err = h
@@ -274,21 +285,17 @@ async fn a_resolution_processed_first_makes_the_older_active_event_stale() {
 /// claim, so it comes back later instead of missing the ticket.
 #[tokio::test]
 async fn a_resolution_during_a_create_elsewhere_waits_for_it_and_closes_the_ticket() {
-    let mut jira = FakeTickets::new("jira");
-    jira.create_delay = Duration::from_secs(3600);
-    let h = Harness {
-        jira: Arc::new(jira),
-        ..Harness::new(vec![Route::new("payments", &[H])])
-    };
+    let h = Harness::with_slow_creates(
+        vec![Route::new("payments", &[H])],
+        Duration::from_secs(3600),
+    );
     let a = Arc::new(h.replica("a"));
     let active = finding("f-1", H, "2026-11-28T10:00:00Z");
     let creating = {
         let (a, f) = (a.clone(), active.clone());
         tokio::spawn(async move { a.process(&f).await })
     };
-    while h.jira.creates() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    h.until_a_create_is_in_flight().await;
     // Routing does not pick the resolved version (severity INFORMATIONAL, not routed).
     let mut resolved = archived(finding("f-1", H, "2026-11-28T10:05:00Z"));
     resolved.severity = Severity::Informational;
@@ -317,12 +324,7 @@ async fn a_resolution_during_a_create_elsewhere_waits_for_it_and_closes_the_tick
 /// waits out the old holder's create instead of racing it.
 #[tokio::test(start_paused = true)]
 async fn a_lost_lease_is_noticed_before_any_write_and_nothing_is_duplicated() {
-    let mut jira = FakeTickets::new("jira");
-    jira.create_delay = Duration::from_secs(20);
-    let h = Harness {
-        jira: Arc::new(jira),
-        ..Harness::new(vec![payments()])
-    };
+    let h = Harness::with_slow_creates(vec![payments()], Duration::from_secs(20));
     h.settle(Duration::from_secs(600));
     *lock(&h.jira.search_lags) = true;
     *lock(&h.store.lose_renewals) = true;
@@ -332,9 +334,7 @@ async fn a_lost_lease_is_noticed_before_any_write_and_nothing_is_duplicated() {
         let (a, f) = (a.clone(), f.clone());
         tokio::spawn(async move { a.process(&f).await })
     };
-    while h.jira.creates() == 0 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.until_a_create_is_in_flight().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The lease ran out while the create hangs; replica b takes over the redelivery.
     let b = h.replica("b").with_lease(Duration::from_secs(3));
@@ -345,16 +345,7 @@ async fn a_lost_lease_is_noticed_before_any_write_and_nothing_is_duplicated() {
         .expect("joined")
         .into_result()
         .expect_err("a lost its claim");
-    assert!(
-        matches!(
-            err,
-            LifecycleError::Store {
-                source: StoreError::LostClaim(_),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(lost_claim(&err), "{err}");
     assert_eq!(h.jira.creates(), 1);
     assert!(
         h.store.record(&marker()).is_none(),
@@ -367,21 +358,14 @@ async fn a_lost_lease_is_noticed_before_any_write_and_nothing_is_duplicated() {
 /// `replay --process` renews the same way).
 #[tokio::test(start_paused = true)]
 async fn a_claim_is_renewed_while_its_work_runs_past_the_lease() {
-    let mut jira = FakeTickets::new("jira");
-    jira.create_delay = Duration::from_secs(20);
-    let h = Harness {
-        jira: Arc::new(jira),
-        ..Harness::new(vec![payments()])
-    };
+    let h = Harness::with_slow_creates(vec![payments()], Duration::from_secs(20));
     let a = Arc::new(h.replica("a").with_lease(Duration::from_secs(3)));
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
     let first = {
         let (a, f) = (a.clone(), f.clone());
         tokio::spawn(async move { a.process(&f).await })
     };
-    while h.jira.creates() == 0 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.until_a_create_is_in_flight().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(h.store.is_claimed(&marker()), "renewed past three leases");
     let err = h
