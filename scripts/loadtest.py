@@ -21,13 +21,17 @@ Scenarios (BENCHMARKS.md has the method and the figures):
   rolling       every replica SIGTERMed and replaced once (staggered) while every ticket-system
                 request takes ~1.5 s and Jira search lags 5 s
   lease-loss    the DynamoDB endpoint stalls for longer than the claim lease
+  credentials   the Jira API token is refused (401) for a minute in the middle of the run, with a
+                redrive policy that a minute of redeliveries would exhaust: findings must be
+                parked, not dead-lettered, and get their tickets once the token works again
 
 Each has defaults of its own (SCENARIO_DEFAULTS); a flag given on the command line wins, and
 --smoke picks the small CI variant (SMOKE_DEFAULTS).
 
 Output: a table on stdout and one JSON object per scenario run (``--json FILE``, JSON lines).
 Exit status 1 when any run lost a finding, duplicated a ticket, left a ticket open for a resolved
-finding, dead-lettered a message or timed out.
+finding, dead-lettered a message or timed out; `credentials` also when no worker's /readyz named
+the refused connection during the refusal, or a worker was still not ready at the end.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -69,7 +74,7 @@ TEMPLATE_WEIGHTS = {
     "bare-asff.json": 1,
     "custom-action.json": 1,
 }
-SCENARIOS = ("baseline", "faults", "kill", "queue-outage", "ambiguous", "reorder", "rolling", "lease-loss")
+SCENARIOS = ("baseline", "faults", "kill", "queue-outage", "ambiguous", "reorder", "rolling", "lease-loss", "credentials")
 
 # Every knob and its value unless the scenario, --smoke or the command line says otherwise.
 DEFAULTS = dict(
@@ -99,6 +104,8 @@ DEFAULTS = dict(
     reorder_delay_s=300,
     stall_secs=15.0,
     roll_every_s=8.0,
+    refuse_secs=60.0,
+    refuse_system="jira",
     # Worker settings; None leaves the variable unset (the worker's own default).
     grace_period=None,
     lease=None,
@@ -138,6 +145,19 @@ SCENARIO_DEFAULTS = {
         search_delay_ms=3000,
         search_consistency=5,
     ),
+    "credentials": dict(
+        findings=300,
+        # One copy per finding: every receive the redrive policy counts is then the bridge's own
+        # doing, not a claim race between two copies.
+        redelivery_share=0.0,
+        # Findings keep arriving for about two minutes, before, during and after the refusal.
+        send_rate=2.5,
+        refuse_secs=60.0,
+        # 3 receives x 5 s: a bridge that let its messages come back by visibility timeout
+        # instead of parking them would dead-letter them four times over in the minute.
+        visibility_timeout=5,
+        max_receive=3,
+    ),
 }
 # `--smoke`: what CI can afford (well under a minute each on 2 cores).
 _SMOKE_COMMON = dict(concurrency=16, latency_ms=5, rate_limit=200)
@@ -152,6 +172,8 @@ SMOKE_DEFAULTS = {
     "reorder": dict(_SMOKE_COMMON, findings=80, timeout=90),
     "rolling": dict(findings=60, concurrency=16, timeout=120),
     "lease-loss": dict(_SMOKE_COMMON, findings=60, timeout=120),
+    # 20 s of refusal: still longer than the 3 x 5 s the redrive policy allows.
+    "credentials": dict(_SMOKE_COMMON, findings=60, workers=2, send_rate=3.0, refuse_secs=20.0, timeout=180),
 }
 TICKET_PATHS = ("/rest/", "/api/now/", "/oauth_token")
 WRITEBACK_ENDPOINTS = ("PATCH /findings/batchupdate", "PATCH /findingsv2/batchupdatev2")
@@ -172,6 +194,25 @@ def free_port() -> int:
 def http_json(url: str, timeout: float = 30.0):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.load(r)
+
+
+def post_json(url: str, body, timeout: float = 30.0):
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as r:
+        return json.load(r)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes] | None:
+    """(status, body) of a GET, error statuses included; None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (OSError, ValueError):
+        return None
 
 
 def wait_http(url: str, what: str, seconds: float = 20.0) -> None:
@@ -455,7 +496,13 @@ class WorkerProc:
     is only ever reaped here: Popen.poll()/send_signal() would reap it first and lose the rusage."""
 
     def __init__(self, index: int, cmd: list[str], env: dict, work: pathlib.Path):
-        self.index, self.cmd, self.env, self.work = index, cmd, env, work
+        self.index, self.cmd, self.work = index, cmd, work
+        # Its own health / metrics port (kept across restarts), so the harness can read /readyz
+        # and /metrics without parsing logs.
+        self.http_port = free_port()
+        self.env = dict(env, BRIDGE_HTTP_ADDR=f"127.0.0.1:{self.http_port}")
+        # credentials: whether /readyz named the refused connection while it was refused.
+        self.paused_seen = False
         self.cpu = 0.0
         self.max_rss_kib = 0
         self.exit_codes: list[int] = []
@@ -496,6 +543,30 @@ class WorkerProc:
     def signal(self, sig):
         if self.pid is not None:
             os.kill(self.pid, sig)
+
+    def readyz(self) -> tuple[int, dict] | None:
+        """(status, components) of the worker's /readyz; None when it does not answer."""
+        got = http_get(f"http://127.0.0.1:{self.http_port}/readyz")
+        if got is None:
+            return None
+        try:
+            return got[0], json.loads(got[1])
+        except ValueError:
+            return got[0], {}
+
+    def metric(self, name: str) -> float | None:
+        """The sum of every series of `name` on the worker's /metrics; None when unreadable."""
+        got = http_get(f"http://127.0.0.1:{self.http_port}/metrics")
+        if got is None or got[0] != 200:
+            return None
+        total = 0.0
+        for line in got[1].decode(errors="replace").splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+                try:
+                    total += float(line.rsplit(" ", 1)[1])
+                except ValueError:
+                    pass
+        return total
 
     def reap(self, timeout: float):
         """Waits for the worker (SIGKILL after `timeout` seconds) and records its rusage."""
@@ -591,12 +662,12 @@ class Env:
         )
         return queue_url, dlq_url
 
-    def queue_depth(self, url: str) -> tuple[int, int]:
-        a = self.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(a.get("ApproximateNumberOfMessages", 0)), int(a.get("ApproximateNumberOfMessagesNotVisible", 0))
+    def queue_depth(self, url: str) -> tuple[int, int, int]:
+        """(visible, in flight, delayed): a parked message waits out its delay in the third."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+        a = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        visible, in_flight, delayed = (int(a.get(n, 0)) for n in names)
+        return visible, in_flight, delayed
 
     def close(self):
         for proxy in (self.proxy, self.ddb_proxy):
@@ -715,8 +786,7 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
             empty = 0
             while empty < 3 and time.monotonic() < deadline:
                 time.sleep(0.5)
-                visible, in_flight = env.queue_depth(queue_url)
-                empty = empty + 1 if visible == 0 and in_flight == 0 else 0
+                empty = empty + 1 if env.queue_depth(queue_url) == (0, 0, 0) else 0
 
         def produce():
             try:
@@ -753,13 +823,14 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         # time.
         total_creates = max(1, len(expected) + len(resolved))
         fault_at = max(1, total_creates // 3)
-        one_off = scenario in ("kill", "queue-outage", "lease-loss")
+        one_off = scenario in ("kill", "queue-outage", "lease-loss", "credentials")
         fault_done = not one_off
         fault_notes: list[str] = []
         roll_at = [max(1, total_creates * (k + 1) // (cfg.workers + 1)) for k in range(cfg.workers)] if scenario == "rolling" else []
         rolled = 0
         last_roll = float("-inf")
         stall_until = None
+        refuse_until = None
         idle_polls = 0
         timed_out = False
         last_progress = None
@@ -775,7 +846,7 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
                     log(f"worker {w.index} exited on its own with {w.exit_codes[-1]}; see {work}")
             stats = http_json(f"{env.sim}/_sim/stats")
             creates = create_requests(stats)
-            if not fault_done and stall_until is None and creates >= fault_at:
+            if not fault_done and stall_until is None and refuse_until is None and creates >= fault_at:
                 if scenario == "kill":
                     victim = workers[0]
                     victim.sample_rss()
@@ -794,6 +865,16 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
                     log("queue-outage: SQS endpoint back")
                     fault_notes.append(f"SQS endpoint unreachable for {cfg.outage_secs} s after {creates} create requests")
                     fault_done = True
+                elif scenario == "credentials":
+                    # POST /_sim/faults replaces the whole set: keep what the simulator was
+                    # started with (latency, seed, search delay) and add the refusal, which
+                    # the simulator ends by itself after refuse_secs.
+                    faults = http_json(f"{env.sim}/_sim/faults")
+                    faults["refuse_credentials_ms"] = {cfg.refuse_system: int(cfg.refuse_secs * 1000)}
+                    post_json(f"{env.sim}/_sim/faults", faults)
+                    refuse_until = time.monotonic() + cfg.refuse_secs
+                    log(f"credentials: {cfg.refuse_system} refuses every credential after ~{creates} create requests for {cfg.refuse_secs} s")
+                    fault_notes.append(f"{cfg.refuse_system} credentials refused for {cfg.refuse_secs:g} s after {creates} create requests")
                 else:  # lease-loss
                     env.ddb_proxy.hold()
                     stall_until = time.monotonic() + cfg.stall_secs
@@ -803,6 +884,16 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
                 env.ddb_proxy.release()
                 fault_done = True
                 log("lease-loss: DynamoDB flowing again")
+            if refuse_until is not None and not fault_done:
+                # While refused, each worker's /readyz should say 503 and name the connection.
+                for w in workers:
+                    answer = w.readyz() if w.pid is not None and not w.paused_seen else None
+                    if answer and answer[0] == 503 and any(f"connection {cfg.refuse_system}" in k for k in answer[1]):
+                        w.paused_seen = True
+                        log(f"credentials: worker {w.index} /readyz 503: {json.dumps(answer[1])[:300]}")
+                if time.monotonic() >= refuse_until:
+                    fault_done = True
+                    log(f"credentials: {cfg.refuse_system} accepts credentials again")
             if rolled < len(roll_at) and creates >= roll_at[rolled] and time.monotonic() - last_roll >= cfg.roll_every_s:
                 last_roll = time.monotonic()
                 old = workers[rolled]
@@ -815,19 +906,35 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
                 log(f"rolling: SIGTERM to worker {old.index}, worker {new.index} started, after ~{creates} create requests")
                 fault_notes.append(f"worker {old.index} replaced at {time.time() - t0:.0f} s ({creates} create requests)")
                 rolled += 1
-            visible, in_flight = env.queue_depth(queue_url)
-            progress = (visible, in_flight, creates)
+            visible, in_flight, delayed = env.queue_depth(queue_url)
+            progress = (visible, in_flight, delayed, creates)
             if progress != last_progress:
                 last_progress = progress
-                log(f"{scenario}: queue {visible} visible / {in_flight} in flight, {creates} create requests")
+                log(f"{scenario}: queue {visible} visible / {in_flight} in flight / {delayed} delayed, {creates} create requests")
             settled = fault_done and rolled == len(roll_at)
-            if producer_done.is_set() and settled and visible == 0 and in_flight == 0:
+            if producer_done.is_set() and settled and visible == 0 and in_flight == 0 and delayed == 0:
                 idle_polls += 1
                 if idle_polls >= 3:
                     break
             else:
                 idle_polls = 0
         t_done = time.time()
+
+        # Every live worker should be ready again by itself (its probe resumes what it paused);
+        # probes back off to once a minute, so give them a little longer than that.
+        ready_at_end = None
+        if scenario == "credentials":
+            ready_deadline = time.monotonic() + 90
+            while True:
+                states = [w.readyz() for w in workers if w.pid is not None]
+                ready_at_end = all(a is not None and a[0] == 200 for a in states)
+                if ready_at_end or time.monotonic() > ready_deadline:
+                    break
+                time.sleep(1)
+            log(f"credentials: every worker ready again: {ready_at_end}")
+        # Messages parked (live workers' counters; a restarted worker's earlier count is lost).
+        parked_counts = [w.metric("findings_bridge_messages_parked_total") for w in workers if w.pid is not None]
+        parked = sum(c for c in parked_counts if c is not None) if any(c is not None for c in parked_counts) else None
 
         for w in workers:
             w.sample_rss()
@@ -836,8 +943,8 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         for w in workers:
             w.reap((cfg.grace_period or 25) + 15)
 
-        dlq_visible, dlq_in_flight = env.queue_depth(dlq_url)
-        visible, in_flight = env.queue_depth(queue_url)
+        dlq_visible, dlq_in_flight, _ = env.queue_depth(dlq_url)
+        visible, in_flight, delayed = env.queue_depth(queue_url)
         tickets = http_json(f"{env.sim}/_sim/tickets?view=summary", timeout=120)["tickets"]
         stats = http_json(f"{env.sim}/_sim/stats")
         # What the verdict is computed from, next to the logs (kept with --keep or on failure).
@@ -854,7 +961,7 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         messages=messages, tickets=tickets, stats=stats, workers=workers, sent_at=sent_at,
         t0=t0, t_done=t_done, timed_out=timed_out, producer_error=producer_error,
         fault_notes=fault_notes, dlq_visible=dlq_visible, dlq_in_flight=dlq_in_flight,
-        visible=visible, in_flight=in_flight,
+        visible=visible, in_flight=in_flight + delayed, parked=parked, ready_at_end=ready_at_end,
     )
     return verdict(args, cfg, scenario, run_no, run)
 
@@ -942,6 +1049,10 @@ def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
         "ticket_requests_per_ticket": round(ticket_requests / total_tickets, 2) if total_tickets else None,
         "writebacks_per_100_tickets": round(writebacks * 100 / total_tickets, 1) if total_tickets else None,
         "ambiguous_creates": ambiguous,
+        "refused_401": faults.get("refused_401", 0),
+        "parked": int(run["parked"]) if run["parked"] is not None else None,
+        "paused_seen_by_workers": sum(w.paused_seen for w in workers) if scenario == "credentials" else None,
+        "ready_at_end": run["ready_at_end"],
         "sim_faults": faults,
         "latency_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
         "latency_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
@@ -962,6 +1073,9 @@ def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
         and result["dlq"] == 0
         and result["left_in_queue"] == 0
     )
+    if scenario == "credentials":
+        # The pause must have been visible, and every worker must have resumed by itself.
+        result["ok"] = result["ok"] and result["paused_seen_by_workers"] > 0 and result["ready_at_end"] is True
     return result
 
 
@@ -976,6 +1090,8 @@ COLUMNS = [
     ("open resolved", "open_for_resolved", "{}"),
     ("DLQ", "dlq", "{}"),
     ("ambiguous", "ambiguous_creates", "{}"),
+    ("401s", "refused_401", "{}"),
+    ("parked", "parked", "{}"),
     ("tkt req/ticket", "ticket_requests_per_ticket", "{:.2f}"),
     ("SH/100", "writebacks_per_100_tickets", "{:.0f}"),
     ("findings/s", "findings_per_s", "{:.1f}"),
@@ -1082,6 +1198,8 @@ def main() -> int:
     k.add_argument("--reorder-delay-s", type=int, help="reorder: how much newer the resolved version is")
     k.add_argument("--stall-secs", type=float, help="lease-loss: seconds DynamoDB is stalled")
     k.add_argument("--roll-every-s", type=float, help="rolling: least seconds between two replacements")
+    k.add_argument("--refuse-secs", type=float, help="credentials: seconds the credentials are refused")
+    k.add_argument("--refuse-system", choices=("jira", "servicenow"), help="credentials: whose credentials")
     w = p.add_argument_group("worker settings (passed as environment variables when set)")
     w.add_argument("--grace-period", "--grace", type=int, help="BRIDGE_GRACE_PERIOD seconds")
     w.add_argument("--lease", type=int, help="BRIDGE_LEASE seconds")
