@@ -250,16 +250,39 @@ impl Bench {
             .expect("SetQueueAttributes (RedrivePolicy) on moto");
     }
 
-    pub async fn queue_is_empty(&self) -> bool {
-        self.depth(&self.queue_url).await == (0, 0)
+    /// Messages on `url` still waiting out a delay (a parked message's copy): counted neither
+    /// as visible nor as in flight.
+    pub async fn delayed(&self, url: &str) -> u64 {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("GetQueueAttributes from moto");
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
     }
 
-    /// Asserts that neither the queue nor the DLQ holds anything, visible or in flight.
+    /// Nothing visible, in flight or delayed.
+    pub async fn queue_is_empty(&self) -> bool {
+        self.depth(&self.queue_url).await == (0, 0) && self.delayed(&self.queue_url).await == 0
+    }
+
+    /// Asserts that neither the queue nor the DLQ holds anything, visible, in flight or delayed.
     pub async fn assert_queues_empty(&self) {
         assert_eq!(
             self.depth(&self.queue_url).await,
             (0, 0),
             "queue (visible, in flight) after the run"
+        );
+        assert_eq!(
+            self.delayed(&self.queue_url).await,
+            0,
+            "queue (delayed) after the run"
         );
         assert_eq!(
             self.depth(&self.dlq_url).await,
