@@ -950,6 +950,7 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         # What the verdict is computed from, next to the logs (kept with --keep or on failure).
         (work / "tickets.json").write_text(json.dumps(tickets, indent=1))
         (work / "stats.json").write_text(json.dumps(stats, indent=1))
+        (work / "writebacks.json").write_text(json.dumps(http_json(f"{env.sim}/_sim/writebacks", timeout=120), indent=1))
     finally:
         for w in workers:
             if w.alive():
