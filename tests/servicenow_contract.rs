@@ -678,3 +678,26 @@ async fn a_create_on_a_missing_table_is_blamed_on_the_rule() {
         Some("sn_si_incident")
     );
 }
+
+/// The marker search before a create meets a gone table first: that is the rule's fault too.
+#[tokio::test]
+async fn a_marker_search_on_a_missing_table_is_blamed_on_the_rule() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/now/table/sn_si_incident"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": {"message": "Invalid table sn_si_incident", "detail": null},
+            "status": "failure"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .find_by_marker(&Marker::new("payments", "f-1"), Some("sn_si_incident"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.blame(),
+        Some(findings_bridge::ticket::Blame::Target),
+        "{err}"
+    );
+}

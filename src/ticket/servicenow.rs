@@ -635,6 +635,21 @@ fn valid_state_code(value: &str) -> Option<String> {
         .map(|(code, _)| (*code).to_owned())
 }
 
+/// A request refused because the rule's table does not exist (any more): the rule's fault, not
+/// the finding's, whether the create or the marker search before it meets it first.
+fn table_gone(error: TicketError) -> TicketError {
+    match &error {
+        TicketError::Permanent {
+            status: Some(400 | 404),
+            message,
+            ..
+        } if message.to_ascii_lowercase().contains("invalid table") => {
+            error.blamed_on(Blame::Target)
+        }
+        _ => error,
+    }
+}
+
 fn is_done_state(code: &str) -> bool {
     matches!(code, "6" | "7" | "8")
 }
@@ -726,7 +741,10 @@ impl TicketSystem for ServiceNowClient {
                 .append_pair("sysparm_fields", RECORD_FIELDS)
                 .append_pair("sysparm_limit", MARKER_MATCHES)
                 .append_pair("sysparm_exclude_reference_link", "true");
-            let response = self.call(OP, reqwest::Method::GET, url, None).await?;
+            let response = self
+                .call(OP, reqwest::Method::GET, url, None)
+                .await
+                .map_err(table_gone)?;
             let found: Envelope<Vec<serde_json::Map<String, Value>>> =
                 self.http.json(OP, &response)?;
             Ok(found
@@ -792,17 +810,7 @@ impl TicketSystem for ServiceNowClient {
                     Some(payload),
                 )
                 .await
-                .map_err(|e| match &e {
-                    // The rule's table does not exist (any more): the rule's fault.
-                    TicketError::Permanent {
-                        status: Some(400 | 404),
-                        message,
-                        ..
-                    } if message.to_ascii_lowercase().contains("invalid table") => {
-                        e.blamed_on(Blame::Target)
-                    }
-                    _ => e,
-                })?;
+                .map_err(table_gone)?;
             // A 2xx we cannot read did create something.
             let created: Envelope<serde_json::Map<String, Value>> =
                 self.http
