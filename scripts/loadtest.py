@@ -154,7 +154,7 @@ SCENARIO_DEFAULTS = {
         send_rate=2.5,
         refuse_secs=60.0,
         # 3 receives x 5 s: a bridge that let its messages come back by visibility timeout
-        # instead of parking them would dead-letter them four times over in the minute.
+        # instead of parking them would use up their receives four times over in the minute.
         visibility_timeout=5,
         max_receive=3,
     ),
