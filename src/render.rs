@@ -11,9 +11,9 @@
 //! mapping file can neither clobber the marker that dedup depends on nor send a description Jira
 //! Cloud would reject for not being ADF. The loader may reject them outright.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use minijinja::value::{Serde, Value as Ctx};
+use minijinja::value::{Enumerator, Object, Serde, Value as Ctx};
 use serde_json::{Map, Value, json};
 
 use crate::finding::{Finding, Severity};
@@ -152,32 +152,179 @@ fn rule_label(rule: &Rule) -> String {
 /// criticality}` when the finding belongs to an application of the inventory, and no
 /// `application` key at all otherwise, so `{% if context.application is defined %}` works under
 /// strict undefined.
+///
+/// Copies the finding once; [`render_route_shared`] renders from a shared finding without that
+/// copy.
 pub fn template_context(
     finding: &Finding,
     rule: &Rule,
     severity: Severity,
     application: Option<&Application>,
 ) -> Ctx {
-    let serialized = Ctx::from(Serde(finding));
-    context_from(&serialized, finding.severity, rule, severity, application)
+    let view = FindingView::new(Arc::new(finding.clone()), severity);
+    context_from(&view, rule, application)
 }
 
-/// Builds the context from an already serialized finding, so the override template and the
-/// ticket templates share one serialization (the raw JSON is the expensive part). `raw` is the
-/// same shared value as `finding.raw`, not a second copy.
-fn context_from(
-    serialized: &Ctx,
-    original: Severity,
-    rule: &Rule,
+/// `finding` as templates see it: a lazy object over the shared finding that converts a field
+/// only when a template reads it. Templates read a handful of fields, so this replaces turning
+/// the whole finding (and its raw JSON) into a minijinja value tree for every route. Keys, values
+/// and their order are those of the finding's serde form, so templates cannot tell the
+/// difference: unknown keys are undefined (an error under strict undefined), `is defined`,
+/// iteration, `length` and printing behave as on the serialized map.
+#[derive(Debug)]
+struct FindingView {
+    finding: Arc<Finding>,
+    /// The severity the templates see: the rule's override when it has one.
     severity: Severity,
-    application: Option<&Application>,
-) -> Ctx {
-    let finding = if severity == original {
-        serialized.clone()
-    } else {
-        with_severity(serialized, severity)
-    };
-    let raw = finding.get_attr("raw").unwrap_or_default();
+    /// `raw` converted on first use and shared by `finding.raw` and `raw`.
+    raw: OnceLock<Ctx>,
+}
+
+/// The serde names of [`Finding`] (`write_back` is skipped there), sorted as a serialized map
+/// iterates them.
+const FINDING_KEYS: [&str; 26] = [
+    "account_id",
+    "company_name",
+    "compliance",
+    "console_url",
+    "created_at",
+    "description",
+    "first_observed_at",
+    "generator_id",
+    "id",
+    "last_observed_at",
+    "product_arn",
+    "product_fields",
+    "product_name",
+    "raw",
+    "record_state",
+    "region",
+    "remediation",
+    "resources",
+    "schema",
+    "severity",
+    "severity_score",
+    "title",
+    "types",
+    "updated_at",
+    "user_defined_fields",
+    "workflow_status",
+];
+
+impl FindingView {
+    fn new(finding: Arc<Finding>, severity: Severity) -> Arc<FindingView> {
+        Arc::new(FindingView {
+            finding,
+            severity,
+            raw: OnceLock::new(),
+        })
+    }
+
+    fn raw(&self) -> Ctx {
+        self.raw
+            .get_or_init(|| Ctx::from(Serde(&self.finding.raw)))
+            .clone()
+    }
+
+    /// The same finding seen with another severity (the override); `raw` stays shared.
+    fn with_severity(self: &Arc<Self>, severity: Severity) -> Arc<FindingView> {
+        if severity == self.severity {
+            return Arc::clone(self);
+        }
+        let raw = OnceLock::new();
+        if let Some(converted) = self.raw.get() {
+            let _ = raw.set(converted.clone());
+        }
+        Arc::new(FindingView {
+            finding: Arc::clone(&self.finding),
+            severity,
+            raw,
+        })
+    }
+}
+
+fn opt_str(value: Option<&String>) -> Ctx {
+    value.map_or(Ctx::from(()), |s| Ctx::from(s.as_str()))
+}
+
+impl Object for FindingView {
+    fn get_value(self: &Arc<Self>, key: &Ctx) -> Option<Ctx> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Ctx> {
+        let f = &*self.finding;
+        Some(match key {
+            "id" => Ctx::from(f.id.as_str()),
+            "schema" => Ctx::from(f.schema.as_str()),
+            "product_arn" => Ctx::from(f.product_arn.as_str()),
+            "product_name" => Ctx::from(f.product_name.as_str()),
+            "company_name" => Ctx::from(f.company_name.as_str()),
+            "generator_id" => Ctx::from(f.generator_id.as_str()),
+            "account_id" => Ctx::from(f.account_id.as_str()),
+            "region" => Ctx::from(f.region.as_str()),
+            "title" => Ctx::from(f.title.as_str()),
+            "description" => Ctx::from(f.description.as_str()),
+            "severity" => Ctx::from(self.severity.as_str()),
+            "severity_score" => Ctx::from(f.severity_score),
+            "types" => Ctx::from(Serde(&f.types)),
+            "resources" => Ctx::from(Serde(&f.resources)),
+            "compliance" => Ctx::from(Serde(&f.compliance)),
+            "workflow_status" => Ctx::from(f.workflow_status.as_str()),
+            "record_state" => Ctx::from(f.record_state.as_str()),
+            "created_at" => opt_str(f.created_at.as_ref()),
+            "updated_at" => opt_str(f.updated_at.as_ref()),
+            "first_observed_at" => opt_str(f.first_observed_at.as_ref()),
+            "last_observed_at" => opt_str(f.last_observed_at.as_ref()),
+            "remediation" => Ctx::from(Serde(&f.remediation)),
+            "user_defined_fields" => Ctx::from(Serde(&f.user_defined_fields)),
+            "product_fields" => Ctx::from(Serde(&f.product_fields)),
+            "console_url" => Ctx::from(f.console_url.as_str()),
+            "raw" => self.raw(),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&FINDING_KEYS)
+    }
+}
+
+/// The whole context of one route, looked up by name: the five top-level variables.
+#[derive(Debug)]
+struct RouteContext {
+    finding: Arc<FindingView>,
+    team: Arc<str>,
+    rule: Arc<str>,
+    context: Ctx,
+}
+
+const CONTEXT_KEYS: [&str; 5] = ["context", "finding", "raw", "rule", "team"];
+
+impl Object for RouteContext {
+    fn get_value(self: &Arc<Self>, key: &Ctx) -> Option<Ctx> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Ctx> {
+        Some(match key {
+            "finding" => Ctx::from_dyn_object(Arc::clone(&self.finding)),
+            "raw" => self.finding.raw(),
+            "team" => Ctx::from(Arc::clone(&self.team)),
+            "rule" => Ctx::from(Arc::clone(&self.rule)),
+            "context" => self.context.clone(),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&CONTEXT_KEYS)
+    }
+}
+
+/// Builds the context of one route over a finding view, so the override template and the ticket
+/// templates share one view (and one conversion of `raw`, if a template reads it).
+fn context_from(view: &Arc<FindingView>, rule: &Rule, application: Option<&Application>) -> Ctx {
     let context = match application {
         Some(app) => Ctx::from_pairs([(
             "application",
@@ -189,13 +336,12 @@ fn context_from(
         )]),
         None => Ctx::from_pairs(Vec::<(&str, Ctx)>::new()),
     };
-    Ctx::from_pairs([
-        ("finding", finding),
-        ("raw", raw),
-        ("team", Ctx::from(Arc::clone(&rule.team))),
-        ("rule", Ctx::from(Arc::clone(&rule.name))),
-        ("context", context),
-    ])
+    Ctx::from_object(RouteContext {
+        finding: Arc::clone(view),
+        team: Arc::clone(&rule.team),
+        rule: Arc::clone(&rule.name),
+        context,
+    })
 }
 
 /// The write-back note's reason for an overridden severity: the rule (so the mapping owner can
@@ -228,25 +374,12 @@ fn severity_note(
     Some(note)
 }
 
-/// A copy of the serialized finding map with `severity` replaced (entries are shared, not
-/// copied).
-fn with_severity(serialized: &Ctx, severity: Severity) -> Ctx {
-    let Ok(keys) = serialized.try_iter() else {
-        return serialized.clone();
-    };
-    Ctx::from_pairs(keys.map(|key| {
-        let value = if key.as_str() == Some("severity") {
-            Ctx::from(severity.as_str())
-        } else {
-            serialized.get_item(&key).unwrap_or_default()
-        };
-        (key, value)
-    }))
-}
-
 /// Renders the ticket payload of one route: evaluates the severity override, builds the context
 /// once, renders every field and assembles the create body. `application` is what routing saw
 /// (`Mappings::application_for`), so the override and the templates judge the same facts.
+///
+/// Copies the finding once for the templates; [`render_route_shared`] avoids that copy when the
+/// caller already holds the finding in an `Arc`.
 pub fn render_route(
     engine: &TemplateEngine,
     rule: &Rule,
@@ -254,17 +387,22 @@ pub fn render_route(
     application: Option<&Application>,
     opts: &RenderOptions,
 ) -> Result<RenderedTicket, RenderError> {
-    let serialized = Ctx::from(Serde(finding));
+    render_route_shared(engine, rule, &Arc::new(finding.clone()), application, opts)
+}
+
+/// [`render_route`] over a shared finding: the templates read it in place.
+pub fn render_route_shared(
+    engine: &TemplateEngine,
+    rule: &Rule,
+    finding: &Arc<Finding>,
+    application: Option<&Application>,
+    opts: &RenderOptions,
+) -> Result<RenderedTicket, RenderError> {
+    let view = FindingView::new(Arc::clone(finding), finding.severity);
     let severity = match &rule.severity_override {
         None => finding.severity,
         Some(template) => {
-            let ctx = context_from(
-                &serialized,
-                finding.severity,
-                rule,
-                finding.severity,
-                application,
-            );
+            let ctx = context_from(&view, rule, application);
             let value = engine.render(template, &ctx)?;
             Severity::from_label(value.trim()).ok_or_else(|| {
                 RenderError::InvalidSeverityOverride {
@@ -274,7 +412,7 @@ pub fn render_route(
             })?
         }
     };
-    let ctx = context_from(&serialized, finding.severity, rule, severity, application);
+    let ctx = context_from(&view.with_severity(severity), rule, application);
     let marker = Marker::new(&rule.team, &finding.id);
     let r = Renderer { engine, rule, ctx };
     let (payload, table) = match &rule.ticket {

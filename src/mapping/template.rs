@@ -112,12 +112,18 @@ impl TemplateEngine {
                     .env
                     .get_template(name)
                     .map_err(|e| template_error(name, &e))?;
-                tmpl.render(ctx.clone())
-                    .map(|s| s.trim().to_owned())
+                tmpl.render(ctx)
+                    .map(trimmed)
                     .map_err(|e| template_error(name, &e))
             }
         }
     }
+}
+
+/// The rendered text without surrounding whitespace, reusing its buffer when nothing is cut.
+fn trimmed(s: String) -> String {
+    let t = s.trim();
+    if t.len() == s.len() { s } else { t.to_owned() }
 }
 
 /// Turns a minijinja error into `location: message`, naming the line inside the template when
