@@ -2,16 +2,16 @@
 //! file of findings without talking to anything). Both are pure functions of their inputs so they
 //! are tested directly, not through a process.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde_json::json;
-
 use crate::finding;
+use crate::finding::stream::{Chunk, Splitter};
 use crate::mapping::{self, Mappings};
-use crate::render::{RenderOptions, render_route};
+use crate::marker::Marker;
+use crate::render::{RenderOptions, render_route_shared};
+use chrono::{DateTime, Utc};
 
 /// What `check` found: `Ok` with a one-line summary, or every problem as `file:line: message`.
 pub fn check(dir: &Path) -> Result<String, String> {
@@ -50,37 +50,334 @@ pub fn load_mappings(dir: &Path, now: Option<DateTime<Utc>>) -> Result<Mappings,
 
 /// Decodes `input`, routes every finding and writes one JSON object per finding to `out`:
 /// `{"finding_id", "schema", "routes": [{"team", "rule", "target", "marker", "payload"}]}`.
-/// A decode or render error is returned as text (the CLI prints it and exits 1); findings before
-/// the failing one have already been written.
+/// [`render_stream`] over a byte slice, on this thread.
 pub fn render(
     mappings: &Mappings,
     input: &[u8],
     opts: &RenderOptions,
     out: &mut dyn Write,
 ) -> Result<usize, String> {
-    let findings = finding::decode(input).map_err(|e| format!("decode: {e}"))?;
-    for f in &findings {
-        let mut routes = Vec::new();
-        let application = mappings.application_for(f);
-        for rule in mappings.route(f) {
-            let rendered = render_route(&mappings.engine, rule, f, application, opts)
-                .map_err(|e| format!("finding {}: {e}", f.id))?;
-            routes.push(json!({
-                "team": &*rule.team,
-                "rule": &*rule.name,
-                "target": rule.target,
-                "marker": rendered.marker.as_str(),
-                "payload": rendered.payload,
-            }));
+    render_stream(mappings, input, opts, 1, out)
+}
+
+/// At most this many problems are kept for the final report; the rest are counted.
+const MAX_REPORTED: usize = 100;
+
+/// Elements handed to a worker at once, and the bytes that close a batch early.
+const BATCH_ITEMS: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Reads `input` incrementally (a JSON array element by element; one message, NDJSON or
+/// concatenated events value by value), decodes, routes and renders each finding, and writes its
+/// line to `out` as soon as it and every finding before it are done, so memory stays flat however
+/// long the input is. With `jobs` > 1 that many threads decode and render while the output stays
+/// in input order.
+///
+/// A finding that does not decode is reported (with its array index or JSON path) and skipped; the
+/// others are still written. A template that fails to render, or input whose structure is broken
+/// (elements can no longer be told apart), stops at that point, findings before it written. Any
+/// problem makes the result an `Err` listing them, one per line (the CLI prints them and exits 1);
+/// `Ok` holds the number of findings written.
+pub fn render_stream<R: BufRead + Send>(
+    mappings: &Mappings,
+    input: R,
+    opts: &RenderOptions,
+    jobs: usize,
+    out: &mut dyn Write,
+) -> Result<usize, String> {
+    let mut report = Report::default();
+    let splitter = Splitter::new(input);
+    let written = if jobs <= 1 {
+        let mut written = 0;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        for item in splitter {
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    report.push(format!("decode: {e}"));
+                    break;
+                }
+            };
+            let done = process(mappings, opts, &chunk, &mut buf);
+            out.write_all(&buf)
+                .map_err(|e| format!("writing output: {e}"))?;
+            buf.clear();
+            written += done.findings;
+            if report.absorb(done) {
+                break;
+            }
         }
-        let line = json!({
-            "finding_id": f.id,
-            "schema": f.schema.as_str(),
-            "routes": routes,
-        });
-        serde_json::to_writer(&mut *out, &line).map_err(|e| format!("writing output: {e}"))?;
-        out.write_all(b"\n")
-            .map_err(|e| format!("writing output: {e}"))?;
+        written
+    } else {
+        parallel(mappings, opts, splitter, jobs, out, &mut report)?
+    };
+    report.into_result(written)
+}
+
+/// The problems of one run: the first [`MAX_REPORTED`] in input order, and how many there were.
+#[derive(Default)]
+struct Report {
+    problems: Vec<String>,
+    total: usize,
+}
+
+impl Report {
+    fn push(&mut self, problem: String) {
+        if self.problems.len() < MAX_REPORTED {
+            self.problems.push(problem);
+        }
+        self.total += 1;
     }
-    Ok(findings.len())
+
+    /// Takes one chunk's problems; true when processing must stop.
+    fn absorb(&mut self, done: Processed) -> bool {
+        for problem in done.problems {
+            self.push(problem);
+        }
+        done.fatal
+    }
+
+    fn into_result(mut self, written: usize) -> Result<usize, String> {
+        if self.total == 0 {
+            return Ok(written);
+        }
+        if self.total > self.problems.len() {
+            let more = self.total - self.problems.len();
+            self.problems.push(format!("… and {more} more problem(s)"));
+        }
+        Err(self.problems.join("\n"))
+    }
+}
+
+/// What one chunk produced besides its output lines.
+struct Processed {
+    findings: usize,
+    problems: Vec<String>,
+    /// A render error (or a chunk that ends a cut-off input): nothing after it is processed.
+    fatal: bool,
+}
+
+/// One output line; fields in the order of the JSON object `render` has always printed (sorted,
+/// as `serde_json::Map` sorts them), so the bytes are the same.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    finding_id: &'a str,
+    routes: Vec<RouteLine<'a>>,
+    schema: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct RouteLine<'a> {
+    marker: Marker,
+    payload: serde_json::Value,
+    rule: &'a str,
+    target: &'a str,
+    team: &'a str,
+}
+
+/// Decodes one chunk, and routes and renders each of its findings into `out` (NDJSON lines).
+fn process(
+    mappings: &Mappings,
+    opts: &RenderOptions,
+    chunk: &Chunk,
+    out: &mut Vec<u8>,
+) -> Processed {
+    let mut done = Processed {
+        findings: 0,
+        problems: Vec::new(),
+        fatal: false,
+    };
+    let each = match finding::stream::decode_chunk(chunk) {
+        Ok(each) => each,
+        Err(e) => {
+            done.problems
+                .push(format!("decode: {}{e}", chunk.error_prefix()));
+            return done;
+        }
+    };
+    for decoded in each {
+        let f = match decoded {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                done.problems
+                    .push(format!("decode: {}{e}", chunk.error_prefix()));
+                continue;
+            }
+        };
+        let application = mappings.application_for(&f);
+        let mut routes = Vec::new();
+        for rule in mappings.route(&f) {
+            match render_route_shared(&mappings.engine, rule, &f, application, opts) {
+                Ok(rendered) => routes.push(RouteLine {
+                    marker: rendered.marker,
+                    payload: rendered.payload,
+                    rule: &rule.name,
+                    target: &rule.target,
+                    team: &rule.team,
+                }),
+                Err(e) => {
+                    done.problems.push(format!("finding {}: {e}", f.id));
+                    done.fatal = true;
+                    return done;
+                }
+            }
+        }
+        let line = Line {
+            finding_id: &f.id,
+            routes,
+            schema: f.schema.as_str(),
+        };
+        // Writing JSON into a Vec cannot fail: every key is a string.
+        if let Err(e) = serde_json::to_writer(&mut *out, &line) {
+            done.problems.push(format!("finding {}: {e}", f.id));
+            done.fatal = true;
+            return done;
+        }
+        out.push(b'\n');
+        done.findings += 1;
+    }
+    done
+}
+
+/// A batch of chunks, or the splitter's fatal error, numbered in input order.
+enum Work {
+    Chunks(Vec<Chunk>),
+    Broken(String),
+}
+
+/// `jobs` worker threads over a bounded pipeline: this thread reads and splits, workers decode
+/// and render whole batches, and the writer puts batches back in input order. At most
+/// `4 × jobs` batches are in flight (read but not yet written), which bounds memory whatever the
+/// input size or the speed of one worker.
+fn parallel<R: BufRead + Send>(
+    mappings: &Mappings,
+    opts: &RenderOptions,
+    splitter: Splitter<R>,
+    jobs: usize,
+    out: &mut dyn Write,
+    report: &mut Report,
+) -> Result<usize, String> {
+    use std::collections::BTreeMap;
+    use std::sync::mpsc::{channel, sync_channel};
+    use std::sync::{Mutex, PoisonError};
+
+    let in_flight = 4 * jobs;
+    let (tokens_tx, tokens_rx) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = tokens_tx.send(());
+    }
+    let (work_tx, work_rx) = sync_channel::<(usize, Work)>(jobs);
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = channel::<(usize, Vec<u8>, Processed)>();
+
+    std::thread::scope(|scope| {
+        // Reader: splits the input into numbered batches, each taking a token first.
+        scope.spawn(move || {
+            let mut seq = 0;
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let send = |seq: &mut usize, work: Work| -> bool {
+                if tokens_rx.recv().is_err() {
+                    return false;
+                }
+                let ok = work_tx.send((*seq, work)).is_ok();
+                *seq += 1;
+                ok
+            };
+            for item in splitter {
+                match item {
+                    Ok(chunk) => {
+                        bytes += chunk.bytes.len();
+                        batch.push(chunk);
+                        if batch.len() >= BATCH_ITEMS || bytes >= BATCH_BYTES {
+                            bytes = 0;
+                            if !send(&mut seq, Work::Chunks(std::mem::take(&mut batch))) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if !batch.is_empty()
+                            && !send(&mut seq, Work::Chunks(std::mem::take(&mut batch)))
+                        {
+                            return;
+                        }
+                        send(&mut seq, Work::Broken(format!("decode: {e}")));
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                send(&mut seq, Work::Chunks(batch));
+            }
+        });
+        for _ in 0..jobs {
+            let work_rx = &work_rx;
+            let done_tx = done_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let next = work_rx
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .recv();
+                    let Ok((seq, work)) = next else { return };
+                    let mut buf = Vec::new();
+                    let done = match work {
+                        Work::Broken(problem) => Processed {
+                            findings: 0,
+                            problems: vec![problem],
+                            fatal: true,
+                        },
+                        Work::Chunks(chunks) => {
+                            let mut total = Processed {
+                                findings: 0,
+                                problems: Vec::new(),
+                                fatal: false,
+                            };
+                            for chunk in &chunks {
+                                let done = process(mappings, opts, chunk, &mut buf);
+                                total.findings += done.findings;
+                                total.problems.extend(done.problems);
+                                if done.fatal {
+                                    total.fatal = true;
+                                    break;
+                                }
+                            }
+                            total
+                        }
+                    };
+                    if done_tx.send((seq, buf, done)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+
+        // Writer (this thread: `out` stays here): batches in input order.
+        let mut pending: BTreeMap<usize, (Vec<u8>, Processed)> = BTreeMap::new();
+        let mut next = 0;
+        let mut written = 0;
+        let mut result = Ok(());
+        'receive: for (seq, buf, done) in done_rx.iter() {
+            pending.insert(seq, (buf, done));
+            while let Some((buf, done)) = pending.remove(&next) {
+                next += 1;
+                if let Err(e) = out.write_all(&buf) {
+                    result = Err(format!("writing output: {e}"));
+                    break 'receive;
+                }
+                written += done.findings;
+                if report.absorb(done) {
+                    break 'receive;
+                }
+                let _ = tokens_tx.send(());
+            }
+        }
+        // Leaving drops the token sender and the result receiver: the reader and the workers stop
+        // at their next hand-over.
+        drop(tokens_tx);
+        drop(done_rx);
+        result.map(|()| written)
+    })
 }

@@ -1,7 +1,6 @@
 //! `findings-bridge` command line. Only argument parsing and wiring live here; every command's
 //! logic is in the library so it is tested without spawning processes.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,7 +73,11 @@ enum Command {
         /// Fixed time for `now()` in templates (RFC 3339), for reproducible output.
         #[arg(long)]
         now: Option<String>,
-        /// A file of events or findings, or `-` for standard input.
+        /// Threads that decode and render; output stays in input order.
+        #[arg(long, default_value_t = std::num::NonZeroUsize::MIN)]
+        jobs: std::num::NonZeroUsize,
+        /// A file of events or findings (one event, NDJSON, concatenated events, or a JSON array
+        /// of findings), or `-` for standard input; read incrementally.
         input: String,
     },
 }
@@ -248,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mappings,
             jira_api_version,
             now,
+            jobs,
             input,
         } => {
             let now = now
@@ -264,7 +268,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let bytes = read_input(&input)?;
+            let reader: Box<dyn std::io::BufRead + Send> = if input == "-" {
+                Box::new(std::io::BufReader::with_capacity(
+                    INPUT_BUFFER,
+                    std::io::stdin(),
+                ))
+            } else {
+                let file =
+                    std::fs::File::open(&input).with_context(|| format!("reading {input}"))?;
+                Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
+            };
             let opts = RenderOptions {
                 jira: if jira_api_version == "2" {
                     JiraFlavor::DataCenter
@@ -273,13 +286,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             };
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let result = cli::render(&mappings, &bytes, &opts, &mut out);
+            let mut out = std::io::BufWriter::with_capacity(INPUT_BUFFER, stdout.lock());
+            let result = cli::render_stream(&mappings, reader, &opts, jobs.get(), &mut out);
             std::io::Write::flush(&mut out).context("writing output")?;
             Ok(match result {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("findings-bridge: {e}");
+                Err(problems) => {
+                    for problem in problems.lines() {
+                        eprintln!("findings-bridge: {problem}");
+                    }
                     ExitCode::FAILURE
                 }
             })
@@ -406,14 +421,5 @@ fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    if input == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
-    } else {
-        bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
-    }
-    Ok(bytes)
-}
+/// Read buffer of `render`: large enough that reads are few, small enough not to matter.
+const INPUT_BUFFER: usize = 256 * 1024;

@@ -52,7 +52,7 @@ pub fn decode_each(input: &[u8]) -> Result<EachFinding, DecodeError> {
     decode_value(value, Path::Root, true)
 }
 
-fn decode_value(
+pub(super) fn decode_value(
     value: Value,
     path: Path<'_>,
     sns_allowed: bool,
@@ -160,7 +160,7 @@ fn decode_bare_list(items: Vec<Value>, path: Path<'_>) -> EachFinding {
 }
 
 /// One finding without an envelope; its schema is recognised by its keys.
-fn decode_bare(value: Value, path: Path<'_>) -> Result<Finding, DecodeError> {
+pub(super) fn decode_bare(value: Value, path: Path<'_>) -> Result<Finding, DecodeError> {
     let schema = match &value {
         Value::Object(map) => classify(map),
         other => {
@@ -194,6 +194,16 @@ fn classify(map: &Map<String, Value>) -> Option<Schema> {
 /// Parses with serde_json (whose recursion limit turns deeply nested garbage into an error rather
 /// than a stack overflow) after checking UTF-8 ourselves, so the error names the byte offset.
 fn parse_json(input: &[u8], path: Path<'_>) -> Result<Value, DecodeError> {
+    parse_json_at(input, path, (1, 1))
+}
+
+/// [`parse_json`] of bytes that start at `origin` (1-based line and column) of a larger input, so
+/// a syntax error names its place in that input, not in the slice.
+pub(super) fn parse_json_at(
+    input: &[u8],
+    path: Path<'_>,
+    origin: (usize, usize),
+) -> Result<Value, DecodeError> {
     let text = std::str::from_utf8(input).map_err(|e| {
         path.error(format!(
             "input is not valid UTF-8 (invalid byte at offset {})",
@@ -208,6 +218,11 @@ fn parse_json(input: &[u8], path: Path<'_>) -> Result<Value, DecodeError> {
         }
         let suffix = format!(" at line {line} column {column}");
         let reason = full.strip_suffix(&suffix).unwrap_or(&full);
+        let (line, column) = if line == 1 {
+            (origin.0, column + origin.1 - 1)
+        } else {
+            (line + origin.0 - 1, column)
+        };
         path.error(format!(
             "invalid JSON at line {line} column {column}: {reason}"
         ))

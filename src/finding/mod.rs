@@ -6,6 +6,7 @@
 pub mod asff;
 pub mod envelope;
 pub mod ocsf;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
