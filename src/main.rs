@@ -15,6 +15,12 @@ use findings_bridge::render::{JiraFlavor, RenderOptions};
 use findings_bridge::shutdown::Shutdown;
 use findings_bridge::telemetry::{self, LogFormat};
 
+/// mimalloc instead of glibc's malloc: decode → route → render builds and drops many small
+/// values (the finding's JSON tree, template values, payloads), and glibc's allocator was the
+/// largest item of its profile (BENCHMARKS.md §1).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "findings-bridge",
