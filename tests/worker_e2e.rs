@@ -869,8 +869,6 @@ description = "{{ finding.description }}"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bridge bug: the marker search on a gone ServiceNow table (400 Invalid table) is \
-            blamed on the finding, which is dead-lettered instead of the rule pausing"]
 async fn a_rule_whose_servicenow_table_is_gone_pauses_alone_and_its_findings_wait_for_it() {
     let _timing = e2e::shared().await;
     let bench = Bench::start(Teams::JiraOnly, Faults::none()).await;
