@@ -762,6 +762,7 @@ pub fn describe_error_body(body: &[u8]) -> String {
             let message = error.get("message").map(value_text);
             let detail = error
                 .get("detail")
+                .filter(|d| !d.is_null())
                 .map(value_text)
                 .filter(|d| !d.is_empty());
             match (message, detail) {
@@ -907,6 +908,12 @@ mod tests {
             describe_error_body(body),
             "Issue type is unknown; components: Component name 'X' is not valid; priority: Specify the Priority (name)"
         );
+    }
+
+    #[test]
+    fn a_null_servicenow_detail_adds_nothing() {
+        let body = br#"{"error":{"message":"Invalid table sn_si_incident","detail":null},"status":"failure"}"#;
+        assert_eq!(describe_error_body(body), "Invalid table sn_si_incident");
     }
 
     #[test]
