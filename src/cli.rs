@@ -269,10 +269,17 @@ fn parallel<R: BufRead + Send>(
     let (work_tx, work_rx) = sync_channel::<(usize, Work)>(jobs);
     let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = channel::<(usize, Vec<u8>, Processed)>();
+    // Buffers go back to the thread that allocated them (chunks to the reader, output to the
+    // workers): with a thread-caching allocator, memory freed by another thread is reused late,
+    // and peak RSS grew with the run (51 MiB for 20,000 findings at --jobs 2 with mimalloc
+    // instead of 14 MiB).
+    let (spent_chunks_tx, spent_chunks_rx) = channel::<Vec<Vec<u8>>>();
+    let spare_output: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
     std::thread::scope(|scope| {
         // Reader: splits the input into numbered batches, each taking a token first.
         scope.spawn(move || {
+            let mut splitter = splitter;
             let mut seq = 0;
             let mut batch = Vec::new();
             let mut bytes = 0;
@@ -284,7 +291,12 @@ fn parallel<R: BufRead + Send>(
                 *seq += 1;
                 ok
             };
-            for item in splitter {
+            while let Some(item) = splitter.next() {
+                while let Ok(spent) = spent_chunks_rx.try_recv() {
+                    for buf in spent {
+                        splitter.recycle(buf);
+                    }
+                }
                 match item {
                     Ok(chunk) => {
                         bytes += chunk.bytes.len();
@@ -313,7 +325,9 @@ fn parallel<R: BufRead + Send>(
         });
         for _ in 0..jobs {
             let work_rx = &work_rx;
+            let spare_output = &spare_output;
             let done_tx = done_tx.clone();
+            let spent_chunks_tx = spent_chunks_tx.clone();
             scope.spawn(move || {
                 loop {
                     let next = work_rx
@@ -321,7 +335,11 @@ fn parallel<R: BufRead + Send>(
                         .unwrap_or_else(PoisonError::into_inner)
                         .recv();
                     let Ok((seq, work)) = next else { return };
-                    let mut buf = Vec::new();
+                    let mut buf = spare_output
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop()
+                        .unwrap_or_default();
                     let done = match work {
                         Work::Broken(problem) => Processed {
                             findings: 0,
@@ -343,6 +361,8 @@ fn parallel<R: BufRead + Send>(
                                     break;
                                 }
                             }
+                            let _ =
+                                spent_chunks_tx.send(chunks.into_iter().map(|c| c.bytes).collect());
                             total
                         }
                     };
@@ -353,6 +373,7 @@ fn parallel<R: BufRead + Send>(
             });
         }
         drop(done_tx);
+        drop(spent_chunks_tx);
 
         // Writer (this thread: `out` stays here): batches in input order.
         let mut pending: BTreeMap<usize, (Vec<u8>, Processed)> = BTreeMap::new();
@@ -367,6 +388,12 @@ fn parallel<R: BufRead + Send>(
                     result = Err(format!("writing output: {e}"));
                     break 'receive;
                 }
+                let mut buf = buf;
+                buf.clear();
+                spare_output
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(buf);
                 written += done.findings;
                 if report.absorb(done) {
                     break 'receive;

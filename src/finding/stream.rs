@@ -89,6 +89,8 @@ pub struct Splitter<R> {
     index: usize,
     /// A fatal error found right after an element, reported after that element.
     pending: Option<DecodeError>,
+    /// Buffers handed back by [`Splitter::recycle`], reused for the next chunks.
+    spare: Vec<Vec<u8>>,
 }
 
 impl<R: BufRead> Splitter<R> {
@@ -100,6 +102,17 @@ impl<R: BufRead> Splitter<R> {
             column: 1,
             index: 0,
             pending: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands a chunk's buffer back for reuse. Keeps allocation in the thread that reads when
+    /// chunks are processed elsewhere (`render --jobs`), which some allocators (mimalloc) need to
+    /// reuse memory promptly.
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if self.spare.len() < 1024 {
+            bytes.clear();
+            self.spare.push(bytes);
         }
     }
 
@@ -236,7 +249,7 @@ impl<R: BufRead> Splitter<R> {
                         return Ok(None);
                     }
                     let (line, column) = (self.line, self.column);
-                    let mut bytes = Vec::new();
+                    let mut bytes = self.spare.pop().unwrap_or_default();
                     let complete = self.value(&mut bytes, true).map_err(io)?;
                     let chunk = Chunk {
                         bytes,
@@ -279,7 +292,7 @@ impl<R: BufRead> Splitter<R> {
                         return Ok(None);
                     }
                     let (line, column) = (self.line, self.column);
-                    let mut bytes = Vec::new();
+                    let mut bytes = self.spare.pop().unwrap_or_default();
                     let complete = self.value(&mut bytes, false).map_err(io)?;
                     let at_end = !complete || self.skip_ws().map_err(io)?.is_none();
                     let chunk = Chunk {
