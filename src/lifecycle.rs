@@ -1097,6 +1097,7 @@ impl Lifecycle {
             self.release(held).await?;
             return Ok(outcome(vec![Action::SkippedResolved], None));
         }
+        let mut as_resolved = None;
         if !finding.is_resolved() {
             // Enlisted under the claim, then the tombstone read in the same step: a resolution
             // stored before this is seen here, one stored after it sees this team.
@@ -1105,11 +1106,21 @@ impl Lifecycle {
                 .enlist(&finding.id, held.team)
                 .await
                 .map_err(held.store_err())?;
-            if intent.is_none() && covered_by_tombstone(finding, &index) {
-                self.release(held).await?;
-                return Ok(outcome(vec![Action::Stale], None));
+            if covered_by_tombstone(finding, &index) {
+                if intent.is_none() {
+                    self.release(held).await?;
+                    return Ok(outcome(vec![Action::Stale], None));
+                }
+                // An earlier create's outcome is unknown and the finding has been resolved
+                // since: look for that ticket as the resolution sees the finding, so a ticket
+                // that was made is closed and none is made now.
+                let mut view = finding.clone();
+                view.record_state = crate::finding::RecordState::Archived;
+                view.updated_at = index.resolved_at.clone();
+                as_resolved = Some(view);
             }
         }
+        let finding = as_resolved.as_ref().unwrap_or(finding);
         let (ticket, action) = if finding.is_resolved() {
             // An earlier create may have made a ticket that now has to follow the resolution.
             Self::unsettled(held, intent.as_ref())?;

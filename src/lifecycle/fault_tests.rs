@@ -638,3 +638,58 @@ async fn a_refused_write_back_is_reported_and_clears_when_writes_work_again() {
         .expect("created");
     assert!(health.paused(&hub).is_none());
 }
+
+/// An active event whose create's outcome was lost, redelivered after the finding's resolution
+/// was processed: the search after the settle time decides. No ticket is made for the resolved
+/// finding, and a ticket that the lost create did make is closed.
+#[tokio::test]
+async fn an_unknown_create_of_a_finding_resolved_since_is_closed_or_never_made() {
+    for committed in [false, true] {
+        let h = Harness::new(vec![payments()]);
+        h.settle(Duration::from_secs(600));
+        let a = h.replica("a");
+        let active = finding("f-1", H, "2026-11-28T10:00:00Z");
+        if committed {
+            *lock(&h.jira.ambiguous) = 1;
+        } else {
+            h.jira
+                .fail("create", crate::lifecycle::fakes::unknown("create"));
+        }
+        assert!(settling(
+            &a.process(&active).await.into_result().expect_err("unknown")
+        ));
+        lock(&h.jira.failures).clear();
+        // The resolution arrives while the intent is still settling: routing does not pick
+        // the resolved version, and the team's create is still unresolved.
+        let mut resolved = archived(finding("f-1", H, "2026-11-28T10:05:00Z"));
+        resolved.severity = Severity::Low;
+        let err = a
+            .process(&resolved)
+            .await
+            .into_result()
+            .expect_err("settling");
+        assert!(settling(&err), "{err}");
+        // The older active event comes back once the settle time has passed.
+        h.store.age_intents();
+        let outcome = a
+            .process(&active)
+            .await
+            .into_result()
+            .expect("the intent is resolved");
+        let tickets = h.jira.tickets();
+        if committed {
+            assert_eq!(tickets.len(), 1, "{tickets:?}");
+            assert!(tickets[0].1, "the ticket the lost create made is closed");
+            assert_eq!(
+                outcome.team("payments").unwrap().actions,
+                vec![Action::Recovered, Action::Closed]
+            );
+        } else {
+            assert!(
+                tickets.is_empty(),
+                "no ticket for a resolved finding: {tickets:?}"
+            );
+        }
+        assert!(h.store.intent(&marker()).is_none());
+    }
+}
