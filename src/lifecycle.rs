@@ -1303,6 +1303,32 @@ impl Lifecycle {
             self.release(held).await?;
             return Err(paused);
         }
+        // A replacement create (`on_recurrence = new`) whose outcome was lost: settle it before
+        // anything else, so that a replacement that was made is followed (and closed, if the
+        // finding is resolved again by now) rather than forgotten when the intent is cleared.
+        let mut record = record;
+        let mut sync = SyncFields::Keep;
+        let intent_settled = intent.is_some();
+        if let Some(intent) = &intent {
+            Self::unsettled(held, Some(intent))?;
+            let system = Arc::clone(self.system(team, &intent.system)?);
+            if let Some(found) = self
+                .search(held, &system, ticket.table.as_deref(), Some(&ticket))
+                .await?
+                .filter(|f| !f.done)
+            {
+                outcome.actions.push(Action::Replaced {
+                    previous: ticket.clone(),
+                });
+                ticket = found.ticket;
+                record.ticket = Some(ticket.clone());
+                record.finding_resolved = false;
+                record.closed_by_bridge = false;
+                record.status_from_ticket = None;
+                record.status_to_hub = None;
+                sync = SyncFields::Replace;
+            }
+        }
 
         let options = match planned {
             Some(p) if *p.rule == *record.rule => p.options,
@@ -1334,18 +1360,21 @@ impl Lifecycle {
         let print = fingerprint(severity, finding);
         let newest_updated_at = newer(finding.updated_at.as_deref(), record.updated_at.as_deref());
 
-        if print == record.fingerprint && intent.is_none() {
-            if newest_updated_at != record.updated_at {
+        if print == record.fingerprint && record.finding_resolved == finding.is_resolved() {
+            if newest_updated_at != record.updated_at || intent_settled {
                 // Nothing to do on the ticket, but remember the newer version so that an older
                 // one arriving late is recognised as stale.
                 let mut next = record.clone();
                 next.updated_at = newest_updated_at;
                 next.modified_at = chrono::Utc::now().timestamp();
-                self.put(held, &next, SyncFields::Keep).await?;
+                self.put(held, &next, sync).await?;
             } else {
                 self.release(held).await?;
             }
-            outcome.actions.push(Action::Noop);
+            if outcome.actions.is_empty() {
+                outcome.actions.push(Action::Noop);
+            }
+            outcome.ticket = Some(ticket);
             return Ok(outcome);
         }
 
@@ -1353,7 +1382,6 @@ impl Lifecycle {
         next.updated_at = newest_updated_at;
         next.fingerprint = print;
         next.modified_at = chrono::Utc::now().timestamp();
-        let mut sync = SyncFields::Keep;
         let system = self.system(team, &ticket.system)?.clone();
         let ticket_err = held.ticket_err();
         let resolved_now = finding.is_resolved();
@@ -1369,9 +1397,8 @@ impl Lifecycle {
                     .await?;
                 outcome.actions.push(Action::RecurrenceCommented);
             } else if let (OnRecurrence::New, Some(p)) = (options.on_recurrence, planned) {
-                let (new_ticket, _) = self
-                    .find_or_create(held, p, Some(&ticket), intent.as_ref())
-                    .await?;
+                // Any earlier intent was settled above.
+                let (new_ticket, _) = self.find_or_create(held, p, Some(&ticket), None).await?;
                 outcome.actions.push(Action::Replaced {
                     previous: ticket.clone(),
                 });

@@ -693,3 +693,55 @@ async fn an_unknown_create_of_a_finding_resolved_since_is_closed_or_never_made()
         assert!(h.store.intent(&marker()).is_none());
     }
 }
+
+/// `on_recurrence = new`: the replacement create's answer is lost, and the finding is resolved
+/// again before the retry. The replacement that was made is found and closed, not forgotten.
+#[tokio::test]
+async fn a_lost_replacement_is_found_and_follows_a_later_resolution() {
+    let mut route = payments();
+    route.options.on_recurrence = crate::mapping::spec::OnRecurrence::New;
+    let h = Harness::new(vec![route]);
+    h.settle(Duration::from_secs(600));
+    let a = h.replica("a");
+    a.process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
+        .await
+        .into_result()
+        .expect("created");
+    a.process(&archived(finding("f-1", H, "2026-11-28T11:00:00Z")))
+        .await
+        .into_result()
+        .expect("closed");
+    *lock(&h.jira.ambiguous) = 1;
+    let err = a
+        .process(&finding("f-1", H, "2026-11-28T12:00:00Z"))
+        .await
+        .into_result()
+        .expect_err("replacement outcome unknown");
+    assert!(settling(&err), "{err}");
+    assert_eq!(h.jira.tickets().len(), 2, "the replacement was committed");
+    h.store.age_intents();
+    let outcome = a
+        .process(&archived(finding("f-1", H, "2026-11-28T13:00:00Z")))
+        .await
+        .into_result()
+        .expect("resolved again");
+    let actions = &outcome.team("payments").unwrap().actions;
+    assert!(
+        matches!(actions[..], [Action::Replaced { .. }, Action::Closed]),
+        "{actions:?}"
+    );
+    let tickets = h.jira.tickets();
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    assert!(
+        tickets.iter().all(|(_, done)| *done),
+        "both closed: {tickets:?}"
+    );
+    assert!(h.store.intent(&marker()).is_none());
+    assert_eq!(
+        h.store
+            .record(&marker())
+            .and_then(|r| r.ticket)
+            .map(|t| t.key),
+        Some("PAY-2".to_owned())
+    );
+}
