@@ -19,7 +19,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use findings_bridge::finding::{self, Finding};
 use findings_bridge::mapping::{self, Mappings};
-use findings_bridge::render::{JiraFlavor, RenderOptions, render_route};
+use findings_bridge::render::{JiraFlavor, RenderOptions, render_route, render_route_shared};
 
 /// The message bodies a worker would receive: every fixture except the deliberately broken ones.
 fn fixture_mix() -> Vec<(String, Vec<u8>)> {
@@ -61,10 +61,11 @@ fn shipped_mappings() -> Mappings {
 fn process(mappings: &Mappings, opts: &RenderOptions, body: &[u8]) -> usize {
     let findings = finding::decode(body).unwrap_or_else(|e| panic!("fixture must decode: {e}"));
     let mut rendered = 0;
-    for f in &findings {
-        let application = mappings.application_for(f);
-        for rule in mappings.route(f) {
-            let ticket = render_route(&mappings.engine, rule, f, application, opts)
+    for f in findings.into_iter().map(Arc::new) {
+        let application = mappings.application_for(&f);
+        for rule in mappings.route(&f) {
+            // As `render` does: the templates read the decoded finding in place.
+            let ticket = render_route_shared(&mappings.engine, rule, &f, application, opts)
                 .unwrap_or_else(|e| panic!("fixture must render: {e}"));
             black_box(&ticket.payload);
             rendered += 1;
