@@ -556,13 +556,14 @@ async fn a_refused_servicenow_oauth_client_parks_findings_until_it_works_again()
     refused_credentials_then_restored(System::ServiceNow, &oauth).await;
 }
 
-/// Every finding routes to a Jira team and a ServiceNow team; `refused` refuses every credential
-/// while the findings arrive and for longer than the redrive policy allows, the other system
-/// keeps taking tickets. Then the refusal ends: one ticket per (finding, team), nothing in the
-/// DLQ, the queue drained.
-async fn refused_credentials_then_restored(refused: System, extra: &[(&str, &str)]) {
-    let _timing = e2e::shared().await;
-    let bench = Bench::start(Teams::JiraAndServiceNow, Faults::none()).await;
+/// A worker for the outage tests, ready before the fault begins: the queue redrives to the DLQ
+/// after [`MAX_RECEIVE`] receives and a received message comes back after [`VISIBILITY_SECS`],
+/// so any message the bridge let come back instead of parking it would soon be dead-lettered.
+async fn outage_worker(
+    bench: &Bench,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> (e2e::WorkerProcess, std::net::SocketAddr) {
     bench.redrive_to_dlq(MAX_RECEIVE).await;
     let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
     let visibility = VISIBILITY_SECS.to_string();
@@ -571,13 +572,32 @@ async fn refused_credentials_then_restored(refused: System, extra: &[(&str, &str
         ("BRIDGE_VISIBILITY_TIMEOUT", visibility.as_str()),
     ];
     env.extend_from_slice(extra);
+    let worker = bench.spawn(name, &store, &env, &[]);
+    let addr = worker.http_addr(Duration::from_secs(60)).await;
+    wait_ready(addr, &format!("{name}: ready before the fault")).await;
+    (worker, addr)
+}
+
+/// `n` findings of one severity, with ids starting with `prefix`.
+fn of_severity(prefix: &str, n: usize, severity: &str) -> Vec<FindingBuilder> {
+    findings(prefix, n)
+        .into_iter()
+        .map(|f| f.severity(severity))
+        .collect()
+}
+
+/// Every finding routes to a Jira team and a ServiceNow team; `refused` refuses every credential
+/// while the findings arrive and for longer than the redrive policy allows, the other system
+/// keeps taking tickets. Then the refusal ends: one ticket per (finding, team), nothing in the
+/// DLQ, the queue drained.
+async fn refused_credentials_then_restored(refused: System, extra: &[(&str, &str)]) {
+    let _timing = e2e::shared().await;
+    let bench = Bench::start(Teams::JiraAndServiceNow, Faults::none()).await;
     let (connection, name) = match refused {
         System::Jira => ("jira", "refused-jira"),
         System::ServiceNow => ("servicenow", "refused-servicenow"),
     };
-    let mut worker = bench.spawn(name, &store, &env, &[]);
-    let addr = worker.http_addr(Duration::from_secs(60)).await;
-    wait_ready(addr, "the worker is ready before the refusal").await;
+    let (mut worker, addr) = outage_worker(&bench, name, extra).await;
     let jira = || bench.jira_count();
     let servicenow = || bench.sim.state.servicenow_records().len();
     let (tickets_refused, tickets_other): (&dyn Fn() -> usize, &dyn Fn() -> usize) = match refused {
@@ -716,16 +736,7 @@ async fn a_rule_whose_project_is_gone_pauses_alone_and_its_findings_wait_for_it(
     let _timing = e2e::shared().await;
     let bench = Bench::start(Teams::JiraOnly, Faults::none()).await;
     bench.write_team("payments.toml", PAYMENTS_TEAM_FILE);
-    bench.redrive_to_dlq(MAX_RECEIVE).await;
-    let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
-    let visibility = VISIBILITY_SECS.to_string();
-    let tuning = [
-        ("BRIDGE_CONCURRENCY", "4"),
-        ("BRIDGE_VISIBILITY_TIMEOUT", visibility.as_str()),
-    ];
-    let mut worker = bench.spawn("gone", &store, &tuning, &[]);
-    let addr = worker.http_addr(Duration::from_secs(60)).await;
-    wait_ready(addr, "the worker is ready before the project goes").await;
+    let (mut worker, addr) = outage_worker(&bench, "gone", &[]).await;
 
     // Someone deletes the PAY project; then the findings arrive.
     bench
@@ -737,14 +748,8 @@ async fn a_rule_whose_project_is_gone_pauses_alone_and_its_findings_wait_for_it(
         })
         .expect("valid faults");
     let gone_at = Instant::now();
-    let critical: Vec<FindingBuilder> = findings("gone-critical", 8)
-        .into_iter()
-        .map(|f| f.severity("CRITICAL"))
-        .collect();
-    let other: Vec<FindingBuilder> = findings("gone-high", 8)
-        .into_iter()
-        .map(|f| f.severity("HIGH"))
-        .collect();
+    let critical = of_severity("gone-critical", 8, "CRITICAL");
+    let other = of_severity("gone-high", 8, "HIGH");
     let all: Vec<FindingBuilder> = critical.iter().chain(&other).cloned().collect();
     bench
         .send_all(&all.iter().map(FindingBuilder::body).collect::<Vec<_>>())
@@ -873,16 +878,7 @@ async fn a_rule_whose_servicenow_table_is_gone_pauses_alone_and_its_findings_wai
     let _timing = e2e::shared().await;
     let bench = Bench::start(Teams::JiraOnly, Faults::none()).await;
     bench.write_team("secops.toml", SECOPS_TEAM_FILE);
-    bench.redrive_to_dlq(MAX_RECEIVE).await;
-    let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
-    let visibility = VISIBILITY_SECS.to_string();
-    let tuning = [
-        ("BRIDGE_CONCURRENCY", "4"),
-        ("BRIDGE_VISIBILITY_TIMEOUT", visibility.as_str()),
-    ];
-    let mut worker = bench.spawn("gone-table", &store, &tuning, &[]);
-    let addr = worker.http_addr(Duration::from_secs(60)).await;
-    wait_ready(addr, "the worker is ready before the table goes").await;
+    let (mut worker, addr) = outage_worker(&bench, "gone-table", &[]).await;
 
     bench
         .sim
@@ -893,14 +889,8 @@ async fn a_rule_whose_servicenow_table_is_gone_pauses_alone_and_its_findings_wai
         })
         .expect("valid faults");
     let gone_at = Instant::now();
-    let critical: Vec<FindingBuilder> = findings("table-critical", 6)
-        .into_iter()
-        .map(|f| f.severity("CRITICAL"))
-        .collect();
-    let other: Vec<FindingBuilder> = findings("table-high", 6)
-        .into_iter()
-        .map(|f| f.severity("HIGH"))
-        .collect();
+    let critical = of_severity("table-critical", 6, "CRITICAL");
+    let other = of_severity("table-high", 6, "HIGH");
     let all: Vec<FindingBuilder> = critical.iter().chain(&other).cloned().collect();
     bench
         .send_all(&all.iter().map(FindingBuilder::body).collect::<Vec<_>>())
