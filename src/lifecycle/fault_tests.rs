@@ -71,6 +71,22 @@ fn payments() -> Route {
     Route::new("payments", &[H, Severity::Informational])
 }
 
+/// The payments route with `on_recurrence = new`: a recurrence gets a new ticket.
+fn replacing() -> Route {
+    let mut route = payments();
+    route.options.on_recurrence = crate::mapping::spec::OnRecurrence::New;
+    route
+}
+
+/// Processes `f` and expects every route to succeed.
+async fn followed(lifecycle: &Lifecycle, f: &Finding, what: &str) -> Outcome {
+    lifecycle
+        .process(f)
+        .await
+        .into_result()
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 fn archived(mut f: Finding) -> Finding {
     f.record_state = RecordState::Archived;
     f
@@ -431,34 +447,26 @@ async fn the_live_ticket_is_followed_and_duplicates_are_reported_once() {
 /// replacement search must not take it for the replacement.
 #[tokio::test]
 async fn a_replacement_is_never_the_closed_predecessor() {
-    let mut route = payments();
-    route.options.on_recurrence = crate::mapping::spec::OnRecurrence::New;
-    let h = Harness::new(vec![route]);
+    let h = Harness::new(vec![replacing()]);
     let a = h.replica("a");
-    a.process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("created");
-    a.process(&archived(finding("f-1", H, "2026-11-28T11:00:00Z")))
-        .await
-        .into_result()
-        .expect("closed");
-    a.process(&finding("f-1", H, "2026-11-28T12:00:00Z"))
-        .await
-        .into_result()
-        .expect("replaced");
-    a.process(&archived(finding("f-1", H, "2026-11-28T13:00:00Z")))
-        .await
-        .into_result()
-        .expect("closed again");
+    followed(&a, &finding("f-1", H, "2026-11-28T10:00:00Z"), "created").await;
+    followed(
+        &a,
+        &archived(finding("f-1", H, "2026-11-28T11:00:00Z")),
+        "closed",
+    )
+    .await;
+    followed(&a, &finding("f-1", H, "2026-11-28T12:00:00Z"), "replaced").await;
+    followed(
+        &a,
+        &archived(finding("f-1", H, "2026-11-28T13:00:00Z")),
+        "closed again",
+    )
+    .await;
     // The store is lost; the next recurrence finds two closed tickets and no live one.
     let h2 = Harness {
         jira: h.jira.clone(),
-        ..Harness::new(vec![{
-            let mut r = payments();
-            r.options.on_recurrence = crate::mapping::spec::OnRecurrence::New;
-            r
-        }])
+        ..Harness::new(vec![replacing()])
     };
     let outcome = h2
         .replica("b")
@@ -479,10 +487,7 @@ async fn a_replacement_is_never_the_closed_predecessor() {
 async fn a_comment_with_a_lost_answer_is_not_posted_twice() {
     let h = Harness::new(vec![payments()]);
     let a = h.replica("a");
-    a.process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("created");
+    followed(&a, &finding("f-1", H, "2026-11-28T10:00:00Z"), "created").await;
     // The resolution comment lands but its answer is lost.
     *lock(&h.jira.ambiguous) = 1;
     let resolved = archived(finding("f-1", H, "2026-11-28T11:00:00Z"));
@@ -557,10 +562,7 @@ async fn a_refused_credential_pauses_the_connection_not_the_finding() {
 
     lock(&h.jira.failures).clear();
     health.probed(&jira, Ok(()));
-    a.process(&finding("f-2", H, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("resumed");
+    followed(&a, &finding("f-2", H, "2026-11-28T10:00:00Z"), "resumed").await;
     assert_eq!(h.jira.tickets().len(), 1);
 }
 
@@ -596,10 +598,12 @@ async fn a_rule_whose_project_is_gone_pauses_only_that_rule() {
     assert!(health.paused(&Subject::Connection("jira".into())).is_none());
     assert!(health.due_probes().is_empty(), "first probe later");
     lock(&h.jira.failures).clear();
-    a.process(&finding("f-2", Severity::Critical, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("the other rule works");
+    followed(
+        &a,
+        &finding("f-2", Severity::Critical, "2026-11-28T10:00:00Z"),
+        "the other rule works",
+    )
+    .await;
     assert_eq!(h.jira.tickets().len(), 1);
     let err = a
         .process(&finding("f-3", H, "2026-11-28T10:00:00Z"))
@@ -625,17 +629,16 @@ async fn a_refused_write_back_is_reported_and_clears_when_writes_work_again() {
         .fail_with(Some(crate::securityhub::WriteError::Refused(
             "AccessDeniedException: not authorized".into(),
         )));
-    a.process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("the ticket is made regardless");
+    followed(
+        &a,
+        &finding("f-1", H, "2026-11-28T10:00:00Z"),
+        "the ticket is made regardless",
+    )
+    .await;
     let hub = Subject::Connection("securityhub".into());
     assert!(health.paused(&hub).is_some());
     h.writer.fail_with(None);
-    a.process(&finding("f-2", H, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("created");
+    followed(&a, &finding("f-2", H, "2026-11-28T10:00:00Z"), "created").await;
     assert!(health.paused(&hub).is_none());
 }
 
@@ -698,19 +701,16 @@ async fn an_unknown_create_of_a_finding_resolved_since_is_closed_or_never_made()
 /// again before the retry. The replacement that was made is found and closed, not forgotten.
 #[tokio::test]
 async fn a_lost_replacement_is_found_and_follows_a_later_resolution() {
-    let mut route = payments();
-    route.options.on_recurrence = crate::mapping::spec::OnRecurrence::New;
-    let h = Harness::new(vec![route]);
+    let h = Harness::new(vec![replacing()]);
     h.settle(Duration::from_secs(600));
     let a = h.replica("a");
-    a.process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
-        .await
-        .into_result()
-        .expect("created");
-    a.process(&archived(finding("f-1", H, "2026-11-28T11:00:00Z")))
-        .await
-        .into_result()
-        .expect("closed");
+    followed(&a, &finding("f-1", H, "2026-11-28T10:00:00Z"), "created").await;
+    followed(
+        &a,
+        &archived(finding("f-1", H, "2026-11-28T11:00:00Z")),
+        "closed",
+    )
+    .await;
     *lock(&h.jira.ambiguous) = 1;
     let err = a
         .process(&finding("f-1", H, "2026-11-28T12:00:00Z"))
