@@ -1,30 +1,25 @@
 //! findings-bridge: AWS Security Hub findings to Jira / ServiceNow tickets and back, exactly one
 //! ticket per finding and team under at-least-once delivery.
 //!
-//! Data flow: SQS → [`finding`] (envelope, ASFF, OCSF) → [`mapping`] (route) →
-//! [`render`] (payloads) → lifecycle / dedup ([`store`], [`marker`]) → [`ticket`] clients.
+//! Layers, each depending only on those listed before it:
+//! - [`marker`], [`finding`] (envelope, ASFF, OCSF), [`mapping`] (route, templates): pure data;
+//! - [`ticket`]: the contract every ticket system implements, the HTTP resilience layer, and one
+//!   slice per system ([`ticket::jira`], [`ticket::servicenow`]: config, auth, queries, status
+//!   meanings, webhook verification, body formats); [`render`] builds their request bodies;
+//! - [`store`] (claims, intents, records: SQLite or DynamoDB) and [`aws`] (SQS, Security Hub,
+//!   Detective, Secrets Manager);
+//! - [`pipeline`]: the planner, the lifecycle (claims, create, update) and the worker loop;
+//!   [`sync`]: ticket status back to findings (poller, webhooks);
+//! - [`runtime`]: shutdown, the HTTP server and telemetry; [`commands`]: one module per CLI command.
 
-pub mod app;
-pub mod cli;
-pub mod detective;
+pub mod aws;
+pub mod commands;
 pub mod finding;
-pub mod health;
-pub mod http;
-pub mod lifecycle;
 pub mod mapping;
 pub mod marker;
 pub mod pipeline;
 pub mod render;
-pub mod replay;
-pub mod secrets;
-pub mod securityhub;
-pub mod securityhub_client;
-pub mod server;
-pub mod shutdown;
-pub mod sqs;
+pub mod runtime;
 pub mod store;
 pub mod sync;
-pub mod telemetry;
 pub mod ticket;
-pub mod webhook;
-pub mod worker;

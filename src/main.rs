@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use findings_bridge::app::{self, RunSettings, StoreSpec};
-use findings_bridge::cli;
+use findings_bridge::commands::offline;
+use findings_bridge::commands::run::{self, RunSettings, StoreSpec};
 use findings_bridge::render::{JiraFlavor, RenderOptions};
-use findings_bridge::shutdown::Shutdown;
-use findings_bridge::telemetry::{self, LogFormat};
+use findings_bridge::runtime::shutdown::Shutdown;
+use findings_bridge::runtime::telemetry::{self, LogFormat};
 
 /// mimalloc instead of glibc's malloc: decode → route → render builds and drops many small
 /// values (the finding's JSON tree, template values, payloads), and glibc's allocator was the
@@ -156,7 +156,7 @@ struct ReplayArgs {
     /// Only messages matching FIELD=VALUE (error-kind, finding-id, team, product); repeat to
     /// narrow (different fields) or widen (same field).
     #[arg(long = "match", value_name = "FIELD=VALUE")]
-    filters: Vec<findings_bridge::replay::Filter>,
+    filters: Vec<findings_bridge::commands::replay::Filter>,
     /// Only messages that first failed at or after T (RFC 3339, a date, or an age like 6h / 7d).
     #[arg(long)]
     since: Option<String>,
@@ -202,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
         } => {
             init_report_logging();
-            let report = runtime()?.block_on(app::sync_once(&mappings, &store))?;
+            let report = runtime()?.block_on(run::sync_once(&mappings, &store))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.is_clean() {
                 ExitCode::SUCCESS
@@ -220,16 +220,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the runtime")?;
             Ok(
-                match runtime.block_on(findings_bridge::server::healthcheck(
+                match runtime.block_on(findings_bridge::runtime::server::healthcheck(
                     &http_addr,
                     Duration::from_secs(timeout),
                 )) {
                     Ok(()) => {
                         // Alive. Say what is paused (it does not make the task unhealthy).
-                        if let Ok(lines) = runtime.block_on(findings_bridge::server::not_ready(
-                            &http_addr,
-                            Duration::from_secs(timeout),
-                        )) {
+                        if let Ok(lines) =
+                            runtime.block_on(findings_bridge::runtime::server::not_ready(
+                                &http_addr,
+                                Duration::from_secs(timeout),
+                            ))
+                        {
                             for line in lines {
                                 println!("not ready: {line}");
                             }
@@ -243,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
         }
-        Command::Check { mappings } => Ok(match cli::check(&mappings) {
+        Command::Check { mappings } => Ok(match offline::check(&mappings) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -267,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--now {s:?} is not an RFC 3339 timestamp"))
                 })
                 .transpose()?;
-            let mappings = match cli::load_mappings(&mappings, now) {
+            let mappings = match offline::load_mappings(&mappings, now) {
                 Ok(m) => m,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -293,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(INPUT_BUFFER, stdout.lock());
-            let result = cli::render_stream(&mappings, reader, &opts, jobs.get(), &mut out);
+            let result = offline::render_stream(&mappings, reader, &opts, jobs.get(), &mut out);
             std::io::Write::flush(&mut out).context("writing output")?;
             Ok(match result {
                 Ok(_) => ExitCode::SUCCESS,
@@ -332,8 +334,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    use findings_bridge::replay::{self, ReplayDeps, ReplayOptions, ReplayTarget};
-    use findings_bridge::sqs::{Queue, SqsQueue};
+    use findings_bridge::aws::sqs::{Queue, SqsQueue};
+    use findings_bridge::commands::replay::{self, ReplayDeps, ReplayOptions, ReplayTarget};
     use std::sync::Arc;
 
     let now = chrono::Utc::now();
@@ -363,7 +365,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     opts.rate = args.rate.filter(|_| !args.native);
     opts.dry_run = args.dry_run;
 
-    let sdk = app::aws_config().await?;
+    let sdk = run::aws_config().await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut deps = ReplayDeps::new(Arc::new(
         SqsQueue::new(sqs.clone(), &args.from).reading_all_attributes(),
@@ -381,7 +383,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ReplayTarget::Process => {}
     }
     if needs_mappings {
-        let pipeline = app::Pipeline::build(&args.mappings, &args.store, true).await?;
+        let pipeline = run::Pipeline::build(&args.mappings, &args.store, true).await?;
         deps.teams = Some(replay::teams_from_mappings(pipeline.mappings.current()));
         if matches!(target, ReplayTarget::Process) {
             deps.process = Some(replay::process_with_lifecycle(Arc::new(
@@ -421,7 +423,7 @@ fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
-        let summary = app::run(settings, shutdown).await?;
+        let summary = run::run(settings, shutdown).await?;
         tracing::info!(?summary, "findings-bridge stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -21,8 +21,8 @@ use crate::mapping::context::Application;
 use crate::mapping::spec::{FieldTemplate, JiraSpec, Rule, ServiceNowSpec, TargetKind, TicketSpec};
 use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_limit};
 use crate::marker::{BRIDGE_LABEL, Marker};
-use crate::ticket::adf::markdown_to_adf;
-use crate::ticket::wiki::markdown_to_wiki;
+use crate::ticket::jira::format::adf::markdown_to_adf;
+use crate::ticket::jira::format::wiki::markdown_to_wiki;
 
 /// Jira `summary`: at most 255 characters, one line.
 pub const JIRA_SUMMARY_LIMIT: usize = 255;

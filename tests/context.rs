@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use findings_bridge::cli;
+use findings_bridge::commands::offline;
 use findings_bridge::finding::{
     Compliance, Finding, RecordState, Remediation, Resource, Schema, Severity, WorkflowStatus,
     WriteBackId,
@@ -636,7 +636,7 @@ fn inventory_and_team_file_errors_come_together() {
 #[test]
 fn check_counts_the_inventory_and_rejects_a_broken_one() {
     let good = dir(&[("_context.toml", INVENTORY), ("appsec.toml", TEAM)]);
-    let summary = cli::check(good.path()).unwrap_or_else(|e| panic!("{e}"));
+    let summary = offline::check(good.path()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         summary
             .ends_with("1 team file(s), 2 rule(s), 3 application(s) in _context.toml, all valid"),
@@ -647,7 +647,7 @@ fn check_counts_the_inventory_and_rejects_a_broken_one() {
         "appsec.toml",
         &TEAM.replace("ApplicationCriticality", "SeverityLabel"),
     )]);
-    let summary = cli::check(without.path()).unwrap_or_else(|e| panic!("{e}"));
+    let summary = offline::check(without.path()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         summary.ends_with("1 team file(s), 2 rule(s), all valid"),
         "{summary}"
@@ -660,7 +660,7 @@ fn check_counts_the_inventory_and_rejects_a_broken_one() {
         ),
         ("appsec.toml", TEAM),
     ]);
-    let errors = cli::check(broken.path()).err().unwrap_or_default();
+    let errors = offline::check(broken.path()).err().unwrap_or_default();
     assert_line(
         &errors,
         "_context.toml:1: applications[0] (`x`): nothing identifies",
@@ -686,12 +686,12 @@ fn shipped_dir() -> std::path::PathBuf {
 
 #[test]
 fn shipped_mappings_check_with_their_inventory() {
-    let summary = cli::check(&shipped_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let summary = offline::check(&shipped_dir()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         summary.contains("3 application(s) in _context.toml"),
         "{summary}"
     );
-    let m = cli::load_mappings(&shipped_dir(), None).unwrap_or_else(|e| panic!("{e}"));
+    let m = offline::load_mappings(&shipped_dir(), None).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = m
         .inventory
         .applications
@@ -706,13 +706,13 @@ fn the_payments_scenario_renders_one_critical_servicenow_incident() {
     let now = DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
         .map(|t| t.with_timezone(&Utc))
         .ok();
-    let m = cli::load_mappings(&shipped_dir(), now).unwrap_or_else(|e| panic!("{e}"));
+    let m = offline::load_mappings(&shipped_dir(), now).unwrap_or_else(|e| panic!("{e}"));
     let input = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inspector-medium-payments.json"),
     )
     .unwrap_or_else(|e| panic!("fixture: {e}"));
     let mut out = Vec::new();
-    let n = cli::render(&m, &input, &RenderOptions::default(), &mut out)
+    let n = offline::render(&m, &input, &RenderOptions::default(), &mut out)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 1);
     let line: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
@@ -747,7 +747,7 @@ fn the_payments_scenario_renders_one_critical_servicenow_incident() {
         .replace("444455556666", "999900001111")
         .replace("\"app\": \"payments\",", "");
     let mut out = Vec::new();
-    cli::render(
+    offline::render(
         &m,
         elsewhere.as_bytes(),
         &RenderOptions::default(),

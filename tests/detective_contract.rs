@@ -10,12 +10,12 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_detective::config::{Credentials, Region};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use findings_bridge::detective::{
+use findings_bridge::aws::detective::{
     DetectiveConfig, EnrichError, GraphArn, IndicatorKind, Investigator, investigable_entities,
     spawn_enrichment,
 };
 use findings_bridge::finding::{Finding, decode};
-use findings_bridge::http::{HttpSettings, ManualClock};
+use findings_bridge::ticket::http::{HttpSettings, ManualClock};
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
 use findings_bridge::ticket::{BoxFuture, TicketRef, TicketSystem};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

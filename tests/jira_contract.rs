@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use findings_bridge::http::{HttpSettings, ManualClock};
 use findings_bridge::marker::Marker;
+use findings_bridge::ticket::http::{HttpSettings, ManualClock};
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
 use findings_bridge::ticket::{
     FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem,

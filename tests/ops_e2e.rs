@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::Engine;
 use e2e::{Bench, FindingBuilder, JIRA_TEAM, Teams, eventually};
 use findings_bridge::marker::Marker;
-use findings_bridge::telemetry::names;
+use findings_bridge::runtime::telemetry::names;
 use findings_bridge_sim::{Faults, SimConfig};
 use serde_json::Value;
 

@@ -24,8 +24,8 @@ use findings_bridge::render::{
     JiraFlavor, RenderError, RenderOptions, RenderedTicket, jira_rich_text, render_route,
     template_context,
 };
-use findings_bridge::ticket::adf::markdown_to_adf;
-use findings_bridge::ticket::wiki::markdown_to_wiki;
+use findings_bridge::ticket::jira::format::adf::markdown_to_adf;
+use findings_bridge::ticket::jira::format::wiki::markdown_to_wiki;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use findings_bridge::cli;
+use findings_bridge::commands::offline;
 use findings_bridge::render::{JiraFlavor, RenderOptions};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -26,7 +26,7 @@ fn render_fixture(name: &str, jira: JiraFlavor) -> Vec<serde_json::Value> {
     .expect("shipped mappings load");
     let input = std::fs::read(Path::new(ROOT).join("tests/fixtures").join(name)).unwrap();
     let mut out = Vec::new();
-    cli::render(&mappings, &input, &RenderOptions { jira }, &mut out)
+    offline::render(&mappings, &input, &RenderOptions { jira }, &mut out)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     String::from_utf8(out)
         .unwrap()

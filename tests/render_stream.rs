@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use findings_bridge::cli;
+use findings_bridge::commands::offline;
 use findings_bridge::mapping::Mappings;
 use findings_bridge::render::RenderOptions;
 use serde_json::Value;
@@ -57,7 +57,7 @@ fn findings(n: usize) -> Vec<Value> {
 
 fn render(m: &Mappings, input: &[u8], jobs: usize) -> (String, Result<usize, String>) {
     let mut out = Vec::new();
-    let result = cli::render_stream(m, input, &RenderOptions::default(), jobs, &mut out);
+    let result = offline::render_stream(m, input, &RenderOptions::default(), jobs, &mut out);
     (String::from_utf8(out).unwrap_or_default(), result)
 }
 

@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use findings_bridge::finding::Finding;
-use findings_bridge::replay::{
-    Filter, ProcessFn, ReplayDeps, ReplayOptions, ReplaySummary, ReplayTarget, TeamsFn, replay,
-};
-use findings_bridge::shutdown::Shutdown;
-use findings_bridge::sqs::{
+use findings_bridge::aws::sqs::{
     DeleteEntry, DeleteFailure, Queue, QueueError, ReceivedMessage, SqsQueue,
 };
+use findings_bridge::commands::replay::{
+    Filter, ProcessFn, ReplayDeps, ReplayOptions, ReplaySummary, ReplayTarget, TeamsFn, replay,
+};
+use findings_bridge::finding::Finding;
+use findings_bridge::runtime::shutdown::Shutdown;
 use findings_bridge::ticket::BoxFuture;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header, method, path};
@@ -250,7 +250,7 @@ async fn filters_select_by_error_kind_and_finding_id_and_the_rest_stays_in_the_d
     );
     let now = chrono::Utc::now().timestamp_millis();
     for m in &left {
-        let sent: i64 = m.attributes[findings_bridge::sqs::SENT_TIMESTAMP_ATTRIBUTE]
+        let sent: i64 = m.attributes[findings_bridge::aws::sqs::SENT_TIMESTAMP_ATTRIBUTE]
             .parse()
             .expect("SentTimestamp is milliseconds");
         assert!((now - sent).abs() < 600_000, "sent just now: {sent}");

@@ -3,7 +3,7 @@
 //! the connection is paused for a refused credential (before each probe) and periodically
 //! (`BRIDGE_SECRETS_REFRESH`). The ticket systems are wiremock on 127.0.0.1, answering 401 to the
 //! old credential and success to the new one. Clients are built once, as `run` builds them
-//! (`app::ticket_connections`), and never rebuilt.
+//! (`run::ticket_connections`), and never rebuilt.
 //!
 //! Nothing here asserts timing: each test waits for its condition in a bounded loop.
 
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use findings_bridge::app::{self, TicketConnections};
-use findings_bridge::health::{self, Health, Probe, Subject};
-use findings_bridge::shutdown::Shutdown;
+use findings_bridge::commands::run::{self, TicketConnections};
+use findings_bridge::pipeline::health::{self, Health, Probe, Subject};
+use findings_bridge::runtime::shutdown::Shutdown;
 use findings_bridge::store::sqlite::SqliteStore;
 use findings_bridge::ticket::Blame;
 use secrecy::ExposeSecret;
@@ -77,7 +77,7 @@ async fn connections(
     sdk: &aws_config::SdkConfig,
 ) -> anyhow::Result<TicketConnections> {
     let sdk = sdk.clone();
-    app::ticket_connections(lookup(pairs), move || async move { Ok(sdk) }).await
+    run::ticket_connections(lookup(pairs), move || async move { Ok(sdk) }).await
 }
 
 /// Waits for `condition`, polling; panics with `what` after [`PATIENCE`].
@@ -326,7 +326,7 @@ async fn a_rotated_servicenow_client_secret_drops_the_cached_token() {
 
 #[tokio::test]
 async fn a_variable_and_its_secret_arn_together_are_a_configuration_error_naming_both() {
-    let err = app::ticket_connections(
+    let err = run::ticket_connections(
         lookup(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_EMAIL", EMAIL),
@@ -350,7 +350,7 @@ async fn a_variable_and_its_secret_arn_together_are_a_configuration_error_naming
 
 #[tokio::test]
 async fn without_any_secret_arn_nothing_calls_aws_and_nothing_is_reread() {
-    let connections = app::ticket_connections(
+    let connections = run::ticket_connections(
         lookup(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_EMAIL", EMAIL),

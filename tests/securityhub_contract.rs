@@ -7,10 +7,10 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_securityhub::config::{Credentials, Region};
+use findings_bridge::aws::securityhub::client::{SecurityHubWriter, WritePolicy};
+use findings_bridge::aws::securityhub::{FindingWriter, NOTE_LIMIT, Unprocessed, WorkflowUpdate};
 use findings_bridge::finding::{Severity, WorkflowStatus, WriteBackId};
 use findings_bridge::mapping::template::TRUNCATION_MARK;
-use findings_bridge::securityhub::{FindingWriter, NOTE_LIMIT, Unprocessed, WorkflowUpdate};
-use findings_bridge::securityhub_client::{SecurityHubWriter, WritePolicy};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -503,7 +503,10 @@ async fn access_denied_is_refused_and_not_retried() {
         .expect_err("access denied");
     assert!(!error.is_transient(), "{error}");
     assert!(
-        matches!(error, findings_bridge::securityhub::WriteError::Refused(_)),
+        matches!(
+            error,
+            findings_bridge::aws::securityhub::WriteError::Refused(_)
+        ),
         "the connection's fault, not the findings': {error}"
     );
     let text = error.to_string();

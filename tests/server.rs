@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use findings_bridge::finding::{Schema, WorkflowStatus};
-use findings_bridge::server::{self, BoxFuture, Readiness, ServerState};
-use findings_bridge::telemetry::{
+use findings_bridge::runtime::server::{self, BoxFuture, Readiness, ServerState};
+use findings_bridge::runtime::telemetry::{
     self, ApiOutcome, DedupKind, ErrorKind, LogFormat, WebhookOutcome, WritebackResult, names,
 };
 use secrecy::SecretString;

@@ -704,7 +704,7 @@ async fn dynamodb_call_that_hangs_ends_with_the_configured_timeout() {
             held.push(socket); // read nothing, answer nothing
         }
     });
-    let timeouts = findings_bridge::app::AwsTimeouts::from_lookup(|name| match name {
+    let timeouts = findings_bridge::commands::run::AwsTimeouts::from_lookup(|name| match name {
         "BRIDGE_AWS_TIMEOUT" => Some("3".to_owned()),
         "BRIDGE_AWS_ATTEMPT_TIMEOUT" => Some("1".to_owned()),
         _ => None,

@@ -8,11 +8,11 @@ mod sync_harness;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use findings_bridge::aws::securityhub::{FindingWriter, RecordingWriter, WriteError};
 use findings_bridge::finding::{WorkflowStatus, decode};
-use findings_bridge::lifecycle::{Action, Lifecycle};
-use findings_bridge::pipeline::MappingPlanner;
+use findings_bridge::pipeline::lifecycle::{Action, Lifecycle};
+use findings_bridge::pipeline::plan::MappingPlanner;
 use findings_bridge::render::RenderOptions;
-use findings_bridge::securityhub::{FindingWriter, RecordingWriter, WriteError};
 use findings_bridge::store::Store;
 use findings_bridge::sync::{SkipReason, SyncConfig};
 use findings_bridge::ticket::TicketSystem;
@@ -480,7 +480,7 @@ async fn run_polls_at_once_and_stops_on_shutdown() {
         ..SyncConfig::default()
     };
     let sync = Arc::new(h.sync(hub(&h).await, config));
-    let shutdown = findings_bridge::shutdown::Shutdown::new();
+    let shutdown = findings_bridge::runtime::shutdown::Shutdown::new();
     let task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while h.stored(&marker).await.status_to_hub.as_deref() != Some("RESOLVED") {

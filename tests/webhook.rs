@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use findings_bridge::marker::Marker;
-use findings_bridge::server::{self, BODY_LIMIT, BoxFuture, Readiness, ServerState};
+use findings_bridge::runtime::server::{self, BODY_LIMIT, BoxFuture, Readiness, ServerState};
 use findings_bridge::sync::SyncConfig;
-use findings_bridge::webhook::{self, WebhookSecrets};
+use findings_bridge::sync::webhooks::{self, WebhookSecrets};
 use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -41,10 +41,10 @@ async fn bridge(secrets: WebhookSecrets) -> Bridge {
     let writer = Arc::new(hub_writer(&h.sim.base_url).await);
     let sync = Arc::new(h.sync(writer, SyncConfig::default()));
     let state = ServerState::new(
-        findings_bridge::telemetry::install_metrics(),
+        findings_bridge::runtime::telemetry::install_metrics(),
         Arc::new(AlwaysReady),
     );
-    let app = server::router(state).merge(webhook::router(sync, secrets));
+    let app = server::router(state).merge(webhooks::router(sync, secrets));
     let (stop, stopped) = oneshot::channel::<()>();
     let (addr, _task) = server::serve("127.0.0.1:0".parse().unwrap(), app, async {
         let _ = stopped.await;

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from cfn_template import load_template
 
-HEALTH_RS = Path(__file__).resolve().parents[2] / "src" / "health.rs"
+HEALTH_RS = Path(__file__).resolve().parents[2] / "src" / "pipeline" / "health.rs"
 
 
 def paused_event() -> str:
     match = re.search(r'pub const PAUSED_EVENT: &str = "([^"]+)";', HEALTH_RS.read_text())
-    assert match, "src/health.rs must define PAUSED_EVENT"
+    assert match, "src/pipeline/health.rs must define PAUSED_EVENT"
     return match.group(1)
 
 

@@ -20,7 +20,7 @@ from cfn_template import (
 )
 
 # The credential of each auth mode that rotates, and the variable that gives its secret instead
-# (src/secrets.rs): the worker reads it from Secrets Manager itself, at start, periodically and
+# (src/aws/secrets.rs): the worker reads it from Secrets Manager itself, at start, periodically and
 # when the ticket system refuses it, so it is never injected by ECS (the worker refuses a
 # variable and its _SECRET_ARN together).
 ROTATING = {

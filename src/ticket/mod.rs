@@ -2,11 +2,9 @@
 //! and the one error type the pipeline acts on: transient (retry later, leave the SQS message) or
 //! permanent (dead-letter it and tell the mapping owner what to fix).
 
-pub mod adf;
+pub mod http;
 pub mod jira;
-pub(crate) mod markdown;
 pub mod servicenow;
-pub mod wiki;
 
 use std::fmt;
 use std::future::Future;

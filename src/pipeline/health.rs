@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::shutdown::Shutdown;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::telemetry;
 use crate::store::Store;
-use crate::telemetry;
 use crate::ticket::{BoxFuture, TicketSystem};
 
 /// The `event` field of every log line about a paused subject (when the pause begins, then once
@@ -224,7 +224,7 @@ fn set_gauge(subject: &Subject, up: bool) {
 }
 
 /// Re-reads a connection's credentials where they can change while the process runs (Secrets
-/// Manager, see [`crate::secrets`]). The prober calls it once before each probe of a paused
+/// Manager, see [`crate::aws::secrets`]). The prober calls it once before each probe of a paused
 /// connection, so that a rotated secret is picked up and the probe can succeed with it.
 pub trait CredentialRefresh: Send + Sync {
     /// Re-reads the credentials of `connection` and puts a changed value in use. `Ok` also when
@@ -298,7 +298,7 @@ async fn run_probe(
             .ok_or_else(|| format!("no connection named {name}"))
     };
     match probe {
-        Probe::Connection(name) if name == crate::lifecycle::STORE_CONNECTION => {
+        Probe::Connection(name) if name == crate::pipeline::lifecycle::STORE_CONNECTION => {
             store.ping().await.map_err(|e| e.to_string())
         }
         Probe::Connection(name) => system(name)?.probe().await.map_err(|e| e.to_string()),
@@ -375,7 +375,7 @@ mod tests {
     /// Stands in for Secrets Manager: "rotates" the credential by lifting the probe's failure,
     /// and records which connections it was asked about.
     struct Rotation {
-        tickets: Arc<crate::lifecycle::fakes::FakeTickets>,
+        tickets: Arc<crate::pipeline::lifecycle::fakes::FakeTickets>,
         asked: Mutex<Vec<String>>,
         fails: bool,
     }
@@ -402,7 +402,7 @@ mod tests {
         Shutdown,
         tokio::task::JoinHandle<()>,
     ) {
-        use crate::lifecycle::fakes::{FakeTickets, MemoryStore, unusable};
+        use crate::pipeline::lifecycle::fakes::{FakeTickets, MemoryStore, unusable};
         let tickets = Arc::new(FakeTickets::new("jira"));
         tickets.fail("probe", unusable("probe", crate::ticket::Blame::Connection));
         let rotation = Arc::new(Rotation {

@@ -6,8 +6,8 @@ use super::fakes::{
     Call, FakePlanner, FakeTickets, MemoryStore, Route, finding, priority, transient,
 };
 use super::*;
+use crate::aws::securityhub::{RecordingWriter, WriteError};
 use crate::finding::RecordState;
-use crate::securityhub::{RecordingWriter, WriteError};
 
 const H: Severity = Severity::High;
 const C: Severity = Severity::Critical;
@@ -269,7 +269,7 @@ async fn a_severity_change_updates_the_priority_and_comments() {
     let calls = h.jira.calls();
     assert_eq!(calls[0], Call::UpdateFields("PAY-1".into(), priority(C)));
     // The comment carries the reference a retry of the same event looks for first.
-    let reference = crate::lifecycle::comment_reference(
+    let reference = crate::pipeline::lifecycle::comment_reference(
         &Marker::new("payments", "f-1"),
         "severity:HIGH:CRITICAL:2026-11-28T11:00:00Z",
     );

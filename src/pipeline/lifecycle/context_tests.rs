@@ -18,13 +18,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::fakes::{Call, FakeTickets, MemoryStore};
 use super::*;
+use crate::aws::securityhub::RecordingWriter;
+use crate::aws::securityhub::client::{SecurityHubWriter, WritePolicy};
 use crate::mapping;
-use crate::pipeline::{MappingPlanner, MappingsHandle};
+use crate::pipeline::plan::{MappingPlanner, MappingsHandle};
 use crate::render::RenderOptions;
-use crate::securityhub::RecordingWriter;
-use crate::securityhub_client::{SecurityHubWriter, WritePolicy};
 
-const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/inspector-medium-payments.json");
+const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/inspector-medium-payments.json");
 
 /// The worker's planner over the shipped mapping files, with a fixed clock.
 fn shipped_planner() -> MappingPlanner {
@@ -142,7 +142,7 @@ async fn a_medium_vulnerability_on_payments_becomes_a_critical_servicenow_incide
             update.note
         );
     }
-    assert!(update.note.chars().count() <= crate::securityhub::NOTE_LIMIT);
+    assert!(update.note.chars().count() <= crate::aws::securityhub::NOTE_LIMIT);
 }
 
 #[tokio::test]

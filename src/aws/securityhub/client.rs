@@ -32,13 +32,13 @@ use aws_sdk_securityhub::types::{
 };
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
-use crate::finding::{Severity, WorkflowStatus, WriteBackId};
-use crate::http::{RateLimiter, TokioClock};
-use crate::mapping::template::cut_to_limit;
-use crate::securityhub::{
+use crate::aws::securityhub::{
     FindingWriter, NOTE_LIMIT, Unprocessed, WorkflowUpdate, WriteError, WriteReport,
 };
+use crate::finding::{Severity, WorkflowStatus, WriteBackId};
+use crate::mapping::template::cut_to_limit;
 use crate::ticket::BoxFuture;
+use crate::ticket::http::{RateLimiter, TokioClock};
 
 /// Both batch calls accept at most this many finding identifiers.
 pub const MAX_BATCH: usize = 100;

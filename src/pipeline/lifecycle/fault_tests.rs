@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::fakes::{FakePlanner, FakeTickets, MemoryStore, Route, finding, lock};
 use super::*;
+use crate::aws::securityhub::RecordingWriter;
 use crate::finding::RecordState;
-use crate::securityhub::RecordingWriter;
 
 const H: Severity = Severity::High;
 
@@ -175,8 +175,10 @@ async fn a_create_that_did_not_happen_is_made_once_the_search_can_be_trusted() {
     let h = Harness::new(vec![payments()]);
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
     h.settle(Duration::from_secs(600));
-    h.jira
-        .fail("create", crate::lifecycle::fakes::unknown("create"));
+    h.jira.fail(
+        "create",
+        crate::pipeline::lifecycle::fakes::unknown("create"),
+    );
     let a = h.replica("a");
     assert!(settling(
         &a.process(&f).await.into_result().expect_err("unknown")
@@ -528,14 +530,14 @@ async fn one_routes_failure_does_not_stop_another() {
 /// and while the connection is paused nothing is sent to it at all.
 #[tokio::test]
 async fn a_refused_credential_pauses_the_connection_not_the_finding() {
-    use crate::health::Subject;
+    use crate::pipeline::health::Subject;
     use crate::ticket::Blame;
     let h = Harness::new(vec![payments()]);
-    let health = Arc::new(crate::health::Health::new());
+    let health = Arc::new(crate::pipeline::health::Health::new());
     let a = h.replica("a").with_health(health.clone());
     h.jira.fail(
         "create",
-        crate::lifecycle::fakes::unusable("create", Blame::Connection),
+        crate::pipeline::lifecycle::fakes::unusable("create", Blame::Connection),
     );
     let err = a
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
@@ -570,17 +572,17 @@ async fn a_refused_credential_pauses_the_connection_not_the_finding() {
 /// working.
 #[tokio::test]
 async fn a_rule_whose_project_is_gone_pauses_only_that_rule() {
-    use crate::health::Subject;
+    use crate::pipeline::health::Subject;
     use crate::ticket::Blame;
     let mut gone = Route::new("payments", &[H]);
     gone.rule = "gone";
     let main = Route::new("payments", &[Severity::Critical]);
     let h = Harness::new(vec![gone, main]);
-    let health = Arc::new(crate::health::Health::new());
+    let health = Arc::new(crate::pipeline::health::Health::new());
     let a = h.replica("a").with_health(health.clone());
     h.jira.fail(
         "create",
-        crate::lifecycle::fakes::unusable("create", Blame::Target),
+        crate::pipeline::lifecycle::fakes::unusable("create", Blame::Target),
     );
     let err = a
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
@@ -621,12 +623,12 @@ async fn a_rule_whose_project_is_gone_pauses_only_that_rule() {
 /// (readiness, gauge) and clears with the next write-back that succeeds; tickets still go ahead.
 #[tokio::test]
 async fn a_refused_write_back_is_reported_and_clears_when_writes_work_again() {
-    use crate::health::Subject;
+    use crate::pipeline::health::Subject;
     let h = Harness::new(vec![payments()]);
-    let health = Arc::new(crate::health::Health::new());
+    let health = Arc::new(crate::pipeline::health::Health::new());
     let a = h.replica("a").with_health(health.clone());
     h.writer
-        .fail_with(Some(crate::securityhub::WriteError::Refused(
+        .fail_with(Some(crate::aws::securityhub::WriteError::Refused(
             "AccessDeniedException: not authorized".into(),
         )));
     followed(
@@ -655,8 +657,10 @@ async fn an_unknown_create_of_a_finding_resolved_since_is_closed_or_never_made()
         if committed {
             *lock(&h.jira.ambiguous) = 1;
         } else {
-            h.jira
-                .fail("create", crate::lifecycle::fakes::unknown("create"));
+            h.jira.fail(
+                "create",
+                crate::pipeline::lifecycle::fakes::unknown("create"),
+            );
         }
         assert!(settling(
             &a.process(&active).await.into_result().expect_err("unknown")

@@ -9,7 +9,7 @@
 //! A value from Secrets Manager is read at start (an unreadable secret stops the start, naming
 //! the ARN), then again
 //! - every `BRIDGE_SECRETS_REFRESH` seconds ([`DEFAULT_REFRESH`]; `0` turns this off), and
-//! - before each probe of a paused connection ([`crate::health::CredentialRefresh`]): a refused
+//! - before each probe of a paused connection ([`crate::pipeline::health::CredentialRefresh`]): a refused
 //!   credential pauses its connection, so a rotated secret is picked up at the next probe, which
 //!   then succeeds and resumes the connection.
 //!
@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::health::CredentialRefresh;
-use crate::http::ClientConfigError;
-use crate::shutdown::Shutdown;
+use crate::pipeline::health::CredentialRefresh;
+use crate::runtime::shutdown::Shutdown;
 use crate::ticket::BoxFuture;
+use crate::ticket::http::ClientConfigError;
 
 /// Seconds between two periodic re-reads, unless `BRIDGE_SECRETS_REFRESH` says otherwise.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(900);
@@ -195,7 +195,7 @@ pub fn refresh_interval(
 ) -> Result<Option<Duration>, ClientConfigError> {
     let value = lookup(REFRESH_ENV);
     Ok(
-        match crate::http::seconds_setting(REFRESH_ENV, value.as_deref())? {
+        match crate::ticket::http::seconds_setting(REFRESH_ENV, value.as_deref())? {
             None => Some(DEFAULT_REFRESH),
             Some(every) if every.is_zero() => None,
             Some(every) => Some(every),

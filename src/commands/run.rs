@@ -12,25 +12,25 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::aws::secrets::{CredentialSource, Credentials, SecretReader, SecretsRefresher};
+use crate::aws::securityhub::client::SecurityHubWriter;
+use crate::aws::securityhub::{FindingWriter, NoopWriter};
 use crate::finding;
-use crate::lifecycle::Lifecycle;
 use crate::mapping::{self, Mappings};
-use crate::pipeline::{MappingPlanner, MappingsHandle};
+use crate::pipeline::lifecycle::Lifecycle;
+use crate::pipeline::plan::{MappingPlanner, MappingsHandle};
+use crate::pipeline::worker::{RunSummary, Worker, WorkerConfig};
 use crate::render::{JiraFlavor, RenderOptions};
-use crate::secrets::{CredentialSource, Credentials, SecretReader, SecretsRefresher};
-use crate::securityhub::{FindingWriter, NoopWriter};
-use crate::securityhub_client::SecurityHubWriter;
-use crate::server::{self, Readiness, ServerState};
-use crate::shutdown::Shutdown;
+use crate::runtime::server::{self, Readiness, ServerState};
+use crate::runtime::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
+use crate::sync::webhooks::{self, WebhookSecrets};
 use crate::sync::{StatusSync, SyncConfig, SyncReport};
 use crate::ticket::TicketSystem;
 use crate::ticket::jira::{JiraAuth, JiraClient, JiraConfig};
 use crate::ticket::servicenow::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
-use crate::webhook::{self, WebhookSecrets};
-use crate::worker::{RunSummary, Worker, WorkerConfig};
 
 /// Where records live: `sqlite:PATH` (one replica) or `dynamodb:TABLE` (several replicas).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,9 +106,11 @@ impl AwsTimeouts {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<AwsTimeouts> {
         let setting = |name: &'static str, default: Duration| -> anyhow::Result<Duration> {
             let value = lookup(name);
-            Ok(crate::http::seconds_setting(name, value.as_deref())?
-                .filter(|d| !d.is_zero())
-                .unwrap_or(default))
+            Ok(
+                crate::ticket::http::seconds_setting(name, value.as_deref())?
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(default),
+            )
         };
         let operation = setting("BRIDGE_AWS_TIMEOUT", DEFAULT_AWS_TIMEOUT)?;
         let attempt = setting("BRIDGE_AWS_ATTEMPT_TIMEOUT", DEFAULT_AWS_ATTEMPT_TIMEOUT)?;
@@ -173,7 +175,7 @@ pub async fn ticket_systems_from_env() -> anyhow::Result<HashMap<String, Arc<dyn
 }
 
 /// The ticket connections and the credentials behind them that can rotate (see
-/// [`crate::secrets`]).
+/// [`crate::aws::secrets`]).
 pub struct TicketConnections {
     pub systems: HashMap<String, Arc<dyn TicketSystem>>,
     /// Connections whose secret comes from Secrets Manager; empty when no `_SECRET_ARN` is set.
@@ -195,11 +197,14 @@ impl std::fmt::Debug for TicketConnections {
 }
 
 impl TicketConnections {
-    /// The hook [`crate::health::run_prober_with`] calls before probing a paused connection;
+    /// The hook [`crate::pipeline::health::run_prober_with`] calls before probing a paused connection;
     /// `None` when no credential can change.
-    pub fn credential_refresh(&self) -> Option<Arc<dyn crate::health::CredentialRefresh>> {
-        (!self.secrets.is_empty())
-            .then(|| Arc::clone(&self.secrets) as Arc<dyn crate::health::CredentialRefresh>)
+    pub fn credential_refresh(
+        &self,
+    ) -> Option<Arc<dyn crate::pipeline::health::CredentialRefresh>> {
+        (!self.secrets.is_empty()).then(|| {
+            Arc::clone(&self.secrets) as Arc<dyn crate::pipeline::health::CredentialRefresh>
+        })
     }
 
     /// Starts the periodic re-read (every `BRIDGE_SECRETS_REFRESH`) until shutdown; `None` when
@@ -234,8 +239,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<aws_config::SdkConfig>>,
 {
-    let arns = crate::secrets::secret_arns(&lookup).context("credential settings")?;
-    let refresh_every = crate::secrets::refresh_interval(&lookup)?;
+    let arns = crate::aws::secrets::secret_arns(&lookup).context("credential settings")?;
+    let refresh_every = crate::aws::secrets::refresh_interval(&lookup)?;
     // A stand-in for each secret still to be read, so that a missing URL or a mixed-up auth
     // mode is reported before any AWS call.
     let unread = |name: &str| {
@@ -414,7 +419,7 @@ struct WorkerReadiness {
     queue_url: String,
     store: Arc<dyn Store>,
     mappings: MappingsHandle,
-    health: Arc<crate::health::Health>,
+    health: Arc<crate::pipeline::health::Health>,
 }
 
 impl Readiness for WorkerReadiness {
@@ -491,7 +496,7 @@ pub fn reload(
             true
         }
         Err(e) => {
-            crate::telemetry::error(crate::telemetry::ErrorKind::Config);
+            crate::runtime::telemetry::error(crate::runtime::telemetry::ErrorKind::Config);
             tracing::error!(error = %format!("{e:#}"), dir = %dir.display(), "mapping reload failed; keeping the mappings in force");
             false
         }
@@ -554,16 +559,16 @@ impl Pipeline {
 /// `enrich = { detective = true }`).
 pub fn investigator_from_env(
     sdk: &aws_config::SdkConfig,
-) -> anyhow::Result<Option<Arc<crate::detective::Investigator>>> {
+) -> anyhow::Result<Option<Arc<crate::aws::detective::Investigator>>> {
     let Some(cfg) =
-        crate::detective::DetectiveConfig::from_env().context("Detective configuration")?
+        crate::aws::detective::DetectiveConfig::from_env().context("Detective configuration")?
     else {
         return Ok(None);
     };
     tracing::info!(graph = %cfg.graph_arn.as_str(), "Amazon Detective enrichment enabled for rules that ask for it");
-    Ok(Some(Arc::new(crate::detective::Investigator::from_conf(
-        sdk, cfg,
-    ))))
+    Ok(Some(Arc::new(
+        crate::aws::detective::Investigator::from_conf(sdk, cfg),
+    )))
 }
 
 /// `findings-bridge sync --once`: one poll of every connection.
@@ -581,7 +586,7 @@ pub async fn sync_once(mappings: &Path, store: &StoreSpec) -> anyhow::Result<Syn
 
 /// `findings-bridge run`.
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
-    let metrics = crate::telemetry::install_metrics();
+    let metrics = crate::runtime::telemetry::install_metrics();
     let connections = ticket_connections_from_env().await?;
     let systems = connections.systems.clone();
     if systems.is_empty() {
@@ -623,10 +628,10 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
     ));
     let sync_task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
 
-    let health = Arc::new(crate::health::Health::new());
+    let health = Arc::new(crate::pipeline::health::Health::new());
     // A paused connection re-reads its Secrets Manager credentials before each probe, and all
     // of them are re-read every BRIDGE_SECRETS_REFRESH: a rotated secret needs no restart.
-    let prober = tokio::spawn(crate::health::run_prober_with(
+    let prober = tokio::spawn(crate::pipeline::health::run_prober_with(
         Arc::clone(&health),
         systems.clone(),
         Arc::clone(&store),
@@ -641,7 +646,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<Ru
         store: Arc::clone(&store),
         mappings: handle.clone(),
     });
-    let router = server::router(ServerState::new(metrics, readiness)).merge(webhook::router(
+    let router = server::router(ServerState::new(metrics, readiness)).merge(webhooks::router(
         Arc::clone(&sync),
         WebhookSecrets::from_env(),
     ));

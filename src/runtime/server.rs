@@ -3,8 +3,8 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # async fn demo(state: findings_bridge::server::ServerState, webhooks: axum::Router) -> std::io::Result<()> {
-//! use findings_bridge::server;
+//! # async fn demo(state: findings_bridge::runtime::server::ServerState, webhooks: axum::Router) -> std::io::Result<()> {
+//! use findings_bridge::runtime::server;
 //! let app = server::router(state).merge(webhooks);
 //! let addr = "0.0.0.0:8080".parse().expect("literal address");
 //! let (bound, task) = server::serve(addr, app, async { /* SIGTERM */ }).await?;

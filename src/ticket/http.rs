@@ -13,7 +13,7 @@
 //!   waiting: [`TokioClock`] follows `tokio::time` (and so `start_paused`), [`ManualClock`] is a
 //!   virtual clock for tests that also talk to real sockets.
 
-use crate::telemetry;
+use crate::runtime::telemetry;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -348,7 +348,7 @@ impl HttpClient {
     }
 
     /// Replaces the secret values scrubbed from errors, when the connection's credentials
-    /// rotate (see [`crate::secrets`]).
+    /// rotate (see [`crate::aws::secrets`]).
     pub fn replace_scrub(&self, scrub: Vec<SecretString>) {
         *self.scrub.write().unwrap_or_else(|p| p.into_inner()) = scrub;
     }

@@ -2,6 +2,8 @@
 //! (REST v2, wiki markup, `search` with `startAt`). Both flavours share request shapes, so one
 //! type serves both and only the differences branch on [`JiraApiVersion`].
 
+pub mod format;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,8 +16,10 @@ use url::Url;
 
 use std::time::Duration;
 
-use crate::http::{ClientConfigError, Clock, Delivery, HttpClient, HttpSettings, TokioClock};
 use crate::marker::{BRIDGE_LABEL, Marker};
+use crate::ticket::http::{
+    ClientConfigError, Clock, Delivery, HttpClient, HttpSettings, TokioClock,
+};
 use crate::ticket::{
     Blame, BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
     TicketSystem, TicketUpdate, UpdatedPage,
@@ -209,18 +213,19 @@ impl JiraConfig {
             },
         };
         let mut cfg = JiraConfig::new(base_url, auth, api_version);
-        if let Some(rate) =
-            crate::http::rate_limit_setting("JIRA_RATE_LIMIT", get("JIRA_RATE_LIMIT").as_deref())?
-        {
+        if let Some(rate) = crate::ticket::http::rate_limit_setting(
+            "JIRA_RATE_LIMIT",
+            get("JIRA_RATE_LIMIT").as_deref(),
+        )? {
             cfg.http.rate_limit_per_sec = rate;
         }
-        if let Some(timeout) = crate::http::seconds_setting(
+        if let Some(timeout) = crate::ticket::http::seconds_setting(
             "JIRA_REQUEST_TIMEOUT",
             get("JIRA_REQUEST_TIMEOUT").as_deref(),
         )? {
             cfg.http.request_timeout = timeout.max(Duration::from_millis(100));
         }
-        if let Some(lag) = crate::http::seconds_setting(
+        if let Some(lag) = crate::ticket::http::seconds_setting(
             "JIRA_SEARCH_CONSISTENCY",
             get("JIRA_SEARCH_CONSISTENCY").as_deref(),
         )? {
@@ -285,7 +290,7 @@ impl JiraClient {
     }
 
     /// Signs every request from now on with `auth` (rotated credentials, see
-    /// [`crate::secrets`]); the old secret is no longer scrubbed from errors, the new one is.
+    /// [`crate::aws::secrets`]); the old secret is no longer scrubbed from errors, the new one is.
     pub fn replace_auth(&self, auth: JiraAuth) -> Result<(), ClientConfigError> {
         let (header, scrub) = authorization(&auth)?;
         *self

@@ -37,7 +37,7 @@
 //! # Answers
 //! 404 when the endpoint's secret is not configured (the route does not exist); 401 when the
 //! signature or secret is missing or wrong (checked before the body is parsed, in constant time);
-//! 413 above [`crate::server::BODY_LIMIT`]; 400 for a body that is not the expected JSON; 202
+//! 413 above [`crate::runtime::server::BODY_LIMIT`]; 400 for a body that is not the expected JSON; 202
 //! otherwise, with `{"outcome": …}` — `ignored` (not an update, not a status change, not a bridge
 //! ticket), the sync's result, or `deferred` when the sync failed or took longer than
 //! [`RESPOND_WITHIN`] (it keeps running; the poller catches anything it misses). 503 when
@@ -61,9 +61,9 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::marker::Marker;
-use crate::server::BODY_LIMIT;
+use crate::runtime::server::BODY_LIMIT;
+use crate::runtime::telemetry::{self, ErrorKind, WebhookOutcome};
 use crate::sync::{StatusSync, TicketSyncOutcome};
-use crate::telemetry::{self, ErrorKind, WebhookOutcome};
 
 /// Header carrying Jira's body signature.
 pub const JIRA_SIGNATURE_HEADER: &str = "x-hub-signature";
@@ -137,7 +137,7 @@ fn secret_digest(secret: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `POST /webhooks/jira` and `POST /webhooks/servicenow`, each only when its secret is set.
-/// Merge into [`crate::server::router`]; the body limit is applied here too, so the router is
+/// Merge into [`crate::runtime::server::router`]; the body limit is applied here too, so the router is
 /// safe to serve on its own.
 pub fn router(sync: Arc<StatusSync>, secrets: WebhookSecrets) -> Router {
     let servicenow_digest = secrets

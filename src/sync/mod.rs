@@ -5,7 +5,7 @@
 //!   bridge tickets updated since a watermark stored per connection (`sync:<connection>`), minus
 //!   an overlap window, because ticket systems index updates late and Jira's JQL dates only have
 //!   minute precision;
-//! - webhooks ([`crate::webhook`]) call [`StatusSync::sync_ticket`] for one ticket at once.
+//! - webhooks ([`crate::sync::webhooks`]) call [`StatusSync::sync_ticket`] for one ticket at once.
 //!
 //! Either way the ticket's status goes through its rule's `status_map` ([`map_status`]) and is
 //! written only when it differs from what the bridge last wrote (`Record::status_to_hub`). That
@@ -20,21 +20,23 @@
 //! recorded as written and are retried on the next ticks (a bounded number of times, then
 //! reported and dropped — the next change of the ticket brings them back).
 
+pub mod webhooks;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::aws::securityhub::client::MAX_BATCH;
+use crate::aws::securityhub::{FindingWriter, WorkflowUpdate};
 use crate::finding::WorkflowStatus;
 use crate::mapping::spec::{StatusMap, TargetKind};
 use crate::marker::Marker;
-use crate::pipeline::MappingsHandle;
-use crate::securityhub::{FindingWriter, WorkflowUpdate};
-use crate::securityhub_client::MAX_BATCH;
-use crate::shutdown::Shutdown;
+use crate::pipeline::plan::MappingsHandle;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::telemetry::{self, ErrorKind, WritebackResult};
 use crate::store::{Record, Store, StoreError};
-use crate::telemetry::{self, ErrorKind, WritebackResult};
 use crate::ticket::{TicketError, TicketRef, TicketStatus, TicketSystem, TicketUpdate};
 
 /// Environment variable holding the seconds between two polls.
@@ -258,7 +260,7 @@ pub enum SyncError {
     #[error(transparent)]
     Ticket(#[from] TicketError),
     #[error(transparent)]
-    Write(#[from] crate::securityhub::WriteError),
+    Write(#[from] crate::aws::securityhub::WriteError),
 }
 
 /// A finding Security Hub did not update, with the ticket that asked for it.
@@ -503,9 +505,9 @@ impl StatusSync {
                 TicketSyncOutcome::Unprocessed { code, message }
             }
             Some((_, WriteResult::Failed(message))) => {
-                return Err(SyncError::Write(crate::securityhub::WriteError::Transient(
-                    message,
-                )));
+                return Err(SyncError::Write(
+                    crate::aws::securityhub::WriteError::Transient(message),
+                ));
             }
             None => TicketSyncOutcome::Skipped {
                 reason: SkipReason::Unchanged,

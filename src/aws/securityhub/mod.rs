@@ -6,6 +6,8 @@
 //! (`BatchUpdateFindings` for ASFF, `BatchUpdateFindingsV2` for OCSF, batches of ≤100, unprocessed
 //! entries retried or reported) comes with the status sync issue and implements this same trait.
 
+pub mod client;
+
 use std::sync::Mutex;
 
 use crate::finding::{Severity, WorkflowStatus, WriteBackId};

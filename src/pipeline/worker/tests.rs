@@ -6,13 +6,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
+use crate::aws::securityhub::RecordingWriter;
+use crate::aws::sqs::{DeleteFailure, Queue, QueueError, ReceivedMessage};
 use crate::finding::Severity;
-use crate::lifecycle::fakes::{
+use crate::marker::Marker;
+use crate::pipeline::lifecycle::fakes::{
     FakePlanner, FakeTickets, MemoryStore, Route, finding, lock, permanent, transient,
 };
-use crate::marker::Marker;
-use crate::securityhub::RecordingWriter;
-use crate::sqs::{DeleteFailure, Queue, QueueError, ReceivedMessage};
 use crate::ticket::{BoxFuture, TicketSystem};
 
 /// Test decoder: one finding per line, `ID SEVERITY UPDATED_AT`; any other line is an
@@ -346,7 +346,7 @@ struct Setup {
     tickets: Arc<CountingTickets>,
     planner: Arc<FakePlanner>,
     shutdown: Shutdown,
-    health: Arc<crate::health::Health>,
+    health: Arc<crate::pipeline::health::Health>,
 }
 
 fn setup(messages: &[(&str, &str)], create_delay: Duration) -> Setup {
@@ -366,7 +366,7 @@ fn setup(messages: &[(&str, &str)], create_delay: Duration) -> Setup {
             &[Severity::High, Severity::Critical],
         )])),
         shutdown: Shutdown::new(),
-        health: Arc::new(crate::health::Health::new()),
+        health: Arc::new(crate::pipeline::health::Health::new()),
     }
 }
 
@@ -817,15 +817,15 @@ async fn a_refused_credential_parks_messages_and_every_ticket_comes_once_it_work
     let s = setup(&refs, Duration::from_millis(5));
     s.tickets.inner.fail(
         "create",
-        crate::lifecycle::fakes::unusable("create", Blame::Connection),
+        crate::pipeline::lifecycle::fakes::unusable("create", Blame::Connection),
     );
     s.tickets.inner.fail(
         "probe",
-        crate::lifecycle::fakes::unusable("probe", Blame::Connection),
+        crate::pipeline::lifecycle::fakes::unusable("probe", Blame::Connection),
     );
     let mut tickets: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
     tickets.insert("jira".into(), s.tickets.clone());
-    let prober = tokio::spawn(crate::health::run_prober(
+    let prober = tokio::spawn(crate::pipeline::health::run_prober(
         s.health.clone(),
         tickets,
         s.store.clone(),
@@ -842,7 +842,7 @@ async fn a_refused_credential_parks_messages_and_every_ticket_comes_once_it_work
     );
     assert!(
         s.health
-            .paused(&crate::health::Subject::Connection("jira".into()))
+            .paused(&crate::pipeline::health::Subject::Connection("jira".into()))
             .is_some()
     );
     assert!(

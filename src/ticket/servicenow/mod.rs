@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::http::{
+use crate::marker::{BRIDGE_LABEL, Marker};
+use crate::ticket::http::{
     CachedToken, ClientConfigError, Clock, Delivery, HttpClient, HttpResponse, HttpSettings,
     TokenCache, TokioClock,
 };
-use crate::marker::{BRIDGE_LABEL, Marker};
 use crate::ticket::{
     Blame, BoxFuture, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus,
     TicketSystem, TicketUpdate, UpdatedPage,
@@ -201,19 +201,19 @@ impl ServiceNowConfig {
             },
         };
         let mut cfg = ServiceNowConfig::new(base_url, auth);
-        if let Some(rate) = crate::http::rate_limit_setting(
+        if let Some(rate) = crate::ticket::http::rate_limit_setting(
             "SERVICENOW_RATE_LIMIT",
             get("SERVICENOW_RATE_LIMIT").as_deref(),
         )? {
             cfg.http.rate_limit_per_sec = rate;
         }
-        if let Some(timeout) = crate::http::seconds_setting(
+        if let Some(timeout) = crate::ticket::http::seconds_setting(
             "SERVICENOW_REQUEST_TIMEOUT",
             get("SERVICENOW_REQUEST_TIMEOUT").as_deref(),
         )? {
             cfg.http.request_timeout = timeout.max(Duration::from_millis(100));
         }
-        if let Some(lag) = crate::http::seconds_setting(
+        if let Some(lag) = crate::ticket::http::seconds_setting(
             "SERVICENOW_SEARCH_CONSISTENCY",
             get("SERVICENOW_SEARCH_CONSISTENCY").as_deref(),
         )? {
@@ -307,7 +307,7 @@ impl ServiceNowClient {
     }
 
     /// Signs every request from now on with `auth` (rotated credentials, see
-    /// [`crate::secrets`]). A cached OAuth token is dropped, so the next request fetches one
+    /// [`crate::aws::secrets`]). A cached OAuth token is dropped, so the next request fetches one
     /// with the new client secret; the old secret is no longer scrubbed from errors, the new one is.
     pub async fn replace_auth(&self, auth: ServiceNowAuth) -> Result<(), ClientConfigError> {
         let (auth, scrub) = self::auth(auth)?;

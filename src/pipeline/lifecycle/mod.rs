@@ -28,13 +28,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::aws::securityhub::{FindingWriter, WorkflowUpdate};
 use crate::finding::{Finding, Severity, WorkflowStatus};
-use crate::health::{Health, Probe, Subject};
 use crate::mapping::spec::{OnRecurrence, OnResolved};
 use crate::marker::Marker;
-use crate::securityhub::{FindingWriter, WorkflowUpdate};
+use crate::pipeline::health::{Health, Probe, Subject};
+use crate::runtime::telemetry::{self, DedupKind, WritebackResult};
 use crate::store::{Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields};
-use crate::telemetry::{self, DedupKind, WritebackResult};
 use crate::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem};
 
 /// Default claim lease: long enough for a create with retries, short enough that a killed
@@ -408,7 +408,7 @@ pub struct Lifecycle {
     /// so an aborted create is still searched for before anything is created again.
     held: Mutex<HashMap<String, Marker>>,
     /// Amazon Detective enrichment for rules with `enrich = { detective = true }`.
-    investigator: Option<Arc<crate::detective::Investigator>>,
+    investigator: Option<Arc<crate::aws::detective::Investigator>>,
     /// Paused connections and rules: their work is not attempted.
     health: Arc<Health>,
 }
@@ -597,7 +597,7 @@ impl Lifecycle {
     /// Enables Detective enrichment (for the rules that ask for it).
     pub fn with_investigator(
         mut self,
-        investigator: Option<Arc<crate::detective::Investigator>>,
+        investigator: Option<Arc<crate::aws::detective::Investigator>>,
     ) -> Lifecycle {
         self.investigator = investigator;
         self
@@ -1191,7 +1191,7 @@ impl Lifecycle {
         {
             let target = ticket.clone();
             let system = Arc::clone(&system);
-            crate::detective::spawn_enrichment(
+            crate::aws::detective::spawn_enrichment(
                 Arc::clone(investigator),
                 finding.clone(),
                 move |comment: String| {
@@ -1560,7 +1560,7 @@ impl Lifecycle {
                     tracing::warn!(finding_id = %u.finding_id, code = %u.code, message = %u.message, "Security Hub did not apply the write-back");
                 }
             }
-            Err(crate::securityhub::WriteError::Refused(reason)) => {
+            Err(crate::aws::securityhub::WriteError::Refused(reason)) => {
                 telemetry::writeback(WritebackResult::Failed, 1);
                 telemetry::error(telemetry::ErrorKind::Writeback);
                 // Shown in /readyz and the gauge; the next write-back that succeeds resumes it.

@@ -27,14 +27,14 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::time::Instant;
 
-use crate::finding::{DecodeError, Finding};
-use crate::lifecycle::Lifecycle;
-use crate::mapping::Mappings;
-use crate::shutdown::Shutdown;
-use crate::sqs::{
+use crate::aws::sqs::{
     DeleteEntry, MAX_BATCH, Queue, QueueError, READ_ATTRIBUTES, ReceivedMessage,
     SENT_TIMESTAMP_ATTRIBUTE,
 };
+use crate::finding::{DecodeError, Finding};
+use crate::mapping::Mappings;
+use crate::pipeline::lifecycle::Lifecycle;
+use crate::runtime::shutdown::Shutdown;
 use crate::ticket::BoxFuture;
 
 /// The decoder (`finding::decode`), injected like the worker's so tests can use their own.
@@ -348,7 +348,7 @@ impl fmt::Display for ReplaySummary {
 /// The peers a replay talks to; which ones are needed depends on the target.
 #[derive(Clone)]
 pub struct ReplayDeps {
-    /// The DLQ, built with [`crate::sqs::SqsQueue::reading_all_attributes`] so the `fb-*`
+    /// The DLQ, built with [`crate::aws::sqs::SqsQueue::reading_all_attributes`] so the `fb-*`
     /// attributes and the producer's own attributes come back.
     pub dlq: Arc<dyn Queue>,
     /// `--to`.
@@ -1295,11 +1295,11 @@ mod tests {
 
     #[tokio::test]
     async fn process_with_lifecycle_creates_the_ticket_and_reports_why_it_could_not() {
+        use crate::aws::securityhub::RecordingWriter;
         use crate::finding::Severity;
-        use crate::lifecycle::fakes::{
+        use crate::pipeline::lifecycle::fakes::{
             FakePlanner, FakeTickets, MemoryStore, Route, finding, permanent,
         };
-        use crate::securityhub::RecordingWriter;
         use crate::ticket::TicketSystem;
 
         let jira = Arc::new(FakeTickets::new("jira"));

@@ -5,12 +5,12 @@
 use std::sync::{Arc, RwLock};
 
 use crate::finding::Finding;
-use crate::lifecycle::{
-    PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
-};
 use crate::mapping::Mappings;
 use crate::mapping::context::Application;
 use crate::mapping::spec::Rule;
+use crate::pipeline::lifecycle::{
+    PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
+};
 use crate::render::{RenderOptions, RenderedTicket, render_route};
 
 /// The live mapping set. Readers take a cheap snapshot (`Arc` clone); a reload swaps it whole.

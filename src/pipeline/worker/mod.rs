@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::aws::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
 use crate::finding::{DecodeError, EachFinding};
-use crate::lifecycle::{Lifecycle, LifecycleError};
-use crate::shutdown::Shutdown;
-use crate::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
-use crate::telemetry;
+use crate::pipeline::lifecycle::{Lifecycle, LifecycleError};
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::telemetry;
 
 /// The decoder (`finding::decode_each`), injected so tests and tools can supply their own. The
 /// outer error fails the whole message; an inner one only its finding.
@@ -60,7 +60,7 @@ impl WorkerConfig {
             wait_time: Duration::from_secs(20),
             visibility_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(25),
-            lease: crate::lifecycle::DEFAULT_LEASE,
+            lease: crate::pipeline::lifecycle::DEFAULT_LEASE,
             owner_id: owner_id.into(),
             exit_when_idle: None,
         }
@@ -567,7 +567,7 @@ async fn park(shared: &Shared, message: &ReceivedMessage, error: &str) -> bool {
         .get("fb-parked")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    let delay = crate::health::park_delay(times);
+    let delay = crate::pipeline::health::park_delay(times);
     let mut attributes = BTreeMap::from([("fb-parked".to_owned(), (times + 1).to_string())]);
     if let Some(first) = message.attributes.get("fb-first-failure") {
         attributes.insert("fb-first-failure".to_owned(), first.clone());
