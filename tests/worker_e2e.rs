@@ -63,6 +63,44 @@ async fn the_same_event_delivered_five_times_at_once_makes_one_ticket() {
     bench.assert_queues_empty().await;
 }
 
+/// The README's Data Center set-up: `JIRA_URL` and `JIRA_PAT`, nothing else. The PAT alone means
+/// Data Center (REST v2, wiki markup bodies) for the client and the bodies alike; rendering Cloud
+/// (ADF) bodies for a v2 client made every create fail with 400 and dead-lettered every finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jira_data_center_configured_with_a_pat_alone_gets_wiki_bodies_and_its_tickets() {
+    let _timing = e2e::shared().await;
+    let bench = Bench::start(Teams::JiraOnly, Faults::default()).await;
+    let finding = FindingBuilder::new("data-center-pat");
+    bench.send(&finding.body()).await;
+
+    let pat = findings_bridge_sim::SimConfig::default().jira_pat;
+    // The bench configures Cloud (e-mail + token); blank values are unset for the worker.
+    let data_center = [
+        ("JIRA_EMAIL", ""),
+        ("JIRA_API_TOKEN", ""),
+        ("JIRA_PAT", pat.as_str()),
+    ];
+    let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
+    let mut worker = bench.spawn("data-center", &store, &data_center, &["--drain"]);
+    worker.expect_success(Duration::from_secs(120)).await;
+
+    assert_eq!(bench.sim.state.request_count("POST /rest/api/2/issue"), 1);
+    assert_eq!(bench.sim.state.request_count(CREATE_ISSUE), 0);
+    bench.assert_one_jira_issue_per_finding(&[finding.id()]);
+    let issue = bench.sim.state.jira_issues().remove(0);
+    assert!(
+        issue.description.is_string(),
+        "a Data Center description is wiki markup, not ADF: {}",
+        issue.description
+    );
+    assert!(
+        bench.dlq_messages().await.is_empty(),
+        "nothing dead-lettered: {}",
+        worker.log_tail(20)
+    );
+    bench.assert_queues_empty().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_on_dynamodb_create_one_ticket_per_finding() {
     let _timing = e2e::exclusive().await;
