@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod commands;
+pub mod config;
 pub mod finding;
 pub mod mapping;
 pub mod marker;

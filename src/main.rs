@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use findings_bridge::commands::offline;
 use findings_bridge::commands::run::{self, RunSettings, StoreSpec};
-use findings_bridge::render::{JiraFlavor, RenderOptions};
+use findings_bridge::config::Config;
 use findings_bridge::runtime::shutdown::Shutdown;
 use findings_bridge::runtime::telemetry::{self, LogFormat};
 
@@ -74,8 +74,10 @@ enum Command {
         #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
         mappings: PathBuf,
         /// Jira REST API version the payloads are for: 3 (Cloud, ADF) or 2 (Data Center, wiki).
-        #[arg(long, env = "JIRA_API_VERSION", default_value = "3", value_parser = ["3", "2"])]
-        jira_api_version: String,
+        /// Default: what the configured Jira connection speaks (JIRA_API_VERSION, or 2 for a
+        /// JIRA_PAT alone), else 3.
+        #[arg(long, value_parser = ["3", "2"])]
+        jira_api_version: Option<String>,
         /// Fixed time for `now()` in templates (RFC 3339), for reproducible output.
         #[arg(long)]
         now: Option<String>,
@@ -194,15 +196,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The one read of the environment; every command takes its settings from here.
+    let config = Config::from_env();
     match cli.command {
-        Command::Run(args) => run_worker(args),
+        Command::Run(args) => run_worker(&config, args),
         Command::Sync {
             once: _,
             mappings,
             store,
         } => {
-            init_report_logging();
-            let report = runtime()?.block_on(run::sync_once(&mappings, &store))?;
+            init_report_logging(&config);
+            let report = runtime()?.block_on(run::sync_once(&config, &mappings, &store))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.is_clean() {
                 ExitCode::SUCCESS
@@ -211,8 +215,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Replay(args) => {
-            init_report_logging();
-            runtime()?.block_on(replay(args))
+            init_report_logging(&config);
+            runtime()?.block_on(replay(&config, args))
         }
         Command::Healthcheck { http_addr, timeout } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -286,13 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     std::fs::File::open(&input).with_context(|| format!("reading {input}"))?;
                 Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
             };
-            let opts = RenderOptions {
-                jira: if jira_api_version == "2" {
-                    JiraFlavor::DataCenter
-                } else {
-                    JiraFlavor::Cloud
-                },
-            };
+            let opts = config.render(jira_api_version.as_deref())?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(INPUT_BUFFER, stdout.lock());
             let result = offline::render_stream(&mappings, reader, &opts, jobs.get(), &mut out);
@@ -312,10 +310,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Logging for the commands whose stdout is a report (`sync --once` prints JSON, `replay` its
 /// summary): log lines go to stderr so `findings-bridge sync --once | jq` reads only the report.
-fn init_report_logging() {
+fn init_report_logging(config: &Config) {
     let (filter, filter_problem) = telemetry::env_filter();
     let subscriber = telemetry::subscriber(
-        LogFormat::from_env().unwrap_or_default(),
+        config.log_format().unwrap_or_default(),
         filter,
         std::io::stderr,
     );
@@ -333,7 +331,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     use findings_bridge::aws::sqs::{Queue, SqsQueue};
     use findings_bridge::commands::replay::{self, ReplayDeps, ReplayOptions, ReplayTarget};
     use std::sync::Arc;
@@ -365,7 +363,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     opts.rate = args.rate.filter(|_| !args.native);
     opts.dry_run = args.dry_run;
 
-    let sdk = run::aws_config().await?;
+    let sdk = findings_bridge::aws::sdk_config(config.aws()?).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut deps = ReplayDeps::new(Arc::new(
         SqsQueue::new(sqs.clone(), &args.from).reading_all_attributes(),
@@ -383,7 +381,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ReplayTarget::Process => {}
     }
     if needs_mappings {
-        let pipeline = run::Pipeline::build(&args.mappings, &args.store, true).await?;
+        let pipeline = run::Pipeline::build(config, &args.mappings, &args.store, true).await?;
         deps.teams = Some(replay::teams_from_mappings(pipeline.mappings.current()));
         if matches!(target, ReplayTarget::Process) {
             deps.process = Some(replay::process_with_lifecycle(Arc::new(
@@ -401,7 +399,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run_worker(config: &Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(args.log_format);
     let settings = RunSettings {
         queue_url: args.queue_url,
@@ -423,7 +421,7 @@ fn run_worker(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
-        let summary = run::run(settings, shutdown).await?;
+        let summary = run::run(config, settings, shutdown).await?;
         tracing::info!(?summary, "findings-bridge stopped");
         Ok(ExitCode::SUCCESS)
     })

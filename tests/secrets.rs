@@ -3,18 +3,18 @@
 //! the connection is paused for a refused credential (before each probe) and periodically
 //! (`BRIDGE_SECRETS_REFRESH`). The ticket systems are wiremock on 127.0.0.1, answering 401 to the
 //! old credential and success to the new one. Clients are built once, as `run` builds them
-//! (`run::ticket_connections`), and never rebuilt.
+//! (`Config::tickets`, `run::ticket_connections`), and never rebuilt.
 //!
 //! Nothing here asserts timing: each test waits for its condition in a bounded loop.
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use findings_bridge::commands::run::{self, TicketConnections};
+use findings_bridge::config::{Config, TicketSettings};
 use findings_bridge::pipeline::health::{self, Health, Probe, Subject};
 use findings_bridge::runtime::shutdown::Shutdown;
 use findings_bridge::store::sqlite::SqliteStore;
@@ -36,12 +36,9 @@ fn basic(email: &str, token: &str) -> String {
     )
 }
 
-fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    move |name: &str| map.get(name).cloned()
+/// The ticket settings of an environment made of `pairs`, as `run` reads them.
+fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<TicketSettings> {
+    Config::from_pairs(pairs.iter().copied()).tickets()
 }
 
 async fn moto_sdk() -> aws_config::SdkConfig {
@@ -77,7 +74,7 @@ async fn connections(
     sdk: &aws_config::SdkConfig,
 ) -> anyhow::Result<TicketConnections> {
     let sdk = sdk.clone();
-    run::ticket_connections(lookup(pairs), move || async move { Ok(sdk) }).await
+    run::ticket_connections(settings(pairs)?, move || async move { Ok(sdk) }).await
 }
 
 /// Waits for `condition`, polling; panics with `what` after [`PATIENCE`].
@@ -326,19 +323,16 @@ async fn a_rotated_servicenow_client_secret_drops_the_cached_token() {
 
 #[tokio::test]
 async fn a_variable_and_its_secret_arn_together_are_a_configuration_error_naming_both() {
-    let err = run::ticket_connections(
-        lookup(&[
-            ("JIRA_URL", "https://acme.atlassian.net"),
-            ("JIRA_EMAIL", EMAIL),
-            ("JIRA_API_TOKEN", "tok-ENV-777"),
-            (
-                "JIRA_API_TOKEN_SECRET_ARN",
-                "arn:aws:secretsmanager:us-east-1:123456789012:secret:jira-AbCdEf",
-            ),
-        ]),
-        || async { panic!("a configuration error must come before any AWS call") },
-    )
-    .await
+    // Settings are checked before anything is read: no AWS call can happen.
+    let err = settings(&[
+        ("JIRA_URL", "https://acme.atlassian.net"),
+        ("JIRA_EMAIL", EMAIL),
+        ("JIRA_API_TOKEN", "tok-ENV-777"),
+        (
+            "JIRA_API_TOKEN_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:jira-AbCdEf",
+        ),
+    ])
     .unwrap_err();
     let text = format!("{err:#}");
     assert!(
@@ -351,14 +345,15 @@ async fn a_variable_and_its_secret_arn_together_are_a_configuration_error_naming
 #[tokio::test]
 async fn without_any_secret_arn_nothing_calls_aws_and_nothing_is_reread() {
     let connections = run::ticket_connections(
-        lookup(&[
+        settings(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_EMAIL", EMAIL),
             ("JIRA_API_TOKEN", "tok-ENV-888"),
             ("SERVICENOW_URL", "https://acme.service-now.com"),
             ("SERVICENOW_USERNAME", "bridge"),
             ("SERVICENOW_PASSWORD", "pw-ENV-999"),
-        ]),
+        ])
+        .expect("settings"),
         || async { panic!("no _SECRET_ARN: no AWS configuration is loaded") },
     )
     .await

@@ -704,11 +704,11 @@ async fn dynamodb_call_that_hangs_ends_with_the_configured_timeout() {
             held.push(socket); // read nothing, answer nothing
         }
     });
-    let timeouts = findings_bridge::commands::run::AwsTimeouts::from_lookup(|name| match name {
-        "BRIDGE_AWS_TIMEOUT" => Some("3".to_owned()),
-        "BRIDGE_AWS_ATTEMPT_TIMEOUT" => Some("1".to_owned()),
-        _ => None,
-    })
+    let timeouts = findings_bridge::config::Config::from_pairs([
+        ("BRIDGE_AWS_TIMEOUT", "3"),
+        ("BRIDGE_AWS_ATTEMPT_TIMEOUT", "1"),
+    ])
+    .aws()
     .unwrap();
     assert_eq!(timeouts.attempt, Duration::from_secs(1));
     let config = support::moto::aws_config(&endpoint).await;

@@ -166,13 +166,8 @@ pub struct SyncConfigError {
 }
 
 impl SyncConfig {
-    /// Defaults with [`SYNC_INTERVAL_ENV`] applied.
-    pub fn from_env() -> Result<SyncConfig, SyncConfigError> {
-        SyncConfig::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// [`SyncConfig::from_env`] over any variable source. The interval is whole seconds, at
-    /// least 1; unset or empty keeps the default.
+    /// Defaults with [`SYNC_INTERVAL_ENV`] applied (see [`crate::config::Config::sync`]). The
+    /// interval is whole seconds, at least 1; unset or empty keeps the default.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<SyncConfig, SyncConfigError> {

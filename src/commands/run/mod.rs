@@ -1,0 +1,189 @@
+//! `findings-bridge run`, the long-running worker, assembled from its settings: AWS clients from
+//! the SDK's own configuration chain, the store, the ticket connections, the planner over the
+//! mapping files, the status sync, the HTTP server, and signal handling (SIGTERM/SIGINT drain,
+//! SIGHUP reloads the mapping files). Also `sync --once`, which is one tick of the same sync.
+
+mod connections;
+mod wiring;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub use connections::{TicketConnections, ticket_connections};
+pub use wiring::{
+    Pipeline, StoreSpec, build_store, check_connections, investigator, load_mappings, owner_id,
+    reload,
+};
+use wiring::{WorkerReadiness, spawn_reload_on_sighup};
+
+use crate::aws::securityhub::client::SecurityHubWriter;
+use crate::aws::securityhub::{FindingWriter, NoopWriter};
+use crate::config::Config;
+use crate::finding;
+use crate::pipeline::lifecycle::Lifecycle;
+use crate::pipeline::plan::{MappingPlanner, MappingsHandle};
+use crate::pipeline::worker::{RunSummary, Worker, WorkerConfig};
+use crate::runtime::server::{self, ServerState};
+use crate::runtime::shutdown::Shutdown;
+use crate::sync::webhooks;
+use crate::sync::{StatusSync, SyncReport};
+
+/// Everything `run` needs that is not a secret (secrets come from the environment only).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub queue_url: String,
+    pub dlq_url: Option<String>,
+    pub mappings: PathBuf,
+    pub store: StoreSpec,
+    pub concurrency: usize,
+    pub http_addr: SocketAddr,
+    pub sync_interval: Duration,
+    pub grace: Duration,
+    pub visibility_timeout: Duration,
+    /// Claim lease per (finding, team); renewed every third of it while work runs.
+    pub lease: Duration,
+    /// Stop once the queue stays empty (`--drain`).
+    pub drain: bool,
+    /// Write workflow state back to Security Hub (NOTIFIED after create, severity overrides).
+    pub write_back: bool,
+}
+
+/// `findings-bridge sync --once`: one poll of every connection.
+pub async fn sync_once(
+    config: &Config,
+    mappings: &Path,
+    store: &StoreSpec,
+) -> anyhow::Result<SyncReport> {
+    let p = Pipeline::build(config, mappings, store, true).await?;
+    let sync = StatusSync::new(p.store, p.systems, p.writer, p.mappings, config.sync(None)?);
+    Ok(sync.poll_once().await)
+}
+
+/// `findings-bridge run`.
+pub async fn run(
+    config: &Config,
+    settings: RunSettings,
+    shutdown: Shutdown,
+) -> anyhow::Result<RunSummary> {
+    let metrics = crate::runtime::telemetry::install_metrics();
+    let timeouts = config.aws()?;
+    let connections = ticket_connections(config.tickets()?, || async {
+        Ok(crate::aws::sdk_config(timeouts).await)
+    })
+    .await?;
+    let systems = connections.systems.clone();
+    if systems.is_empty() {
+        bail!(
+            "no ticket system configured: set JIRA_URL and/or SERVICENOW_URL with their credentials"
+        );
+    }
+    let mappings = load_mappings(&settings.mappings, &systems)?;
+    tracing::info!(
+        teams = mappings.teams.len(),
+        rules = mappings.rules.len(),
+        connections = ?systems.keys().collect::<Vec<_>>(),
+        "mapping files loaded"
+    );
+    let handle = MappingsHandle::new(mappings);
+    let planner = MappingPlanner::new(handle.clone(), config.render(None)?);
+
+    let sdk = crate::aws::sdk_config(timeouts).await;
+    let store = build_store(&settings.store, &sdk).await?;
+    store
+        .ping()
+        .await
+        .with_context(|| format!("store {:?} is not reachable", settings.store))?;
+    let writer: Arc<dyn FindingWriter> = if settings.write_back {
+        Arc::new(SecurityHubWriter::from_conf(&sdk))
+    } else {
+        Arc::new(NoopWriter)
+    };
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+    let sync_config = config.sync(Some(settings.sync_interval))?;
+    let sync = Arc::new(StatusSync::new(
+        Arc::clone(&store),
+        systems.clone(),
+        Arc::clone(&writer),
+        handle.clone(),
+        sync_config,
+    ));
+    let sync_task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
+
+    let health = Arc::new(crate::pipeline::health::Health::new());
+    // A paused connection re-reads its Secrets Manager credentials before each probe, and all
+    // of them are re-read every BRIDGE_SECRETS_REFRESH: a rotated secret needs no restart.
+    let prober = tokio::spawn(crate::pipeline::health::run_prober_with(
+        Arc::clone(&health),
+        systems.clone(),
+        Arc::clone(&store),
+        connections.credential_refresh(),
+        shutdown.clone(),
+    ));
+    let secrets_task = connections.spawn_refresh(shutdown.clone());
+    let readiness = Arc::new(WorkerReadiness {
+        health: Arc::clone(&health),
+        sqs: sqs.clone(),
+        queue_url: settings.queue_url.clone(),
+        store: Arc::clone(&store),
+        mappings: handle.clone(),
+    });
+    let router = server::router(ServerState::new(metrics, readiness))
+        .merge(webhooks::router(Arc::clone(&sync), config.webhooks()));
+    let server_shutdown = shutdown.clone();
+    let (bound, server_task) = server::serve(settings.http_addr, router, async move {
+        server_shutdown.wait().await
+    })
+    .await
+    .with_context(|| format!("binding the HTTP server to {}", settings.http_addr))?;
+    tracing::info!(addr = %bound, "HTTP server listening (/healthz, /readyz, /metrics, /webhooks/jira, /webhooks/servicenow)");
+
+    spawn_reload_on_sighup(
+        settings.mappings.clone(),
+        handle.clone(),
+        systems.clone(),
+        shutdown.clone(),
+    )?;
+
+    let owner = owner_id(config);
+    let investigator = investigator(config, &sdk)?;
+    let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone())
+        .with_investigator(investigator)
+        .with_health(health);
+    let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
+    config.dlq_url = settings.dlq_url.clone();
+    config.concurrency = settings.concurrency.max(1);
+    config.grace = settings.grace;
+    config.visibility_timeout = settings.visibility_timeout;
+    config.lease = settings.lease;
+    if settings.drain {
+        config.exit_when_idle = Some(2);
+        config.wait_time = Duration::from_secs(2);
+    }
+    let worker = Worker::from_sqs(config, sqs, lifecycle, finding::decode_each);
+    let result = worker.run(shutdown.clone()).await;
+    // The worker may stop on its own (drain mode, unusable queue): stop the rest with it.
+    shutdown.trigger();
+    if let Err(e) = sync_task.await {
+        tracing::warn!(error = %e, "status sync task failed");
+    }
+    if let Err(e) = prober.await {
+        tracing::warn!(error = %e, "connection prober failed");
+    }
+    if let Some(Err(e)) = match secrets_task {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "credential re-read task failed");
+    }
+    match server_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    result
+}
