@@ -590,7 +590,9 @@ class Env:
         self.proxy = self.ddb_proxy = None
         moto_port = free_port()
         self.moto = f"http://127.0.0.1:{moto_port}"
-        self._spawn([str(args.python_bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], "moto.log")
+        # moto's DynamoDB conditional writes made atomic, as DynamoDB's are (see the module).
+        moto_env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts" / "moto-atomic"))
+        self._spawn([str(args.python_bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], "moto.log", env=moto_env)
         port_file = work / "sim.port"
         sim_cmd = [
             str(args.sim_bin),
@@ -635,9 +637,9 @@ class Env:
         self.sqs = boto3.client("sqs", endpoint_url=self.moto, config=cfg, **CREDS)
         self.ddb = boto3.client("dynamodb", endpoint_url=self.moto, config=cfg, **CREDS)
 
-    def _spawn(self, cmd, logname):
+    def _spawn(self, cmd, logname, env=None):
         logf = open(self.work / logname, "wb")
-        self.procs.append(subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
+        self.procs.append(subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, env=env))
         logf.close()
 
     def create_resources(self, visibility_timeout: int, max_receive: int):

@@ -2,6 +2,7 @@
 //! Detective investigation links and Secrets Manager credentials.
 
 pub mod detective;
+pub mod errors;
 pub mod secrets;
 pub mod securityhub;
 pub mod sqs;

@@ -158,28 +158,15 @@ fn seconds(d: Duration, max: i32) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(max).min(max)
 }
 
-/// One place decides which SDK failures are worth retrying.
-fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> QueueError
+/// An SQS failure as [`crate::aws::errors`] reads it: throttling and outages are transient,
+/// everything else (a missing queue, a refused credential, a bad request) needs a person.
+fn classify<E>(operation: &'static str, err: SdkError<E>) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let message = aws_sdk_sqs::error::DisplayErrorContext(&err).to_string();
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            code.contains("Throttl")
-                || code.contains("RequestLimitExceeded")
-                || code.contains("InternalError")
-                || code.contains("ServiceUnavailable")
-                || code.contains("KmsThrottled")
-        }
-        _ => false,
-    };
-    if transient {
+    let failure = crate::aws::errors::classify(operation, &err);
+    let message = failure.message;
+    if failure.fault.is_transient() {
         QueueError::Transient { operation, message }
     } else {
         QueueError::Permanent { operation, message }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -613,53 +613,26 @@ fn now_millis() -> i64 {
 }
 
 /// A failed condition is handed back for the caller to interpret; every other failure becomes
-/// a [`StoreError`]: throttling, 5xx and network trouble are transient, a missing table or a
+/// a [`StoreError`] as [`crate::aws::errors`] reads it: throttling, 5xx and network trouble are
+/// transient, a missing table or a refused credential is refused (the connection pauses), a
 /// rejected request needs a person.
 fn classify<E>(table: &str, op: &str, err: SdkError<E>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
-    let failure = match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            let status = service.raw().status().as_u16();
-            match code {
-                "ConditionalCheckFailedException" => return Failure::ConditionFailed,
-                "ResourceNotFoundException" => StoreError::Refused(format!(
-                    "DynamoDB table {table} not found ({op}); it is created by the deployment, \
-                     not by the bridge"
-                )),
-                "AccessDeniedException"
-                | "UnrecognizedClientException"
-                | "ExpiredTokenException"
-                | "InvalidSignatureException"
-                | "MissingAuthenticationTokenException"
-                | "IncompleteSignatureException" => {
-                    StoreError::Refused(format!("DynamoDB table {table}: {op}: {detail}"))
-                }
-                "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "LimitExceededException"
-                | "TransactionConflictException"
-                | "ReplicatedWriteConflictException"
-                | "InternalServerError"
-                | "ServiceUnavailable" => {
-                    StoreError::Unavailable(format!("DynamoDB table {table}: {op}: {detail}"))
-                }
-                _ if status >= 500 || status == 429 => {
-                    StoreError::Unavailable(format!("DynamoDB table {table}: {op}: {detail}"))
-                }
-                _ => StoreError::Fatal(format!("DynamoDB table {table}: {op}: {detail}")),
-            }
-        }
-        SdkError::ConstructionFailure(_) => {
-            StoreError::Fatal(format!("DynamoDB table {table}: {op}: {detail}"))
-        }
-        _ => StoreError::Unavailable(format!("DynamoDB table {table}: {op}: {detail}")),
-    };
-    Failure::Store(failure)
+    use crate::aws::errors::Fault;
+    let failure = crate::aws::errors::classify(op, &err);
+    let detail = || format!("DynamoDB table {table}: {}", failure.message);
+    Failure::Store(match failure.fault {
+        Fault::ConditionFailed => return Failure::ConditionFailed,
+        Fault::NotFound => StoreError::Refused(format!(
+            "DynamoDB table {table} not found ({op}); it is created by the deployment, \
+             not by the bridge"
+        )),
+        Fault::Refused => StoreError::Refused(detail()),
+        Fault::Throttled | Fault::Unavailable => StoreError::Unavailable(detail()),
+        Fault::Invalid | Fault::Other => StoreError::Fatal(detail()),
+    })
 }
 
 fn store_error<E>(table: &str, op: &str, err: SdkError<E>) -> StoreError

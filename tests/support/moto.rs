@@ -99,6 +99,12 @@ async fn start() -> Moto {
         .arg("moto-wrapper")
         .arg(&bin)
         .arg(port.to_string())
+        // DynamoDB's conditional writes are atomic; moto's are not across its threads, which
+        // would let two racing claims both win (scripts/moto-atomic/sitecustomize.py).
+        .env(
+            "PYTHONPATH",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-atomic"),
+        )
         .stdin(Stdio::piped())
         .stdout(log)
         .stderr(log_err)

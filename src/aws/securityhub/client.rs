@@ -63,22 +63,6 @@ const RETRIABLE_UNPROCESSED: &[&str] = &[
     "LimitExceededException",
 ];
 
-/// Request-level error codes that mean the request would be accepted later.
-const TRANSIENT_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "LimitExceededException",
-    "InternalException",
-    "InternalServerException",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "ConflictException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
 /// Request-level error codes that reject this batch's content, not the caller: the findings of
 /// the batch are reported as unprocessed and the other batches still go out.
 const BATCH_REJECTED_CODES: &[&str] = &["InvalidInputException", "ValidationException"];
@@ -512,49 +496,28 @@ enum RequestFailure {
     BatchRejected { code: String, message: String },
 }
 
-/// Error codes that mean the caller's credentials or permissions are refused.
-const REFUSED_CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "ExpiredTokenException",
-    "InvalidSignatureException",
-    "MissingAuthenticationTokenException",
-];
-
+/// A write-back failure as [`crate::aws::errors`] reads it; a batch whose content is refused
+/// (`InvalidInputException`, `ValidationException`) is reported per finding, and the other
+/// batches still go out.
 fn classify<E>(operation: &str, error: SdkError<E>) -> RequestFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    match &error {
-        SdkError::ConstructionFailure(_) => {
-            RequestFailure::Permanent(format!("{operation}: {}", DisplayErrorContext(&error)))
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            RequestFailure::Transient(format!("{operation}: {}", DisplayErrorContext(&error)))
-        }
-        _ => {
-            let code = error.code().unwrap_or("").to_owned();
-            let message = error
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| DisplayErrorContext(&error).to_string());
-            let described = match status {
-                Some(status) => format!("{operation}: HTTP {status} {code}: {message}"),
-                None => format!("{operation}: {code}: {message}"),
-            };
-            let transient_status = matches!(status, Some(429) | Some(500..=599));
-            if TRANSIENT_CODES.contains(&code.as_str()) || transient_status {
-                RequestFailure::Transient(described)
-            } else if REFUSED_CODES.contains(&code.as_str()) || matches!(status, Some(401 | 403)) {
-                RequestFailure::Refused(described)
-            } else if BATCH_REJECTED_CODES.contains(&code.as_str()) {
-                RequestFailure::BatchRejected { code, message }
-            } else {
-                RequestFailure::Permanent(described)
+    use crate::aws::errors::Fault;
+    let failure = crate::aws::errors::classify(operation, &error);
+    match failure.fault {
+        Fault::Throttled | Fault::Unavailable => RequestFailure::Transient(failure.message),
+        Fault::Refused => RequestFailure::Refused(failure.message),
+        _ if BATCH_REJECTED_CODES.contains(&failure.code.as_str()) => {
+            RequestFailure::BatchRejected {
+                message: error
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| DisplayErrorContext(&error).to_string()),
+                code: failure.code,
             }
         }
+        _ => RequestFailure::Permanent(failure.message),
     }
 }
 
