@@ -1,0 +1,83 @@
+//! Which Security Hub workflow status a ticket status means: the team's `status_map`, then the
+//! defaults for each kind of ticket system.
+
+use super::*;
+
+/// Counter of ticket statuses that no status map and no default could place, by `system` and
+/// `team`. Operators alert on it: a custom workflow state nobody mapped means findings whose
+/// tickets move never change in Security Hub.
+pub const UNMAPPED_STATUS_METRIC: &str = "findings_bridge_sync_unmapped_status_total";
+
+/// Ticket status → workflow status: the team's map first, then the documented defaults.
+///
+/// Lookup order: a plain key equal to the status name (case-insensitive); then `category:<key>`
+/// (Jira status category) or `state:<code>` (ServiceNow state code), whichever fits `kind`; then
+/// the defaults:
+///
+/// | Jira category | ServiceNow state | Workflow status |
+/// |---|---|---|
+/// | `new`, `indeterminate` | 1 New, 2 In Progress, 3 On Hold | NOTIFIED |
+/// | `done` | 6 Resolved, 7 Closed | RESOLVED |
+/// | | 8 Canceled | SUPPRESSED |
+///
+/// `None` (unmapped) means the ticket is in a state neither the team nor the defaults know: a
+/// Jira category outside the three documented ones, or a custom ServiceNow state code (security
+/// incident tables use 10, 16, 18…; note that `sn_si_incident` state 3 is *Closed*, so such a
+/// table needs an explicit `state:3` entry). Callers log it once and count it instead of guessing.
+pub fn map_status(
+    map: &StatusMap,
+    kind: TargetKind,
+    status: &TicketStatus,
+) -> Option<WorkflowStatus> {
+    explicit_status(map, kind, status).or_else(|| default_status(kind, status))
+}
+
+pub(super) fn explicit_status(
+    map: &StatusMap,
+    kind: TargetKind,
+    status: &TicketStatus,
+) -> Option<WorkflowStatus> {
+    let name = status.name.trim();
+    if !name.is_empty() {
+        let by_name = map.0.iter().find(|(key, _)| {
+            !key.starts_with("category:")
+                && !key.starts_with("state:")
+                && key.trim().eq_ignore_ascii_case(name)
+        });
+        if let Some((_, workflow)) = by_name {
+            return Some(*workflow);
+        }
+    }
+    let code = status.category.trim();
+    if code.is_empty() {
+        return None;
+    }
+    let prefix = match kind {
+        TargetKind::Jira => "category:",
+        TargetKind::ServiceNow => "state:",
+    };
+    map.0
+        .iter()
+        .find(|(key, _)| {
+            key.strip_prefix(prefix)
+                .is_some_and(|value| value.trim().eq_ignore_ascii_case(code))
+        })
+        .map(|(_, workflow)| *workflow)
+}
+
+pub(super) fn default_status(kind: TargetKind, status: &TicketStatus) -> Option<WorkflowStatus> {
+    let code = status.category.trim();
+    match kind {
+        TargetKind::Jira => match code.to_ascii_lowercase().as_str() {
+            "done" => Some(WorkflowStatus::Resolved),
+            "new" | "indeterminate" => Some(WorkflowStatus::Notified),
+            _ => None,
+        },
+        TargetKind::ServiceNow => match code {
+            "6" | "7" => Some(WorkflowStatus::Resolved),
+            "8" => Some(WorkflowStatus::Suppressed),
+            "1" | "2" | "3" => Some(WorkflowStatus::Notified),
+            _ => None,
+        },
+    }
+}
