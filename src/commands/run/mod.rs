@@ -29,6 +29,7 @@ use crate::pipeline::plan::{MappingPlanner, MappingsHandle};
 use crate::pipeline::worker::{RunSummary, Worker, WorkerConfig};
 use crate::runtime::server::{self, ServerState};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::tasks::Tasks;
 use crate::sync::webhooks;
 use crate::sync::{StatusSync, SyncReport};
 
@@ -112,19 +113,26 @@ pub async fn run(
         handle.clone(),
         sync_config,
     ));
-    let sync_task = tokio::spawn(Arc::clone(&sync).run(shutdown.clone()));
+    // Background work that shutdown waits for (within the grace period), never forever.
+    let tasks = Tasks::new();
+    tasks.spawn("status sync", Arc::clone(&sync).run(shutdown.clone()));
 
     let health = Arc::new(crate::pipeline::health::Health::new());
     // A paused connection re-reads its Secrets Manager credentials before each probe, and all
     // of them are re-read every BRIDGE_SECRETS_REFRESH: a rotated secret needs no restart.
-    let prober = tokio::spawn(crate::pipeline::health::run_prober_with(
-        Arc::clone(&health),
-        systems.clone(),
-        Arc::clone(&store),
-        connections.credential_refresh(),
-        shutdown.clone(),
-    ));
-    let secrets_task = connections.spawn_refresh(shutdown.clone());
+    tasks.spawn(
+        "connection prober",
+        crate::pipeline::health::run_prober_with(
+            Arc::clone(&health),
+            systems.clone(),
+            Arc::clone(&store),
+            connections.credential_refresh(),
+            shutdown.clone(),
+        ),
+    );
+    if let Some(task) = connections.spawn_refresh(shutdown.clone()) {
+        tasks.track("credential re-read", task);
+    }
     let readiness = Arc::new(WorkerReadiness {
         health: Arc::clone(&health),
         sqs: sqs.clone(),
@@ -153,6 +161,7 @@ pub async fn run(
     let investigator = investigator(config, &sdk)?;
     let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone())
         .with_investigator(investigator)
+        .with_tasks(tasks.clone())
         .with_health(health);
     let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
     config.dlq_url = settings.dlq_url.clone();
@@ -168,22 +177,14 @@ pub async fn run(
     let result = worker.run(shutdown.clone()).await;
     // The worker may stop on its own (drain mode, unusable queue): stop the rest with it.
     shutdown.trigger();
-    if let Err(e) = sync_task.await {
-        tracing::warn!(error = %e, "status sync task failed");
-    }
-    if let Err(e) = prober.await {
-        tracing::warn!(error = %e, "connection prober failed");
-    }
-    if let Some(Err(e)) = match secrets_task {
-        Some(task) => Some(task.await),
-        None => None,
-    } {
-        tracing::warn!(error = %e, "credential re-read task failed");
-    }
-    match server_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Ok(Ok(())) => {}
+    tasks.drain(settings.grace).await;
+    match tokio::time::timeout(settings.grace, server_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            tracing::warn!(grace = ?settings.grace, "HTTP server still answering at the end of the grace period; stopped")
+        }
     }
     result
 }

@@ -253,7 +253,7 @@ impl Lifecycle {
         {
             let target = ticket.clone();
             let system = Arc::clone(&system);
-            crate::aws::detective::spawn_enrichment(
+            let enrichment = crate::aws::detective::spawn_enrichment(
                 Arc::clone(investigator),
                 finding.clone(),
                 move |comment: String| {
@@ -265,6 +265,7 @@ impl Lifecycle {
                     })
                 },
             );
+            self.tasks.track("detective enrichment", enrichment);
         }
         if planned.options.notify_on_create {
             writes.push(notified(

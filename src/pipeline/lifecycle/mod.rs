@@ -77,6 +77,8 @@ pub struct Lifecycle {
     held: Mutex<HashMap<String, Marker>>,
     /// Amazon Detective enrichment for rules with `enrich = { detective = true }`.
     investigator: Option<Arc<crate::aws::detective::Investigator>>,
+    /// Where enrichments run after their ticket work is done; shutdown waits for them.
+    tasks: crate::runtime::tasks::Tasks,
     /// Paused connections and rules: their work is not attempted.
     health: Arc<Health>,
 }
@@ -108,6 +110,7 @@ impl Lifecycle {
             next_work: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
             investigator: None,
+            tasks: crate::runtime::tasks::Tasks::new(),
             health: Arc::new(Health::new()),
         }
     }
@@ -121,6 +124,12 @@ impl Lifecycle {
 
     pub fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    /// Background work (Detective enrichment) goes into `tasks`, which shutdown drains.
+    pub fn with_tasks(mut self, tasks: crate::runtime::tasks::Tasks) -> Lifecycle {
+        self.tasks = tasks;
+        self
     }
 
     /// Enables Detective enrichment (for the rules that ask for it).

@@ -46,7 +46,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Store claim lease per (finding, team).
     pub lease: Duration,
-    /// Names this process in store claims (`hostname:pid`).
+    /// Names this process in store claims (`host:pid:start-millis`, see `commands::run::owner_id`);
+    /// each unit of work adds its own suffix, so no two claims ever share an owner.
     pub owner_id: String,
     /// Stop after this many consecutive empty receives with nothing in flight (`run --drain`:
     /// demos, cron-style runs, load tests). `None`: run until shutdown.
