@@ -38,6 +38,7 @@ use crate::runtime::shutdown::Shutdown;
 use crate::runtime::telemetry::{self, ErrorKind, WritebackResult};
 use crate::store::{Record, Store, StoreError};
 use crate::ticket::{TicketError, TicketRef, TicketStatus, TicketSystem, TicketUpdate};
+use crate::time::parse_time;
 
 /// Environment variable holding the seconds between two polls.
 pub const SYNC_INTERVAL_ENV: &str = "BRIDGE_SYNC_INTERVAL";
@@ -324,7 +325,9 @@ struct Candidate {
 
 impl Candidate {
     fn updated_time(&self) -> Option<DateTime<Utc>> {
-        self.updated_at.as_deref().and_then(parse_time)
+        self.updated_at
+            .as_deref()
+            .and_then(|at| parse_time(at.trim()))
     }
 }
 
@@ -533,7 +536,7 @@ impl StatusSync {
                 return;
             }
         };
-        let base = match stored.as_deref().map(|w| (w, parse_time(w))) {
+        let base = match stored.as_deref().map(|w| (w, parse_time(w.trim()))) {
             Some((_, Some(at))) => at,
             Some((raw, None)) => {
                 tracing::warn!(
@@ -1010,7 +1013,7 @@ impl StatusSync {
         let horizon =
             watermark - chrono_duration(self.config.overlap) - chrono::Duration::minutes(1);
         if let Some(seen) = self.state().seen.get_mut(name) {
-            seen.retain(|_, updated| parse_time(updated).is_none_or(|at| at >= horizon));
+            seen.retain(|_, updated| parse_time(updated.trim()).is_none_or(|at| at >= horizon));
         }
     }
 }
@@ -1043,12 +1046,6 @@ fn unprocessed_entry(pending: &Pending, code: String, message: String) -> Unproc
         code,
         message,
     }
-}
-
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|at| at.with_timezone(&Utc))
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {

@@ -36,6 +36,7 @@ use crate::pipeline::health::{Health, Probe, Subject};
 use crate::runtime::telemetry::{self, DedupKind, WritebackResult};
 use crate::store::{Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields};
 use crate::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem};
+use crate::time::parse_time;
 
 /// Default claim lease: long enough for a create with retries, short enough that a killed
 /// worker's findings are picked up again within a minute or two.
@@ -1631,10 +1632,6 @@ fn state_text(finding: &Finding) -> String {
         ),
         None => format!("record state {}", finding.record_state.as_str()),
     }
-}
-
-fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    chrono::DateTime::parse_from_rfc3339(s).ok()
 }
 
 /// Older than what was already processed. Unknown or unparseable times are never stale: better a
