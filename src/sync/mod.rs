@@ -43,11 +43,6 @@ use crate::time::parse_time;
 /// Environment variable holding the seconds between two polls.
 pub const SYNC_INTERVAL_ENV: &str = "BRIDGE_SYNC_INTERVAL";
 
-/// Counter of ticket statuses that no status map and no default could place, by `system` and
-/// `team`. Operators alert on it: a custom workflow state nobody mapped means findings whose
-/// tickets move never change in Security Hub.
-pub const UNMAPPED_STATUS_METRIC: &str = "findings_bridge_sync_unmapped_status_total";
-
 /// Prefix of the store watermark of each connection: `sync:jira`, `sync:servicenow`.
 pub const WATERMARK_PREFIX: &str = "sync:";
 
@@ -791,12 +786,7 @@ impl StatusSync {
     }
 
     fn warn_unmapped(&self, candidate: &Candidate, record: &Record, kind: TargetKind) {
-        metrics::counter!(
-            UNMAPPED_STATUS_METRIC,
-            "system" => candidate.connection.clone(),
-            "team" => record.team.clone()
-        )
-        .increment(1);
+        telemetry::sync_unmapped_status(&candidate.connection, &record.team);
         let key = format!(
             "{}\n{}\n{}\n{}\n{}",
             candidate.connection,

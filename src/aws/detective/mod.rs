@@ -4,7 +4,8 @@
 //!
 //! Enrichment is strictly best effort. It runs in the background after the ticket exists
 //! ([`spawn_enrichment`]), so a slow, failing or unauthorised Detective never delays or blocks
-//! ticket creation; every outcome is logged and counted in `findings_bridge_detective_total`.
+//! ticket creation; every outcome is logged and counted in `findings_bridge_detective_total`
+//! ([`crate::runtime::telemetry::names::DETECTIVE_ENRICHMENTS`]).
 //!
 //! Detective's investigation API is asynchronous: `StartInvestigation` returns an id at once, the
 //! analysis runs for minutes, `GetInvestigation` reports RUNNING / SUCCESSFUL / FAILED, and
@@ -26,6 +27,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use crate::finding::Finding;
+use crate::runtime::telemetry;
 use crate::ticket::BoxFuture;
 
 pub use client::Investigator;
@@ -35,9 +37,6 @@ pub use subject::{InvestigationScope, investigable_entities, investigation_scope
 
 /// `ListIndicators` accepts at most this many indicators a page.
 pub const MAX_PAGE_SIZE: usize = 100;
-
-/// Metric counting enrichment outcomes, labelled `outcome`.
-pub const METRIC: &str = "findings_bridge_detective_total";
 
 /// Detective keeps up to a year of behavior data; a scope reaching further back only asks for
 /// data that no longer exists (and risks a validation error), so scopes are clamped to it.
@@ -134,6 +133,6 @@ where
                 error.kind()
             }
         };
-        metrics::counter!(METRIC, "outcome" => outcome).increment(1);
+        telemetry::detective_enrichment(outcome);
     })
 }
