@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// The stable `kind` label of [`error`] and [`dlq_moved`].
+/// The stable `kind` label of [`error`](super::error) and [`dlq_moved`](super::dlq_moved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A message or finding that cannot be decoded.
