@@ -2,7 +2,8 @@
 //! ticket per finding and team under at-least-once delivery.
 //!
 //! Layers, each depending only on those listed before it:
-//! - [`marker`], [`finding`] (envelope, ASFF, OCSF), [`mapping`] (route, templates): pure data;
+//! - [`time`] (the one timestamp parser), [`marker`], [`finding`] (envelope, ASFF, OCSF),
+//!   [`mapping`] (route, templates): pure data;
 //! - [`ticket`]: the contract every ticket system implements, the HTTP resilience layer, and one
 //!   slice per system ([`ticket::jira`], [`ticket::servicenow`]: config, auth, queries, status
 //!   meanings, webhook verification, body formats); [`render`] builds their request bodies;
@@ -24,3 +25,4 @@ pub mod runtime;
 pub mod store;
 pub mod sync;
 pub mod ticket;
+pub mod time;

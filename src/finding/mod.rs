@@ -39,6 +39,13 @@ impl fmt::Display for Schema {
     }
 }
 
+/// The metric label (`runtime::telemetry` takes label values as `&'static str`).
+impl From<Schema> for &'static str {
+    fn from(schema: Schema) -> &'static str {
+        schema.as_str()
+    }
+}
+
 /// Severity labels of ASFF; OCSF `severity_id` values map onto the same labels
 /// (1 Informational .. 5 Critical, 6 Fatal → CRITICAL).
 #[derive(
@@ -180,6 +187,13 @@ impl WorkflowStatus {
 impl fmt::Display for WorkflowStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The metric label (`runtime::telemetry` takes label values as `&'static str`).
+impl From<WorkflowStatus> for &'static str {
+    fn from(status: WorkflowStatus) -> &'static str {
+        status.as_str()
     }
 }
 

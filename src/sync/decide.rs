@@ -135,12 +135,7 @@ impl StatusSync {
     }
 
     pub(super) fn warn_unmapped(&self, candidate: &Candidate, record: &Record, kind: TargetKind) {
-        metrics::counter!(
-            UNMAPPED_STATUS_METRIC,
-            "system" => candidate.connection.clone(),
-            "team" => record.team.clone()
-        )
-        .increment(1);
+        telemetry::sync_unmapped_status(&candidate.connection, &record.team);
         let key = format!(
             "{}\n{}\n{}\n{}\n{}",
             candidate.connection,

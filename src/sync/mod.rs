@@ -192,10 +192,9 @@ fn workflow_update(pending: &Pending) -> WorkflowUpdate {
     )
 }
 
+/// A ticket system's or the store's timestamp; ticket systems may pad it with whitespace.
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|at| at.with_timezone(&Utc))
+    crate::time::parse_time(text.trim())
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {

@@ -3,11 +3,6 @@
 
 use super::*;
 
-/// Counter of ticket statuses that no status map and no default could place, by `system` and
-/// `team`. Operators alert on it: a custom workflow state nobody mapped means findings whose
-/// tickets move never change in Security Hub.
-pub const UNMAPPED_STATUS_METRIC: &str = "findings_bridge_sync_unmapped_status_total";
-
 /// Ticket status → workflow status: the team's map first, then the documented defaults.
 ///
 /// Lookup order: a plain key equal to the status name (case-insensitive); then `category:<key>`

@@ -24,9 +24,7 @@ pub fn fingerprint(severity: Severity, finding: &Finding) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
-pub(super) fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    chrono::DateTime::parse_from_rfc3339(s).ok()
-}
+pub(super) use crate::time::parse_time;
 
 /// Older than what was already processed. Unknown or unparseable times are never stale: better a
 /// needless ticket call than a lost update.
