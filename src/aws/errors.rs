@@ -37,22 +37,27 @@ impl Fault {
     }
 }
 
-/// A classified failure: its [`Fault`] and what to tell a person.
+/// A classified failure: its [`Fault`] and what to tell a person. Displays as
+/// `operation: detail`.
 #[derive(Debug, Clone)]
 pub struct AwsFailure {
     pub fault: Fault,
+    pub operation: String,
     /// The error code the service answered (`ThrottlingException`…), empty when none came.
     pub code: String,
     /// The HTTP status, when a response arrived.
     pub status: Option<u16>,
-    /// `operation: HTTP status code: message` when the service answered; the error chain when
-    /// nothing came back (connection refused, DNS, TLS) since that is then the only clue.
-    pub message: String,
+    /// The service's own message, when it sent one.
+    pub service_message: Option<String>,
+    /// `HTTP status: code: message` when the service answered (the SDK's own rendering of an
+    /// unmodelled error dumps the whole response); the error chain when nothing came back
+    /// (connection refused, DNS, TLS), since that is then the only clue.
+    pub detail: String,
 }
 
 impl std::fmt::Display for AwsFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "{}: {}", self.operation, self.detail)
     }
 }
 
@@ -144,54 +149,40 @@ pub fn classify<E>(operation: &str, err: &SdkError<E>) -> AwsFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let chain = || format!("{operation}: {}", DisplayErrorContext(err));
+    let failure = |fault, code: &str, status, detail| AwsFailure {
+        fault,
+        operation: operation.to_owned(),
+        code: code.to_owned(),
+        status,
+        service_message: err.message().map(str::to_owned),
+        detail,
+    };
+    let chain = || DisplayErrorContext(err).to_string();
     match err {
-        SdkError::ConstructionFailure(_) => AwsFailure {
-            fault: Fault::Other,
-            code: String::new(),
-            status: None,
-            message: chain(),
-        },
+        SdkError::ConstructionFailure(_) => failure(Fault::Other, "", None, chain()),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            AwsFailure {
-                fault: Fault::Unavailable,
-                code: String::new(),
-                status: None,
-                message: chain(),
-            }
+            failure(Fault::Unavailable, "", None, chain())
         }
         SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default().to_owned();
-            let status = Some(service.raw().status().as_u16());
-            let message = service
-                .err()
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| DisplayErrorContext(err).to_string());
-            let shown = [
-                status.map(|s| format!("HTTP {s}")),
-                (!code.is_empty()).then(|| code.clone()),
-                Some(message),
+            let code = service.err().code().unwrap_or_default();
+            let status = service.raw().status().as_u16();
+            let detail = [
+                Some(format!("HTTP {status}")),
+                (!code.is_empty()).then(|| code.to_owned()),
+                service.err().message().map(str::to_owned),
             ]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join(": ");
-            AwsFailure {
-                fault: fault_of(&code, status),
-                code,
-                status,
-                message: format!("{operation}: {shown}"),
-            }
+            failure(fault_of(code, Some(status)), code, Some(status), detail)
         }
         // `SdkError` is non-exhaustive: a new kind is reported as it is, and retried only if it
         // says it is a throttle or an outage.
-        _ => AwsFailure {
-            fault: fault_of(err.code().unwrap_or_default(), None),
-            code: err.code().unwrap_or_default().to_owned(),
-            status: None,
-            message: chain(),
-        },
+        _ => {
+            let code = err.code().unwrap_or_default();
+            failure(fault_of(code, None), code, None, chain())
+        }
     }
 }
 

@@ -165,7 +165,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let failure = crate::aws::errors::classify(operation, &err);
-    let message = failure.message;
+    let message = failure.detail;
     if failure.fault.is_transient() {
         QueueError::Transient { operation, message }
     } else {

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use aws_sdk_detective::Client;
-use aws_sdk_detective::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_detective::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_detective::operation::get_investigation::GetInvestigationOutput;
 use aws_sdk_detective::primitives::DateTime as SmithyDateTime;
 use aws_sdk_detective::types::Status;
@@ -223,6 +223,8 @@ impl Investigator {
     }
 }
 
+/// A Detective failure as [`crate::aws::errors`] reads it. A refused credential or permission
+/// (also a bare 403: a signature refusal) is the operator's to fix, and said so.
 fn classify<E>(operation: &'static str, err: SdkError<E>, timeout: Duration) -> EnrichError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -233,30 +235,19 @@ where
             after: timeout,
         };
     }
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or_default().to_owned();
-    // 403 without AccessDeniedException is a signature or credentials refusal: equally a
-    // permissions problem for the operator to fix.
-    if code == "AccessDeniedException" || status == Some(403) {
-        let message = err.message().unwrap_or("no message").to_owned();
-        return EnrichError::AccessDenied { operation, message };
+    let failure = crate::aws::errors::classify(operation, &err);
+    match failure.fault {
+        crate::aws::errors::Fault::Refused => EnrichError::AccessDenied {
+            operation,
+            message: failure
+                .service_message
+                .unwrap_or_else(|| "no message".to_owned()),
+        },
+        _ => EnrichError::Api {
+            operation,
+            message: failure.detail,
+        },
     }
-    let message = match status {
-        // A response arrived: its status, code and message say it all (the SDK's own rendering
-        // of an unmodelled error dumps the whole response).
-        Some(status) => [
-            Some(format!("HTTP {status}")),
-            (!code.is_empty()).then_some(code),
-            err.message().map(str::to_owned),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(": "),
-        // Nothing came back (connection refused, DNS, TLS): the error chain is the only clue.
-        None => DisplayErrorContext(&err).to_string(),
-    };
-    EnrichError::Api { operation, message }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

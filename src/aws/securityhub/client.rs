@@ -509,18 +509,17 @@ where
     use crate::aws::errors::Fault;
     let failure = crate::aws::errors::classify(operation, &error);
     match failure.fault {
-        Fault::Throttled | Fault::Unavailable => RequestFailure::Transient(failure.message),
-        Fault::Refused => RequestFailure::Refused(failure.message),
+        Fault::Throttled | Fault::Unavailable => RequestFailure::Transient(failure.to_string()),
+        Fault::Refused => RequestFailure::Refused(failure.to_string()),
         _ if BATCH_REJECTED_CODES.contains(&failure.code.as_str()) => {
             RequestFailure::BatchRejected {
-                message: error
-                    .message()
-                    .map(str::to_owned)
+                message: failure
+                    .service_message
                     .unwrap_or_else(|| DisplayErrorContext(&error).to_string()),
                 code: failure.code,
             }
         }
-        _ => RequestFailure::Permanent(failure.message),
+        _ => RequestFailure::Permanent(failure.to_string()),
     }
 }
 

@@ -201,7 +201,7 @@ where
 {
     use crate::aws::errors::Fault;
     let failure = crate::aws::errors::classify(op, &err);
-    let detail = || format!("DynamoDB table {table}: {}", failure.message);
+    let detail = || format!("DynamoDB table {table}: {failure}");
     Failure::Store(match failure.fault {
         Fault::ConditionFailed => return Failure::ConditionFailed,
         Fault::NotFound => StoreError::Refused(format!(
