@@ -11,10 +11,32 @@ use aws_sdk_sqs::types::{
 
 use crate::ticket::BoxFuture;
 
+/// The message attributes the bridge writes (all named `fb-*`): the worker when it dead-letters
+/// or parks a message, `replay` when it reads them back. One list, so producer and consumer
+/// cannot drift apart.
+pub mod attributes {
+    /// Prefix of every attribute the bridge adds.
+    pub const PREFIX: &str = "fb-";
+    /// The failure's kind (`decode`, `render`, `ticket`, `store`, `config`).
+    pub const ERROR_KIND: &str = "fb-error-kind";
+    /// The failure's message, cut to fit SQS's attribute size.
+    pub const ERROR: &str = "fb-error";
+    /// The id of the message that failed (the DLQ copy has its own).
+    pub const ORIGINAL_MESSAGE_ID: &str = "fb-original-message-id";
+    /// How often the queue had delivered the message when it was dead-lettered.
+    pub const RECEIVE_COUNT: &str = "fb-receive-count";
+    /// When the message first failed (RFC 3339), kept across replays and parking.
+    pub const FIRST_FAILURE: &str = "fb-first-failure";
+    /// The teams whose routes failed; a replay redoes only these.
+    pub const TEAMS: &str = "fb-teams";
+    /// How often the message was parked while a connection or rule it needs was paused.
+    pub const PARKED: &str = "fb-parked";
+}
+
 /// Message attributes the worker reads back when a message is received: a replayed DLQ message
 /// keeps the time of its first failure instead of restarting the clock, and a parked message
 /// (re-sent while a connection or rule it needs was paused) counts how often it was parked.
-pub const READ_ATTRIBUTES: &[&str] = &["fb-first-failure", "fb-parked"];
+pub const READ_ATTRIBUTES: &[&str] = &[attributes::FIRST_FAILURE, attributes::PARKED];
 
 /// Where a queue built with [`SqsQueue::reading_all_attributes`] puts the message's
 /// `SentTimestamp` (milliseconds since the epoch) in [`ReceivedMessage::attributes`]. SQS forbids
@@ -26,7 +48,7 @@ pub const SENT_TIMESTAMP_ATTRIBUTE: &str = "AWS.SentTimestamp";
 const RECEIVE_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// SQS caps `ReceiveMessage` and `DeleteMessageBatch` at 10 entries.
-pub const MAX_BATCH: usize = 10;
+pub const MAX_MESSAGES_PER_CALL: usize = 10;
 
 /// A received message with what the worker needs of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +207,7 @@ impl Queue for SqsQueue {
         visibility: Duration,
     ) -> BoxFuture<'_, Result<Vec<ReceivedMessage>, QueueError>> {
         Box::pin(async move {
-            let max = i32::try_from(max_messages.clamp(1, MAX_BATCH)).unwrap_or(1);
+            let max = i32::try_from(max_messages.clamp(1, MAX_MESSAGES_PER_CALL)).unwrap_or(1);
             let mut request = self
                 .client
                 .receive_message()

@@ -31,7 +31,7 @@ impl Default for SyncConfig {
             interval: Duration::from_secs(60),
             overlap: Duration::from_secs(120),
             max_per_tick: 1_000,
-            batch: MAX_BATCH,
+            batch: MAX_FINDINGS_PER_CALL,
             first_lookback: Duration::from_secs(7 * 24 * 3600),
             max_retries: 5,
         }
@@ -69,6 +69,6 @@ impl SyncConfig {
     }
 
     pub(super) fn batch_size(&self) -> usize {
-        self.batch.clamp(1, MAX_BATCH)
+        self.batch.clamp(1, MAX_FINDINGS_PER_CALL)
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::aws::securityhub::client::MAX_BATCH;
+use crate::aws::securityhub::client::MAX_FINDINGS_PER_CALL;
 use crate::aws::securityhub::{FindingWriter, WorkflowUpdate};
 use crate::finding::WorkflowStatus;
 use crate::mapping::spec::{StatusMap, TargetKind};

@@ -44,7 +44,7 @@ mod batches;
 use batches::*;
 
 /// Both batch calls accept at most this many finding identifiers.
-pub const MAX_BATCH: usize = 100;
+pub const MAX_FINDINGS_PER_CALL: usize = 100;
 
 /// `Note.UpdatedBy` on ASFF findings, so analysts can tell the bridge's notes from people's.
 pub const UPDATED_BY: &str = "findings-bridge";

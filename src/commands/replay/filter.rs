@@ -7,11 +7,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{
-    DecodeFn, ERROR_KIND_ATTRIBUTE, FIRST_FAILURE_ATTRIBUTE, ReplayDeps, ReplayError,
-    ReplayOptions, ReplayTarget, TeamsFn,
-};
-use crate::aws::sqs::{ReceivedMessage, SENT_TIMESTAMP_ATTRIBUTE};
+use super::{DecodeFn, ReplayDeps, ReplayError, ReplayOptions, ReplayTarget, TeamsFn};
+use crate::aws::sqs::{ReceivedMessage, SENT_TIMESTAMP_ATTRIBUTE, attributes};
 use crate::finding::{DecodeError, Finding};
 
 /// What `--match` can select on.
@@ -179,7 +176,7 @@ impl Selector {
             }
         }
         if let Some(kinds) = self.filters.get(&FilterField::ErrorKind) {
-            let kind = message.attributes.get(ERROR_KIND_ATTRIBUTE);
+            let kind = message.attributes.get(attributes::ERROR_KIND);
             if !kinds.iter().any(|k| Some(k) == kind) {
                 return Decision::Skip(format!("error kind {kind:?} not selected"));
             }
@@ -228,7 +225,7 @@ fn decode_reason(e: &DecodeError) -> String {
 fn failure_time(message: &ReceivedMessage) -> Option<DateTime<Utc>> {
     if let Some(t) = message
         .attributes
-        .get(FIRST_FAILURE_ATTRIBUTE)
+        .get(attributes::FIRST_FAILURE)
         .and_then(|v| crate::time::parse_time(v))
     {
         return Some(t);
@@ -341,7 +338,7 @@ mod tests {
                 .collect(),
         };
         let first = message(&[
-            (FIRST_FAILURE_ATTRIBUTE, "2026-11-28T10:00:00Z"),
+            (attributes::FIRST_FAILURE, "2026-11-28T10:00:00Z"),
             (SENT_TIMESTAMP_ATTRIBUTE, "0"),
         ]);
         assert_eq!(
@@ -353,7 +350,7 @@ mod tests {
             failure_time(&sent),
             DateTime::from_timestamp_millis(1_764_324_000_000)
         );
-        let garbage = message(&[(FIRST_FAILURE_ATTRIBUTE, "last tuesday")]);
+        let garbage = message(&[(attributes::FIRST_FAILURE, "last tuesday")]);
         assert_eq!(failure_time(&garbage), None);
     }
 }

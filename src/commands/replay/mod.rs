@@ -28,7 +28,9 @@ mod summary;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::aws::sqs::{DeleteEntry, MAX_BATCH, QueueError, READ_ATTRIBUTES, ReceivedMessage};
+use crate::aws::sqs::{
+    DeleteEntry, MAX_MESSAGES_PER_CALL, QueueError, READ_ATTRIBUTES, ReceivedMessage, attributes,
+};
 use crate::finding::Finding;
 use crate::runtime::shutdown::Shutdown;
 
@@ -45,15 +47,6 @@ use native::start_native;
 use options::validate;
 use progress::Progress;
 use rate::TokenBucket;
-
-/// Prefix of the attributes the bridge adds when it dead-letters a message.
-pub const BRIDGE_ATTRIBUTE_PREFIX: &str = "fb-";
-
-/// The attribute the worker writes with the failure's kind (`decode`, `render`, `ticket`, …).
-pub const ERROR_KIND_ATTRIBUTE: &str = "fb-error-kind";
-
-/// When the message first failed (RFC 3339), kept across replays by the worker.
-pub const FIRST_FAILURE_ATTRIBUTE: &str = "fb-first-failure";
 
 /// Why a replay could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +187,7 @@ impl Run {
             if remaining == 0 {
                 return Ok(());
             }
-            let mut want = remaining.min(MAX_BATCH);
+            let mut want = remaining.min(MAX_MESSAGES_PER_CALL);
             if let Some(bucket) = &mut self.bucket {
                 let pause = bucket.until_next();
                 if !pause.is_zero() {
@@ -459,7 +452,7 @@ pub fn attributes_to_send(received: &BTreeMap<String, String>) -> BTreeMap<Strin
     received
         .iter()
         .filter(|(name, _)| {
-            let bridge = name.starts_with(BRIDGE_ATTRIBUTE_PREFIX);
+            let bridge = name.starts_with(attributes::PREFIX);
             let reserved = name.to_ascii_lowercase().starts_with("aws.")
                 || name.to_ascii_lowercase().starts_with("amazon.");
             !reserved && (!bridge || READ_ATTRIBUTES.contains(&name.as_str()))

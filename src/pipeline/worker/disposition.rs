@@ -2,6 +2,7 @@
 //! a connection is paused, or dead-lettered with the reason in its attributes.
 
 use super::*;
+use crate::aws::sqs::attributes;
 
 /// SQS limits a message attribute value only by message size; 1 KiB keeps the DLQ readable.
 pub const ERROR_ATTRIBUTE_LIMIT: usize = 1024;
@@ -138,13 +139,13 @@ pub(super) async fn park(shared: &Shared, message: &ReceivedMessage, error: &str
     let id = &message.message_id;
     let times: u32 = message
         .attributes
-        .get("fb-parked")
+        .get(attributes::PARKED)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     let delay = crate::pipeline::health::park_delay(times);
-    let mut attributes = BTreeMap::from([("fb-parked".to_owned(), (times + 1).to_string())]);
-    if let Some(first) = message.attributes.get("fb-first-failure") {
-        attributes.insert("fb-first-failure".to_owned(), first.clone());
+    let mut attributes = BTreeMap::from([(attributes::PARKED.to_owned(), (times + 1).to_string())]);
+    if let Some(first) = message.attributes.get(attributes::FIRST_FAILURE) {
+        attributes.insert(attributes::FIRST_FAILURE.to_owned(), first.clone());
     }
     match shared
         .queue
@@ -208,26 +209,26 @@ pub(super) async fn dead_letter(
     };
     let first_failure = message
         .attributes
-        .get("fb-first-failure")
+        .get(attributes::FIRST_FAILURE)
         .cloned()
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let mut attributes = BTreeMap::from([
-        ("fb-error-kind".to_owned(), kind.to_owned()),
+        (attributes::ERROR_KIND.to_owned(), kind.to_owned()),
         (
-            "fb-error".to_owned(),
+            attributes::ERROR.to_owned(),
             cut_bytes(error, ERROR_ATTRIBUTE_LIMIT).to_owned(),
         ),
-        ("fb-original-message-id".to_owned(), id.clone()),
-        ("fb-first-failure".to_owned(), first_failure),
+        (attributes::ORIGINAL_MESSAGE_ID.to_owned(), id.clone()),
+        (attributes::FIRST_FAILURE.to_owned(), first_failure),
         (
-            "fb-receive-count".to_owned(),
+            attributes::RECEIVE_COUNT.to_owned(),
             message.receive_count.to_string(),
         ),
     ]);
     if !teams.is_empty() {
         // The other routes of this message are done; a replay redoes only these.
         attributes.insert(
-            "fb-teams".to_owned(),
+            attributes::TEAMS.to_owned(),
             cut_bytes(&teams.join(","), ERROR_ATTRIBUTE_LIMIT).to_owned(),
         );
     }

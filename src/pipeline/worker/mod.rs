@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::aws::sqs::{DeleteEntry, MAX_BATCH, Queue, QueueError, ReceivedMessage, SqsQueue};
+use crate::aws::sqs::{
+    DeleteEntry, MAX_MESSAGES_PER_CALL, Queue, QueueError, ReceivedMessage, SqsQueue,
+};
 use crate::finding::{DecodeError, EachFinding};
 use crate::pipeline::lifecycle::{Lifecycle, LifecycleError};
 use crate::runtime::shutdown::Shutdown;
@@ -242,7 +244,7 @@ impl Worker {
                     Err(_) => break,
                 },
             };
-            let room = (semaphore.available_permits() + 1).min(MAX_BATCH);
+            let room = (semaphore.available_permits() + 1).min(MAX_MESSAGES_PER_CALL);
             let receive = {
                 let queue = shared.queue.clone();
                 let (wait, visibility) = (config.wait_time, config.visibility_timeout);

@@ -37,7 +37,7 @@ pub(super) async fn delete_loop(
 ) {
     while let Some(first) = finished.recv().await {
         let mut ids = vec![first];
-        while ids.len() < MAX_BATCH {
+        while ids.len() < MAX_MESSAGES_PER_CALL {
             match finished.try_recv() {
                 Ok(id) => ids.push(id),
                 Err(_) => break,

@@ -1,5 +1,5 @@
 //! Which findings go into which request: addressing (ASFF, OCSF by metadata uid or by
-//! identifiers), one entry per finding and change, batches of at most [`MAX_BATCH`].
+//! identifiers), one entry per finding and change, batches of at most [`MAX_FINDINGS_PER_CALL`].
 
 use super::*;
 
@@ -132,7 +132,7 @@ pub(super) fn plan(updates: Vec<WorkflowUpdate>) -> Plan {
     let mut open: HashMap<Changes, usize> = HashMap::new();
     for (changes, entry) in latest_first.into_iter().rev() {
         match open.get(&changes).copied() {
-            Some(index) if batches[index].entries.len() < MAX_BATCH => {
+            Some(index) if batches[index].entries.len() < MAX_FINDINGS_PER_CALL => {
                 batches[index].entries.push(entry);
             }
             _ => {
