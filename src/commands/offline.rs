@@ -4,8 +4,12 @@
 
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
+
+use crate::config::Config;
 use crate::finding;
 use crate::finding::stream::{Chunk, Splitter};
 use crate::mapping::{self, Mappings};
@@ -406,5 +410,71 @@ fn parallel<R: BufRead + Send>(
         drop(tokens_tx);
         drop(done_rx);
         result.map(|()| written)
+    })
+}
+/// Read buffer of `render`: large enough that reads are few, small enough not to matter.
+const INPUT_BUFFER: usize = 256 * 1024;
+
+/// `findings-bridge check`: prints the summary, or every `file:line: problem`, and exits 1 on
+/// any.
+pub fn check_command(dir: &Path) -> ExitCode {
+    match check(dir) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `findings-bridge render`: `input` (a file or `-`) streamed through decode → route → render
+/// on `jobs` threads; the output is in input order. Exits 1 when a mapping file or a finding
+/// does not work, after printing everything that did.
+pub fn render_command(
+    config: &Config,
+    mappings: &Path,
+    jira_api_version: Option<&str>,
+    now: Option<&str>,
+    jobs: usize,
+    input: &str,
+) -> anyhow::Result<ExitCode> {
+    let now = now
+        .map(|s| {
+            crate::time::parse_time(s)
+                .with_context(|| format!("--now {s:?} is not an RFC 3339 timestamp"))
+        })
+        .transpose()?;
+    let opts = config.render(jira_api_version)?;
+    let mappings = match load_mappings(mappings, now) {
+        Ok(m) => m,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let reader: Box<dyn BufRead + Send> = if input == "-" {
+        Box::new(std::io::BufReader::with_capacity(
+            INPUT_BUFFER,
+            std::io::stdin(),
+        ))
+    } else {
+        let file = std::fs::File::open(input).with_context(|| format!("reading {input}"))?;
+        Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(INPUT_BUFFER, stdout.lock());
+    let result = render_stream(&mappings, reader, &opts, jobs, &mut out);
+    std::io::Write::flush(&mut out).context("writing output")?;
+    Ok(match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(problems) => {
+            for problem in problems.lines() {
+                eprintln!("findings-bridge: {problem}");
+            }
+            ExitCode::FAILURE
+        }
     })
 }

@@ -18,6 +18,7 @@
 //! [`replay`] runs the loop below; `filter` decides which messages it acts on, `native` hands the
 //! whole DLQ to SQS instead, `rate` spaces the messages out, `progress` and `summary` report.
 
+mod command;
 mod filter;
 mod native;
 mod options;
@@ -34,6 +35,7 @@ use crate::aws::sqs::{
 use crate::finding::Finding;
 use crate::runtime::shutdown::Shutdown;
 
+pub use command::command;
 pub use filter::{Filter, FilterError, FilterField, parse_time};
 pub use native::{NATIVE_MAX_PER_SECOND, NativeMoveTask};
 pub use options::{

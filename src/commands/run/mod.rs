@@ -8,6 +8,7 @@ mod wiring;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use wiring::{WorkerReadiness, spawn_reload_on_sighup};
 use crate::aws::securityhub::client::SecurityHubWriter;
 use crate::aws::securityhub::{FindingWriter, NoopWriter};
 use crate::config::Config;
+use crate::config::cli::RunArgs;
 use crate::finding;
 use crate::pipeline::lifecycle::Lifecycle;
 use crate::pipeline::plan::{MappingPlanner, MappingsHandle};
@@ -51,6 +53,38 @@ pub struct RunSettings {
     pub drain: bool,
     /// Write workflow state back to Security Hub (NOTIFIED after create, severity overrides).
     pub write_back: bool,
+}
+
+/// `findings-bridge run`: logging as configured, a multi-threaded runtime, signal handling, then
+/// [`run`] until it drains or is stopped.
+pub fn command(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    crate::runtime::telemetry::init_logging(args.log_format);
+    let settings = args.settings();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
+        let summary = run(config, settings, shutdown).await?;
+        tracing::info!(?summary, "findings-bridge stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `findings-bridge sync --once`: prints the report as JSON; exits 1 if anything failed.
+pub async fn sync_command(
+    config: &Config,
+    mappings: &Path,
+    store: &StoreSpec,
+) -> anyhow::Result<ExitCode> {
+    let report = sync_once(config, mappings, store).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `findings-bridge sync --once`: one poll of every connection.

@@ -4,8 +4,10 @@
 //! environment, so a variable cannot mean two things in two places (as `JIRA_API_VERSION` once
 //! did: the client inferred Data Center from a PAT while the bodies defaulted to Cloud).
 //!
-//! Flags are parsed by the command line (`main.rs`, clap, which also reads the `BRIDGE_*`
-//! variables that have a flag); a section takes the flag's value where both exist.
+//! Flags are parsed by [`cli`] (clap, which also reads the `BRIDGE_*` variables that stand in
+//! for a flag); a section takes the flag's value where both exist.
+
+pub mod cli;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
