@@ -310,7 +310,7 @@ pub mod names {
     pub const SYNC_STATUS_WRITTEN: &str = "findings_bridge_sync_status_written_total";
     /// Ticket-system webhooks received, by `system` and `outcome` (accepted|rejected|ignored).
     pub const WEBHOOKS_RECEIVED: &str = "findings_bridge_webhooks_received_total";
-    /// Time spent waiting because a ticket system rate-limited us, by `system`.
+    /// Time spent waiting for the client-side rate limit of a ticket system, by `system`.
     pub const RATE_LIMIT_WAIT: &str = "findings_bridge_rate_limit_wait_seconds";
     /// Messages being processed right now.
     pub const INFLIGHT: &str = "findings_bridge_inflight_messages";
@@ -784,7 +784,8 @@ pub fn claim_lost(stage: &'static str) {
     counter!(names::CLAIMS_LOST, "stage" => stage).increment(1);
 }
 
-/// Records a wait imposed by `Retry-After` or a local rate limiter.
+/// Records a wait for the connection's client-side rate limiter (`*_RATE_LIMIT`). A server's
+/// `Retry-After` is not counted here: its 429 is the `rate_limited` outcome of [`api_latency`].
 pub fn rate_limit_wait(system: &str, seconds: f64) {
     histogram!(names::RATE_LIMIT_WAIT, "system" => system.to_owned()).record(seconds);
 }
