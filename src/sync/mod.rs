@@ -37,6 +37,7 @@ use crate::pipeline::plan::MappingsHandle;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::telemetry::{self, ErrorKind, WritebackResult};
 use crate::store::{Record, Store, StoreError};
+use crate::ticket::servicenow::status::{self as state, StateMeaning};
 use crate::ticket::{TicketError, TicketRef, TicketStatus, TicketSystem, TicketUpdate};
 
 /// Environment variable holding the seconds between two polls.
@@ -115,12 +116,11 @@ fn default_status(kind: TargetKind, status: &TicketStatus) -> Option<WorkflowSta
             "new" | "indeterminate" => Some(WorkflowStatus::Notified),
             _ => None,
         },
-        TargetKind::ServiceNow => match code {
-            "6" | "7" => Some(WorkflowStatus::Resolved),
-            "8" => Some(WorkflowStatus::Suppressed),
-            "1" | "2" | "3" => Some(WorkflowStatus::Notified),
-            _ => None,
-        },
+        TargetKind::ServiceNow => state::meaning(code).map(|meaning| match meaning {
+            StateMeaning::Open => WorkflowStatus::Notified,
+            StateMeaning::Resolved => WorkflowStatus::Resolved,
+            StateMeaning::Canceled => WorkflowStatus::Suppressed,
+        }),
     }
 }
 
@@ -1091,7 +1091,7 @@ mod tests {
         TicketStatus {
             name: label.to_owned(),
             category: code.to_owned(),
-            done: matches!(code, "6" | "7" | "8"),
+            done: state::is_done(code),
         }
     }
 
