@@ -27,7 +27,7 @@ pub struct Connection<S> {
 }
 
 /// How requests are signed, and the secret values errors must never show alongside.
-pub type Signing<S> = (S, Vec<SecretString>);
+pub type SignedWith<S> = (S, Vec<SecretString>);
 
 impl<S: Clone> Connection<S> {
     /// Connection `name` to system `system` at `base_url`, which must be able to have paths
@@ -39,7 +39,7 @@ impl<S: Clone> Connection<S> {
         http: &HttpSettings,
         search_consistency: Duration,
         clock: Arc<dyn Clock>,
-        (signing, scrub): Signing<S>,
+        (signing, scrub): SignedWith<S>,
     ) -> Result<Connection<S>, ClientConfigError> {
         Ok(Connection {
             name,
@@ -57,7 +57,7 @@ impl<S: Clone> Connection<S> {
 
     /// Signs every request from now on as `signing` says; the old secrets are no longer scrubbed
     /// from errors, the new ones are.
-    pub fn replace_signing(&self, (signing, scrub): Signing<S>) {
+    pub fn replace_signing(&self, (signing, scrub): SignedWith<S>) {
         self.signing.replace(signing);
         self.http.replace_scrub(scrub);
     }

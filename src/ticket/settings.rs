@@ -20,6 +20,20 @@ pub struct SettingNames {
     pub rate_limit: &'static str,
     pub request_timeout: &'static str,
     pub search_consistency: &'static str,
+    /// The connection's two ways to sign in, of which exactly one must be set:
+    /// [`ConnectionEnv::first_sign_in`].
+    pub sign_ins: SignIns,
+}
+
+/// How errors name a connection's two ways to sign in.
+#[derive(Debug)]
+pub struct SignIns {
+    /// The setting named when both are set.
+    pub conflict: &'static str,
+    /// What to do about it: `set either … or …, not both`.
+    pub either: &'static str,
+    /// What is named as required when neither is set.
+    pub missing: &'static str,
 }
 
 /// The shortest request timeout a setting may ask for: below it, no answer could ever arrive.
@@ -75,6 +89,23 @@ impl<'n, F: Fn(&str) -> Option<String>> ConnectionEnv<'n, F> {
             });
         }
         Ok(Some(url))
+    }
+
+    /// Whether the settings choose the first way to sign in (`true`) or the second (`false`),
+    /// given which of them are (partly) set: both or neither is an error.
+    pub fn first_sign_in(&self, first: bool, second: bool) -> Result<bool, ClientConfigError> {
+        let ways = &self.names.sign_ins;
+        match (first, second) {
+            (true, true) => Err(ClientConfigError::Invalid {
+                name: ways.conflict,
+                message: ways.either.to_owned(),
+            }),
+            (false, false) => Err(ClientConfigError::Missing {
+                name: ways.missing,
+                because: format!("{} is set", self.names.url),
+            }),
+            (first, _) => Ok(first),
+        }
     }
 
     /// Applies the rate limit, the request timeout and the search consistency the settings ask

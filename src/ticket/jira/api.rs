@@ -50,7 +50,7 @@ impl JiraClient {
             .await
     }
 
-    pub(super) async fn send_json_with(
+    async fn send_json_with(
         &self,
         operation: &'static str,
         delivery: Delivery,
@@ -111,15 +111,24 @@ impl JiraClient {
         let body = json!({ "transition": { "id": transition.id } });
         // A transition applied twice is refused (it is no longer offered from the new status):
         // never resend it blind; the next attempt reads the status first.
+        self.post_once(operation, url, &body).await.map(drop)
+    }
+
+    /// POSTs `body` at most once: what it adds (a comment, a transition) would be added twice.
+    pub(super) async fn post_once(
+        &self,
+        operation: &'static str,
+        url: Url,
+        body: &Value,
+    ) -> Result<Value, TicketError> {
         self.send_json_with(
             operation,
             Delivery::AtMostOnce,
             reqwest::Method::POST,
             url,
-            &body,
+            body,
         )
         .await
-        .map(drop)
     }
 
     /// One search page; Cloud pages by token, Data Center by offset.

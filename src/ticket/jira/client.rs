@@ -196,15 +196,7 @@ impl AsyncTicketSystem for JiraClient {
     async fn comment(&self, ticket: &TicketRef, text: &str) -> Result<(), TicketError> {
         let url = self.api(&["issue", &ticket.key, "comment"]);
         let body = json!({ "body": self.comment_body(text) });
-        self.send_json_with(
-            "comment",
-            Delivery::AtMostOnce,
-            reqwest::Method::POST,
-            url,
-            &body,
-        )
-        .await
-        .map(drop)
+        self.post_once("comment", url, &body).await.map(drop)
     }
 
     async fn has_comment(&self, ticket: &TicketRef, needle: &str) -> Result<bool, TicketError> {

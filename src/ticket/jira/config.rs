@@ -12,8 +12,9 @@ use url::Url;
 use super::SYSTEM;
 use super::format::JiraFlavor;
 use crate::ticket::auth;
+use crate::ticket::connection::SignedWith;
 use crate::ticket::http::{ClientConfigError, HttpSettings};
-use crate::ticket::settings::{ConnectionEnv, SettingNames};
+use crate::ticket::settings::{ConnectionEnv, SettingNames, SignIns};
 
 /// How long Jira Cloud's search index may lag a create, by default: seconds in practice,
 /// sometimes more (`JIRA_SEARCH_CONSISTENCY`).
@@ -26,6 +27,11 @@ pub(super) const SETTINGS: SettingNames = SettingNames {
     rate_limit: "JIRA_RATE_LIMIT",
     request_timeout: "JIRA_REQUEST_TIMEOUT",
     search_consistency: "JIRA_SEARCH_CONSISTENCY",
+    sign_ins: SignIns {
+        conflict: "JIRA_PAT",
+        either: "set either JIRA_EMAIL + JIRA_API_TOKEN (Cloud) or JIRA_PAT (Data Center), not both",
+        missing: "JIRA_EMAIL + JIRA_API_TOKEN or JIRA_PAT",
+    },
 };
 
 /// Names Jira's credentials in errors.
@@ -47,19 +53,17 @@ pub enum JiraAuth {
 impl fmt::Debug for JiraAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            JiraAuth::Bearer { .. } => auth::debug_credential(f, "Bearer", None, "pat"),
             JiraAuth::Basic { email, .. } => {
                 auth::debug_credential(f, "Basic", Some(("email", email)), "api_token")
             }
-            JiraAuth::Bearer { .. } => auth::debug_credential(f, "Bearer", None, "pat"),
         }
     }
 }
 
 impl JiraAuth {
     /// The `Authorization` header, and the secret values to scrub from errors.
-    pub(super) fn authorization(
-        &self,
-    ) -> Result<(HeaderValue, Vec<SecretString>), ClientConfigError> {
+    pub(super) fn authorization(&self) -> Result<SignedWith<HeaderValue>, ClientConfigError> {
         match self {
             JiraAuth::Basic { email, api_token } => auth::basic(email, api_token, CREDENTIALS),
             JiraAuth::Bearer { pat } => auth::bearer(pat)
@@ -125,43 +129,26 @@ impl JiraConfig {
         }
     }
 
-    /// Reads `JIRA_URL`, `JIRA_EMAIL` + `JIRA_API_TOKEN` (Cloud) or `JIRA_PAT` (Data Center) and
-    /// `JIRA_API_VERSION`. `Ok(None)` when Jira is not configured at all.
-    pub fn from_env() -> Result<Option<JiraConfig>, ClientConfigError> {
-        JiraConfig::from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// [`JiraConfig::from_env`] over any variable source (tests cannot safely set process env).
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<JiraConfig>, ClientConfigError> {
         let env = ConnectionEnv::new(lookup, &SETTINGS);
-        let basic = env.pair("JIRA_EMAIL", "JIRA_API_TOKEN");
         let pat = env.get("JIRA_PAT");
+        let basic = env.pair("JIRA_EMAIL", "JIRA_API_TOKEN");
         let version = env.get("JIRA_API_VERSION");
         let Some(base_url) = env.base_url(basic.any() || pat.is_some() || version.is_some())?
         else {
             return Ok(None);
         };
-        let auth = match (basic.any(), pat) {
-            (true, Some(_)) => {
-                return Err(ClientConfigError::Invalid {
-                    name: "JIRA_PAT",
-                    message: "set either JIRA_EMAIL + JIRA_API_TOKEN (Cloud) or JIRA_PAT (Data Center), not both".to_owned(),
-                });
-            }
-            (true, None) => {
-                let (email, api_token) = basic.both()?;
-                JiraAuth::Basic { email, api_token }
-            }
+        let auth = match (env.first_sign_in(basic.any(), pat.is_some())?, pat) {
+            // Only a PAT: Data Center.
             (false, Some(pat)) => JiraAuth::Bearer {
                 pat: SecretString::from(pat),
             },
-            (false, None) => {
-                return Err(ClientConfigError::Missing {
-                    name: "JIRA_EMAIL + JIRA_API_TOKEN or JIRA_PAT",
-                    because: "JIRA_URL is set".to_owned(),
-                });
+            _ => {
+                let (email, api_token) = basic.both()?;
+                JiraAuth::Basic { email, api_token }
             }
         };
         let api_version = match version.as_deref().map(str::trim) {
@@ -183,17 +170,33 @@ impl JiraConfig {
         env.tune(&mut cfg.http, &mut cfg.search_consistency)?;
         Ok(Some(cfg))
     }
+
+    /// Reads `JIRA_URL`, `JIRA_EMAIL` + `JIRA_API_TOKEN` (Cloud) or `JIRA_PAT` (Data Center) and
+    /// `JIRA_API_VERSION`. `Ok(None)` when Jira is not configured at all.
+    pub fn from_env() -> Result<Option<JiraConfig>, ClientConfigError> {
+        JiraConfig::from_lookup(|name| std::env::var(name).ok())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::settings::fake_env;
+    use crate::ticket::settings;
+
+    #[test]
+    fn each_api_writes_its_own_rich_text() {
+        assert_eq!(JiraApiVersion::V3.flavor(), JiraFlavor::Cloud);
+        assert_eq!(JiraApiVersion::V2.flavor(), JiraFlavor::DataCenter);
+    }
 
     #[test]
     fn env_configuration_is_all_or_nothing() {
-        assert!(JiraConfig::from_lookup(fake_env(&[])).unwrap().is_none());
-        let cloud = JiraConfig::from_lookup(fake_env(&[
+        assert!(
+            JiraConfig::from_lookup(settings::fake_env(&[]))
+                .unwrap()
+                .is_none()
+        );
+        let cloud = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_EMAIL", "bot@acme.test"),
             ("JIRA_API_TOKEN", "tok-123"),
@@ -201,7 +204,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(cloud.api_version, JiraApiVersion::V3);
-        let dc = JiraConfig::from_lookup(fake_env(&[
+        let dc = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://jira.acme.test"),
             ("JIRA_PAT", "pat-456"),
         ]))
@@ -212,7 +215,7 @@ mod tests {
             dc.http.rate_limit_per_sec,
             HttpSettings::default().rate_limit_per_sec
         );
-        let throttled = JiraConfig::from_lookup(fake_env(&[
+        let throttled = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://jira.acme.test"),
             ("JIRA_PAT", "pat-456"),
             ("JIRA_RATE_LIMIT", "4"),
@@ -220,7 +223,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(throttled.http.rate_limit_per_sec, 4.0);
-        let bad_rate = JiraConfig::from_lookup(fake_env(&[
+        let bad_rate = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://jira.acme.test"),
             ("JIRA_PAT", "pat-456"),
             ("JIRA_RATE_LIMIT", "lots"),
@@ -231,7 +234,7 @@ mod tests {
             "{bad_rate}"
         );
 
-        let half = JiraConfig::from_lookup(fake_env(&[
+        let half = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_EMAIL", "bot@acme.test"),
         ]))
@@ -240,9 +243,10 @@ mod tests {
             half.to_string(),
             "JIRA_API_TOKEN is required when JIRA_EMAIL is set"
         );
-        let no_url = JiraConfig::from_lookup(fake_env(&[("JIRA_PAT", "pat-456")])).unwrap_err();
+        let no_url =
+            JiraConfig::from_lookup(settings::fake_env(&[("JIRA_PAT", "pat-456")])).unwrap_err();
         assert!(no_url.to_string().starts_with("JIRA_URL is required"));
-        let both = JiraConfig::from_lookup(fake_env(&[
+        let both = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_EMAIL", "bot@acme.test"),
             ("JIRA_API_TOKEN", "tok-123"),
@@ -250,7 +254,7 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(both.to_string().contains("not both"));
-        let bad_version = JiraConfig::from_lookup(fake_env(&[
+        let bad_version = JiraConfig::from_lookup(settings::fake_env(&[
             ("JIRA_URL", "https://acme.atlassian.net"),
             ("JIRA_PAT", "pat-456"),
             ("JIRA_API_VERSION", "4"),

@@ -14,9 +14,9 @@ use super::SYSTEM;
 use super::query::valid_table;
 use super::status::valid_state_code;
 use crate::ticket::auth;
-use crate::ticket::connection::require_base;
+use crate::ticket::connection::{SignedWith, require_base};
 use crate::ticket::http::{ClientConfigError, HttpSettings};
-use crate::ticket::settings::{ConnectionEnv, SettingNames};
+use crate::ticket::settings::{ConnectionEnv, SettingNames, SignIns};
 
 /// The `SERVICENOW_*` names of the settings every connection has.
 pub(super) const SETTINGS: SettingNames = SettingNames {
@@ -25,6 +25,11 @@ pub(super) const SETTINGS: SettingNames = SettingNames {
     rate_limit: "SERVICENOW_RATE_LIMIT",
     request_timeout: "SERVICENOW_REQUEST_TIMEOUT",
     search_consistency: "SERVICENOW_SEARCH_CONSISTENCY",
+    sign_ins: SignIns {
+        conflict: "SERVICENOW_CLIENT_ID",
+        either: "set either SERVICENOW_USERNAME + SERVICENOW_PASSWORD or SERVICENOW_CLIENT_ID + SERVICENOW_CLIENT_SECRET, not both",
+        missing: "SERVICENOW_USERNAME + SERVICENOW_PASSWORD or SERVICENOW_CLIENT_ID + SERVICENOW_CLIENT_SECRET",
+    },
 };
 
 /// Basic auth with an integration user, or OAuth client credentials (`/oauth_token.do`).
@@ -67,7 +72,7 @@ pub(super) enum Signing {
 impl ServiceNowAuth {
     /// How requests are signed with these credentials, and the secret values to scrub from
     /// errors.
-    pub(super) fn signing(self) -> Result<(Signing, Vec<SecretString>), ClientConfigError> {
+    pub(super) fn signing(self) -> Result<SignedWith<Signing>, ClientConfigError> {
         Ok(match self {
             ServiceNowAuth::Basic { username, password } => {
                 let (header, scrub) = auth::basic(&username, &password, "ServiceNow credentials")?;
@@ -131,6 +136,37 @@ impl ServiceNowConfig {
         }
     }
 
+    /// [`ServiceNowConfig::from_env`] over any variable source.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<ServiceNowConfig>, ClientConfigError> {
+        let env = ConnectionEnv::new(lookup, &SETTINGS);
+        let basic = env.pair("SERVICENOW_USERNAME", "SERVICENOW_PASSWORD");
+        let oauth = env.pair("SERVICENOW_CLIENT_ID", "SERVICENOW_CLIENT_SECRET");
+        let Some(base_url) = env.base_url(basic.any() || oauth.any())? else {
+            return Ok(None);
+        };
+        let auth = if env.first_sign_in(basic.any(), oauth.any())? {
+            let (username, password) = basic.both()?;
+            ServiceNowAuth::Basic { username, password }
+        } else {
+            let (client_id, client_secret) = oauth.both()?;
+            ServiceNowAuth::OAuth {
+                client_id,
+                client_secret,
+            }
+        };
+        let mut cfg = ServiceNowConfig::new(base_url, auth);
+        env.tune(&mut cfg.http, &mut cfg.search_consistency)?;
+        Ok(Some(cfg))
+    }
+
+    /// Reads `SERVICENOW_URL` and `SERVICENOW_USERNAME` + `SERVICENOW_PASSWORD` or
+    /// `SERVICENOW_CLIENT_ID` + `SERVICENOW_CLIENT_SECRET`. `Ok(None)` when not configured.
+    pub fn from_env() -> Result<Option<ServiceNowConfig>, ClientConfigError> {
+        ServiceNowConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
     /// Refuses what no client could work with: a base URL that paths cannot be appended to, a
     /// default table that is not a table name, a reopen state that is not a state code.
     pub(super) fn check(&self) -> Result<(), ClientConfigError> {
@@ -149,58 +185,38 @@ impl ServiceNowConfig {
         }
         Ok(())
     }
-
-    /// Reads `SERVICENOW_URL` and `SERVICENOW_USERNAME` + `SERVICENOW_PASSWORD` or
-    /// `SERVICENOW_CLIENT_ID` + `SERVICENOW_CLIENT_SECRET`. `Ok(None)` when not configured.
-    pub fn from_env() -> Result<Option<ServiceNowConfig>, ClientConfigError> {
-        ServiceNowConfig::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// [`ServiceNowConfig::from_env`] over any variable source.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<ServiceNowConfig>, ClientConfigError> {
-        let env = ConnectionEnv::new(lookup, &SETTINGS);
-        let basic = env.pair("SERVICENOW_USERNAME", "SERVICENOW_PASSWORD");
-        let oauth = env.pair("SERVICENOW_CLIENT_ID", "SERVICENOW_CLIENT_SECRET");
-        let Some(base_url) = env.base_url(basic.any() || oauth.any())? else {
-            return Ok(None);
-        };
-        let auth = match (basic.any(), oauth.any()) {
-            (true, true) => {
-                return Err(ClientConfigError::Invalid {
-                    name: "SERVICENOW_CLIENT_ID",
-                    message: "set either SERVICENOW_USERNAME + SERVICENOW_PASSWORD or SERVICENOW_CLIENT_ID + SERVICENOW_CLIENT_SECRET, not both".to_owned(),
-                });
-            }
-            (false, false) => {
-                return Err(ClientConfigError::Missing {
-                    name: "SERVICENOW_USERNAME + SERVICENOW_PASSWORD or SERVICENOW_CLIENT_ID + SERVICENOW_CLIENT_SECRET",
-                    because: "SERVICENOW_URL is set".to_owned(),
-                });
-            }
-            (true, false) => {
-                let (username, password) = basic.both()?;
-                ServiceNowAuth::Basic { username, password }
-            }
-            (false, true) => {
-                let (client_id, client_secret) = oauth.both()?;
-                ServiceNowAuth::OAuth {
-                    client_id,
-                    client_secret,
-                }
-            }
-        };
-        let mut cfg = ServiceNowConfig::new(base_url, auth);
-        env.tune(&mut cfg.http, &mut cfg.search_consistency)?;
-        Ok(Some(cfg))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ticket::settings::fake_env;
+
+    #[test]
+    fn a_client_needs_a_table_and_a_reopen_state() {
+        let auth = ServiceNowAuth::Basic {
+            username: "bridge".to_owned(),
+            password: SecretString::from("pw"),
+        };
+        let mut cfg = ServiceNowConfig::new(Url::parse("https://sn.test").unwrap(), auth);
+        assert!(cfg.check().is_ok());
+        cfg.reopen_state = "In Progress".to_owned();
+        assert!(cfg.check().is_ok(), "a label names a state too");
+        cfg.reopen_state = "2^ORstate=1".to_owned();
+        assert!(
+            cfg.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("reopen_state:")
+        );
+        cfg.default_table = "incident/../sys_user".to_owned();
+        assert!(
+            cfg.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("default_table:")
+        );
+    }
 
     #[test]
     fn env_configuration_is_all_or_nothing() {
