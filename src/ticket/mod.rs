@@ -1,6 +1,10 @@
 //! The contract every ticket system implements (Jira Cloud v3, Jira Data Center v2, ServiceNow),
 //! and the one error type the pipeline acts on: transient (retry later, leave the SQS message) or
 //! permanent (dead-letter it and tell the mapping owner what to fix).
+//!
+//! Each system is one slice ([`jira`], [`servicenow`]); what both do the same way is written once
+//! beside them: [`settings`] (reading a connection's variables), [`auth`] (signing requests),
+//! [`connection`] (what every client holds) and [`http`] (retries, rate limits, error text).
 
 pub mod auth;
 pub mod connection;
