@@ -21,13 +21,10 @@ use crate::mapping::context::Application;
 use crate::mapping::spec::{FieldTemplate, JiraSpec, Rule, ServiceNowSpec, TargetKind, TicketSpec};
 use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_limit};
 use crate::marker::{BRIDGE_LABEL, Marker};
-use crate::ticket::jira::format::adf::markdown_to_adf;
-use crate::ticket::jira::format::wiki::markdown_to_wiki;
+pub use crate::ticket::jira::format::{JIRA_TEXT_LIMIT, JiraFlavor, jira_rich_text};
 
 /// Jira `summary`: at most 255 characters, one line.
 pub const JIRA_SUMMARY_LIMIT: usize = 255;
-/// Jira text fields (description, text custom fields).
-pub const JIRA_TEXT_LIMIT: usize = 32_767;
 /// Jira labels.
 pub const JIRA_LABEL_LIMIT: usize = 255;
 /// ServiceNow `short_description`.
@@ -56,16 +53,6 @@ pub const SERVICENOW_RESERVED_FIELDS: [&str; 7] = [
     "correlation_id",
     "correlation_display",
 ];
-
-/// Which Jira API the payload is for: they differ in how rich text is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum JiraFlavor {
-    /// Jira Cloud, REST v3: description and comments are Atlassian Document Format.
-    #[default]
-    Cloud,
-    /// Jira Data Center / Server, REST v2: description and comments are wiki markup.
-    DataCenter,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RenderOptions {
@@ -427,34 +414,6 @@ pub fn render_route_shared(
         payload,
         table,
     })
-}
-
-/// Light Markdown → the rich-text value a Jira field or comment body takes: ADF for Cloud, wiki
-/// markup for Data Center, within Jira's text limit. Also for comments built outside templates
-/// (lifecycle comments).
-pub fn jira_rich_text(flavor: JiraFlavor, markdown: &str) -> Value {
-    match flavor {
-        JiraFlavor::Cloud => markdown_to_adf(&cut_to_limit(markdown, JIRA_TEXT_LIMIT)),
-        JiraFlavor::DataCenter => Value::String(wiki_within_limit(markdown, JIRA_TEXT_LIMIT)),
-    }
-}
-
-/// Data Center stores the wiki text itself, and escaping makes it longer than the Markdown
-/// (`\` becomes five characters), so the Markdown is cut until its wiki form fits. Cutting the
-/// Markdown rather than the wiki keeps escapes and macros whole; the budget shrinks in proportion
-/// to the overshoot, which converges in a few rounds. A last hard cut guarantees the limit.
-fn wiki_within_limit(markdown: &str, limit: usize) -> String {
-    let mut budget = limit;
-    for _ in 0..8 {
-        let wiki = markdown_to_wiki(&cut_to_limit(markdown, budget));
-        let len = wiki.chars().count();
-        if len <= limit {
-            return wiki;
-        }
-        let scaled = budget.saturating_mul(limit) / len;
-        budget = scaled.min(budget - 1).max(1);
-    }
-    cut_to_limit(&markdown_to_wiki(&cut_to_limit(markdown, budget)), limit).into_owned()
 }
 
 struct Renderer<'a> {

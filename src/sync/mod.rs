@@ -217,7 +217,7 @@ mod tests {
         TicketStatus {
             name: label.to_owned(),
             category: code.to_owned(),
-            done: matches!(code, "6" | "7" | "8"),
+            done: crate::ticket::servicenow::status::is_done(code),
         }
     }
 

@@ -2,6 +2,7 @@
 //! defaults for each kind of ticket system.
 
 use super::*;
+use crate::ticket::servicenow::status::{self as state, StateMeaning};
 
 /// Ticket status → workflow status: the team's map first, then the documented defaults.
 ///
@@ -68,11 +69,10 @@ pub(super) fn default_status(kind: TargetKind, status: &TicketStatus) -> Option<
             "new" | "indeterminate" => Some(WorkflowStatus::Notified),
             _ => None,
         },
-        TargetKind::ServiceNow => match code {
-            "6" | "7" => Some(WorkflowStatus::Resolved),
-            "8" => Some(WorkflowStatus::Suppressed),
-            "1" | "2" | "3" => Some(WorkflowStatus::Notified),
-            _ => None,
-        },
+        TargetKind::ServiceNow => state::meaning(code).map(|meaning| match meaning {
+            StateMeaning::Open => WorkflowStatus::Notified,
+            StateMeaning::Resolved => WorkflowStatus::Resolved,
+            StateMeaning::Canceled => WorkflowStatus::Suppressed,
+        }),
     }
 }

@@ -53,22 +53,22 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::marker::Marker;
 use crate::runtime::server::BODY_LIMIT;
 use crate::runtime::telemetry::{self, ErrorKind, WebhookOutcome};
 use crate::sync::{StatusSync, TicketSyncOutcome};
+use crate::ticket::jira::webhook::SigningKey;
+use crate::ticket::servicenow::webhook::SharedSecret;
 
 /// Header carrying Jira's body signature.
-pub const JIRA_SIGNATURE_HEADER: &str = "x-hub-signature";
+pub use crate::ticket::jira::webhook::SIGNATURE_HEADER as JIRA_SIGNATURE_HEADER;
 /// Header carrying the ServiceNow shared secret.
-pub const SERVICENOW_SECRET_HEADER: &str = "x-bridge-secret";
+pub use crate::ticket::servicenow::webhook::SECRET_HEADER as SERVICENOW_SECRET_HEADER;
 /// Environment variables of the two secrets.
 pub const JIRA_SECRET_ENV: &str = "JIRA_WEBHOOK_SECRET";
 pub const SERVICENOW_SECRET_ENV: &str = "SERVICENOW_WEBHOOK_SECRET";
@@ -120,36 +120,22 @@ impl WebhookSecrets {
 
 struct WebhookState {
     sync: Arc<StatusSync>,
-    jira_key: Option<SecretString>,
-    /// HMAC of the ServiceNow secret under a fixed label: comparing digests of equal length in
-    /// constant time reveals neither the secret's bytes nor its length.
-    servicenow_digest: Option<Vec<u8>>,
+    jira_key: Option<SigningKey>,
+    servicenow_secret: Option<SharedSecret>,
     permits: Arc<Semaphore>,
-}
-
-/// Label the ServiceNow secret is digested under before comparison.
-const SECRET_DIGEST_LABEL: &[u8] = b"findings-bridge servicenow webhook secret";
-
-fn secret_digest(secret: &[u8]) -> Option<Vec<u8>> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
-    mac.update(SECRET_DIGEST_LABEL);
-    Some(mac.finalize().into_bytes().to_vec())
 }
 
 /// `POST /webhooks/jira` and `POST /webhooks/servicenow`, each only when its secret is set.
 /// Merge into [`crate::runtime::server::router`]; the body limit is applied here too, so the router is
 /// safe to serve on its own.
 pub fn router(sync: Arc<StatusSync>, secrets: WebhookSecrets) -> Router {
-    let servicenow_digest = secrets
-        .servicenow
-        .as_ref()
-        .and_then(|s| secret_digest(s.expose_secret().as_bytes()));
+    let servicenow_secret = secrets.servicenow.as_ref().and_then(SharedSecret::new);
     let has_jira = secrets.jira.is_some();
-    let has_servicenow = servicenow_digest.is_some();
+    let has_servicenow = servicenow_secret.is_some();
     let state = Arc::new(WebhookState {
         sync,
-        jira_key: secrets.jira,
-        servicenow_digest,
+        jira_key: secrets.jira.map(SigningKey::new),
+        servicenow_secret,
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT_SYNCS)),
     });
     let mut router = Router::new();
@@ -180,32 +166,6 @@ fn ignored(system: &str, why: &str) -> Response {
         axum::Json(json!({ "outcome": "ignored", "why": why })),
     )
         .into_response()
-}
-
-/// True when `header` is `sha256=<hex>` and the hex is the HMAC-SHA256 of `body` under `key`.
-fn jira_signature_valid(key: &SecretString, header: &str, body: &[u8]) -> bool {
-    let Some((scheme, hex_sig)) = header.trim().split_once('=') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("sha256") {
-        return false;
-    }
-    let Ok(signature) = hex::decode(hex_sig.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
-}
-
-fn servicenow_secret_valid(expected: &[u8], provided: &str) -> bool {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(provided.as_bytes()) else {
-        return false;
-    };
-    mac.update(SECRET_DIGEST_LABEL);
-    mac.verify_slice(expected).is_ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,9 +212,7 @@ async fn jira(State(state): State<Arc<WebhookState>>, headers: HeaderMap, body: 
     let Some(signature) = headers.get(JIRA_SIGNATURE_HEADER) else {
         return reject(SYSTEM, StatusCode::UNAUTHORIZED, "missing X-Hub-Signature");
     };
-    let valid = signature
-        .to_str()
-        .is_ok_and(|sig| jira_signature_valid(key, sig, &body));
+    let valid = signature.to_str().is_ok_and(|sig| key.verify(sig, &body));
     if !valid {
         return reject(SYSTEM, StatusCode::UNAUTHORIZED, "bad X-Hub-Signature");
     }
@@ -316,15 +274,13 @@ async fn servicenow(
     body: Bytes,
 ) -> Response {
     const SYSTEM: &str = SERVICENOW_CONNECTION;
-    let Some(expected) = state.servicenow_digest.as_deref() else {
+    let Some(expected) = state.servicenow_secret.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let Some(provided) = headers.get(SERVICENOW_SECRET_HEADER) else {
         return reject(SYSTEM, StatusCode::UNAUTHORIZED, "missing X-Bridge-Secret");
     };
-    let valid = provided
-        .to_str()
-        .is_ok_and(|p| servicenow_secret_valid(expected, p));
+    let valid = provided.to_str().is_ok_and(|p| expected.matches(p));
     if !valid {
         return reject(SYSTEM, StatusCode::UNAUTHORIZED, "bad X-Bridge-Secret");
     }
@@ -406,46 +362,6 @@ fn outcome_json(outcome: &TicketSyncOutcome) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sign(secret: &str, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    }
-
-    #[test]
-    fn jira_signatures_must_cover_the_exact_body_with_the_secret() {
-        let key = SecretString::from("s3cret");
-        let body = br#"{"webhookEvent":"jira:issue_updated"}"#;
-        let good = sign("s3cret", body);
-        assert!(jira_signature_valid(&key, &good, body));
-        assert!(jira_signature_valid(
-            &key,
-            &good.replacen("sha256", "SHA256", 1),
-            body
-        ));
-        assert!(!jira_signature_valid(&key, &sign("other", body), body));
-        assert!(!jira_signature_valid(&key, &good, b"{}"));
-        assert!(!jira_signature_valid(
-            &key,
-            &good.replacen("sha256", "sha1", 1),
-            body
-        ));
-        assert!(!jira_signature_valid(&key, "sha256=zz", body));
-        assert!(!jira_signature_valid(&key, "sha256=", body));
-        assert!(!jira_signature_valid(&key, "", body));
-        // A truncated signature is not a prefix match.
-        assert!(!jira_signature_valid(&key, &good[..good.len() - 2], body));
-    }
-
-    #[test]
-    fn servicenow_secret_is_compared_whole() {
-        let expected = secret_digest(b"shared-secret").unwrap();
-        assert!(servicenow_secret_valid(&expected, "shared-secret"));
-        assert!(!servicenow_secret_valid(&expected, "shared-secre"));
-        assert!(!servicenow_secret_valid(&expected, "shared-secret "));
-        assert!(!servicenow_secret_valid(&expected, ""));
-    }
 
     #[test]
     fn secrets_come_from_the_environment_and_never_print() {

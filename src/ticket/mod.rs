@@ -1,10 +1,17 @@
 //! The contract every ticket system implements (Jira Cloud v3, Jira Data Center v2, ServiceNow),
 //! and the one error type the pipeline acts on: transient (retry later, leave the SQS message) or
 //! permanent (dead-letter it and tell the mapping owner what to fix).
+//!
+//! Each system is one slice ([`jira`], [`servicenow`]); what both do the same way is written once
+//! beside them: [`settings`] (reading a connection's variables), [`auth`] (signing requests),
+//! [`connection`] (what every client holds) and [`http`] (retries, rate limits, error text).
 
+pub mod auth;
+pub mod connection;
 pub mod http;
 pub mod jira;
 pub mod servicenow;
+pub mod settings;
 
 use std::fmt;
 use std::future::Future;
@@ -332,6 +339,170 @@ pub trait TicketSystem: Send + Sync {
         since: &'a str,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>>;
+}
+
+/// [`TicketSystem`] written with `async fn`: what the clients implement, each method meaning what
+/// the [`TicketSystem`] method of the same name says. Every implementation is a [`TicketSystem`]
+/// through the blanket impl below, which boxes its futures for `Arc<dyn TicketSystem>`, so a
+/// client spells out its logic and none of the boxing.
+pub trait AsyncTicketSystem: Send + Sync {
+    fn name(&self) -> &str;
+
+    fn settle_time(&self) -> std::time::Duration;
+
+    fn find_by_marker(
+        &self,
+        marker: &Marker,
+        table: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<FoundTicket>, TicketError>> + Send;
+
+    fn create(
+        &self,
+        payload: &serde_json::Value,
+        table: Option<&str>,
+    ) -> impl Future<Output = Result<TicketRef, TicketError>> + Send;
+
+    fn update_fields(
+        &self,
+        ticket: &TicketRef,
+        update: &FieldUpdate,
+    ) -> impl Future<Output = Result<(), TicketError>> + Send;
+
+    fn comment(
+        &self,
+        ticket: &TicketRef,
+        text: &str,
+    ) -> impl Future<Output = Result<(), TicketError>> + Send;
+
+    fn has_comment(
+        &self,
+        ticket: &TicketRef,
+        needle: &str,
+    ) -> impl Future<Output = Result<bool, TicketError>> + Send;
+
+    fn transition(
+        &self,
+        ticket: &TicketRef,
+        to: &TargetStatus,
+        note: &str,
+    ) -> impl Future<Output = Result<(), TicketError>> + Send;
+
+    fn reopen(
+        &self,
+        ticket: &TicketRef,
+        note: &str,
+    ) -> impl Future<Output = Result<(), TicketError>> + Send;
+
+    fn status(
+        &self,
+        ticket: &TicketRef,
+    ) -> impl Future<Output = Result<TicketStatus, TicketError>> + Send;
+
+    fn probe(&self) -> impl Future<Output = Result<(), TicketError>> + Send;
+
+    fn probe_target(&self, target: &str) -> impl Future<Output = Result<(), TicketError>> + Send;
+
+    fn target_of(&self, payload: &serde_json::Value, table: Option<&str>) -> Option<String>;
+
+    fn updated_since(
+        &self,
+        since: &str,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<UpdatedPage, TicketError>> + Send;
+}
+
+impl<T: AsyncTicketSystem> TicketSystem for T {
+    fn name(&self) -> &str {
+        AsyncTicketSystem::name(self)
+    }
+
+    fn find_by_marker<'a>(
+        &'a self,
+        marker: &'a Marker,
+        table: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<FoundTicket>, TicketError>> {
+        Box::pin(AsyncTicketSystem::find_by_marker(self, marker, table))
+    }
+
+    fn settle_time(&self) -> std::time::Duration {
+        AsyncTicketSystem::settle_time(self)
+    }
+
+    fn create<'a>(
+        &'a self,
+        payload: &'a serde_json::Value,
+        table: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<TicketRef, TicketError>> {
+        Box::pin(AsyncTicketSystem::create(self, payload, table))
+    }
+
+    fn update_fields<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        update: &'a FieldUpdate,
+    ) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(AsyncTicketSystem::update_fields(self, ticket, update))
+    }
+
+    fn comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(AsyncTicketSystem::comment(self, ticket, text))
+    }
+
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        needle: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TicketError>> {
+        Box::pin(AsyncTicketSystem::has_comment(self, ticket, needle))
+    }
+
+    fn transition<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        to: &'a TargetStatus,
+        note: &'a str,
+    ) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(AsyncTicketSystem::transition(self, ticket, to, note))
+    }
+
+    fn reopen<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        note: &'a str,
+    ) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(AsyncTicketSystem::reopen(self, ticket, note))
+    }
+
+    fn status<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<TicketStatus, TicketError>> {
+        Box::pin(AsyncTicketSystem::status(self, ticket))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), TicketError>> {
+        Box::pin(AsyncTicketSystem::probe(self))
+    }
+
+    fn probe_target<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(AsyncTicketSystem::probe_target(self, target))
+    }
+
+    fn target_of(&self, payload: &serde_json::Value, table: Option<&str>) -> Option<String> {
+        AsyncTicketSystem::target_of(self, payload, table)
+    }
+
+    fn updated_since<'a>(
+        &'a self,
+        since: &'a str,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>> {
+        Box::pin(AsyncTicketSystem::updated_since(self, since, cursor))
+    }
 }
 
 impl fmt::Display for TicketRef {

@@ -211,7 +211,8 @@ pub fn claim_lost(stage: &'static str) {
     counter!(names::CLAIMS_LOST, "stage" => stage).increment(1);
 }
 
-/// Records a wait imposed by `Retry-After` or a local rate limiter.
+/// Records a wait for the connection's client-side rate limiter (`*_RATE_LIMIT`). A server's
+/// `Retry-After` is not counted here: its 429 is the `rate_limited` outcome of [`api_latency`].
 pub fn rate_limit_wait(system: &str, seconds: f64) {
     histogram!(names::RATE_LIMIT_WAIT, "system" => system.to_owned()).record(seconds);
 }

@@ -37,7 +37,7 @@ pub const WRITEBACKS: &str = "findings_bridge_writebacks_total";
 pub const SYNC_STATUS_WRITTEN: &str = "findings_bridge_sync_status_written_total";
 /// Ticket-system webhooks received, by `system` and `outcome` (accepted|rejected|ignored).
 pub const WEBHOOKS_RECEIVED: &str = "findings_bridge_webhooks_received_total";
-/// Time spent waiting because a ticket system rate-limited us, by `system`.
+/// Time spent waiting for the client-side rate limit of a ticket system, by `system`.
 pub const RATE_LIMIT_WAIT: &str = "findings_bridge_rate_limit_wait_seconds";
 /// Messages being processed right now.
 pub const INFLIGHT: &str = "findings_bridge_inflight_messages";
