@@ -606,7 +606,7 @@ fn log_format_names_parse_and_typos_are_errors() {
 
 #[test]
 fn init_logging_twice_keeps_the_first_subscriber() {
-    telemetry::init_logging(LogFormat::Json);
-    telemetry::init_logging(LogFormat::Pretty);
+    telemetry::init_logging(LogFormat::Json, None, true);
+    telemetry::init_logging(LogFormat::Pretty, Some("debug"), false);
     tracing::info!("logging still works after a second init");
 }

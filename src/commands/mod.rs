@@ -69,7 +69,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Logging for the commands whose stdout is a report (`sync --once` prints JSON, `replay` its
 /// summary): log lines go to stderr so `findings-bridge sync --once | jq` reads only the report.
 fn init_report_logging(config: &Config) {
-    let (filter, filter_problem) = telemetry::env_filter();
+    let (filter, filter_problem) = telemetry::env_filter(config.get("RUST_LOG").as_deref());
     let subscriber = telemetry::subscriber(
         config.log_format().unwrap_or_default(),
         filter,

@@ -100,11 +100,6 @@ impl std::fmt::Debug for WebhookSecrets {
 }
 
 impl WebhookSecrets {
-    /// Reads [`JIRA_SECRET_ENV`] and [`SERVICENOW_SECRET_ENV`]; unset or blank means disabled.
-    pub fn from_env() -> WebhookSecrets {
-        WebhookSecrets::from_lookup(|name| std::env::var(name).ok())
-    }
-
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> WebhookSecrets {
         let secret = |name| {
             lookup(name)

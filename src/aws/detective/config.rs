@@ -190,11 +190,6 @@ impl DetectiveConfig {
         }
     }
 
-    /// `Ok(None)` when `DETECTIVE_GRAPH_ARN` is unset or empty: enrichment is then off.
-    pub fn from_env() -> Result<Option<DetectiveConfig>, DetectiveConfigError> {
-        DetectiveConfig::from_lookup(|name| std::env::var(name).ok())
-    }
-
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<DetectiveConfig>, DetectiveConfigError> {

@@ -58,7 +58,11 @@ pub struct RunSettings {
 /// `findings-bridge run`: logging as configured, a multi-threaded runtime, signal handling, then
 /// [`run`] until it drains or is stopped.
 pub fn command(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    crate::runtime::telemetry::init_logging(args.log_format);
+    crate::runtime::telemetry::init_logging(
+        args.log_format,
+        config.get("RUST_LOG").as_deref(),
+        config.get("NO_COLOR").is_some(),
+    );
     let settings = args.settings();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -55,18 +55,6 @@ impl FromStr for LogFormat {
 }
 
 impl LogFormat {
-    /// Reads [`LOG_FORMAT_ENV`]; unset or empty means [`LogFormat::Auto`]. A misspelt value is an
-    /// error rather than a silent fallback, because the operator asked for something specific.
-    pub fn from_env() -> Result<LogFormat, UnknownLogFormat> {
-        match std::env::var(LOG_FORMAT_ENV) {
-            Ok(value) => value.parse(),
-            Err(std::env::VarError::NotPresent) => Ok(LogFormat::Auto),
-            Err(std::env::VarError::NotUnicode(raw)) => {
-                Err(UnknownLogFormat(raw.to_string_lossy().into_owned()))
-            }
-        }
-    }
-
     /// Decides `Auto` by looking at stdout, where [`init_logging`] writes.
     pub fn resolve(self) -> LogFormat {
         match self {
@@ -77,12 +65,12 @@ impl LogFormat {
     }
 }
 
-/// The filter from `RUST_LOG`, or [`DEFAULT_LOG_FILTER`] when it is unset. An invalid `RUST_LOG`
-/// also falls back to the default, and the second value says why so the caller can log it once
-/// logging is up.
-pub fn env_filter() -> (EnvFilter, Option<String>) {
-    match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(directives) if !directives.trim().is_empty() => match EnvFilter::try_new(&directives) {
+/// The filter from `RUST_LOG` (`directives`), or [`DEFAULT_LOG_FILTER`] when it is unset. An
+/// invalid `RUST_LOG` also falls back to the default, and the second value says why so the caller
+/// can log it once logging is up.
+pub fn env_filter(directives: Option<&str>) -> (EnvFilter, Option<String>) {
+    match directives {
+        Some(directives) if !directives.trim().is_empty() => match EnvFilter::try_new(directives) {
             Ok(filter) => (filter, None),
             Err(err) => (
                 EnvFilter::new(DEFAULT_LOG_FILTER),
@@ -95,14 +83,13 @@ pub fn env_filter() -> (EnvFilter, Option<String>) {
     }
 }
 
-/// Installs the process-wide subscriber writing to stdout. Calling it again (tests, or a CLI
-/// path that initialises twice) keeps the first subscriber and does nothing else.
-pub fn init_logging(format: LogFormat) {
+/// Installs the process-wide subscriber writing to stdout, filtered by `directives` (`RUST_LOG`),
+/// coloured only on a terminal and unless `no_color` (`NO_COLOR`). Calling it again (tests, or a
+/// CLI path that initialises twice) keeps the first subscriber and does nothing else.
+pub fn init_logging(format: LogFormat, directives: Option<&str>, no_color: bool) {
     let format = format.resolve();
-    let ansi = format == LogFormat::Pretty
-        && std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none();
-    let (filter, filter_problem) = env_filter();
+    let ansi = format == LogFormat::Pretty && std::io::stdout().is_terminal() && !no_color;
+    let (filter, filter_problem) = env_filter(directives);
     let subscriber = build_subscriber(format, filter, std::io::stdout, ansi);
     if tracing::subscriber::set_global_default(subscriber).is_ok()
         && let Some(problem) = filter_problem

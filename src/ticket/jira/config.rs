@@ -129,7 +129,9 @@ impl JiraConfig {
         }
     }
 
-    /// [`JiraConfig::from_env`] over any variable source (tests cannot safely set process env).
+    /// Reads `JIRA_URL`, `JIRA_EMAIL` + `JIRA_API_TOKEN` (Cloud) or `JIRA_PAT` (Data Center),
+    /// `JIRA_API_VERSION` and the connection's tuning from `lookup` (see
+    /// [`crate::config::Config`]). `Ok(None)` when Jira is not configured at all.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<JiraConfig>, ClientConfigError> {
@@ -169,12 +171,6 @@ impl JiraConfig {
         let mut cfg = JiraConfig::new(base_url, auth, api_version);
         env.tune(&mut cfg.http, &mut cfg.search_consistency)?;
         Ok(Some(cfg))
-    }
-
-    /// Reads `JIRA_URL`, `JIRA_EMAIL` + `JIRA_API_TOKEN` (Cloud) or `JIRA_PAT` (Data Center) and
-    /// `JIRA_API_VERSION`. `Ok(None)` when Jira is not configured at all.
-    pub fn from_env() -> Result<Option<JiraConfig>, ClientConfigError> {
-        JiraConfig::from_lookup(|name| std::env::var(name).ok())
     }
 }
 

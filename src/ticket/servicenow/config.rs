@@ -136,7 +136,7 @@ impl ServiceNowConfig {
         }
     }
 
-    /// [`ServiceNowConfig::from_env`] over any variable source.
+    /// Reads the settings from `lookup` (see [`crate::config::Config`]).
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<ServiceNowConfig>, ClientConfigError> {
@@ -159,12 +159,6 @@ impl ServiceNowConfig {
         let mut cfg = ServiceNowConfig::new(base_url, auth);
         env.tune(&mut cfg.http, &mut cfg.search_consistency)?;
         Ok(Some(cfg))
-    }
-
-    /// Reads `SERVICENOW_URL` and `SERVICENOW_USERNAME` + `SERVICENOW_PASSWORD` or
-    /// `SERVICENOW_CLIENT_ID` + `SERVICENOW_CLIENT_SECRET`. `Ok(None)` when not configured.
-    pub fn from_env() -> Result<Option<ServiceNowConfig>, ClientConfigError> {
-        ServiceNowConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Refuses what no client could work with: a base URL that paths cannot be appended to, a
