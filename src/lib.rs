@@ -21,6 +21,7 @@ pub mod mapping;
 pub mod marker;
 pub mod pipeline;
 pub mod render;
+pub mod retry;
 pub mod runtime;
 pub mod store;
 pub mod sync;

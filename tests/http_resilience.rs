@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use findings_bridge::retry::Retryable;
 use findings_bridge::ticket::http::{Clock, HttpSettings, ManualClock};
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
 use findings_bridge::ticket::{TicketRef, TicketSystem};

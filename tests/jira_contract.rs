@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use findings_bridge::marker::Marker;
+use findings_bridge::retry::Retryable;
 use findings_bridge::ticket::http::{HttpSettings, ManualClock};
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
 use findings_bridge::ticket::{

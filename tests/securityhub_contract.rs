@@ -11,6 +11,7 @@ use findings_bridge::aws::securityhub::client::{SecurityHubWriter, WritePolicy};
 use findings_bridge::aws::securityhub::{FindingWriter, NOTE_LIMIT, Unprocessed, WorkflowUpdate};
 use findings_bridge::finding::{Severity, WorkflowStatus, WriteBackId};
 use findings_bridge::mapping::template::TRUNCATION_MARK;
+use findings_bridge::retry::Retryable;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use findings_bridge::marker::Marker;
+use findings_bridge::retry::Retryable;
 use findings_bridge::ticket::http::{HttpSettings, ManualClock};
 use findings_bridge::ticket::servicenow::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
 use findings_bridge::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketRef, TicketSystem};

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use findings_bridge::finding::{Schema, WriteBackId};
 use findings_bridge::marker::Marker;
+use findings_bridge::retry::Retryable;
 use findings_bridge::store::dynamodb::DynamoStore;
 use findings_bridge::store::sqlite::SqliteStore;
 use findings_bridge::store::{Claim, Intent, Record, Store, StoreError, SyncFields};

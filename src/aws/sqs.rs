@@ -99,9 +99,12 @@ pub enum QueueError {
     },
 }
 
-impl QueueError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, QueueError::Transient { .. })
+impl crate::retry::Retryable for QueueError {
+    fn retry(&self) -> crate::retry::Retry {
+        match self {
+            QueueError::Transient { .. } => crate::retry::Retry::LATER,
+            QueueError::Permanent { .. } => crate::retry::Retry::Permanent,
+        }
     }
 }
 
@@ -380,6 +383,7 @@ impl Queue for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable;
 
     /// A moto server on 127.0.0.1, killed when dropped.
     struct Moto {

@@ -155,9 +155,12 @@ pub enum StoreError {
     Fatal(String),
 }
 
-impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::LostClaim(_))
+impl crate::retry::Retryable for StoreError {
+    fn retry(&self) -> crate::retry::Retry {
+        match self {
+            StoreError::Unavailable(_) | StoreError::LostClaim(_) => crate::retry::Retry::LATER,
+            StoreError::Refused(_) | StoreError::Fatal(_) => crate::retry::Retry::Permanent,
+        }
     }
 }
 

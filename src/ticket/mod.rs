@@ -154,6 +154,21 @@ impl fmt::Display for Blame {
     }
 }
 
+/// Transient and unknown outcomes come back later (the caller looks before re-sending what may
+/// have taken effect); an unusable connection or target and a refused payload do not.
+impl crate::retry::Retryable for TicketError {
+    fn retry(&self) -> crate::retry::Retry {
+        match self {
+            TicketError::Transient { .. } | TicketError::OutcomeUnknown { .. } => {
+                crate::retry::Retry::LATER
+            }
+            TicketError::Unusable { .. } | TicketError::Permanent { .. } => {
+                crate::retry::Retry::Permanent
+            }
+        }
+    }
+}
+
 impl TicketError {
     /// The connection (client) that reported the error.
     pub fn system(&self) -> &'static str {
@@ -198,13 +213,6 @@ impl TicketError {
             },
             other => other,
         }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            TicketError::Transient { .. } | TicketError::OutcomeUnknown { .. }
-        )
     }
 
     /// The request may have taken effect although it reported an error.

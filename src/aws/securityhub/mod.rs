@@ -79,9 +79,12 @@ pub enum WriteError {
     Permanent(String),
 }
 
-impl WriteError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, WriteError::Transient(_))
+impl crate::retry::Retryable for WriteError {
+    fn retry(&self) -> crate::retry::Retry {
+        match self {
+            WriteError::Transient(_) => crate::retry::Retry::LATER,
+            WriteError::Refused(_) | WriteError::Permanent(_) => crate::retry::Retry::Permanent,
+        }
     }
 }
 
@@ -176,6 +179,7 @@ impl FindingWriter for RecordingWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable;
 
     fn asff_target() -> WriteBackId {
         WriteBackId::Asff {

@@ -33,6 +33,7 @@ use crate::aws::sqs::{
     DeleteEntry, MAX_MESSAGES_PER_CALL, QueueError, READ_ATTRIBUTES, ReceivedMessage, attributes,
 };
 use crate::finding::Finding;
+use crate::retry::Retryable;
 use crate::runtime::shutdown::Shutdown;
 
 pub use command::command;

@@ -1,6 +1,8 @@
 //! Why a (finding, team) could not be followed, and what the worker does about it.
 
 use super::*;
+use crate::retry::{Retry, Retryable};
+use crate::runtime::telemetry::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -50,36 +52,38 @@ pub enum LifecycleError {
     },
 }
 
-impl LifecycleError {
-    /// Transient: leave the message and let it come back. Permanent: dead-letter it.
-    pub fn is_transient(&self) -> bool {
+/// Transient: leave the message and let it come back (after the settle time of a create whose
+/// outcome is unknown). Permanent: dead-letter it, unless it is paused ([`LifecycleError::is_paused`]).
+impl Retryable for LifecycleError {
+    fn retry(&self) -> Retry {
         match self {
-            LifecycleError::Ticket { source, .. } => source.is_transient(),
-            LifecycleError::Store { source, .. } | LifecycleError::Index(source) => {
-                source.is_transient()
-            }
-            LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => true,
+            LifecycleError::Ticket { source, .. } => source.retry(),
+            LifecycleError::Store { source, .. } | LifecycleError::Index(source) => source.retry(),
+            LifecycleError::Busy { .. } => Retry::LATER,
+            LifecycleError::Settling { wait, .. } => Retry::Transient { after: Some(*wait) },
             LifecycleError::Plan { .. }
             | LifecycleError::NoConnection { .. }
-            | LifecycleError::Paused { .. } => false,
+            | LifecycleError::Paused { .. } => Retry::Permanent,
         }
     }
+}
 
+impl LifecycleError {
     /// Waiting for a paused connection or rule: neither retried as transient (that would spend
     /// the message's receive count) nor dead-lettered.
     pub fn is_paused(&self) -> bool {
         matches!(self, LifecycleError::Paused { .. })
     }
 
-    /// Stable error kind for DLQ attributes and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// What failed, for the DLQ attribute and the metrics.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            LifecycleError::Ticket { .. } => "ticket",
-            LifecycleError::Store { .. } | LifecycleError::Index(_) => "store",
-            LifecycleError::Plan { .. } => "render",
-            LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => "busy",
-            LifecycleError::NoConnection { .. } => "config",
-            LifecycleError::Paused { .. } => "paused",
+            LifecycleError::Ticket { .. } => ErrorKind::Ticket,
+            LifecycleError::Store { .. } | LifecycleError::Index(_) => ErrorKind::Store,
+            LifecycleError::Plan { .. } => ErrorKind::Render,
+            LifecycleError::Busy { .. } | LifecycleError::Settling { .. } => ErrorKind::Busy,
+            LifecycleError::NoConnection { .. } => ErrorKind::Config,
+            LifecycleError::Paused { .. } => ErrorKind::Paused,
         }
     }
 
@@ -94,14 +98,6 @@ impl LifecycleError {
             | LifecycleError::NoConnection { team, .. }
             | LifecycleError::Paused { team, .. } => Some(team),
             LifecycleError::Index(_) => None,
-        }
-    }
-
-    /// How long to wait before trying again, when the failure knows (a settling create).
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            LifecycleError::Settling { wait, .. } => Some(*wait),
-            _ => None,
         }
     }
 }

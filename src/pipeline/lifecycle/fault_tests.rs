@@ -545,7 +545,7 @@ async fn a_refused_credential_pauses_the_connection_not_the_finding() {
         .into_result()
         .expect_err("paused");
     assert!(err.is_paused() && !err.is_transient(), "{err}");
-    assert_eq!(err.kind(), "paused");
+    assert_eq!(err.kind().as_str(), "paused");
     let jira = Subject::Connection("jira".into());
     assert!(health.paused(&jira).is_some());
     assert!(

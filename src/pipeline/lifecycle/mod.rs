@@ -53,6 +53,7 @@ use crate::finding::{Finding, Severity, WorkflowStatus};
 use crate::mapping::spec::{OnRecurrence, OnResolved};
 use crate::marker::Marker;
 use crate::pipeline::health::{Health, Probe, Subject};
+use crate::retry::Retryable;
 use crate::runtime::telemetry::{self, DedupKind, WritebackResult};
 use crate::store::{Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields};
 use crate::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem};

@@ -152,7 +152,7 @@ async fn the_same_finding_delivered_five_times_at_once_creates_one_ticket() {
             }
             Err(e) => {
                 assert!(e.is_transient(), "busy is transient: {e}");
-                assert_eq!(e.kind(), "busy");
+                assert_eq!(e.kind().as_str(), "busy");
                 busy += 1;
             }
         }
@@ -549,7 +549,7 @@ async fn a_transient_ticket_error_releases_the_claim_and_writes_nothing() {
         .into_result()
         .expect_err("create fails");
     assert!(err.is_transient(), "{err}");
-    assert_eq!(err.kind(), "ticket");
+    assert_eq!(err.kind().as_str(), "ticket");
     let marker = Marker::new("payments", "f-1");
     assert!(!h.store.is_claimed(&marker), "claim released for the retry");
     assert!(h.store.record(&marker).is_none());
@@ -573,7 +573,7 @@ async fn a_permanent_ticket_error_stays_permanent_and_other_teams_still_get_tick
         .into_result()
         .expect_err("platform has no connection");
     assert!(!err.is_transient());
-    assert_eq!(err.kind(), "config");
+    assert_eq!(err.kind().as_str(), "config");
     assert!(err.to_string().contains("servicenow"), "{err}");
     assert_eq!(h.jira.creates(), 1, "payments still got its ticket");
     assert!(h.store.record(&Marker::new("payments", "f-1")).is_some());
@@ -590,7 +590,7 @@ async fn a_template_failure_is_permanent_and_touches_nothing() {
         .into_result()
         .expect_err("plan fails");
     assert!(!err.is_transient());
-    assert_eq!(err.kind(), "render");
+    assert_eq!(err.kind().as_str(), "render");
     assert!(h.jira.calls().is_empty());
 }
 

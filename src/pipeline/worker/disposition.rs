@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::aws::sqs::attributes;
+use crate::retry::Retryable;
+use crate::runtime::telemetry::ErrorKind;
 
 /// SQS limits a message attribute value only by message size; 1 KiB keeps the DLQ readable.
 pub const ERROR_ATTRIBUTE_LIMIT: usize = 1024;
@@ -60,7 +62,7 @@ pub(super) enum Disposition {
     /// Will never succeed: dead-letter. `teams`: the routes that failed when the others were
     /// done (empty when the message as a whole failed).
     Permanent {
-        kind: &'static str,
+        kind: ErrorKind,
         error: String,
         teams: Vec<String>,
     },
@@ -179,31 +181,19 @@ pub(super) async fn park(shared: &Shared, message: &ReceivedMessage, error: &str
     }
 }
 
-/// The metric label of a permanent failure kind.
-pub(super) fn error_kind(kind: &str) -> telemetry::ErrorKind {
-    match kind {
-        "decode" => telemetry::ErrorKind::Decode,
-        "render" => telemetry::ErrorKind::Render,
-        "store" => telemetry::ErrorKind::Store,
-        "config" => telemetry::ErrorKind::Config,
-        _ => telemetry::ErrorKind::Ticket,
-    }
-}
-
 /// Sends the original body to the DLQ with the reason, then lets the caller delete it. Without
 /// a DLQ the message stays (its redrive policy moves it after enough receives).
 pub(super) async fn dead_letter(
     shared: &Shared,
     message: &ReceivedMessage,
-    kind: &'static str,
+    kind: ErrorKind,
     error: &str,
     teams: &[String],
 ) -> bool {
     let id = &message.message_id;
-    let error_kind = error_kind(kind);
-    telemetry::error(error_kind);
+    telemetry::error(kind);
     let Some(dlq) = &shared.dlq else {
-        tracing::error!(message_id = %id, kind, %error, "permanent failure and no DLQ configured; leaving the message to the redrive policy");
+        tracing::error!(message_id = %id, kind = kind.as_str(), %error, "permanent failure and no DLQ configured; leaving the message to the redrive policy");
         shared.count(|s| s.left_for_redrive += 1);
         return false;
     };
@@ -213,7 +203,7 @@ pub(super) async fn dead_letter(
         .cloned()
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let mut attributes = BTreeMap::from([
-        (attributes::ERROR_KIND.to_owned(), kind.to_owned()),
+        (attributes::ERROR_KIND.to_owned(), kind.as_str().to_owned()),
         (
             attributes::ERROR.to_owned(),
             cut_bytes(error, ERROR_ATTRIBUTE_LIMIT).to_owned(),
@@ -234,14 +224,14 @@ pub(super) async fn dead_letter(
     }
     match dlq.send(&message.body, &attributes).await {
         Ok(dlq_id) => {
-            telemetry::dlq_moved(error_kind);
-            tracing::error!(message_id = %id, dlq_message_id = %dlq_id, kind, %error, "permanent failure; moved to the DLQ");
+            telemetry::dlq_moved(kind);
+            tracing::error!(message_id = %id, dlq_message_id = %dlq_id, kind = kind.as_str(), %error, "permanent failure; moved to the DLQ");
             shared.count(|s| s.dead_lettered += 1);
             true
         }
         Err(e) => {
             // Not deleting is the safe side: the message comes back and is tried again.
-            tracing::error!(message_id = %id, kind, %error, dlq_error = %e, "could not dead-letter the message; leaving it");
+            tracing::error!(message_id = %id, kind = kind.as_str(), %error, dlq_error = %e, "could not dead-letter the message; leaving it");
             shared.count(|s| s.retried += 1);
             false
         }
@@ -258,7 +248,7 @@ pub(super) async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposit
         Ok(findings) => findings,
         Err(e) => {
             return Disposition::Permanent {
-                kind: "decode",
+                kind: ErrorKind::Decode,
                 error: e.to_string(),
                 teams: Vec::new(),
             };
@@ -266,12 +256,12 @@ pub(super) async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposit
     };
     let mut transient: Vec<LifecycleError> = Vec::new();
     let mut paused: Vec<LifecycleError> = Vec::new();
-    let mut permanent: Vec<(&'static str, String, Option<String>)> = Vec::new();
+    let mut permanent: Vec<(ErrorKind, String, Option<String>)> = Vec::new();
     for decoded in findings {
         let finding = match decoded {
             Ok(finding) => finding,
             Err(e) => {
-                permanent.push(("decode", e.to_string(), None));
+                permanent.push((ErrorKind::Decode, e.to_string(), None));
                 continue;
             }
         };
@@ -325,10 +315,7 @@ pub(super) async fn work(shared: &Shared, message: &ReceivedMessage) -> Disposit
                 LifecycleError::Busy { .. } | LifecycleError::Settling { .. }
             )
         });
-        let retry_in = transient
-            .iter()
-            .filter_map(LifecycleError::retry_after)
-            .max();
+        let retry_in = transient.iter().filter_map(Retryable::retry_after).max();
         let error = transient
             .iter()
             .map(ToString::to_string)

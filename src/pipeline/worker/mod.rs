@@ -20,6 +20,7 @@ use crate::aws::sqs::{
 };
 use crate::finding::{DecodeError, EachFinding};
 use crate::pipeline::lifecycle::{Lifecycle, LifecycleError};
+use crate::retry::Retryable;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::telemetry;
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// The stable `kind` label of [`error`](super::error) and [`dlq_moved`](super::dlq_moved).
+/// What failed, one name from the lifecycle to the DLQ's `fb-error-kind` attribute to the `kind`
+/// label of [`error`](super::error) and [`dlq_moved`](super::dlq_moved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A message or finding that cannot be decoded.
@@ -21,9 +22,16 @@ pub enum ErrorKind {
     Config,
     /// A webhook that could not be verified or parsed.
     Webhook,
+    /// Another worker holds the claim, or a create is settling: waited out, never counted as an
+    /// error nor dead-lettered (not in [`ErrorKind::ALL`]).
+    Busy,
+    /// A connection or rule is paused: the message is parked, never counted as an error nor
+    /// dead-lettered (not in [`ErrorKind::ALL`]).
+    Paused,
 }
 
 impl ErrorKind {
+    /// The kinds counted as errors (their series start at zero).
     pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Decode,
         ErrorKind::Render,
@@ -45,6 +53,8 @@ impl ErrorKind {
             ErrorKind::Writeback => "writeback",
             ErrorKind::Config => "config",
             ErrorKind::Webhook => "webhook",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Paused => "paused",
         }
     }
 }
