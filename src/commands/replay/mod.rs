@@ -23,10 +23,10 @@ mod filter;
 mod native;
 mod options;
 mod progress;
-mod rate;
 mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::sqs::{
@@ -35,6 +35,7 @@ use crate::aws::sqs::{
 use crate::finding::Finding;
 use crate::retry::Retryable;
 use crate::runtime::shutdown::Shutdown;
+use crate::ticket::http::{RateLimiter, TokioClock};
 
 pub use command::command;
 pub use filter::{Filter, FilterError, FilterField, parse_time};
@@ -49,7 +50,6 @@ use filter::{Decision, Selector};
 use native::start_native;
 use options::validate;
 use progress::Progress;
-use rate::TokenBucket;
 
 /// Why a replay could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,8 @@ struct Run {
     held: HashMap<String, String>,
     /// Messages sent or processed (or, in a dry run, that would be).
     acted: usize,
-    bucket: Option<TokenBucket>,
+    /// `--rate`: the shared limiter, one second's worth of burst.
+    bucket: Option<RateLimiter>,
     progress: Progress,
 }
 
@@ -161,7 +162,10 @@ impl Run {
                 dry_run: opts.dry_run,
                 ..ReplaySummary::default()
             },
-            bucket: opts.rate.map(TokenBucket::new),
+            bucket: opts.rate.map(|rate| {
+                let burst = rate.max(1.0).ceil().min(f64::from(u32::MAX)) as u32;
+                RateLimiter::new(rate, burst, Arc::new(TokioClock::new()))
+            }),
             progress: Progress::new(opts.max),
             seen: HashSet::new(),
             held: HashMap::new(),
@@ -191,8 +195,8 @@ impl Run {
                 return Ok(());
             }
             let mut want = remaining.min(MAX_MESSAGES_PER_CALL);
-            if let Some(bucket) = &mut self.bucket {
-                let pause = bucket.until_next();
+            if let Some(bucket) = &self.bucket {
+                let pause = bucket.until_next().await;
                 if !pause.is_zero() {
                     tokio::select! {
                         _ = shutdown.wait() => continue,
@@ -201,7 +205,7 @@ impl Run {
                 }
                 // Never receive more than may go now: a received message waiting for its turn
                 // would run down its visibility timeout.
-                want = want.min(bucket.available().max(1));
+                want = want.min(bucket.available().await.max(1));
             }
             let received = tokio::select! {
                 _ = shutdown.wait() => continue,
@@ -285,8 +289,8 @@ impl Run {
                 Decision::Act(findings) => findings,
             };
             self.acted += 1;
-            if let Some(bucket) = &mut self.bucket {
-                bucket.take();
+            if let Some(bucket) = &self.bucket {
+                bucket.acquire().await;
             }
             if self.opts.dry_run {
                 tracing::info!(message_id = %message.message_id, target = ?self.opts.target, "dry run: would replay");

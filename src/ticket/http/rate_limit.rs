@@ -1,5 +1,6 @@
 //! The client-side rate limit: one token bucket per connection, shared by every worker task, so
-//! replicas stay under the ticket system's limit instead of bursting into its 429 windows.
+//! replicas stay under the ticket system's limit instead of bursting into its 429 windows. The
+//! same bucket paces Security Hub write-backs and `replay --rate`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +44,7 @@ impl RateLimiter {
 
     /// Takes one token, waiting for it when the bucket is empty.
     pub async fn acquire(&self) {
-        if !(self.rate_per_sec > 0.0 && self.rate_per_sec.is_finite()) {
+        if !self.limited() {
             return;
         }
         // Holding the lock while sleeping is deliberate: it keeps later callers queued behind
@@ -62,6 +63,36 @@ impl RateLimiter {
         bucket.tokens -= 1.0;
     }
 
+    fn limited(&self) -> bool {
+        self.rate_per_sec > 0.0 && self.rate_per_sec.is_finite()
+    }
+
+    /// Whole tokens that may be taken now without waiting (`usize::MAX` when unlimited). For a
+    /// caller that must not fetch more work than may go at once (`replay`: a received message
+    /// waiting for its turn would run down its visibility timeout).
+    pub async fn available(&self) -> usize {
+        if !self.limited() {
+            return usize::MAX;
+        }
+        let mut bucket = self.state.lock().await;
+        self.refill(&mut bucket);
+        bucket.tokens.max(0.0).floor() as usize
+    }
+
+    /// How long until one token is there (zero when one is).
+    pub async fn until_next(&self) -> Duration {
+        if !self.limited() {
+            return Duration::ZERO;
+        }
+        let mut bucket = self.state.lock().await;
+        self.refill(&mut bucket);
+        if bucket.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate_per_sec)
+        }
+    }
+
     fn refill(&self, bucket: &mut Bucket) {
         let now = self.clock.now();
         let elapsed = now.saturating_sub(bucket.refilled_at).as_secs_f64();
@@ -78,7 +109,34 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::http::ManualClock;
+    use crate::ticket::http::{ManualClock, TokioClock};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_can_ask_how_many_may_go_and_when_the_next_may() {
+        // `replay --rate 2`: a burst of one second's worth, then 2/s.
+        let bucket = RateLimiter::new(2.0, 2, Arc::new(TokioClock::new()));
+        let start = tokio::time::Instant::now();
+        let mut sent = 0;
+        while sent < 10 {
+            tokio::time::sleep(bucket.until_next().await).await;
+            let n = bucket.available().await.min(10 - sent);
+            for _ in 0..n {
+                bucket.acquire().await;
+            }
+            sent += n;
+        }
+        // 2 at once, then 8 more at 2/s.
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+
+        let slow = RateLimiter::new(0.5, 1, Arc::new(TokioClock::new()));
+        assert_eq!(slow.available().await, 1, "a slow rate still lets one go");
+        slow.acquire().await;
+        assert_eq!(slow.until_next().await, Duration::from_secs(2));
+
+        let unlimited = RateLimiter::new(0.0, 1, Arc::new(TokioClock::new()));
+        assert_eq!(unlimited.available().await, usize::MAX);
+        assert_eq!(unlimited.until_next().await, Duration::ZERO);
+    }
 
     #[tokio::test]
     async fn rate_limiter_spaces_concurrent_calls() {
