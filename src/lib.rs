@@ -13,6 +13,10 @@
 //!   [`sync`]: ticket status back to findings (poller, webhooks);
 //! - [`runtime`]: shutdown, the HTTP server and telemetry; [`commands`]: one module per CLI command.
 
+/// A boxed, sendable future: what the object-safe traits of the bridge (ticket systems, the
+/// store, the queue, the write-back) return.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub mod aws;
 pub mod commands;
 pub mod config;

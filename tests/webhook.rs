@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use findings_bridge::marker::Marker;
 use findings_bridge::runtime::server::{self, BODY_LIMIT, BoxFuture, Readiness, ServerState};
+use findings_bridge::runtime::tasks::Tasks;
 use findings_bridge::sync::SyncConfig;
 use findings_bridge::sync::webhooks::{self, WebhookSecrets};
 use hmac::{Hmac, Mac};
@@ -44,7 +45,7 @@ async fn bridge(secrets: WebhookSecrets) -> Bridge {
         findings_bridge::runtime::telemetry::install_metrics(),
         Arc::new(AlwaysReady),
     );
-    let app = server::router(state).merge(webhooks::router(sync, secrets));
+    let app = server::router(state).merge(webhooks::router(sync, secrets, Tasks::new()));
     let (stop, stopped) = oneshot::channel::<()>();
     let (addr, _task) = server::serve("127.0.0.1:0".parse().unwrap(), app, async {
         let _ = stopped.await;

@@ -9,7 +9,7 @@
 //! A value from Secrets Manager is read at start (an unreadable secret stops the start, naming
 //! the ARN), then again
 //! - every `BRIDGE_SECRETS_REFRESH` seconds ([`DEFAULT_REFRESH`]; `0` turns this off), and
-//! - before each probe of a paused connection ([`crate::pipeline::health::CredentialRefresh`]): a refused
+//! - before each probe of a paused connection ([`CredentialRefresh`]): a refused
 //!   credential pauses its connection, so a rotated secret is picked up at the next probe, which
 //!   then succeeds and resumes the connection.
 //!
@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::pipeline::health::CredentialRefresh;
 use crate::runtime::shutdown::Shutdown;
 use crate::ticket::BoxFuture;
 use crate::ticket::http::ClientConfigError;
@@ -465,6 +464,16 @@ impl SecretsRefresher {
             }
         }
     }
+}
+
+/// Re-reads a connection's credentials where they can change while the process runs (Secrets
+/// Manager). The connection prober calls it once before each probe of a paused
+/// connection, so that a rotated secret is picked up and the probe can succeed with it.
+pub trait CredentialRefresh: Send + Sync {
+    /// Re-reads the credentials of `connection` and puts a changed value in use. `Ok` also when
+    /// the connection has nothing to re-read; `Err` says why re-reading failed (the probe still
+    /// runs, with the credentials in use).
+    fn refresh<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
 
 impl CredentialRefresh for SecretsRefresher {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::telemetry;
 use crate::store::Store;
-use crate::ticket::{BoxFuture, TicketSystem};
+use crate::ticket::TicketSystem;
 
 /// The `event` field of every log line about a paused subject (when the pause begins, then once
 /// per [`LOG_EVERY`]): what the CloudFormation stack's metric filter counts and alarms on.
@@ -223,15 +223,7 @@ fn set_gauge(subject: &Subject, up: bool) {
     }
 }
 
-/// Re-reads a connection's credentials where they can change while the process runs (Secrets
-/// Manager, see [`crate::aws::secrets`]). The prober calls it once before each probe of a paused
-/// connection, so that a rotated secret is picked up and the probe can succeed with it.
-pub trait CredentialRefresh: Send + Sync {
-    /// Re-reads the credentials of `connection` and puts a changed value in use. `Ok` also when
-    /// the connection has nothing to re-read; `Err` says why re-reading failed (the probe still
-    /// runs, with the credentials in use).
-    fn refresh<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), String>>;
-}
+pub use crate::aws::secrets::CredentialRefresh;
 
 /// Probes paused subjects until shutdown: each due probe runs on its own (a hung one cannot
 /// hold up the others), bounded by [`MAX_PROBE`].
@@ -324,6 +316,7 @@ pub const MAX_PARK: Duration = Duration::from_secs(300);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BoxFuture;
 
     fn jira() -> Subject {
         Subject::Connection("jira".into())

@@ -24,15 +24,13 @@
 pub mod dynamodb;
 pub mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use crate::finding::{Schema, WriteBackId};
 use crate::marker::Marker;
 use crate::ticket::TicketRef;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// What the bridge remembers about one (finding, team).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

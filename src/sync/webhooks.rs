@@ -60,6 +60,7 @@ use tokio::sync::Semaphore;
 
 use crate::marker::Marker;
 use crate::runtime::server::BODY_LIMIT;
+use crate::runtime::tasks::Tasks;
 use crate::runtime::telemetry::{self, ErrorKind, WebhookOutcome};
 use crate::sync::{StatusSync, TicketSyncOutcome};
 use crate::ticket::jira::webhook::SigningKey;
@@ -118,12 +119,14 @@ struct WebhookState {
     jira_key: Option<SigningKey>,
     servicenow_secret: Option<SharedSecret>,
     permits: Arc<Semaphore>,
+    /// Where syncs run; shutdown waits for them.
+    tasks: Tasks,
 }
 
 /// `POST /webhooks/jira` and `POST /webhooks/servicenow`, each only when its secret is set.
 /// Merge into [`crate::runtime::server::router`]; the body limit is applied here too, so the router is
 /// safe to serve on its own.
-pub fn router(sync: Arc<StatusSync>, secrets: WebhookSecrets) -> Router {
+pub fn router(sync: Arc<StatusSync>, secrets: WebhookSecrets, tasks: Tasks) -> Router {
     let servicenow_secret = secrets.servicenow.as_ref().and_then(SharedSecret::new);
     let has_jira = secrets.jira.is_some();
     let has_servicenow = servicenow_secret.is_some();
@@ -132,6 +135,7 @@ pub fn router(sync: Arc<StatusSync>, secrets: WebhookSecrets) -> Router {
         jira_key: secrets.jira.map(SigningKey::new),
         servicenow_secret,
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT_SYNCS)),
+        tasks,
     });
     let mut router = Router::new();
     if has_jira {
@@ -327,19 +331,24 @@ async fn sync_now(
     telemetry::webhook_received(system, WebhookOutcome::Accepted);
     let sync = Arc::clone(&state.sync);
     let task_marker = marker.clone();
-    let task = tokio::spawn(async move {
+    // The sync may outlive the answer (it is sent after RESPOND_WITHIN at the latest); it runs
+    // as a tracked task so that shutdown waits for it within the grace period.
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    state.tasks.spawn("webhook sync", async move {
         let _permit = permit;
-        sync.sync_ticket(system, &task_marker, Some(&ticket_id))
-            .await
+        let _ = done.send(
+            sync.sync_ticket(system, &task_marker, Some(&ticket_id))
+                .await,
+        );
     });
-    let body = match tokio::time::timeout(RESPOND_WITHIN, task).await {
+    let body = match tokio::time::timeout(RESPOND_WITHIN, outcome).await {
         Ok(Ok(Ok(outcome))) => outcome_json(&outcome),
         Ok(Ok(Err(e))) => {
             tracing::warn!(system, %marker, error = %e, "webhook sync failed; the poller will try again");
             json!({ "outcome": "deferred" })
         }
-        Ok(Err(e)) => {
-            tracing::error!(system, %marker, error = %e, "webhook sync task failed");
+        Ok(Err(_)) => {
+            tracing::error!(system, %marker, "webhook sync task stopped without an outcome");
             json!({ "outcome": "deferred" })
         }
         Err(_) => {

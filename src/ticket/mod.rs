@@ -15,7 +15,6 @@ pub mod settings;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 
 use crate::marker::Marker;
 
@@ -248,8 +247,7 @@ impl TicketError {
     }
 }
 
-/// A boxed future, so that the pipeline can hold `Arc<dyn TicketSystem>` per connection.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// One ticket system connection. Implementations retry transient failures internally (with
 /// backoff, `Retry-After` and a shared rate limit) and return an error only when the retry budget

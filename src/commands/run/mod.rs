@@ -178,8 +178,11 @@ pub async fn run(
         store: Arc::clone(&store),
         mappings: handle.clone(),
     });
-    let router = server::router(ServerState::new(metrics, readiness))
-        .merge(webhooks::router(Arc::clone(&sync), config.webhooks()));
+    let router = server::router(ServerState::new(metrics, readiness)).merge(webhooks::router(
+        Arc::clone(&sync),
+        config.webhooks(),
+        tasks.clone(),
+    ));
     let server_shutdown = shutdown.clone();
     let (bound, server_task) = server::serve(settings.http_addr, router, async move {
         server_shutdown.wait().await
