@@ -17,12 +17,16 @@ use anyhow::{Context, bail};
 use crate::aws::AwsTimeouts;
 use crate::aws::detective::DetectiveConfig;
 use crate::aws::secrets::SecretRef;
+use crate::pipeline::lifecycle::MarkerSearch;
 use crate::render::{JiraFlavor, RenderOptions};
 use crate::runtime::telemetry::LogFormat;
 use crate::sync::SyncConfig;
 use crate::sync::webhooks::WebhookSecrets;
 use crate::ticket::jira::{JiraApiVersion, JiraConfig};
 use crate::ticket::servicenow::ServiceNowConfig;
+
+/// Whether creates search for the marker first (see [`MarkerSearch`]).
+pub const MARKER_SEARCH_ENV: &str = "BRIDGE_MARKER_SEARCH";
 
 /// Stands in for a credential that Secrets Manager will give, so that every other setting is
 /// checked before anything is read from AWS.
@@ -145,6 +149,16 @@ impl Config {
         Ok(config)
     }
 
+    /// `BRIDGE_MARKER_SEARCH`: `auto` (the default: search before a create only where the store
+    /// cannot vouch for the finding) or `always`.
+    pub fn marker_search(&self) -> anyhow::Result<MarkerSearch> {
+        match self.get(MARKER_SEARCH_ENV).as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => Ok(MarkerSearch::WhenUnvouched),
+            Some("always") => Ok(MarkerSearch::Always),
+            Some(other) => bail!("{MARKER_SEARCH_ENV}={other:?}: use auto or always"),
+        }
+    }
+
     /// Amazon Detective enrichment (`DETECTIVE_GRAPH_ARN`); `None` when off.
     pub fn detective(&self) -> anyhow::Result<Option<DetectiveConfig>> {
         DetectiveConfig::from_lookup(self.lookup()).context("Detective configuration")
@@ -258,5 +272,18 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(shown.contains("JIRA_API_TOKEN"), "{shown}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn marker_search_is_auto_unless_told_always() {
+        let policy = |v: &str| Config::from_pairs([(MARKER_SEARCH_ENV, v)]).marker_search();
+        assert_eq!(
+            Config::default().marker_search().unwrap(),
+            MarkerSearch::WhenUnvouched
+        );
+        assert_eq!(policy("auto").unwrap(), MarkerSearch::WhenUnvouched);
+        assert_eq!(policy("always").unwrap(), MarkerSearch::Always);
+        let err = policy("never").unwrap_err().to_string();
+        assert!(err.contains(MARKER_SEARCH_ENV), "{err}");
     }
 }

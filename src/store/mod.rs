@@ -165,6 +165,12 @@ impl crate::retry::Retryable for StoreError {
 /// Dedup store contract. `owner` identifies one unit of work (`<process id>:<counter>`), never
 /// reused, so it doubles as the fencing token of every conditional write.
 pub trait Store: Send + Sync {
+    /// How long a record is kept after its last write; `None`: until it is deleted. The
+    /// lifecycle skips the marker search only for findings younger than this.
+    fn retention(&self) -> Option<Duration> {
+        None
+    }
+
     /// Takes the lease on `marker` for `lease` when it is free or expired.
     fn claim<'a>(
         &'a self,

@@ -203,6 +203,7 @@ pub async fn run(
     let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone())
         .with_investigator(investigator)
         .with_tasks(tasks.clone())
+        .with_marker_search(config.marker_search()?)
         .with_health(health);
     let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
     config.dlq_url = settings.dlq_url.clone();

@@ -221,6 +221,7 @@ pub struct Pipeline {
     pub writer: Arc<dyn FindingWriter>,
     pub sdk: aws_config::SdkConfig,
     pub render: RenderOptions,
+    marker_search: crate::pipeline::lifecycle::MarkerSearch,
     /// Claim owners' prefix: this host.
     owner: String,
 }
@@ -259,6 +260,7 @@ impl Pipeline {
             writer,
             sdk,
             render,
+            marker_search: config.marker_search()?,
             owner: owner_id(config),
         })
     }
@@ -272,7 +274,8 @@ impl Pipeline {
             Arc::clone(&self.writer),
             Arc::new(planner),
             self.owner.clone(),
-        ))
+        )
+        .with_marker_search(self.marker_search))
     }
 }
 

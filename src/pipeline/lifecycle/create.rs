@@ -82,10 +82,13 @@ impl Lifecycle {
         planned: &PlannedTicket,
         unless: Option<&TicketRef>,
         intent: Option<&Intent>,
+        search: bool,
     ) -> Result<(TicketRef, Action), LifecycleError> {
         let system = self.system(held.team, &planned.target)?;
         Self::unsettled(held, intent)?;
-        if let Some(found) = self
+        if !search {
+            telemetry::marker_search_skipped(system.name());
+        } else if let Some(found) = self
             .search(held, system, planned.table.as_deref(), unless)
             .await?
         {
@@ -201,7 +204,10 @@ impl Lifecycle {
                 }
             }
         } else {
-            self.find_or_create(held, planned, None, intent.as_ref())
+            // With no intent, a create this store never heard of can only have happened if the
+            // finding is older than what the store vouches for: only then is the search needed.
+            let search = intent.is_some() || !self.vouches_for(finding).await;
+            self.find_or_create(held, planned, None, intent.as_ref(), search)
                 .await?
         };
         let mut record = Record {

@@ -93,6 +93,7 @@ pub struct MemoryStore {
     pub lose_renewals: Mutex<bool>,
     /// The next `put` on this marker finds its lease taken over.
     steal_on_put: Mutex<Option<Marker>>,
+    watermarks: Mutex<HashMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -356,18 +357,20 @@ impl Store for MemoryStore {
         })
     }
 
-    fn watermark<'a>(
-        &'a self,
-        _name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        Box::pin(async { Ok(None) })
+    fn watermark<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let value = self.watermarks.lock().unwrap().get(name).cloned();
+        Box::pin(async move { Ok(value) })
     }
 
     fn set_watermark<'a>(
         &'a self,
-        _name: &'a str,
-        _value: &'a str,
+        name: &'a str,
+        value: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.watermarks
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), value.to_owned());
         Box::pin(async { Ok(()) })
     }
 

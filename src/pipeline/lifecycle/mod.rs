@@ -29,6 +29,7 @@ mod outcome;
 mod pause;
 mod planner;
 mod update;
+mod vouch;
 mod writeback;
 
 use claims::Held;
@@ -39,6 +40,7 @@ use freshness::{is_stale, newer, parse_time, state_text};
 use outcome::count_action;
 pub use outcome::{Action, Outcome, TeamOutcome};
 pub use planner::{PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
+pub use vouch::MarkerSearch;
 use writeback::{PendingWrite, notified};
 
 use std::collections::{HashMap, HashSet};
@@ -80,6 +82,10 @@ pub struct Lifecycle {
     investigator: Option<Arc<crate::aws::detective::Investigator>>,
     /// Where enrichments run after their ticket work is done; shutdown waits for them.
     tasks: crate::runtime::tasks::Tasks,
+    /// Whether creates search for the marker first ([`MarkerSearch`]).
+    marker_search: MarkerSearch,
+    /// The store's start of use, once read ([`vouch`]).
+    vouched_since: std::sync::OnceLock<i64>,
     /// Paused connections and rules: their work is not attempted.
     health: Arc<Health>,
 }
@@ -112,6 +118,8 @@ impl Lifecycle {
             held: Mutex::new(HashMap::new()),
             investigator: None,
             tasks: crate::runtime::tasks::Tasks::new(),
+            marker_search: MarkerSearch::default(),
+            vouched_since: std::sync::OnceLock::new(),
             health: Arc::new(Health::new()),
         }
     }
@@ -125,6 +133,12 @@ impl Lifecycle {
 
     pub fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    /// Whether creates search for the marker first (default: always).
+    pub fn with_marker_search(mut self, marker_search: MarkerSearch) -> Lifecycle {
+        self.marker_search = marker_search;
+        self
     }
 
     /// Background work (Detective enrichment) goes into `tasks`, which shutdown drains.

@@ -677,3 +677,172 @@ async fn abandoned_claims_are_released() {
     assert_eq!(lifecycle.release_abandoned().await, 1);
     assert!(!h.store.is_claimed(&marker));
 }
+
+/// A harness whose lifecycle skips the marker search where the store vouches for the finding.
+fn vouching_harness(routes: Vec<Route>) -> Harness {
+    let mut h = harness(routes);
+    let lifecycle = Arc::into_inner(h.lifecycle).expect("the harness holds the only reference");
+    h.lifecycle = Arc::new(lifecycle.with_marker_search(MarkerSearch::WhenUnvouched));
+    h
+}
+
+/// A finding first seen at `first_seen` (ASFF `FirstObservedAt` and `CreatedAt`).
+fn first_seen(id: &str, first_seen: chrono::DateTime<chrono::Utc>) -> Finding {
+    let at = first_seen.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut f = finding(id, H, &at);
+    f.first_observed_at = Some(at.clone());
+    f.created_at = Some(at);
+    f
+}
+
+#[tokio::test]
+async fn a_finding_newer_than_the_store_is_created_without_a_search_and_an_older_one_is_searched_for()
+ {
+    let h = vouching_harness(vec![payments(&[H])]);
+    let store_start = chrono::Utc::now() - chrono::Duration::days(3);
+    h.store
+        .set_watermark(
+            super::vouch::VOUCHED_SINCE,
+            &store_start.timestamp_millis().to_string(),
+        )
+        .await
+        .unwrap();
+
+    // First seen after the store's start: no record and no intent means no ticket.
+    let new = first_seen("new", store_start + chrono::Duration::days(1));
+    h.lifecycle.process(&new).await.into_result().expect("new");
+    assert_eq!(h.jira.creates(), 1);
+    assert!(
+        !h.jira.calls().iter().any(|c| matches!(c, Call::Find(_))),
+        "{:?}",
+        h.jira.calls()
+    );
+
+    // First seen before it: a ticket may exist that this store never recorded (a lost or
+    // migrated store), so it is searched for — and found, not duplicated.
+    let old = first_seen("old", store_start - chrono::Duration::days(1));
+    let marker = Marker::new("payments", "old");
+    let existing = h.jira.insert_existing(&marker, "PAY-77");
+    let outcome = h.lifecycle.process(&old).await.into_result().expect("old");
+    assert_eq!(actions(&outcome, "payments"), vec![Action::Recovered]);
+    assert_eq!(
+        h.store.record(&marker).and_then(|r| r.ticket),
+        Some(existing)
+    );
+    assert_eq!(
+        h.jira.creates(),
+        1,
+        "the old finding's ticket was found, not made again"
+    );
+
+    // Within the clock-skew margin of the store's start, or without any first-seen time: search.
+    let close = first_seen("close", store_start + chrono::Duration::minutes(1));
+    let mut unknown = finding("unknown", H, "2026-11-28T10:00:00Z");
+    unknown.first_observed_at = None;
+    unknown.created_at = None;
+    for f in [&close, &unknown] {
+        let before = h.jira.calls().len();
+        h.lifecycle
+            .process(f)
+            .await
+            .into_result()
+            .expect("processed");
+        assert_eq!(
+            h.jira.calls()[before],
+            Call::Find(Marker::new("payments", &f.id).to_string()),
+            "{}",
+            f.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_without_a_start_of_use_marks_it_now_and_vouches_only_from_then() {
+    let h = vouching_harness(vec![payments(&[H])]);
+    // A finding from last week meets a store used for the first time: searched for.
+    let old = first_seen("last-week", chrono::Utc::now() - chrono::Duration::days(7));
+    h.lifecycle.process(&old).await.into_result().expect("old");
+    assert_eq!(
+        h.jira.calls()[0],
+        Call::Find(Marker::new("payments", "last-week").to_string())
+    );
+    let since: i64 = h
+        .store
+        .watermark(super::vouch::VOUCHED_SINCE)
+        .await
+        .unwrap()
+        .expect("the store's start of use is recorded")
+        .parse()
+        .unwrap();
+    assert!(since > old_millis(&old));
+}
+
+fn old_millis(f: &Finding) -> i64 {
+    crate::time::parse_time(f.first_observed_at.as_deref().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn an_intent_or_the_always_policy_keeps_the_search() {
+    // The default policy searches before every create, whatever the store vouches for.
+    let h = harness(vec![payments(&[H])]);
+    let start = chrono::Utc::now() - chrono::Duration::days(3);
+    h.store
+        .set_watermark(
+            super::vouch::VOUCHED_SINCE,
+            &start.timestamp_millis().to_string(),
+        )
+        .await
+        .unwrap();
+    let f = first_seen("f-1", start + chrono::Duration::days(1));
+    h.lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("processed");
+    assert!(
+        matches!(h.jira.calls()[0], Call::Find(_)),
+        "{:?}",
+        h.jira.calls()
+    );
+
+    // An intent left by a create whose outcome is unknown: searched for, whatever the policy.
+    let h = vouching_harness(vec![payments(&[H])]);
+    h.store
+        .set_watermark(
+            super::vouch::VOUCHED_SINCE,
+            &start.timestamp_millis().to_string(),
+        )
+        .await
+        .unwrap();
+    let marker = Marker::new("payments", "f-1");
+    let claim = h
+        .store
+        .claim(&marker, "earlier", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)));
+    let intent = Intent {
+        owner: "earlier".into(),
+        system: "jira".into(),
+        started_at: 0,
+        search_after: 0,
+    };
+    h.store
+        .set_intent(&marker, "earlier", Some(&intent))
+        .await
+        .unwrap();
+    h.store.release(&marker, "earlier").await.unwrap();
+    h.lifecycle
+        .process(&f)
+        .await
+        .into_result()
+        .expect("processed");
+    assert!(
+        matches!(h.jira.calls()[0], Call::Find(_)),
+        "{:?}",
+        h.jira.calls()
+    );
+    assert_eq!(h.jira.creates(), 1);
+}

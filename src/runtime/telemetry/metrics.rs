@@ -183,6 +183,11 @@ pub fn duplicates_detected(system: &str, team: &str, count: u64) {
         .increment(count);
 }
 
+/// Counts a create sent without a marker search (see [`names::MARKER_SEARCHES_SKIPPED`]).
+pub fn marker_search_skipped(system: &str) {
+    counter!(names::MARKER_SEARCHES_SKIPPED, "system" => system.to_owned()).increment(1);
+}
+
 /// Sets a connection's up gauge (see [`names::CONNECTION_UP`]).
 pub fn connection_up(connection: &str, up: bool) {
     gauge!(names::CONNECTION_UP, "connection" => connection.to_owned()).set(if up {

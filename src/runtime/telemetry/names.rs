@@ -52,6 +52,9 @@ pub const OUTCOME_UNKNOWN: &str = "findings_bridge_outcome_unknown_total";
 /// More than one live ticket carrying one marker, by `system` and `team`: each is a
 /// duplicate the bridge found (and commented on), pointing at the ticket it keeps.
 pub const DUPLICATES_DETECTED: &str = "findings_bridge_duplicate_tickets_total";
+/// Creates sent without a marker search first because the store vouches for the finding, by
+/// `system`.
+pub const MARKER_SEARCHES_SKIPPED: &str = "findings_bridge_marker_searches_skipped_total";
 /// Claims lost before the work finished (lease expired and taken over), by `stage`
 /// (`renew`, `intent`, `record`): the work stopped without writing.
 pub const CLAIMS_LOST: &str = "findings_bridge_claims_lost_total";
@@ -186,6 +189,10 @@ const SERIES: &[Series] = &[
     Series::counter(
         DUPLICATES_DETECTED,
         "Duplicate tickets found carrying the marker of a ticket the bridge already follows.",
+    ),
+    Series::counter(
+        MARKER_SEARCHES_SKIPPED,
+        "Creates sent without searching for the marker first: the finding is newer than what the store vouches for, and no earlier create of it is pending.",
     ),
     Series::counter(
         CLAIMS_LOST,

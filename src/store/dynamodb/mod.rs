@@ -227,6 +227,11 @@ where
 }
 
 impl Store for DynamoStore {
+    /// Items carry a TTL of [`RECORD_TTL_SECS`] from their last write.
+    fn retention(&self) -> Option<Duration> {
+        Some(Duration::from_secs(RECORD_TTL_SECS.unsigned_abs()))
+    }
+
     fn claim<'a>(
         &'a self,
         marker: &'a Marker,
