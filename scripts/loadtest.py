@@ -289,8 +289,32 @@ class Template:
             f["finding_info"]["uid"] = finding_id
             if isinstance(f.get("metadata"), dict) and "uid" in f["metadata"]:
                 f["metadata"]["uid"] = finding_id
+        freshen(f)
         if resolved_later_s is not None:
             resolve(f, resolved_later_s)
+
+
+# When the run's findings first appear: now, as in a flood of new findings (a standard enabled
+# across an organisation). The bridge creates the tickets of findings newer than its store without
+# searching for the marker first; the fixtures' own times (months old) would make every create
+# search, as for a store that meets findings from before it.
+RUN_STARTED = dt.datetime.now(dt.timezone.utc)
+
+
+def freshen(f: dict) -> None:
+    """Sets the finding's first-seen, created and updated times to RUN_STARTED."""
+    iso = RUN_STARTED.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    millis = int(RUN_STARTED.timestamp() * 1000)
+    if "Id" in f:
+        for key in ("FirstObservedAt", "CreatedAt", "UpdatedAt"):
+            f[key] = iso
+        return
+    info = f["finding_info"]
+    for key in ("created_time", "first_seen_time", "modified_time"):
+        if key in info:
+            info[key] = millis
+        if f"{key}_dt" in info:
+            info[f"{key}_dt"] = iso
 
 
 def resolve(f: dict, later_s: int) -> None:
@@ -661,6 +685,15 @@ class Env:
         self.ddb.update_time_to_live(
             TableName="findings-bridge",
             TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+        )
+        # Steady state: the store has been in use for an hour when the run's (new) findings
+        # appear. Its start-of-use mark is what lets the bridge create their tickets without a
+        # marker search first (src/pipeline/lifecycle/vouch.rs); a store used for the first time
+        # writes it itself, and then searches for findings older than itself.
+        in_use_since = int((RUN_STARTED - dt.timedelta(hours=1)).timestamp() * 1000)
+        self.ddb.put_item(
+            TableName="findings-bridge",
+            Item={"pk": {"S": "wm#store:vouched-since"}, "value": {"S": str(in_use_since)}},
         )
         return queue_url, dlq_url
 
