@@ -1661,9 +1661,6 @@ fn newer(finding: Option<&str>, stored: Option<&str>) -> Option<String> {
 }
 
 #[cfg(test)]
-pub(crate) mod fakes;
-
-#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
