@@ -3,7 +3,7 @@
 //! SQLite store. Ends with the whole round trip through the lifecycle: finding → ticket →
 //! ticket done → finding RESOLVED → echo event → no ticket call.
 
-mod sync_harness;
+use crate::sync_harness;
 
 use std::collections::HashMap;
 use std::sync::Arc;
