@@ -12,6 +12,9 @@
 //! - [`pipeline`]: the planner, the lifecycle (claims, create, update) and the worker loop;
 //!   [`sync`]: ticket status back to findings (poller, webhooks);
 //! - [`runtime`]: shutdown, the HTTP server and telemetry; [`commands`]: one module per CLI command.
+//!
+//! `testing` (test doubles for the store, ticket systems, planner and Security Hub writer) exists
+//! only in test builds: `cfg(test)` or the `testing` feature the integration tests turn on.
 
 /// A boxed, sendable future: what the object-safe traits of the bridge (ticket systems, the
 /// store, the queue, the write-back) return.
@@ -29,5 +32,7 @@ pub mod retry;
 pub mod runtime;
 pub mod store;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod ticket;
 pub mod time;

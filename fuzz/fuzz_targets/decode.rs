@@ -1,5 +1,5 @@
 //! Fuzzes `finding::decode`, the first code that touches bytes from SQS. The properties live in
-//! `fuzz/src/lib.rs`, shared with `tests/fuzz_regressions.rs`.
+//! `fuzz/src/lib.rs`, shared with `tests/it/fuzz_regressions.rs`.
 #![no_main]
 
 use findings_bridge_fuzz as checks;

@@ -1,7 +1,7 @@
 //! Fuzzes `mapping::load` on one team file. The loader only reads directories, so each input is
 //! written as `team.toml` into a per-process directory on tmpfs (`/dev/shm` keeps the file system
 //! out of the measured time). The properties live in `fuzz/src/lib.rs`, shared with
-//! `tests/fuzz_regressions.rs`.
+//! `tests/it/fuzz_regressions.rs`.
 #![no_main]
 
 use findings_bridge_fuzz as checks;

@@ -1,4 +1,4 @@
-//! The properties the fuzz targets check. `tests/fuzz_regressions.rs` includes this very file
+//! The properties the fuzz targets check. `tests/it/fuzz_regressions.rs` includes this very file
 //! with `#[path]`, so a minimised crash replayed by `cargo test` fails for exactly the reason the
 //! fuzzer reported.
 //!

@@ -368,7 +368,7 @@ mod tests {
     /// Stands in for Secrets Manager: "rotates" the credential by lifting the probe's failure,
     /// and records which connections it was asked about.
     struct Rotation {
-        tickets: Arc<crate::pipeline::lifecycle::fakes::FakeTickets>,
+        tickets: Arc<crate::testing::FakeTickets>,
         asked: Mutex<Vec<String>>,
         fails: bool,
     }
@@ -395,7 +395,7 @@ mod tests {
         Shutdown,
         tokio::task::JoinHandle<()>,
     ) {
-        use crate::pipeline::lifecycle::fakes::{FakeTickets, MemoryStore, unusable};
+        use crate::testing::{FakeTickets, MemoryStore, unusable};
         let tickets = Arc::new(FakeTickets::new("jira"));
         tickets.fail("probe", unusable("probe", crate::ticket::Blame::Connection));
         let rotation = Arc::new(Rotation {

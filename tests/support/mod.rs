@@ -1,6 +1,6 @@
-//! Shared helpers for integration tests. Each test binary includes this with `mod support;`
-//! and uses only what it needs, hence the blanket `dead_code` allowance.
-#![allow(dead_code)]
+//! Shared helpers of the two integration test binaries (`tests/it`, `tests/e2e`), each of which
+//! declares this folder as its `support` module: unique names for resources on moto_server, and
+//! moto_server itself ([`moto`]).
 
 pub mod moto;
 

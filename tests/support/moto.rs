@@ -37,8 +37,8 @@ wait "$pid" 2>/dev/null
 pub struct Moto {
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
-    /// The wrapper; holding it holds the write end of its stdin pipe.
-    child: Mutex<Child>,
+    /// The wrapper; holding it (never read) holds the write end of its stdin pipe open.
+    _child: Mutex<Child>,
 }
 
 impl std::fmt::Debug for Moto {
@@ -136,6 +136,6 @@ async fn start() -> Moto {
     let _ = std::fs::remove_file(&log_path);
     Moto {
         endpoint,
-        child: Mutex::new(child),
+        _child: Mutex::new(child),
     }
 }

@@ -159,7 +159,7 @@ mod tests {
 
     fn finding(first: Option<&str>, last: Option<&str>) -> Finding {
         let raw = serde_json::json!({});
-        let mut f = crate::pipeline::lifecycle::fakes::finding(
+        let mut f = crate::testing::finding(
             "f-1",
             crate::finding::Severity::High,
             "2026-03-01T00:00:00Z",

@@ -1,14 +1,12 @@
 //! Writing workflow state (and overridden severities) back to Security Hub.
 //!
-//! This module defines the seam only: [`FindingWriter`], and two small implementations —
-//! [`RecordingWriter`] (keeps what would have been written; tests and dry runs) and [`NoopWriter`]
-//! (write-back disabled, logs instead). The real client on `aws-sdk-securityhub`
+//! This module defines the seam only: [`FindingWriter`], and [`NoopWriter`] (write-back disabled,
+//! logs instead); tests use `crate::testing::RecordingWriter`, which keeps what would have been
+//! written. The real client on `aws-sdk-securityhub`
 //! (`BatchUpdateFindings` for ASFF, `BatchUpdateFindingsV2` for OCSF, batches of ≤100, unprocessed
 //! entries retried or reported) comes with the status sync issue and implements this same trait.
 
 pub mod client;
-
-use std::sync::Mutex;
 
 use crate::finding::{Severity, WorkflowStatus, WriteBackId};
 use crate::mapping::template::cut_to_limit;
@@ -120,66 +118,9 @@ impl FindingWriter for NoopWriter {
     }
 }
 
-/// Keeps every update in memory instead of calling Security Hub. Can be told to fail, so callers
-/// can prove a write-back failure does not undo ticket work.
-#[derive(Debug, Default)]
-pub struct RecordingWriter {
-    written: Mutex<Vec<WorkflowUpdate>>,
-    failure: Mutex<Option<WriteError>>,
-}
-
-impl RecordingWriter {
-    pub fn new() -> RecordingWriter {
-        RecordingWriter::default()
-    }
-
-    /// Every update accepted so far, oldest first.
-    pub fn updates(&self) -> Vec<WorkflowUpdate> {
-        self.written
-            .lock()
-            .map(|w| w.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
-    }
-
-    /// Makes every following write fail with `error` (`None` to succeed again).
-    pub fn fail_with(&self, error: Option<WriteError>) {
-        match self.failure.lock() {
-            Ok(mut f) => *f = error,
-            Err(poisoned) => *poisoned.into_inner() = error,
-        }
-    }
-}
-
-impl FindingWriter for RecordingWriter {
-    fn write(
-        &self,
-        updates: Vec<WorkflowUpdate>,
-    ) -> BoxFuture<'_, Result<WriteReport, WriteError>> {
-        Box::pin(async move {
-            let failure = match self.failure.lock() {
-                Ok(f) => f.clone(),
-                Err(poisoned) => poisoned.into_inner().clone(),
-            };
-            if let Some(error) = failure {
-                return Err(error);
-            }
-            let processed = updates.len();
-            match self.written.lock() {
-                Ok(mut w) => w.extend(updates),
-                Err(poisoned) => poisoned.into_inner().extend(updates),
-            }
-            Ok(WriteReport {
-                processed,
-                unprocessed: Vec::new(),
-            })
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retry::Retryable;
 
     fn asff_target() -> WriteBackId {
         WriteBackId::Asff {
@@ -206,25 +147,5 @@ mod tests {
         );
         let short = WorkflowUpdate::new(asff_target(), "f-1", None, None, "Ticket PAY-1");
         assert_eq!(short.note, "Ticket PAY-1");
-    }
-
-    #[tokio::test]
-    async fn recording_writer_keeps_updates_and_can_fail_on_demand() {
-        let writer = RecordingWriter::new();
-        let update = WorkflowUpdate::new(
-            asff_target(),
-            "f-1",
-            Some(WorkflowStatus::Notified),
-            Some(Severity::Critical),
-            "Ticket PAY-1",
-        );
-        let report = writer.write(vec![update.clone()]).await.expect("write");
-        assert_eq!(report.processed, 1);
-        assert_eq!(writer.updates(), vec![update.clone()]);
-
-        writer.fail_with(Some(WriteError::Transient("throttled".into())));
-        let err = writer.write(vec![update]).await.expect_err("told to fail");
-        assert!(err.is_transient());
-        assert_eq!(writer.updates().len(), 1, "a failed write records nothing");
     }
 }

@@ -216,10 +216,9 @@ mod tests {
 
     #[tokio::test]
     async fn process_with_lifecycle_creates_the_ticket_and_reports_why_it_could_not() {
-        use crate::aws::securityhub::RecordingWriter;
         use crate::finding::Severity;
-        use crate::pipeline::lifecycle::fakes::{
-            FakePlanner, FakeTickets, MemoryStore, Route, finding, permanent,
+        use crate::testing::{
+            FakePlanner, FakeTickets, MemoryStore, RecordingWriter, Route, finding, permanent,
         };
         use crate::ticket::TicketSystem;
 

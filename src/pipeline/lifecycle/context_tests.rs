@@ -16,13 +16,12 @@ use aws_sdk_securityhub::config::{Credentials, Region};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::fakes::{Call, FakeTickets, MemoryStore};
 use super::*;
-use crate::aws::securityhub::RecordingWriter;
 use crate::aws::securityhub::client::{SecurityHubWriter, WritePolicy};
 use crate::mapping;
 use crate::pipeline::plan::{MappingPlanner, MappingsHandle};
 use crate::render::RenderOptions;
+use crate::testing::{Call, FakeTickets, MemoryStore, RecordingWriter};
 
 const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/inspector-medium-payments.json");
 

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fakes::{FakePlanner, FakeTickets, MemoryStore, Route, finding, lock};
 use super::*;
-use crate::aws::securityhub::RecordingWriter;
 use crate::finding::RecordState;
+use crate::testing::{
+    FakePlanner, FakeTickets, MemoryStore, RecordingWriter, Route, finding, lock,
+};
 
 const H: Severity = Severity::High;
 
@@ -175,10 +176,7 @@ async fn a_create_that_did_not_happen_is_made_once_the_search_can_be_trusted() {
     let h = Harness::new(vec![payments()]);
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
     h.settle(Duration::from_secs(600));
-    h.jira.fail(
-        "create",
-        crate::pipeline::lifecycle::fakes::unknown("create"),
-    );
+    h.jira.fail("create", crate::testing::unknown("create"));
     let a = h.replica("a");
     assert!(settling(
         &a.process(&f).await.into_result().expect_err("unknown")
@@ -537,7 +535,7 @@ async fn a_refused_credential_pauses_the_connection_not_the_finding() {
     let a = h.replica("a").with_health(health.clone());
     h.jira.fail(
         "create",
-        crate::pipeline::lifecycle::fakes::unusable("create", Blame::Connection),
+        crate::testing::unusable("create", Blame::Connection),
     );
     let err = a
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
@@ -580,10 +578,8 @@ async fn a_rule_whose_project_is_gone_pauses_only_that_rule() {
     let h = Harness::new(vec![gone, main]);
     let health = Arc::new(crate::pipeline::health::Health::new());
     let a = h.replica("a").with_health(health.clone());
-    h.jira.fail(
-        "create",
-        crate::pipeline::lifecycle::fakes::unusable("create", Blame::Target),
-    );
+    h.jira
+        .fail("create", crate::testing::unusable("create", Blame::Target));
     let err = a
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))
         .await
@@ -657,10 +653,7 @@ async fn an_unknown_create_of_a_finding_resolved_since_is_closed_or_never_made()
         if committed {
             *lock(&h.jira.ambiguous) = 1;
         } else {
-            h.jira.fail(
-                "create",
-                crate::pipeline::lifecycle::fakes::unknown("create"),
-            );
+            h.jira.fail("create", crate::testing::unknown("create"));
         }
         assert!(settling(
             &a.process(&active).await.into_result().expect_err("unknown")

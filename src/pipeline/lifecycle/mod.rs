@@ -450,9 +450,6 @@ fn covered_by_tombstone(finding: &Finding, state: &FindingState) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod fakes;
-
-#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -2,12 +2,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fakes::{
-    Call, FakePlanner, FakeTickets, MemoryStore, Route, finding, priority, transient,
-};
 use super::*;
-use crate::aws::securityhub::{RecordingWriter, WriteError};
+use crate::aws::securityhub::WriteError;
 use crate::finding::RecordState;
+use crate::testing::{
+    self, Call, FakePlanner, FakeTickets, MemoryStore, RecordingWriter, Route, finding, priority,
+    transient,
+};
 
 const H: Severity = Severity::High;
 const C: Severity = Severity::Critical;
@@ -133,7 +134,7 @@ async fn a_ticket_created_before_a_crash_is_recovered_not_duplicated() {
 async fn the_same_finding_delivered_five_times_at_once_creates_one_ticket() {
     let h = harness(vec![payments(&[H])]);
     // Search lags behind creates, like Jira: only the claim can prevent duplicates.
-    *fakes::lock(&h.jira.search_lags) = true;
+    *testing::lock(&h.jira.search_lags) = true;
     let f = finding("f-1", H, "2026-11-28T10:00:00Z");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..5 {
@@ -556,7 +557,7 @@ async fn a_transient_ticket_error_releases_the_claim_and_writes_nothing() {
     assert!(h.writer.updates().is_empty());
 
     // The retry succeeds at once: nothing waits for a lease to expire.
-    fakes::lock(&h.jira.failures).clear();
+    testing::lock(&h.jira.failures).clear();
     let outcome = h.lifecycle.process(&f).await.into_result().expect("retry");
     assert_eq!(actions(&outcome, "payments"), vec![Action::Created]);
 }
@@ -582,7 +583,7 @@ async fn a_permanent_ticket_error_stays_permanent_and_other_teams_still_get_tick
 #[tokio::test]
 async fn a_template_failure_is_permanent_and_touches_nothing() {
     let h = harness(vec![payments(&[H])]);
-    *fakes::lock(&h.planner.error) = Some("payments.toml:12: summary: undefined value".into());
+    *testing::lock(&h.planner.error) = Some("payments.toml:12: summary: undefined value".into());
     let err = h
         .lifecycle
         .process(&finding("f-1", H, "2026-11-28T10:00:00Z"))

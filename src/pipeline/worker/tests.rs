@@ -6,12 +6,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::aws::securityhub::RecordingWriter;
 use crate::aws::sqs::{DeleteFailure, Queue, QueueError, ReceivedMessage};
 use crate::finding::Severity;
 use crate::marker::Marker;
-use crate::pipeline::lifecycle::fakes::{
-    FakePlanner, FakeTickets, MemoryStore, Route, finding, lock, permanent, transient,
+use crate::testing::{
+    FakePlanner, FakeTickets, MemoryStore, RecordingWriter, Route, finding, lock, permanent,
+    transient,
 };
 use crate::ticket::{BoxFuture, TicketSystem};
 
@@ -817,11 +817,11 @@ async fn a_refused_credential_parks_messages_and_every_ticket_comes_once_it_work
     let s = setup(&refs, Duration::from_millis(5));
     s.tickets.inner.fail(
         "create",
-        crate::pipeline::lifecycle::fakes::unusable("create", Blame::Connection),
+        crate::testing::unusable("create", Blame::Connection),
     );
     s.tickets.inner.fail(
         "probe",
-        crate::pipeline::lifecycle::fakes::unusable("probe", Blame::Connection),
+        crate::testing::unusable("probe", Blame::Connection),
     );
     let mut tickets: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
     tickets.insert("jira".into(), s.tickets.clone());

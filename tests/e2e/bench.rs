@@ -5,7 +5,6 @@
 //!
 //! Tests never set process-wide environment variables (they would leak into tests running in
 //! parallel): a child process gets its whole environment from [`Bench::worker_env`].
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -34,7 +33,6 @@ use findings_bridge_sim::{Faults, SimConfig, SimHandle, Simulator};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::RwLock;
-use tokio::task::JoinHandle;
 
 use crate::support;
 
@@ -902,17 +900,4 @@ pub fn findings(prefix: &str, count: usize) -> Vec<FindingBuilder> {
     (0..count)
         .map(|i| FindingBuilder::new(&format!("{prefix}-{i:04}")))
         .collect()
-}
-
-/// Joins a spawned in-process run, failing the test if it does not stop within `timeout`.
-pub async fn join_run(
-    run: JoinHandle<anyhow::Result<RunSummary>>,
-    timeout: Duration,
-) -> RunSummary {
-    match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(Ok(summary))) => summary,
-        Ok(Ok(Err(e))) => panic!("worker stopped with an error: {e:#}"),
-        Ok(Err(e)) => panic!("worker task failed: {e}"),
-        Err(_) => panic!("worker did not stop within {timeout:?}"),
-    }
 }

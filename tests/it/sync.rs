@@ -3,18 +3,19 @@
 //! SQLite store. Ends with the whole round trip through the lifecycle: finding → ticket →
 //! ticket done → finding RESOLVED → echo event → no ticket call.
 
-mod sync_harness;
+use crate::sync_harness;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use findings_bridge::aws::securityhub::{FindingWriter, RecordingWriter, WriteError};
+use findings_bridge::aws::securityhub::{FindingWriter, WriteError};
 use findings_bridge::finding::{WorkflowStatus, decode};
 use findings_bridge::pipeline::lifecycle::{Action, Lifecycle};
 use findings_bridge::pipeline::plan::MappingPlanner;
 use findings_bridge::render::RenderOptions;
 use findings_bridge::store::Store;
 use findings_bridge::sync::{SkipReason, SyncConfig};
+use findings_bridge::testing::RecordingWriter;
 use findings_bridge::ticket::TicketSystem;
 use findings_bridge_sim::FindingErrorKind;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! 127.0.0.1: authentication, body limit, and a valid event syncing its ticket at once against
 //! the simulator.
 
-mod sync_harness;
+use crate::sync_harness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,8 +6,7 @@
 //! Every test runs the real `findings-bridge` binary against moto (SQS) and the simulator (Jira,
 //! ServiceNow, Security Hub). Needs `moto_server` (`scripts/venv`).
 
-mod e2e;
-mod support;
+use crate::bench as e2e;
 
 use std::collections::BTreeMap;
 use std::path::Path;

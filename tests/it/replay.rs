@@ -5,7 +5,7 @@
 //! The DLQ messages look like the worker's dead letters: the original body plus `fb-error-kind`,
 //! `fb-error`, `fb-original-message-id`, `fb-first-failure`, `fb-receive-count`.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -3,7 +3,7 @@
 //! it with `scripts/venv`). Each behaviour is a plain `async fn` over `&dyn Store`, so both
 //! backends are held to exactly the same contract.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

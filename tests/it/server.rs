@@ -524,7 +524,7 @@ fn json_lines_carry_event_and_flattened_span_fields() {
     assert_eq!(line["team"], "payments");
     assert_eq!(line["message"], "ticket created");
     assert_eq!(line["level"], "INFO");
-    assert_eq!(line["target"], "server");
+    assert_eq!(line["target"], module_path!(), "the module that logged");
     assert_eq!(line["message_id"], "m-1", "span field flattened: {line}");
     assert_eq!(line["receive_count"], 2, "numbers stay numbers: {line}");
     assert_eq!(line["span"], "message");
@@ -542,7 +542,7 @@ fn reserved_keys_cannot_be_forged_by_fields() {
     });
     let lines = captured.json_lines();
     assert_eq!(lines[0]["level"], "WARN");
-    assert_eq!(lines[0]["target"], "server");
+    assert_eq!(lines[0]["target"], module_path!(), "the module that logged");
 }
 
 #[test]

@@ -46,12 +46,26 @@ fn well_formed_fixtures() -> Vec<String> {
     names
 }
 
+/// The snapshots keep the folder and names they had when this file was a test binary of its own
+/// (`tests/snapshots/render_snapshots__cloud__array.snap`), instead of insta's default for a
+/// module of `tests/it` (`tests/it/snapshots/it__render_snapshots__…`).
+fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}
+
 #[test]
 fn rendered_payloads_for_jira_cloud() {
+    let _settings = snapshot_settings().bind_to_scope();
     for name in well_formed_fixtures() {
         let rendered = render_fixture(&name, JiraFlavor::Cloud);
         insta::assert_json_snapshot!(
-            format!("cloud__{}", name.trim_end_matches(".json")),
+            format!(
+                "render_snapshots__cloud__{}",
+                name.trim_end_matches(".json")
+            ),
             rendered
         );
     }
@@ -59,10 +73,14 @@ fn rendered_payloads_for_jira_cloud() {
 
 #[test]
 fn rendered_payloads_for_jira_data_center() {
+    let _settings = snapshot_settings().bind_to_scope();
     for name in well_formed_fixtures() {
         let rendered = render_fixture(&name, JiraFlavor::DataCenter);
         insta::assert_json_snapshot!(
-            format!("datacenter__{}", name.trim_end_matches(".json")),
+            format!(
+                "render_snapshots__datacenter__{}",
+                name.trim_end_matches(".json")
+            ),
             rendered
         );
     }

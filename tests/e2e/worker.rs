@@ -8,8 +8,8 @@
 //!
 //! Needs `moto_server` (`scripts/venv`).
 
-mod e2e;
-mod support;
+use crate::bench as e2e;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,7 +1,6 @@
-//! Shared setup of the status sync tests (`tests/sync.rs`, `tests/webhook.rs`): the simulator on
+//! Shared setup of the status sync tests ([`crate::sync`], [`crate::webhook`]): the simulator on
 //! 127.0.0.1, the real Jira / ServiceNow clients and Security Hub writer pointed at it, a SQLite
 //! store in a temporary directory and a one-team mapping directory.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,7 +66,9 @@ short_description = "{{ finding.title }}"
 
 pub struct Harness {
     pub sim: SimHandle,
-    pub dir: TempDir,
+    /// Holds the temporary directory (SQLite database, mapping files) for as long as the
+    /// harness lives; never read.
+    _dir: TempDir,
     pub store: Arc<SqliteStore>,
     pub jira: Arc<JiraClient>,
     pub servicenow: Arc<ServiceNowClient>,
@@ -124,7 +125,7 @@ pub async fn harness(page_size: u32) -> Harness {
         Arc::new(SqliteStore::open(&dir.path().join("bridge.db")).expect("sqlite store opens"));
     Harness {
         sim,
-        dir,
+        _dir: dir,
         store,
         jira,
         servicenow,

@@ -4,7 +4,7 @@
 //! `tests/fuzz_regressions/mapping_load/` a team file. They go through exactly the checks the fuzz
 //! targets run (`fuzz/src/lib.rs`), and the tests below pin what each one must now produce.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod checks;
 
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ use findings_bridge::finding::{Finding, decode};
 use findings_bridge::ticket::http::{HttpSettings, ManualClock};
 use findings_bridge::ticket::jira::{JiraApiVersion, JiraAuth, JiraClient, JiraConfig};
 use findings_bridge::ticket::{BoxFuture, TicketRef, TicketSystem};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use url::Url;
@@ -685,9 +685,11 @@ fn entities_are_deduplicated_and_access_key_fallbacks_apply() {
 
 // --- spawn_enrichment: the ticket comes first, enrichment follows in the background ---------
 
+/// The bridge's process-wide recorder: the other modules of this test binary (`server`, `webhook`)
+/// install it too, and a process has only one.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+    HANDLE.get_or_init(findings_bridge::runtime::telemetry::install_metrics)
 }
 
 fn outcome_count(outcome: &str) -> u64 {

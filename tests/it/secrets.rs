@@ -7,7 +7,7 @@
 //!
 //! Nothing here asserts timing: each test waits for its condition in a bounded loop.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,325 @@
+//! [`MemoryStore`]: the store in memory, with real lease semantics on Tokio's clock (paused tests
+//! can expire leases) and switches that make claims fail, renewals lost or a lease stolen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::lock;
+use crate::marker::Marker;
+use crate::store::{
+    BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
+    rfc3339_millis,
+};
+
+#[derive(Default)]
+struct Entry {
+    record: Option<Record>,
+    intent: Option<Intent>,
+    lease: Option<(String, Instant)>,
+}
+
+#[derive(Default, Clone)]
+struct FindingEntry {
+    teams: Vec<String>,
+    resolved_at: Option<(i64, String)>,
+}
+
+/// A store with real lease semantics (on Tokio's clock, so paused tests can expire leases).
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: Mutex<HashMap<Marker, Entry>>,
+    findings: Mutex<HashMap<String, FindingEntry>>,
+    /// Error returned by the next `claim` calls while set.
+    pub fail_claims: Mutex<Option<String>>,
+    /// Renewals answered "lost" while set (a store that was unreachable past the lease).
+    pub lose_renewals: Mutex<bool>,
+    /// The next `put` on this marker finds its lease taken over.
+    steal_on_put: Mutex<Option<Marker>>,
+    watermarks: Mutex<HashMap<String, String>>,
+}
+
+impl MemoryStore {
+    /// The intent stored on `marker`, if any.
+    pub fn intent(&self, marker: &Marker) -> Option<Intent> {
+        lock(&self.entries)
+            .get(marker)
+            .and_then(|e| e.intent.clone())
+    }
+
+    /// Makes the next `put` on `marker` find its lease taken over by another worker.
+    pub fn steal_before_put(&self, marker: &Marker) {
+        *lock(&self.steal_on_put) = Some(marker.clone());
+    }
+
+    /// Lets every lease run out (as time passing would).
+    pub fn expire_leases(&self) {
+        let past = Instant::now() - Duration::from_millis(1);
+        for entry in lock(&self.entries).values_mut() {
+            if let Some((_, until)) = entry.lease.as_mut() {
+                *until = past;
+            }
+        }
+    }
+
+    /// Moves every intent's settle time into the past (as the settle time passing would).
+    pub fn age_intents(&self) {
+        let past = chrono::Utc::now().timestamp_millis() - 1;
+        for entry in lock(&self.entries).values_mut() {
+            if let Some(intent) = entry.intent.as_mut() {
+                intent.search_after = past;
+            }
+        }
+    }
+
+    fn state(&self, finding_id: &str, existed: Option<&FindingEntry>) -> FindingState {
+        let _ = finding_id;
+        match existed {
+            Some(e) => FindingState {
+                teams: e.teams.clone(),
+                resolved_at: e.resolved_at.as_ref().map(|(_, at)| at.clone()),
+                indexed: true,
+            },
+            None => FindingState::default(),
+        }
+    }
+
+    pub fn record(&self, marker: &Marker) -> Option<Record> {
+        lock(&self.entries)
+            .get(marker)
+            .and_then(|e| e.record.clone())
+    }
+
+    /// True while someone holds an unexpired lease on `marker`.
+    pub fn is_claimed(&self, marker: &Marker) -> bool {
+        lock(&self.entries)
+            .get(marker)
+            .and_then(|e| e.lease.as_ref())
+            .is_some_and(|(_, until)| *until > Instant::now())
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        lock(&self.entries)
+            .values()
+            .filter_map(|e| e.record.clone())
+            .collect()
+    }
+}
+
+impl Store for MemoryStore {
+    fn claim<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            if let Some(message) = lock(&self.fail_claims).clone() {
+                return Err(StoreError::Unavailable(message));
+            }
+            let now = Instant::now();
+            let mut entries = lock(&self.entries);
+            let entry = entries.entry(marker.clone()).or_default();
+            if let Some((holder, until)) = &entry.lease
+                && holder != owner
+                && *until > now
+            {
+                return Ok(Claim::Busy);
+            }
+            entry.lease = Some((owner.to_owned(), now + lease));
+            Ok(Claim::Acquired(Claimed {
+                record: entry.record.clone(),
+                intent: entry.intent.clone(),
+            }))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if *lock(&self.lose_renewals) {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            let mut entries = lock(&self.entries);
+            match entries.get_mut(marker) {
+                Some(entry) => match &entry.lease {
+                    Some((holder, until)) if holder == owner && *until >= now => {
+                        entry.lease = Some((owner.to_owned(), now + lease));
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                },
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn set_intent<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+        intent: Option<&'a Intent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut entries = lock(&self.entries);
+            match entries.get_mut(marker) {
+                Some(entry) if entry.lease.as_ref().is_some_and(|(h, _)| h == owner) => {
+                    entry.intent = intent.cloned();
+                    Ok(())
+                }
+                _ => Err(StoreError::LostClaim(marker.to_string())),
+            }
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+        sync: SyncFields,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut entries = lock(&self.entries);
+            let entry = entries.entry(record.marker.clone()).or_default();
+            let mut steal = lock(&self.steal_on_put);
+            if steal.as_ref() == Some(&record.marker) {
+                *steal = None;
+                entry.lease = Some((
+                    "thief".to_owned(),
+                    Instant::now() + Duration::from_secs(600),
+                ));
+            }
+            match &entry.lease {
+                Some((holder, _)) if holder == owner => {
+                    let mut record = record.clone();
+                    if sync == SyncFields::Keep
+                        && let Some(stored) = &entry.record
+                    {
+                        record.status_from_ticket = stored.status_from_ticket.clone();
+                        record.status_to_hub = stored.status_to_hub.clone();
+                    }
+                    entry.record = Some(record);
+                    entry.intent = None;
+                    entry.lease = None;
+                    Ok(())
+                }
+                _ => Err(StoreError::LostClaim(record.marker.to_string())),
+            }
+        })
+    }
+
+    fn enlist<'a>(
+        &'a self,
+        finding_id: &'a str,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(async move {
+            let mut findings = lock(&self.findings);
+            let state = self.state(finding_id, findings.get(finding_id));
+            let entry = findings.entry(finding_id.to_owned()).or_default();
+            if !entry.teams.iter().any(|t| t == team) {
+                entry.teams.push(team.to_owned());
+                entry.teams.sort();
+            }
+            Ok(state)
+        })
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        finding_id: &'a str,
+        updated_at: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(async move {
+            let millis = rfc3339_millis(updated_at)
+                .ok_or_else(|| StoreError::Fatal(format!("bad time {updated_at}")))?;
+            let mut findings = lock(&self.findings);
+            let mut state = self.state(finding_id, findings.get(finding_id));
+            let entry = findings.entry(finding_id.to_owned()).or_default();
+            if entry
+                .resolved_at
+                .as_ref()
+                .is_none_or(|(ms, _)| *ms < millis)
+            {
+                entry.resolved_at = Some((millis, updated_at.to_owned()));
+                state.resolved_at = Some(updated_at.to_owned());
+            }
+            Ok(state)
+        })
+    }
+
+    fn finding<'a>(
+        &'a self,
+        finding_id: &'a str,
+    ) -> BoxFuture<'a, Result<FindingState, StoreError>> {
+        Box::pin(async move { Ok(self.state(finding_id, lock(&self.findings).get(finding_id))) })
+    }
+
+    fn release<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(entry) = lock(&self.entries).get_mut(marker)
+                && entry
+                    .lease
+                    .as_ref()
+                    .is_some_and(|(holder, _)| holder == owner)
+            {
+                entry.lease = None;
+            }
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, marker: &'a Marker) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(async move { Ok(self.record(marker)) })
+    }
+
+    fn set_sync_status<'a>(
+        &'a self,
+        marker: &'a Marker,
+        status_from_ticket: Option<&'a str>,
+        status_to_hub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(record) = lock(&self.entries)
+                .get_mut(marker)
+                .and_then(|e| e.record.as_mut())
+            {
+                record.status_from_ticket = status_from_ticket.map(str::to_owned);
+                record.status_to_hub = status_to_hub.map(str::to_owned);
+            }
+            Ok(())
+        })
+    }
+
+    fn watermark<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let value = self.watermarks.lock().unwrap().get(name).cloned();
+        Box::pin(async move { Ok(value) })
+    }
+
+    fn set_watermark<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.watermarks
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), value.to_owned());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,409 @@
+//! [`FakeTickets`]: a ticket system in memory that records every call, reads markers from the
+//! payload's labels like Jira, and can be told to fail, lag in search or lose answers; and the
+//! [`TicketError`]s of each kind the tests make it return.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::lock;
+use crate::marker::Marker;
+use crate::ticket::{
+    FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus, TicketSystem,
+    UpdatedPage,
+};
+
+/// A call the fake ticket system received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Find(String),
+    Create(serde_json::Value),
+    UpdateFields(String, serde_json::Map<String, serde_json::Value>),
+    Comment(String, String),
+    Transition(String),
+    Reopen(String),
+    Status(String),
+}
+
+struct FakeTicket {
+    ticket: TicketRef,
+    marker: Option<String>,
+    done: bool,
+}
+
+/// A ticket system that keeps tickets in memory. Markers are read from the payload's `labels`
+/// like Jira does. `search_lags` makes search miss everything (Jira's eventual consistency).
+pub struct FakeTickets {
+    name: String,
+    tickets: Mutex<Vec<FakeTicket>>,
+    calls: Mutex<Vec<Call>>,
+    /// Operation name (`create`, `comment`, …) → error to return instead.
+    pub failures: Mutex<HashMap<&'static str, TicketError>>,
+    pub search_lags: Mutex<bool>,
+    /// How long a create takes (lets concurrent work interleave).
+    pub create_delay: Duration,
+    /// The next this many creates (and comments) are committed and then answered with an
+    /// unknown outcome, like a gateway that lost the backend's answer.
+    pub ambiguous: Mutex<u32>,
+    /// What `settle_time` answers.
+    pub settle: Mutex<Duration>,
+    /// Comments that reached a ticket: (key, text).
+    posted: Mutex<Vec<(String, String)>>,
+    /// Set by `finish_creates`: creates waiting out `create_delay` answer at once.
+    finish: tokio::sync::watch::Sender<bool>,
+}
+
+impl FakeTickets {
+    pub fn new(name: &str) -> FakeTickets {
+        FakeTickets {
+            name: name.to_owned(),
+            tickets: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+            failures: Mutex::new(HashMap::new()),
+            search_lags: Mutex::new(false),
+            create_delay: Duration::from_millis(5),
+            ambiguous: Mutex::new(0),
+            settle: Mutex::new(Duration::ZERO),
+            posted: Mutex::new(Vec::new()),
+            finish: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Lets every create still waiting out `create_delay` (and every later one) answer now.
+    pub fn finish_creates(&self) {
+        self.finish.send_replace(true);
+    }
+
+    /// Marks a ticket finished or open, as a person in the ticket system would.
+    pub fn set_done_for_test(&self, key: &str, done: bool) {
+        self.set_done(key, done);
+    }
+
+    /// Every ticket in the system (duplicates included).
+    pub fn tickets(&self) -> Vec<(TicketRef, bool)> {
+        lock(&self.tickets)
+            .iter()
+            .map(|t| (t.ticket.clone(), t.done))
+            .collect()
+    }
+
+    /// Comments that actually reached a ticket.
+    pub fn posted(&self) -> Vec<(String, String)> {
+        lock(&self.posted).clone()
+    }
+
+    /// Takes one ambiguous answer if any are left.
+    fn take_ambiguous(&self) -> bool {
+        let mut left = lock(&self.ambiguous);
+        if *left > 0 {
+            *left -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.calls).clone()
+    }
+
+    pub fn creates(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Create(_)))
+            .count()
+    }
+
+    pub fn comments(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Comment(_, text) => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn clear_calls(&self) {
+        lock(&self.calls).clear();
+    }
+
+    pub fn fail(&self, operation: &'static str, error: TicketError) {
+        lock(&self.failures).insert(operation, error);
+    }
+
+    pub fn is_done(&self, key: &str) -> Option<bool> {
+        lock(&self.tickets)
+            .iter()
+            .find(|t| t.ticket.key == key)
+            .map(|t| t.done)
+    }
+
+    /// A ticket that exists in the system but not in the store (created before a crash).
+    pub fn insert_existing(&self, marker: &Marker, key: &str) -> TicketRef {
+        let ticket = self.ticket_ref(key);
+        lock(&self.tickets).push(FakeTicket {
+            ticket: ticket.clone(),
+            marker: Some(marker.to_string()),
+            done: false,
+        });
+        ticket
+    }
+
+    fn ticket_ref(&self, key: &str) -> TicketRef {
+        TicketRef {
+            system: self.name.clone(),
+            key: key.to_owned(),
+            id: format!("id-{key}"),
+            table: None,
+            url: format!("https://tickets.example/browse/{key}"),
+        }
+    }
+
+    fn check(&self, operation: &'static str, call: Call) -> Result<(), TicketError> {
+        lock(&self.calls).push(call);
+        match lock(&self.failures).get(operation) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn set_done(&self, key: &str, done: bool) {
+        if let Some(t) = lock(&self.tickets).iter_mut().find(|t| t.ticket.key == key) {
+            t.done = done;
+        }
+    }
+}
+
+pub fn unknown(operation: &'static str) -> TicketError {
+    TicketError::OutcomeUnknown {
+        system: "jira",
+        operation,
+        status: Some(502),
+        message: "bad gateway".into(),
+    }
+}
+
+/// A refusal that is not the finding's fault (401: the connection; a missing project: the
+/// rule's target).
+pub fn unusable(operation: &'static str, blame: crate::ticket::Blame) -> TicketError {
+    TicketError::Unusable {
+        system: "jira",
+        operation,
+        status: Some(if blame == crate::ticket::Blame::Connection {
+            401
+        } else {
+            400
+        }),
+        blame,
+        message: "refused".into(),
+    }
+}
+
+pub fn transient(operation: &'static str) -> TicketError {
+    TicketError::Transient {
+        system: "jira",
+        operation,
+        status: Some(503),
+        message: "service unavailable".into(),
+    }
+}
+
+pub fn permanent(operation: &'static str) -> TicketError {
+    TicketError::Permanent {
+        system: "jira",
+        operation,
+        status: Some(400),
+        message: "priority: Specify the Priority (name)".into(),
+    }
+}
+
+impl TicketSystem for FakeTickets {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn find_by_marker<'a>(
+        &'a self,
+        marker: &'a Marker,
+        _table: Option<&'a str>,
+    ) -> crate::ticket::BoxFuture<'a, Result<Vec<FoundTicket>, TicketError>> {
+        Box::pin(async move {
+            self.check("find", Call::Find(marker.to_string()))?;
+            if *lock(&self.search_lags) {
+                return Ok(Vec::new());
+            }
+            Ok(lock(&self.tickets)
+                .iter()
+                .filter(|t| t.marker.as_deref() == Some(marker.as_str()))
+                .map(|t| FoundTicket {
+                    ticket: t.ticket.clone(),
+                    done: t.done,
+                })
+                .collect())
+        })
+    }
+
+    fn settle_time(&self) -> Duration {
+        *lock(&self.settle)
+    }
+
+    fn probe(&self) -> crate::ticket::BoxFuture<'_, Result<(), TicketError>> {
+        Box::pin(async move {
+            match lock(&self.failures).get("probe") {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn probe_target<'a>(
+        &'a self,
+        _target: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            match lock(&self.failures).get("probe_target") {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn target_of(&self, _payload: &serde_json::Value, _table: Option<&str>) -> Option<String> {
+        Some("PAY".to_owned())
+    }
+
+    fn has_comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        needle: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<bool, TicketError>> {
+        Box::pin(async move {
+            Ok(lock(&self.posted)
+                .iter()
+                .any(|(key, text)| *key == ticket.key && text.contains(needle)))
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        payload: &'a serde_json::Value,
+        _table: Option<&'a str>,
+    ) -> crate::ticket::BoxFuture<'a, Result<TicketRef, TicketError>> {
+        Box::pin(async move {
+            self.check("create", Call::Create(payload.clone()))?;
+            let mut finish = self.finish.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(self.create_delay) => {}
+                _ = finish.wait_for(|done| *done) => {}
+            }
+            let marker = payload["labels"]
+                .as_array()
+                .and_then(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(|l| l.as_str())
+                        .find(|l| l.starts_with("fb-"))
+                })
+                .map(str::to_owned);
+            let ticket = {
+                let mut tickets = lock(&self.tickets);
+                let ticket = self.ticket_ref(&format!("PAY-{}", tickets.len() + 1));
+                tickets.push(FakeTicket {
+                    ticket: ticket.clone(),
+                    marker,
+                    done: false,
+                });
+                ticket
+            };
+            if self.take_ambiguous() {
+                return Err(unknown("create"));
+            }
+            Ok(ticket)
+        })
+    }
+
+    fn update_fields<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        update: &'a FieldUpdate,
+    ) -> crate::ticket::BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            self.check(
+                "update_fields",
+                Call::UpdateFields(ticket.key.clone(), update.fields.clone()),
+            )
+        })
+    }
+
+    fn comment<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        text: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            self.check(
+                "comment",
+                Call::Comment(ticket.key.clone(), text.to_owned()),
+            )?;
+            lock(&self.posted).push((ticket.key.clone(), text.to_owned()));
+            if self.take_ambiguous() {
+                return Err(unknown("comment"));
+            }
+            Ok(())
+        })
+    }
+
+    fn transition<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        to: &'a TargetStatus,
+        _note: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            self.check("transition", Call::Transition(ticket.key.clone()))?;
+            self.set_done(&ticket.key, *to == TargetStatus::Done);
+            Ok(())
+        })
+    }
+
+    fn reopen<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        _note: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<(), TicketError>> {
+        Box::pin(async move {
+            self.check("reopen", Call::Reopen(ticket.key.clone()))?;
+            self.set_done(&ticket.key, false);
+            Ok(())
+        })
+    }
+
+    fn status<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> crate::ticket::BoxFuture<'a, Result<TicketStatus, TicketError>> {
+        Box::pin(async move {
+            self.check("status", Call::Status(ticket.key.clone()))?;
+            let done = self.is_done(&ticket.key).unwrap_or(false);
+            Ok(TicketStatus {
+                name: if done { "Done" } else { "To Do" }.into(),
+                category: if done { "done" } else { "new" }.into(),
+                done,
+            })
+        })
+    }
+
+    fn updated_since<'a>(
+        &'a self,
+        _since: &'a str,
+        _cursor: Option<&'a str>,
+    ) -> crate::ticket::BoxFuture<'a, Result<UpdatedPage, TicketError>> {
+        Box::pin(async {
+            Ok(UpdatedPage {
+                tickets: Vec::new(),
+                next: None,
+            })
+        })
+    }
+}
