@@ -207,5 +207,25 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline);
+/// Markdown → ADF and wiki on hostile input (unclosed brackets, backticks, emphasis): at 10k and
+/// 100k characters, the time per character stays the same when the converters are linear; a
+/// quadratic one shows as 10× per character at 100k.
+fn markdown_hostile(c: &mut Criterion) {
+    use findings_bridge::ticket::jira::format::{adf::markdown_to_adf, wiki::markdown_to_wiki};
+    let mut group = c.benchmark_group("markdown_hostile");
+    group.sample_size(10);
+    for n in [10_000usize, 100_000] {
+        let input = format!("{}{}", "[".repeat(n), "a](https://x.test)") + &"`**a".repeat(n / 4);
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_function(format!("brackets_backticks_emphasis/{n}"), |b| {
+            b.iter(|| {
+                black_box(markdown_to_adf(black_box(&input)));
+                black_box(markdown_to_wiki(black_box(&input)));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, markdown_hostile);
 criterion_main!(benches);
