@@ -109,11 +109,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<RunSummary> {
     let metrics = crate::runtime::telemetry::install_metrics();
-    let timeouts = config.aws()?;
-    let connections = ticket_connections(config.tickets()?, || async {
-        Ok(crate::aws::sdk_config(timeouts).await)
-    })
-    .await?;
+    // Every setting is checked before the SDK's configuration chain is loaded, once.
+    let tickets = config.tickets()?;
+    let sdk = crate::aws::sdk_config(config.aws()?).await;
+    let connections = ticket_connections(tickets, || async { Ok(sdk.clone()) }).await?;
     let systems = connections.systems.clone();
     if systems.is_empty() {
         bail!(
@@ -130,7 +129,6 @@ pub async fn run(
     let handle = MappingsHandle::new(mappings);
     let planner = MappingPlanner::new(handle.clone(), config.render(None)?);
 
-    let sdk = crate::aws::sdk_config(timeouts).await;
     let store = build_store(&settings.store, &sdk).await?;
     store
         .ping()

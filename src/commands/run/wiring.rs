@@ -234,19 +234,17 @@ impl Pipeline {
         write_back: bool,
     ) -> anyhow::Result<Pipeline> {
         let render = config.render(None)?;
-        let timeouts = config.aws()?;
-        let systems = ticket_connections(config.tickets()?, || async {
-            Ok(crate::aws::sdk_config(timeouts).await)
-        })
-        .await?
-        .systems;
+        let tickets = config.tickets()?;
+        let sdk = crate::aws::sdk_config(config.aws()?).await;
+        let systems = ticket_connections(tickets, || async { Ok(sdk.clone()) })
+            .await?
+            .systems;
         if systems.is_empty() {
             bail!(
                 "no ticket system configured: set JIRA_URL and/or SERVICENOW_URL with their credentials"
             );
         }
         let handle = MappingsHandle::new(load_mappings(mappings, &systems)?);
-        let sdk = crate::aws::sdk_config(timeouts).await;
         let store = build_store(store, &sdk).await?;
         let writer: Arc<dyn FindingWriter> = if write_back {
             Arc::new(SecurityHubWriter::from_conf(&sdk))
