@@ -4,6 +4,7 @@
 
 pub mod healthcheck;
 pub mod offline;
+pub(crate) mod progress;
 pub mod replay;
 pub mod run;
 

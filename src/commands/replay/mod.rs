@@ -16,13 +16,13 @@
 //! written to while the replay runs may therefore not be drained completely: run it again.
 //!
 //! [`replay`] runs the loop below; `filter` decides which messages it acts on, `native` hands the
-//! whole DLQ to SQS instead, `rate` spaces the messages out, `progress` and `summary` report.
+//! whole DLQ to SQS instead, `rate` spaces the messages out, `summary` reports (and
+//! [`crate::commands::progress`] while it runs).
 
 mod command;
 mod filter;
 mod native;
 mod options;
-mod progress;
 mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -46,10 +46,10 @@ pub use options::{
 };
 pub use summary::ReplaySummary;
 
+use crate::commands::progress::Progress;
 use filter::{Decision, Selector};
 use native::start_native;
 use options::validate;
-use progress::Progress;
 
 /// Why a replay could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ pub async fn replay(
     let mut run = Run::new(opts, deps);
     let result = run.drain(&shutdown).await;
     run.release_held().await;
-    run.progress.finish(&run.summary);
+    run.progress.finish(run.summary.counts());
     match result {
         Ok(()) => {
             tracing::info!(
@@ -166,7 +166,7 @@ impl Run {
                 let burst = rate.max(1.0).ceil().min(f64::from(u32::MAX)) as u32;
                 RateLimiter::new(rate, burst, Arc::new(TokioClock::new()))
             }),
-            progress: Progress::new(opts.max),
+            progress: Progress::new("replay", opts.max.map(|n| n as u64)),
             seen: HashSet::new(),
             held: HashMap::new(),
             acted: 0,
@@ -252,7 +252,10 @@ impl Run {
             }
             idle = 0;
             let outcome = self.handle_batch(fresh, shutdown).await;
-            self.progress.update(&self.summary);
+            let summary = &self.summary;
+            let acted = summary.replayed + summary.failed.len() as u64;
+            self.progress
+                .update(acted, acted + summary.skipped, || summary.counts());
             outcome?;
         }
     }

@@ -23,6 +23,21 @@ impl ReplaySummary {
     pub fn has_failures(&self) -> bool {
         !self.failed.is_empty()
     }
+
+    /// One line of counts for the progress display.
+    pub(super) fn counts(&self) -> String {
+        format!(
+            "{} {} · skipped {} · failed {}",
+            if self.dry_run {
+                "would replay"
+            } else {
+                "replayed"
+            },
+            self.replayed,
+            self.skipped,
+            self.failed.len()
+        )
+    }
 }
 
 impl fmt::Display for ReplaySummary {
