@@ -10,9 +10,10 @@
 //!
 //! Failures are split three ways:
 //! - the whole request failed transiently (throttling, 5xx, timeouts): the SDK's own standard
-//!   retries run first, then this module retries the request with jittered exponential backoff;
-//!   when that budget is spent the write returns [`WriteError::Transient`] so the caller can try
-//!   again later (every write is idempotent: it sets a state, it does not toggle one);
+//!   retries run first (with its throttling backoff, and `x-amz-retry-after`), then this module
+//!   retries the request with jittered exponential backoff, never sooner than the answer's
+//!   `Retry-After`; when that budget is spent the write returns [`WriteError::Transient`] so the
+//!   caller can try again later (every write is idempotent: it sets a state, it does not toggle one);
 //! - the request was refused for good: access denied or bad credentials ([`WriteError::Refused`],
 //!   the connection's fault), anything else ([`WriteError::Permanent`]);
 //! - Security Hub accepted the request but listed some findings in `UnprocessedFindings`:
@@ -25,7 +26,6 @@ use std::time::Duration;
 
 use aws_sdk_securityhub::Client;
 use aws_sdk_securityhub::config::retry::RetryConfig;
-use aws_sdk_securityhub::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_securityhub::types::{
     AwsSecurityFindingIdentifier, NoteUpdate, OcsfFindingIdentifier, SeverityLabel, SeverityUpdate,
     WorkflowStatus as HubWorkflowStatus, WorkflowUpdate as HubWorkflowUpdate,
@@ -41,7 +41,9 @@ use crate::ticket::BoxFuture;
 use crate::ticket::http::{RateLimiter, TokioClock};
 
 mod batches;
+mod failures;
 use batches::*;
+use failures::*;
 
 /// Both batch calls accept at most this many finding identifiers.
 pub const MAX_FINDINGS_PER_CALL: usize = 100;
@@ -65,10 +67,6 @@ const RETRIABLE_UNPROCESSED: &[&str] = &[
     "TooManyRequestsException",
     "LimitExceededException",
 ];
-
-/// Request-level error codes that reject this batch's content, not the caller: the findings of
-/// the batch are reported as unprocessed and the other batches still go out.
-const BATCH_REJECTED_CODES: &[&str] = &["InvalidInputException", "ValidationException"];
 
 /// How hard the writer pushes and how long it keeps trying.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,7 +201,7 @@ impl SecurityHubWriter {
                     }
                     return Ok(());
                 }
-                Err(RequestFailure::Transient(message)) => {
+                Err(RequestFailure::Transient { message, .. }) => {
                     return Err(WriteError::Transient(message));
                 }
                 Err(RequestFailure::Refused(message)) => {
@@ -272,7 +270,8 @@ impl SecurityHubWriter {
         };
         attempt
             .retry(self.backoff())
-            .when(|failure: &RequestFailure| matches!(failure, RequestFailure::Transient(_)))
+            .when(|failure: &RequestFailure| matches!(failure, RequestFailure::Transient { .. }))
+            .adjust(wait_as_asked)
             .notify(|failure: &RequestFailure, delay: Duration| {
                 tracing::warn!(
                     error = %failure,
@@ -486,43 +485,6 @@ fn jitter_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-/// Why a request did not return a response body.
-#[derive(Debug, thiserror::Error)]
-enum RequestFailure {
-    #[error("{0}")]
-    Transient(String),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Permanent(String),
-    #[error("{code}: {message}")]
-    BatchRejected { code: String, message: String },
-}
-
-/// A write-back failure as [`crate::aws::errors`] reads it; a batch whose content is refused
-/// (`InvalidInputException`, `ValidationException`) is reported per finding, and the other
-/// batches still go out.
-fn classify<E>(operation: &str, error: SdkError<E>) -> RequestFailure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    use crate::aws::errors::Fault;
-    let failure = crate::aws::errors::classify(operation, &error);
-    match failure.fault {
-        Fault::Throttled | Fault::Unavailable => RequestFailure::Transient(failure.to_string()),
-        Fault::Refused => RequestFailure::Refused(failure.to_string()),
-        _ if BATCH_REJECTED_CODES.contains(&failure.code.as_str()) => {
-            RequestFailure::BatchRejected {
-                message: failure
-                    .service_message
-                    .unwrap_or_else(|| DisplayErrorContext(&error).to_string()),
-                code: failure.code,
-            }
-        }
-        _ => RequestFailure::Permanent(failure.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,6 +584,43 @@ mod tests {
         let note = &plan.batches[0].changes.note;
         assert_eq!(note.chars().count(), NOTE_LIMIT);
         assert!(note.ends_with(crate::mapping::template::TRUNCATION_MARK));
+    }
+
+    #[test]
+    fn a_throttled_answer_is_retried_no_sooner_than_its_retry_after() {
+        use aws_sdk_securityhub::config::http::HttpResponse;
+        use aws_sdk_securityhub::error::{ErrorMetadata, SdkError};
+        use aws_sdk_securityhub::operation::batch_update_findings::BatchUpdateFindingsError;
+
+        let throttled = |retry_after: Option<&'static str>| {
+            let mut raw = HttpResponse::new(429.try_into().expect("status"), "".into());
+            if let Some(value) = retry_after {
+                raw.headers_mut().insert("retry-after", value);
+            }
+            let error = BatchUpdateFindingsError::generic(
+                ErrorMetadata::builder()
+                    .code("TooManyRequestsException")
+                    .message("Rate exceeded")
+                    .build(),
+            );
+            classify("BatchUpdateFindings", SdkError::service_error(error, raw))
+        };
+        let asked = throttled(Some("2"));
+        assert!(
+            matches!(asked, RequestFailure::Transient { wait: Some(w), .. } if w == Duration::from_secs(2)),
+            "{asked:?}"
+        );
+        let ms = Duration::from_millis;
+        assert_eq!(wait_as_asked(&asked, Some(ms(200))), Some(ms(2000)));
+        assert_eq!(wait_as_asked(&asked, Some(ms(4000))), Some(ms(4000)));
+        assert_eq!(wait_as_asked(&asked, None), None, "the budget still ends");
+
+        let unasked = throttled(None);
+        assert!(matches!(
+            unasked,
+            RequestFailure::Transient { wait: None, .. }
+        ));
+        assert_eq!(wait_as_asked(&unasked, Some(ms(200))), Some(ms(200)));
     }
 
     // Paused tokio time: the limiter's clock and sleeps are virtual, so what is measured is the
