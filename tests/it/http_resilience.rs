@@ -324,3 +324,37 @@ async fn the_rate_limiter_counts_its_waits() {
     assert_eq!(jira.http().limiter().waits(), 4);
     assert!(clock.now() >= Duration::from_secs(2), "{:?}", clock.now());
 }
+
+#[tokio::test]
+async fn a_429_lowers_the_connection_rate_and_a_near_limit_answer_holds_it() {
+    let server = MockServer::start().await;
+    mount_failures(
+        &server,
+        ResponseTemplate::new(429).insert_header("Retry-After", "1"),
+        1,
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/2/issue/PAY-7"))
+        .respond_with(ok_status().insert_header("X-RateLimit-NearLimit", "true"))
+        .mount(&server)
+        .await;
+    let (jira, _clock) = jira(
+        &server.uri(),
+        HttpSettings {
+            rate_limit_per_sec: 20.0,
+            burst: 20,
+            ..settings()
+        },
+    );
+    jira.status(&ticket()).await.unwrap();
+    let limiter = jira.http().limiter();
+    assert_eq!(limiter.decreases(), 1);
+    let lowered = limiter.rate();
+    assert!(lowered < 20.0, "{lowered}");
+    // Near the limit: accepted answers do not raise the rate.
+    for _ in 0..5 {
+        jira.status(&ticket()).await.unwrap();
+    }
+    assert_eq!(limiter.rate(), lowered);
+}

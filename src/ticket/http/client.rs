@@ -15,7 +15,7 @@ use super::errors::{
     broken_setting, describe_error_body, excerpt, is_retriable_status, transport_message,
 };
 use super::rate_limit::RateLimiter;
-use super::retry_after::server_wait;
+use super::retry_after::{near_limit, server_wait};
 use crate::runtime::telemetry;
 use crate::ticket::{Blame, TicketError};
 
@@ -88,7 +88,7 @@ impl HttpClient {
             .user_agent(concat!("findings-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientConfigError::Client(e.to_string()))?;
-        let limiter = Arc::new(RateLimiter::new(
+        let limiter = Arc::new(RateLimiter::adaptive(
             settings.rate_limit_per_sec,
             settings.burst,
             clock.clone(),
@@ -311,6 +311,11 @@ impl HttpClient {
         );
         tracing::debug!(system = self.system, %method, path, status, attempt, "response");
         let server_wait = server_wait(response.headers(), status, SystemTime::now());
+        if status == 429 {
+            self.limiter.refused(server_wait);
+        } else if (200..300).contains(&status) {
+            self.limiter.accepted(near_limit(response.headers()));
+        }
         let body = match response.bytes().await {
             Ok(body) => body.to_vec(),
             Err(e) => {

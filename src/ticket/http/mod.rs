@@ -3,8 +3,9 @@
 //!
 //! Why it looks like this:
 //! - Ticket systems throttle hard (Jira per-endpoint bursts, ServiceNow per-user rate rules), so
-//!   every connection has one token bucket shared by all worker tasks, and a `Retry-After` or
-//!   `X-RateLimit-Reset` from the server always wins over our own backoff.
+//!   every connection has one token bucket shared by all worker tasks, whose rate adapts to the
+//!   server's 429s (several replicas share one limit without being told how many they are), and
+//!   a `Retry-After` or `X-RateLimit-Reset` from the server always wins over our own backoff.
 //! - The pipeline must not hold an SQS message forever: retries stop when the retry budget (total
 //!   time) is spent and the caller gets [`TicketError::Transient`], so SQS redelivers later.
 //! - Errors travel into logs, DLQ attributes and Security Hub notes; they carry the status and a

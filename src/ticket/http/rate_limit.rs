@@ -1,6 +1,16 @@
 //! The client-side rate limit: one token bucket per connection, shared by every worker task, so
-//! replicas stay under the ticket system's limit instead of bursting into its 429 windows. The
+//! the bridge paces its requests instead of bursting into the ticket system's 429 windows. The
 //! same bucket paces Security Hub write-backs and `replay --rate`.
+//!
+//! A connection's bucket *adapts* (additive increase, multiplicative decrease, as TCP does with its
+//! window): the configured rate is a ceiling, a 429 lowers the rate by [`DECREASE`] (once per
+//! congestion episode, however many requests the same overfull window refused), and every
+//! accepted request raises it a little, by [`INCREASE_SHARE`] of the ceiling per second of
+//! accepted traffic. A success that says the limit is near (`X-RateLimit-NearLimit`, or
+//! `X-RateLimit-Remaining: 0`) holds the rate where it is. Several replicas sharing one limit each
+//! settle near their share without being told how many they are, and a limit that other clients
+//! of the same ticket system eat into is found the same way. `replay --rate` keeps a fixed rate:
+//! there the operator's number is the point.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,15 +18,34 @@ use std::time::Duration;
 
 use super::clock::Clock;
 
+/// Factor applied to the rate on a 429.
+pub const DECREASE: f64 = 0.8;
+/// Additive increase per second of accepted traffic, as a share of the ceiling.
+pub const INCREASE_SHARE: f64 = 0.03;
+/// The rate never adapts below this share of the ceiling (nor below [`MIN_RATE`]).
+const FLOOR_SHARE: f64 = 0.02;
+const MIN_RATE: f64 = 0.1;
+/// 429s within this long of a decrease belong to the same overfull window (requests that were
+/// already in flight): one episode, one decrease. A longer `Retry-After` extends it (up to
+/// [`MAX_CALM`]): requests refused meanwhile carry no news.
+const MIN_CALM: Duration = Duration::from_secs(1);
+const MAX_CALM: Duration = Duration::from_secs(10);
+
 /// Token bucket shared by all tasks of one connection. Waiters queue on a FIFO mutex, so the
 /// earliest caller gets the next token.
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate_per_sec: f64,
+    /// The configured rate: fixed, or the ceiling of an adaptive one.
+    ceiling: f64,
+    /// The rate in force (`f64` bits), read by every acquisition without a lock.
+    rate: AtomicU64,
     burst: f64,
+    /// `None`: the rate is fixed.
+    adapt: Option<std::sync::Mutex<Episode>>,
     clock: Arc<dyn Clock>,
     state: tokio::sync::Mutex<Bucket>,
     waits: AtomicU64,
+    decreases: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -25,21 +54,43 @@ struct Bucket {
     refilled_at: Duration,
 }
 
+/// The adaptive rate's memory of the last decrease.
+#[derive(Debug, Default)]
+struct Episode {
+    /// Until then, further 429s are part of the episode that already lowered the rate.
+    calm_until: Duration,
+    /// A success said the limit is near: no increase until this time.
+    hold_until: Duration,
+}
+
 impl RateLimiter {
-    /// `rate_per_sec <= 0` means unlimited.
+    /// A fixed rate. `rate_per_sec <= 0` means unlimited.
     pub fn new(rate_per_sec: f64, burst: u32, clock: Arc<dyn Clock>) -> RateLimiter {
         let burst = f64::from(burst.max(1));
         let now = clock.now();
         RateLimiter {
-            rate_per_sec,
+            ceiling: rate_per_sec,
+            rate: AtomicU64::new(rate_per_sec.to_bits()),
             burst,
+            adapt: None,
             clock,
             state: tokio::sync::Mutex::new(Bucket {
                 tokens: burst,
                 refilled_at: now,
             }),
             waits: AtomicU64::new(0),
+            decreases: AtomicU64::new(0),
         }
+    }
+
+    /// A rate that adapts to the server's answers (see the module doc), starting at and never
+    /// exceeding `ceiling`. `ceiling <= 0` means unlimited (nothing to adapt).
+    pub fn adaptive(ceiling: f64, burst: u32, clock: Arc<dyn Clock>) -> RateLimiter {
+        let mut limiter = RateLimiter::new(ceiling, burst, clock);
+        if limiter.limited() {
+            limiter.adapt = Some(std::sync::Mutex::new(Episode::default()));
+        }
+        limiter
     }
 
     /// Takes one token, waiting for it when the bucket is empty.
@@ -53,18 +104,81 @@ impl RateLimiter {
         self.refill(&mut bucket);
         if bucket.tokens < 1.0 {
             let missing = 1.0 - bucket.tokens;
-            let wait = Duration::from_secs_f64(missing / self.rate_per_sec);
+            let wait = Duration::from_secs_f64(missing / self.rate());
             self.waits.fetch_add(1, Ordering::Relaxed);
             self.clock.sleep(wait).await;
             self.refill(&mut bucket);
-            // Float rounding may leave us a hair short; the token is ours either way.
+            // Float rounding (or a decrease while we slept) may leave us short; the token is
+            // ours either way.
             bucket.tokens = bucket.tokens.max(1.0);
         }
         bucket.tokens -= 1.0;
     }
 
     fn limited(&self) -> bool {
-        self.rate_per_sec > 0.0 && self.rate_per_sec.is_finite()
+        self.ceiling > 0.0 && self.ceiling.is_finite()
+    }
+
+    /// The rate in force, requests per second (the ceiling unless it adapted down).
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    fn set_rate(&self, rate: f64) {
+        self.rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    fn floor(&self) -> f64 {
+        (self.ceiling * FLOOR_SHARE).max(MIN_RATE).min(self.ceiling)
+    }
+
+    /// The server refused a request for its rate (429), asking us to wait `server_wait`: the
+    /// first refusal of an episode lowers the rate by [`DECREASE`] and empties the bucket, so
+    /// the saved-up burst does not hit the same full window again.
+    pub fn refused(&self, server_wait: Option<Duration>) {
+        let Some(adapt) = &self.adapt else {
+            return;
+        };
+        let now = self.clock.now();
+        {
+            let mut episode = adapt.lock().unwrap_or_else(|p| p.into_inner());
+            if now < episode.calm_until {
+                return;
+            }
+            let calm = server_wait.unwrap_or(MIN_CALM).clamp(MIN_CALM, MAX_CALM);
+            episode.calm_until = now + calm;
+            self.set_rate((self.rate() * DECREASE).max(self.floor()));
+        }
+        self.decreases.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut bucket) = self.state.try_lock() {
+            // Taken only if free: an acquirer asleep on the bucket will wake to the new rate.
+            self.refill(&mut bucket);
+            bucket.tokens = bucket.tokens.min(0.0);
+        }
+    }
+
+    /// The server accepted a request: the rate creeps back towards the ceiling, by
+    /// [`INCREASE_SHARE`] of it per second's worth of accepted requests. `near_limit`: the
+    /// answer said the limit is close; the rate holds for a second instead.
+    pub fn accepted(&self, near_limit: bool) {
+        let Some(adapt) = &self.adapt else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut episode = adapt.lock().unwrap_or_else(|p| p.into_inner());
+        if near_limit {
+            episode.hold_until = now + MIN_CALM;
+            return;
+        }
+        if now < episode.hold_until {
+            return;
+        }
+        let rate = self.rate();
+        if rate < self.ceiling {
+            // One request at rate r is 1/r seconds of traffic: + share × ceiling × (1/r).
+            let step = INCREASE_SHARE * self.ceiling / rate;
+            self.set_rate((rate + step).min(self.ceiling));
+        }
     }
 
     /// Whole tokens that may be taken now without waiting (`usize::MAX` when unlimited). For a
@@ -89,20 +203,29 @@ impl RateLimiter {
         if bucket.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate_per_sec)
+            Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate())
         }
     }
 
     fn refill(&self, bucket: &mut Bucket) {
         let now = self.clock.now();
         let elapsed = now.saturating_sub(bucket.refilled_at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        let rate = self.rate();
+        // The burst shrinks with the rate: a second's worth at the ceiling stays a second's
+        // worth after a decrease.
+        let burst = (self.burst * rate / self.ceiling).max(1.0);
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.refilled_at = now;
     }
 
     /// How many acquisitions had to wait (for tests and diagnostics).
     pub fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
+    }
+
+    /// How many times the adaptive rate was lowered.
+    pub fn decreases(&self) -> u64 {
+        self.decreases.load(Ordering::Relaxed)
     }
 }
 
@@ -156,5 +279,156 @@ mod tests {
         assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
         assert!(elapsed < Duration::from_millis(2100), "{elapsed:?}");
         assert_eq!(limiter.waits(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_lowers_the_rate_once_per_episode_and_acceptance_restores_it() {
+        let limiter = RateLimiter::adaptive(40.0, 40, Arc::new(TokioClock::new()));
+        assert_eq!(limiter.rate(), 40.0);
+        // The same overfull window refuses many requests that were in flight: one decrease.
+        for _ in 0..10 {
+            limiter.refused(Some(Duration::from_secs(1)));
+        }
+        assert_eq!(limiter.rate(), 40.0 * DECREASE);
+        assert_eq!(limiter.decreases(), 1);
+        // The saved-up burst is gone: the next request waits for a token at the new rate.
+        assert_eq!(limiter.available().await, 0);
+        // A refusal after the episode is news.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.refused(None);
+        assert_eq!(limiter.rate(), 40.0 * DECREASE * DECREASE);
+        assert_eq!(limiter.decreases(), 2);
+        // A longer Retry-After makes a longer episode.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.refused(Some(Duration::from_secs(3)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        limiter.refused(None);
+        assert_eq!(limiter.decreases(), 3);
+
+        // Accepted requests raise it by INCREASE_SHARE of the ceiling per second of traffic,
+        // and never past the ceiling.
+        let low = limiter.rate();
+        let mut accepted = 0;
+        while limiter.rate() < 40.0 {
+            limiter.accepted(false);
+            accepted += 1;
+            assert!(accepted < 10_000, "the rate never came back");
+        }
+        assert_eq!(limiter.rate(), 40.0);
+        // From r to the ceiling c at +share·c per 1/r of traffic: about (c² − r²) / (2·share·c)
+        // requests.
+        let expected = (40.0f64.powi(2) - low.powi(2)) / (2.0 * INCREASE_SHARE * 40.0);
+        assert!(
+            (f64::from(accepted) - expected).abs() < expected * 0.1,
+            "{accepted} vs {expected}"
+        );
+        limiter.accepted(false);
+        assert_eq!(limiter.rate(), 40.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn near_the_limit_the_rate_holds_and_it_never_falls_below_its_floor() {
+        let limiter = RateLimiter::adaptive(10.0, 10, Arc::new(TokioClock::new()));
+        limiter.refused(None);
+        let lowered = limiter.rate();
+        limiter.accepted(true);
+        limiter.accepted(false);
+        assert_eq!(limiter.rate(), lowered, "held after a near-limit answer");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.accepted(false);
+        assert!(limiter.rate() > lowered);
+
+        for _ in 0..200 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            limiter.refused(None);
+        }
+        assert_eq!(limiter.rate(), 10.0 * FLOOR_SHARE.max(MIN_RATE / 10.0));
+        // Still paced, never stuck: a token comes at the floor rate.
+        assert!(limiter.until_next().await <= Duration::from_secs_f64(1.0 / limiter.rate()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_or_unlimited_rate_does_not_adapt() {
+        let fixed = RateLimiter::new(5.0, 5, Arc::new(TokioClock::new()));
+        fixed.refused(Some(Duration::from_secs(1)));
+        assert_eq!((fixed.rate(), fixed.decreases()), (5.0, 0));
+        let unlimited = RateLimiter::adaptive(0.0, 1, Arc::new(TokioClock::new()));
+        unlimited.refused(None);
+        assert_eq!(unlimited.decreases(), 0);
+        assert_eq!(unlimited.available().await, usize::MAX);
+    }
+
+    /// Three replicas, each configured with the whole limit, against a server that accepts 40
+    /// requests per fixed one-second window and refuses the rest with `Retry-After: 1` — the
+    /// simulator's model. In virtual time (deterministic): the adaptive limiters together keep
+    /// the windows full while most requests are paced rather than refused; fixed limiters at
+    /// the same setting are refused most of the time.
+    #[tokio::test(start_paused = true)]
+    async fn replicas_sharing_one_limit_find_their_share() {
+        let adaptive = share_one_limit(RateLimiter::adaptive).await;
+        let fixed = share_one_limit(RateLimiter::new).await;
+        assert!(adaptive.utilisation >= 0.97, "{adaptive:?}");
+        assert!(adaptive.refused_share < 0.15, "{adaptive:?}");
+        assert!(fixed.refused_share > 0.5, "{fixed:?}");
+    }
+
+    #[derive(Debug)]
+    struct Shared {
+        utilisation: f64,
+        refused_share: f64,
+    }
+
+    async fn share_one_limit(make: fn(f64, u32, Arc<dyn Clock>) -> RateLimiter) -> Shared {
+        use std::sync::Mutex;
+        const LIMIT: u64 = 40;
+        const SECONDS: u64 = 60;
+        let start = tokio::time::Instant::now();
+        // (window index, requests seen in it), accepted, refused.
+        let server = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let limiter = Arc::new(make(40.0, 40, Arc::new(TokioClock::new())));
+            for _ in 0..32 {
+                let (limiter, server) = (limiter.clone(), server.clone());
+                tasks.spawn(async move {
+                    while start.elapsed() < Duration::from_secs(SECONDS) {
+                        limiter.acquire().await;
+                        // 50 ms there and back, the server counting at arrival.
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        let ok = {
+                            let mut s = server.lock().unwrap();
+                            let window = start.elapsed().as_secs();
+                            if window >= SECONDS {
+                                return;
+                            }
+                            if window != s.0 {
+                                (s.0, s.1) = (window, 0);
+                            }
+                            s.1 += 1;
+                            let ok = s.1 <= LIMIT;
+                            if ok {
+                                s.2 += 1
+                            } else {
+                                s.3 += 1
+                            }
+                            ok
+                        };
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        if ok {
+                            limiter.accepted(false);
+                        } else {
+                            limiter.refused(Some(Duration::from_secs(1)));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        let (_, _, accepted, refused) = *server.lock().unwrap();
+        Shared {
+            utilisation: accepted as f64 / (LIMIT * SECONDS) as f64,
+            refused_share: refused as f64 / (accepted + refused) as f64,
+        }
     }
 }

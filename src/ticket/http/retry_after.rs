@@ -29,6 +29,20 @@ pub fn server_wait(
     }
 }
 
+/// Whether a successful answer says the rate limit is close: Jira Cloud's
+/// `X-RateLimit-NearLimit: true`, or `X-RateLimit-Remaining: 0` (Jira, ServiceNow rate-limit
+/// rules). The adaptive limiter stops raising its rate on it.
+pub fn near_limit(headers: &reqwest::header::HeaderMap) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    header("x-ratelimit-nearlimit").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || header("x-ratelimit-remaining").and_then(|v| v.parse::<f64>().ok()) == Some(0.0)
+}
+
 /// `Retry-After: 7` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
@@ -67,6 +81,22 @@ fn until(at: SystemTime, now: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn near_limit_reads_jira_and_servicenow_headers() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(name, reqwest::header::HeaderValue::from_static(value));
+            near_limit(&headers)
+        };
+        assert!(with("x-ratelimit-nearlimit", "true"));
+        assert!(with("X-RateLimit-NearLimit", "TRUE"));
+        assert!(!with("x-ratelimit-nearlimit", "false"));
+        assert!(with("x-ratelimit-remaining", "0"));
+        assert!(!with("x-ratelimit-remaining", "12"));
+        assert!(!with("x-ratelimit-remaining", "soon"));
+        assert!(!near_limit(&reqwest::header::HeaderMap::new()));
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
