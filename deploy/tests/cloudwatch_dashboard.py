@@ -228,6 +228,22 @@ def _check_expression(entry: dict, ids: set, catalog: Catalog) -> list[str]:
     return problems
 
 
+def metrics_named(body: str) -> set[tuple[str, str]]:
+    """(namespace, name) of every metric the dashboard reads, in metric arrays and SEARCHes."""
+    named = set()
+    for widget in json.loads(body)["widgets"]:
+        for entry in widget.get("properties", {}).get("metrics", []):
+            if isinstance(entry, list) and len(entry) >= 2:
+                named.add((entry[0], entry[1]))
+            elif isinstance(entry, dict):
+                for call in SEARCH_CALL.finditer(entry.get("expression", "")):
+                    schema = SCHEMA.match(call.group("query"))
+                    terms = dict(TERM.findall(schema.group("terms"))) if schema else {}
+                    if schema and "MetricName" in terms:
+                        named.add((schema.group("schema").split(",")[0].strip().strip('"'), terms["MetricName"]))
+    return named
+
+
 def _check_search(call: re.Match, catalog: Catalog) -> list[str]:
     query, stat = call.group("query"), call.group("stat")
     schema = SCHEMA.match(query)

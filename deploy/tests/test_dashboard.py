@@ -20,7 +20,7 @@ import yaml
 
 from bridge_metrics import NAMES_RS, Series, exported_series
 from cfn_template import ALARMS, REGION, Stack, load_template
-from cloudwatch_dashboard import Catalog, check_dashboard
+from cloudwatch_dashboard import Catalog, check_dashboard, metrics_named
 from test_task_definition import EXAMPLE_PARAMETERS, main_container, rendered_task_definition
 
 COLLECTOR = "metrics-collector"
@@ -182,7 +182,9 @@ def test_the_sidecar_is_optional_and_never_stops_the_worker(template):
     pattern = template["Parameters"]["MetricsCollectorImageUri"]["AllowedPattern"]
     assert re.fullmatch(pattern, sidecar["image"]) and re.fullmatch(pattern, "")
     assert not re.fullmatch(pattern, "public.ecr.aws/aws-observability/aws-otel-collector"), "pinned: a tag or a digest"
-    assert not re.fullmatch(pattern, "public.ecr.aws/aws-observability/aws-otel-collector:latest ")
+    assert not re.fullmatch(pattern, "public.ecr.aws/aws-observability/aws-otel-collector:latest")
+    assert re.fullmatch(pattern, "111122223333.dkr.ecr.us-east-1.amazonaws.com/aws-otel-collector:v0.49.0")
+    assert re.fullmatch(pattern, "public.ecr.aws/aws-observability/aws-otel-collector@sha256:" + "0" * 64)
 
     off = dict(EXAMPLE_PARAMETERS, MetricsCollectorImageUri="")
     stack = Stack(template, **off)
@@ -214,10 +216,31 @@ def test_every_metric_on_the_dashboard_is_published(template, series, parameters
 
 def test_every_series_the_sidecar_publishes_is_on_the_dashboard(template, series):
     """Each published series is a billed custom metric: none is published for nobody."""
-    body = dashboard_body(template, **EXAMPLE_PARAMETERS)
+    named = metrics_named(dashboard_body(template, **EXAMPLE_PARAMETERS))
     config = collector_config(template, **EXAMPLE_PARAMETERS)
-    for name in sidecar_publishes(config, series):
-        assert f'"{name}"' in body or f'MetricName=\\"{name}\\"' in body or f'MetricName="{name}"' in body, name
+    namespace = config["exporters"]["awsemf"]["namespace"]
+    unused = {name for name in sidecar_publishes(config, series) if (namespace, name) not in named}
+    assert not unused, f"published, billed and shown nowhere: {sorted(unused)}"
+
+
+def test_per_task_widgets_divide_by_the_scrapes_per_minute(template):
+    """`up` and build_info arrive once per scrape and task; the dashboard turns them into task
+    counts by dividing by the scrapes per minute the sidecar makes."""
+    body = json.loads(dashboard_body(template, **EXAMPLE_PARAMETERS))
+    expressions = [
+        e["expression"] for w in body["widgets"] for e in w["properties"].get("metrics", [])
+        if isinstance(e, dict) and ("scrapes" in e["expression"] or "findings_bridge_build_info" in e["expression"])
+    ]
+    assert len(expressions) == 2
+    for expression in expressions:
+        assert expression.endswith(f" / {SCRAPES_PER_MINUTE}"), expression
+    # A fixed 60 s period under each, so the division holds whatever the widget's period.
+    (scrapes,) = [
+        m for w in body["widgets"] for m in w["properties"].get("metrics", [])
+        if isinstance(m, list) and m[1] == "up"
+    ]
+    assert scrapes[-1]["period"] == 60
+    assert any(", 60) / " in e for e in expressions)
 
 
 def test_the_dashboard_shows_every_alarm_and_the_alarm_threshold(template):
