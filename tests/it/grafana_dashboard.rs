@@ -125,11 +125,17 @@ fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
         let c = chars[i];
         match c {
             '"' | '\'' | '`' => {
-                let close = chars[i + 1..]
-                    .iter()
-                    .position(|&d| d == c)
-                    .ok_or_else(|| format!("{expr:?}: unterminated string"))?;
-                i += close + 2;
+                // A string literal; a backslash escapes the next character, except in `raw`.
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(format!("{expr:?}: unterminated string")),
+                        Some('\\') if c != '`' => i += 2,
+                        Some(&d) if d == c => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
                 continue;
             }
             '{' => braces += 1,
@@ -565,6 +571,11 @@ fn promql_names_are_told_from_labels_functions_and_variables() {
     assert_eq!(
         names("count by (version) (c) and d unless e"),
         ["c", "d", "e"]
+    );
+    // An escaped quote does not end a string: `y_total` is part of it, not a metric.
+    assert_eq!(
+        names(r#"label_replace(g{b='z'}, "dst", "x\"y_total", "src", "(.*)") + h"#),
+        ["g", "h"]
     );
     assert_eq!(
         variable_metric_names(r#"label_values(f{job="$job"}, instance)"#)
