@@ -84,7 +84,26 @@ def resource_names(service: str) -> dict[str, dict[str, str]]:
             for i, logical in enumerate(ENDPOINT_RESOURCES, start=1)
         },
         "ExistingEndpointsIngress": {"Ref": "sgr-0123456789abcdef0"},
+        "MetricsLogGroup": {
+            "Ref": f"/ecs/{service}/metrics",
+            "Arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/ecs/{service}/metrics:*",
+        },
+        "Dashboard": {"Ref": f"{service}-{REGION}"},
+        **{
+            logical: {"Ref": f"{service}-{suffix}", "Arn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{service}-{suffix}"}
+            for logical, suffix in ALARMS.items()
+        },
     }
+
+
+# The alarms of the template, by logical id, and the suffix of their names.
+ALARMS = {
+    "DeadLetterQueueNotEmpty": "dlq-not-empty",
+    "DeadLetterQueueMessagesExpiring": "dlq-messages-expiring",
+    "ConnectionPaused": "connection-paused",
+    "QueueOldestMessageTooOld": "queue-oldest-message-age",
+    "NoRunningTasks": "no-running-tasks",
+}
 
 
 # The VPC endpoint resources of the template (VpcEndpoints=create), by logical id.

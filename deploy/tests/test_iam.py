@@ -44,6 +44,8 @@ WORKER_ACTIONS = {
 DETECTIVE_ACTIONS = {"detective:StartInvestigation", "detective:GetInvestigation", "detective:ListIndicators"}
 # The rotating ticket-system credential, read by the worker from the configured secrets only.
 SECRET_READS = {("JiraSecretGiven", "JiraSecretArn"), ("ServiceNowSecretGiven", "ServiceNowSecretArn")}
+# With the metrics sidecar (same task role): its EMF events into the stack's metrics log group.
+METRICS_SIDECAR_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 # With KmsKeyArn: what SQS and DynamoDB ask KMS for on the worker's behalf, per service.
 KMS_ACTIONS_VIA = {
     "sqs": {"kms:GenerateDataKey", "kms:Decrypt"},
@@ -220,10 +222,14 @@ def test_task_role_grants_exactly_what_the_worker_calls(statements):
     assert unconditional == WORKER_ACTIONS
     assert {s.condition for s in task if s.condition is not None} == {
         "DetectiveEnabled", "HasKmsKey", "JiraSecretGiven", "ServiceNowSecretGiven", "HasSecretsKmsKey",
+        "HasMetricsCollector",
     }
     detective = [s for s in task if s.condition == "DetectiveEnabled"]
     assert {a for s in detective for a in _as_list(s.body["Action"])} == DETECTIVE_ACTIONS
     assert all(s.body["Resource"] == {"Ref": "DetectiveGraphArn"} for s in detective)
+    (metrics,) = [s for s in task if s.condition == "HasMetricsCollector"]
+    assert set(_as_list(metrics.body["Action"])) == METRICS_SIDECAR_ACTIONS
+    assert metrics.body["Resource"] == {"Fn::GetAtt": ["MetricsLogGroup", "Arn"]}
 
 
 def test_task_role_uses_the_key_only_through_sqs_and_dynamodb(statements):
@@ -292,7 +298,7 @@ def test_task_role_uses_the_secrets_key_only_through_secrets_manager_for_its_sec
 def test_task_role_touches_only_this_stacks_queue_table_and_hub(statements):
     allowed_refs = {
         "FindingsQueue", "DeadLetterQueue", "DedupTable", "DetectiveGraphArn", "KmsKeyArn",
-        "JiraSecretArn", "ServiceNowSecretArn", "SecretsKmsKeyArn",
+        "JiraSecretArn", "ServiceNowSecretArn", "SecretsKmsKeyArn", "MetricsLogGroup",
     }
     for s in role_statements(statements, "TaskRole"):
         for resource in _resource_items(s.body["Resource"]):

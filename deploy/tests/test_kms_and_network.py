@@ -81,6 +81,7 @@ def test_without_a_key_everything_uses_the_services_own_encryption(template):
         assert "KmsMasterKeyId" not in props and "KmsDataKeyReusePeriodSeconds" not in props
     assert "SSESpecification" not in stack.resource("DedupTable")
     assert "KmsKeyId" not in stack.resource("LogGroup")
+    assert "KmsKeyId" not in stack.resource("MetricsLogGroup")
     assert kms_statements(stack, "TaskRole") == []
     # Nothing in what gets deployed names a key or a KMS action.
     rendered = json.dumps(stack.rendered_template())
@@ -100,6 +101,8 @@ def test_with_a_key_both_queues_the_table_and_the_log_group_use_it(template):
         "SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": KEY,
     }
     assert stack.resource("LogGroup")["KmsKeyId"] == KEY
+    # The metrics sidecar's log group too: its EMF events carry the worker's metric labels.
+    assert stack.resource("MetricsLogGroup")["KmsKeyId"] == KEY
 
 
 def test_the_key_parameter_takes_a_key_arn_only(template):
@@ -201,11 +204,16 @@ def test_key_policy_names_exactly_this_stacks_queues_and_log_group(template, key
 
     logs = by_sid["FindingsBridgeCloudWatchLogsForItsLogGroup"]
     assert logs["Principal"] == {"Service": f"logs.{REGION}.amazonaws.com"}
-    # The log group ARN as CloudWatch Logs puts it in the encryption context: without the ":*"
-    # that the stack's LogGroup.Arn attribute carries.
-    log_group_arn = stack.names["LogGroup"]["Arn"].removesuffix(":*")
-    assert log_group_arn.endswith(f":log-group:{stack.resource('LogGroup')['LogGroupName']}")
-    assert logs["Condition"] == {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": log_group_arn}}
+    # The log group ARNs as CloudWatch Logs puts them in the encryption context: without the ":*"
+    # that the stack's LogGroup.Arn attributes carry. The worker's and the metrics sidecar's.
+    log_group_arns = []
+    for group in ("LogGroup", "MetricsLogGroup"):
+        arn = stack.names[group]["Arn"].removesuffix(":*")
+        assert arn.endswith(f":log-group:{stack.resource(group)['LogGroupName']}")
+        log_group_arns.append(arn)
+    assert logs["Condition"] == {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}}
+    # Every log group the stack can create is named, so none fails to be created under the key.
+    assert len(stack.resources_of_type("AWS::Logs::LogGroup")) == len(log_group_arns)
     assert "kms:Decrypt" in logs["Action"] and "kms:GenerateDataKey" in logs["Action"]
 
 

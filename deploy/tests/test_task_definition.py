@@ -39,6 +39,8 @@ PLAIN_SETTINGS = {
 SECRET_SETTINGS = {
     "JIRA_EMAIL", "SERVICENOW_USERNAME", "SERVICENOW_CLIENT_ID", "JIRA_WEBHOOK_SECRET", "SERVICENOW_WEBHOOK_SECRET",
 }
+# The containers of the task definition, in the order the template lists them.
+CONTAINER_ORDER = ["findings-bridge", "mappings", "metrics-collector"]
 WORKER_GRACE_SECONDS = 25
 FARGATE_MAX_STOP_TIMEOUT = 120
 
@@ -218,7 +220,9 @@ def test_every_variant_configures_the_worker_completely(template, jira, servicen
     else:
         assert env["BRIDGE_MAPPINGS"] == "/etc/findings-bridge/mappings"
         assert "dependsOn" not in container
-        assert len(task["containerDefinitions"]) == 1
+    # The worker, the metrics sidecar (on by default), and the mappings copier when it is used.
+    expected_containers = {"findings-bridge", "metrics-collector"} | ({"mappings"} if mappings_image else set())
+    assert [c["name"] for c in task["containerDefinitions"]] == sorted(expected_containers, key=CONTAINER_ORDER.index)
 
 
 def task_role_statements(stack: Stack) -> list[dict]:

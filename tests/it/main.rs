@@ -20,6 +20,7 @@ mod context;
 mod decode;
 mod detective_contract;
 mod fuzz_regressions;
+mod grafana_dashboard;
 mod http_resilience;
 mod jira_contract;
 mod mapping;

@@ -231,6 +231,43 @@ pub(super) fn describe_all() {
     }
 }
 
+/// How a series appears on `/metrics` (the Prometheus text format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// One sample name, the series' own (ending in `_total`).
+    Counter,
+    /// One sample name, the series' own.
+    Gauge,
+    /// Three sample names: `<name>_bucket` (with `le`), `<name>_sum` and `<name>_count`.
+    Histogram,
+}
+
+impl Exposition {
+    /// The sample names a series of this kind called `name` is exposed under.
+    pub fn sample_names(self, name: &str) -> Vec<String> {
+        match self {
+            Exposition::Counter | Exposition::Gauge => vec![name.to_owned()],
+            Exposition::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{name}{suffix}"))
+                .collect(),
+        }
+    }
+}
+
+/// Every series the bridge exports, with how it is exposed: what dashboards and alert rules are
+/// checked against (tests/it/grafana_dashboard.rs), so none keeps a copy of these names.
+pub fn exported() -> impl Iterator<Item = (&'static str, Exposition)> {
+    SERIES.iter().map(|series| {
+        let exposition = match series.kind {
+            Kind::Counter => Exposition::Counter,
+            Kind::Gauge => Exposition::Gauge,
+            Kind::Seconds => Exposition::Histogram,
+        };
+        (series.name, exposition)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
