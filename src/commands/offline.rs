@@ -10,11 +10,12 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::finding;
+use crate::finding::Finding;
 use crate::finding::stream::{Chunk, Splitter};
+use crate::mapping::spec::Rule;
 use crate::mapping::{self, Mappings};
 use crate::marker::Marker;
-use crate::render::{RenderOptions, render_route_shared};
+use crate::render::{RenderError, RenderOptions, RenderedTicket, render_route_shared};
 use chrono::{DateTime, Utc};
 
 /// What `check` found: `Ok` with a one-line summary, or every problem as `file:line: message`.
@@ -191,27 +192,17 @@ fn process(
         problems: Vec::new(),
         fatal: false,
     };
-    let each = match finding::stream::decode_chunk(chunk) {
-        Ok(each) => each,
-        Err(e) => {
-            done.problems
-                .push(format!("decode: {}{e}", chunk.error_prefix()));
-            return done;
-        }
-    };
-    for decoded in each {
+    for decoded in chunk.findings() {
         let f = match decoded {
             Ok(f) => Arc::new(f),
-            Err(e) => {
-                done.problems
-                    .push(format!("decode: {}{e}", chunk.error_prefix()));
+            Err(problem) => {
+                done.problems.push(format!("decode: {problem}"));
                 continue;
             }
         };
-        let application = mappings.application_for(&f);
         let mut routes = Vec::new();
-        for rule in mappings.route(&f) {
-            match render_route_shared(&mappings.engine, rule, &f, application, opts) {
+        for (rule, rendered) in rendered_routes(mappings, &f, opts) {
+            match rendered {
                 Ok(rendered) => routes.push(RouteLine {
                     marker: rendered.marker,
                     payload: rendered.payload,
@@ -241,6 +232,20 @@ fn process(
         done.findings += 1;
     }
     done
+}
+
+/// The routes `mappings` gives `finding`, each with the ticket it renders to (or why it does
+/// not): what `render` prints and what `plan` compares, from one path.
+pub(crate) fn rendered_routes<'m>(
+    mappings: &'m Mappings,
+    finding: &Arc<Finding>,
+    opts: &RenderOptions,
+) -> impl Iterator<Item = (&'m Rule, Result<RenderedTicket, RenderError>)> {
+    let application = mappings.application_for(finding);
+    mappings.route(finding).into_iter().map(move |rule| {
+        let rendered = render_route_shared(&mappings.engine, rule, finding, application, opts);
+        (rule, rendered)
+    })
 }
 
 /// A batch of chunks, or the splitter's fatal error, numbered in input order.
