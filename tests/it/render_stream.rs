@@ -1,6 +1,7 @@
-//! `render` over long inputs: a JSON array and `get-findings` output read element by element, NDJSON and concatenated
-//! events read value by value, `--jobs N` keeping input order, and what a bad element does (it is
-//! reported with its index, the others are still printed, the command exits 1 at the end).
+//! `render` over long inputs: a JSON array and `get-findings` output read element by element,
+//! NDJSON and concatenated events read value by value, `--jobs N` keeping input order, and what a
+//! bad element does (it is reported with its index, the others are still printed, the command
+//! exits 1 at the end).
 
 use std::path::Path;
 use std::process::Command;
