@@ -420,6 +420,22 @@ fn parallel<R: BufRead + Send>(
 /// Read buffer of `render`: large enough that reads are few, small enough not to matter.
 const INPUT_BUFFER: usize = 256 * 1024;
 
+/// A buffered reader of the file at `path`, or of standard input for `None`: the input of
+/// `render` and of `plan`.
+pub(crate) fn input_reader(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    Ok(match path {
+        None => Box::new(std::io::BufReader::with_capacity(
+            INPUT_BUFFER,
+            std::io::stdin(),
+        )),
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
+        }
+    })
+}
+
 /// `findings-bridge check`: prints the summary, or every `file:line: problem`, and exits 1 on
 /// any.
 pub fn check_command(dir: &Path) -> ExitCode {
@@ -460,15 +476,7 @@ pub fn render_command(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let reader: Box<dyn BufRead + Send> = if input == "-" {
-        Box::new(std::io::BufReader::with_capacity(
-            INPUT_BUFFER,
-            std::io::stdin(),
-        ))
-    } else {
-        let file = std::fs::File::open(input).with_context(|| format!("reading {input}"))?;
-        Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
-    };
+    let reader = input_reader((input != "-").then(|| Path::new(input)))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(INPUT_BUFFER, stdout.lock());
     let result = render_stream(&mappings, reader, &opts, jobs, &mut out);
