@@ -106,10 +106,29 @@ impl Sandbox {
     }
 }
 
-fn plan(args: &[&str], stdin: Option<&str>) -> Output {
+/// `plan --mappings new --findings findings`, with `--base` and `--json` when asked, and `stdin`
+/// on standard input.
+fn plan(
+    base: Option<&Path>,
+    new: &Path,
+    findings: &str,
+    json: bool,
+    stdin: Option<&str>,
+) -> Output {
+    let mut args = vec![
+        "plan".to_owned(),
+        "--mappings".to_owned(),
+        path(new).to_owned(),
+    ];
+    if let Some(base) = base {
+        args.extend(["--base".to_owned(), path(base).to_owned()]);
+    }
+    args.extend(["--findings".to_owned(), findings.to_owned()]);
+    if json {
+        args.push("--json".to_owned());
+    }
     let mut child = Command::new(BIN)
-        .arg("plan")
-        .args(args)
+        .args(&args)
         .current_dir(ROOT)
         .env_remove("BRIDGE_MAPPINGS")
         .env_remove("JIRA_API_VERSION")
@@ -160,23 +179,23 @@ fn rule<'a>(report: &'a Value, team: &str, rule: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {team}/{rule} in {report}"))
 }
 
-/// `plan --json` of the NDJSON findings, new set `new` against the base.
-fn plan_json(sandbox: &Sandbox, new: &Path) -> (Output, Value) {
+/// A new set made from the base by one edit of `file` (`to` = None removes the file), planned
+/// with `--json` against the base on the NDJSON findings: such a change exits 2. The sandbox
+/// keeps the set and `findings.ndjson` for [`text_plan`].
+fn plan_edit(file: &str, from: &str, to: Option<&str>) -> (Sandbox, PathBuf, Value) {
+    let sandbox = Sandbox::new();
+    let new = sandbox.set("new", &[(file, from, to)]);
     let input = sandbox.write("findings.ndjson", &ndjson());
-    let out = plan(
-        &[
-            "--json",
-            "--base",
-            path(&base()),
-            "--mappings",
-            path(new),
-            "--findings",
-            path(&input),
-        ],
-        None,
-    );
+    let out = plan(Some(&base()), &new, path(&input), true, None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let report = json(&out);
-    (out, report)
+    (sandbox, new, report)
+}
+
+/// The text plan of [`plan_edit`]'s set.
+fn text_plan(sandbox: &Sandbox, new: &Path) -> String {
+    let input = sandbox.path("findings.ndjson");
+    stdout(&plan(Some(&base()), new, path(&input), false, None))
 }
 
 #[test]
@@ -184,17 +203,7 @@ fn the_same_set_is_no_change_and_exits_0() {
     let sandbox = Sandbox::new();
     let input = sandbox.write("findings.ndjson", &ndjson());
     let copy = sandbox.set("same", &[]);
-    let out = plan(
-        &[
-            "--base",
-            path(&base()),
-            "--mappings",
-            path(&copy),
-            "--findings",
-            path(&input),
-        ],
-        None,
-    );
+    let out = plan(Some(&base()), &copy, path(&input), false, None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("no changes: the 5 finding(s)"), "{text}");
@@ -204,19 +213,13 @@ fn the_same_set_is_no_change_and_exits_0() {
 
 #[test]
 fn widened_criteria_gain_findings() {
-    let sandbox = Sandbox::new();
-    let widened = sandbox.set(
-        "widened",
-        &[(
-            "alpha.toml",
-            r#"SeverityLabel = [{ Value = "CRITICAL", Comparison = "EQUALS" }]"#,
-            Some(
-                r#"SeverityLabel = [{ Value = "CRITICAL", Comparison = "EQUALS" }, { Value = "HIGH", Comparison = "EQUALS" }]"#,
-            ),
-        )],
+    let (sandbox, widened, report) = plan_edit(
+        "alpha.toml",
+        r#"SeverityLabel = [{ Value = "CRITICAL", Comparison = "EQUALS" }]"#,
+        Some(
+            r#"SeverityLabel = [{ Value = "CRITICAL", Comparison = "EQUALS" }, { Value = "HIGH", Comparison = "EQUALS" }]"#,
+        ),
     );
-    let (out, report) = plan_json(&sandbox, &widened);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let alpha = rule(&report, "alpha", "critical");
     assert_eq!(alpha["gained"]["count"], 3, "{alpha}");
     assert_eq!(alpha["lost"]["count"], 0, "{alpha}");
@@ -233,17 +236,7 @@ fn widened_criteria_gain_findings() {
     assert_eq!(report["findings_changed"], 3);
     assert_eq!(report["findings_unrouted"], 0);
 
-    let text = stdout(&plan(
-        &[
-            "--base",
-            path(&base()),
-            "--mappings",
-            path(&widened),
-            "--findings",
-            path(&sandbox.path("findings.ndjson")),
-        ],
-        None,
-    ));
+    let text = text_plan(&sandbox, &widened);
     assert!(
         text.contains("alpha/critical: 3 gained, 0 lost, 0 changed, 2 unchanged"),
         "{text}"
@@ -260,10 +253,7 @@ fn widened_criteria_gain_findings() {
 
 #[test]
 fn a_removed_team_file_loses_its_findings() {
-    let sandbox = Sandbox::new();
-    let without_beta = sandbox.set("without-beta", &[("beta.toml", "", None)]);
-    let (out, report) = plan_json(&sandbox, &without_beta);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (_, _, report) = plan_edit("beta.toml", "", None);
     let beta = rule(&report, "beta", "controls");
     assert_eq!(beta["lost"]["count"], 2, "{beta}");
     assert_eq!(beta["gained"]["count"], 0, "{beta}");
@@ -273,17 +263,11 @@ fn a_removed_team_file_loses_its_findings() {
 
 #[test]
 fn a_finding_that_moves_between_rules_of_a_team_is_lost_under_one_and_gained_under_the_other() {
-    let sandbox = Sandbox::new();
-    let renamed = sandbox.set(
-        "renamed",
-        &[(
-            "alpha.toml",
-            "name = \"critical\"",
-            Some("name = \"severe\""),
-        )],
+    let (_, _, report) = plan_edit(
+        "alpha.toml",
+        "name = \"critical\"",
+        Some("name = \"severe\""),
     );
-    let (out, report) = plan_json(&sandbox, &renamed);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(rule(&report, "alpha", "critical")["lost"]["count"], 2);
     assert_eq!(rule(&report, "alpha", "severe")["gained"]["count"], 2);
     assert_eq!(report["totals"]["changed"], 0);
@@ -291,17 +275,11 @@ fn a_finding_that_moves_between_rules_of_a_team_is_lost_under_one_and_gained_und
 
 #[test]
 fn a_template_change_shows_the_field_with_its_old_and_new_value() {
-    let sandbox = Sandbox::new();
-    let retitled = sandbox.set(
-        "retitled",
-        &[(
-            "alpha.toml",
-            r#"summary = "[{{ finding.severity }}] {{ finding.title }}""#,
-            Some(r#"summary = "{{ finding.title }} ({{ finding.severity }})""#),
-        )],
+    let (sandbox, retitled, report) = plan_edit(
+        "alpha.toml",
+        r#"summary = "[{{ finding.severity }}] {{ finding.title }}""#,
+        Some(r#"summary = "{{ finding.title }} ({{ finding.severity }})""#),
     );
-    let (out, report) = plan_json(&sandbox, &retitled);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let alpha = rule(&report, "alpha", "critical");
     assert_eq!(alpha["changed"]["count"], 2, "{alpha}");
     let first = &alpha["changed"]["examples"][0];
@@ -335,17 +313,7 @@ fn a_template_change_shows_the_field_with_its_old_and_new_value() {
         first["fields"][0]["new"].as_str().unwrap_or_default()
     );
 
-    let text = stdout(&plan(
-        &[
-            "--base",
-            path(&base()),
-            "--mappings",
-            path(&retitled),
-            "--findings",
-            path(&sandbox.path("findings.ndjson")),
-        ],
-        None,
-    ));
+    let text = text_plan(&sandbox, &retitled);
     assert!(
         text.contains(
             "summary: \"[CRITICAL] CVE-2024-3094 - xz, xz-libs\" → \"CVE-2024-3094 - xz, xz-libs (CRITICAL)\""
@@ -356,17 +324,11 @@ fn a_template_change_shows_the_field_with_its_old_and_new_value() {
 
 #[test]
 fn a_template_that_fails_under_the_new_set_is_a_change_and_counted_as_failing() {
-    let sandbox = Sandbox::new();
-    let broken = sandbox.set(
-        "broken-template",
-        &[(
-            "beta.toml",
-            "assignment_group = \"Beta Platform\"",
-            Some("assignment_group = \"{{ finding.no_such_field }}\""),
-        )],
+    let (_, _, report) = plan_edit(
+        "beta.toml",
+        "assignment_group = \"Beta Platform\"",
+        Some("assignment_group = \"{{ finding.no_such_field }}\""),
     );
-    let (out, report) = plan_json(&sandbox, &broken);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let beta = rule(&report, "beta", "controls");
     assert_eq!(beta["failing"]["count"], 2, "{beta}");
     assert_eq!(beta["changed"]["count"], 2, "{beta}");
@@ -383,16 +345,7 @@ fn a_template_that_fails_under_the_new_set_is_a_change_and_counted_as_failing() 
 fn without_a_base_every_ticket_is_gained() {
     let sandbox = Sandbox::new();
     let input = sandbox.write("findings.ndjson", &ndjson());
-    let out = plan(
-        &[
-            "--json",
-            "--mappings",
-            path(&base()),
-            "--findings",
-            path(&input),
-        ],
-        None,
-    );
+    let out = plan(None, &base(), path(&input), true, None);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let report = json(&out);
     assert!(report["base"].is_null());
@@ -406,16 +359,7 @@ fn get_findings_output_is_read() {
     let sandbox = Sandbox::new();
     let listing = serde_json::json!({ "Findings": bare_findings(), "NextToken": "next-page" });
     let input = sandbox.write("get-findings.json", &listing.to_string());
-    let out = plan(
-        &[
-            "--json",
-            "--mappings",
-            path(&base()),
-            "--findings",
-            path(&input),
-        ],
-        None,
-    );
+    let out = plan(None, &base(), path(&input), true, None);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["findings"], 5);
@@ -437,33 +381,13 @@ fn a_directory_is_read_file_by_file_in_name_order() {
     sandbox.write("dir/.swp", "not json");
     sandbox.write("dir/sub/c.json", "not json");
     let copy = sandbox.set("same", &[]);
-    let out = plan(
-        &[
-            "--json",
-            "--base",
-            path(&base()),
-            "--mappings",
-            path(&copy),
-            "--findings",
-            path(&sandbox.path("dir")),
-        ],
-        None,
-    );
+    let out = plan(Some(&base()), &copy, path(&sandbox.path("dir")), true, None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["findings"], 5, "{report}");
     assert_eq!(report["malformed"]["count"], 0, "{report}");
     assert_eq!(report["changed"], false);
-    let out = plan(
-        &[
-            "--json",
-            "--mappings",
-            path(&copy),
-            "--findings",
-            path(&sandbox.path("dir")),
-        ],
-        None,
-    );
+    let out = plan(None, &copy, path(&sandbox.path("dir")), true, None);
     let report = json(&out);
     let gained: Vec<&str> = rule(&report, "alpha", "critical")["gained"]["examples"]
         .as_array()
@@ -478,16 +402,7 @@ fn a_directory_is_read_file_by_file_in_name_order() {
 
     // A bad message is named with its file.
     sandbox.write("dir/c.json", "{\"detail-type\": \"nope\"}");
-    let out = plan(
-        &[
-            "--json",
-            "--mappings",
-            path(&copy),
-            "--findings",
-            path(&sandbox.path("dir")),
-        ],
-        None,
-    );
+    let out = plan(None, &copy, path(&sandbox.path("dir")), true, None);
     let report = json(&out);
     let problem = report["malformed"]["examples"][0]
         .as_str()
@@ -496,17 +411,13 @@ fn a_directory_is_read_file_by_file_in_name_order() {
 
     let empty = sandbox.path("empty");
     std::fs::create_dir_all(&empty).unwrap_or_else(|e| panic!("{e}"));
-    let out = plan(&["--findings", path(&empty)], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("holds no files"), "{}", stderr(&out));
+    let out = plan(None, &base(), path(&empty), false, None);
+    assert_error(&out, "holds no files");
 }
 
 #[test]
 fn standard_input_is_read() {
-    let out = plan(
-        &["--json", "--mappings", path(&base()), "--findings", "-"],
-        Some(&ndjson()),
-    );
+    let out = plan(None, &base(), "-", true, Some(&ndjson()));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(json(&out)["findings"], 5);
 }
@@ -519,17 +430,7 @@ fn a_malformed_line_is_counted_and_reported_with_its_place_and_the_rest_is_plann
         r#"{"detail-type": "Security Hub Findings - Imported", "detail": {}}"#.into(),
     );
     let input = lines.join("\n");
-    let out = plan(
-        &[
-            "--base",
-            path(&base()),
-            "--mappings",
-            path(&base()),
-            "--findings",
-            "-",
-        ],
-        Some(&input),
-    );
+    let out = plan(Some(&base()), &base(), "-", false, Some(&input));
     // The sample's problem is reported, not a change of the mapping set.
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
@@ -548,78 +449,47 @@ fn a_malformed_line_is_counted_and_reported_with_its_place_and_the_rest_is_plann
 fn a_mapping_set_that_does_not_load_is_an_error_naming_it() {
     let broken = Path::new(ROOT).join("tests/mapping_fixtures/broken");
     let input = Path::new(ROOT).join("tests/fixtures/bare-asff.json");
-    let out = plan(
-        &[
-            "--base",
-            path(&broken),
-            "--mappings",
-            path(&base()),
-            "--findings",
-            path(&input),
-        ],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!(
+    let out = plan(Some(&broken), &base(), path(&input), false, None);
+    assert_error(
+        &out,
+        &format!(
             "--base {}: the old mapping set does not load",
             broken.display()
-        )),
-        "{err}"
+        ),
     );
+    let err = stderr(&out);
     assert!(err.contains("alpha.toml:"), "{err}");
     assert!(!err.contains("--mappings"), "{err}");
-    assert!(stdout(&out).is_empty());
 
-    let out = plan(
-        &["--mappings", path(&broken), "--findings", path(&input)],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("the new mapping set does not load"),
-        "{}",
-        stderr(&out)
-    );
+    let out = plan(None, &broken, path(&input), false, None);
+    assert_error(&out, "the new mapping set does not load");
 }
 
 #[test]
 fn unreadable_or_broken_input_is_an_error() {
-    let out = plan(
-        &["--mappings", path(&base()), "--findings", "no/such/file"],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no/such/file"), "{}", stderr(&out));
+    let out = plan(None, &base(), "no/such/file", false, None);
+    assert_error(&out, "reading no/such/file");
 
     let items = bare_findings();
     let broken = format!("[{}, {} {}]", items[0], items[1], items[2]);
-    let out = plan(
-        &["--mappings", path(&base()), "--findings", "-"],
-        Some(&broken),
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("reading standard input: invalid JSON at line 1"),
-        "{}",
-        stderr(&out)
-    );
+    let out = plan(None, &base(), "-", false, Some(&broken));
+    assert_error(&out, "reading standard input: invalid JSON at line 1");
+}
+
+/// `out` is an error: exit code 1, nothing on standard output, `expected` in the message.
+fn assert_error(out: &Output, expected: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    assert!(stdout(out).is_empty(), "{}", stdout(out));
+    assert!(stderr(out).contains(expected), "{}", stderr(out));
 }
 
 #[test]
 fn the_json_report_has_its_documented_shape() {
-    let sandbox = Sandbox::new();
-    let retitled = sandbox.set(
-        "retitled",
-        &[(
-            "alpha.toml",
-            r#"priority = "Highest""#,
-            Some(r#"priority = "High""#),
-        )],
+    let (_, _, report) = plan_edit(
+        "alpha.toml",
+        r#"priority = "Highest""#,
+        Some(r#"priority = "High""#),
     );
-    let (out, report) = plan_json(&sandbox, &retitled);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let keys = |v: &Value| -> Vec<String> {
         v.as_object()
             .map(|o| o.keys().cloned().collect())
