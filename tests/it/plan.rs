@@ -367,6 +367,79 @@ fn get_findings_output_is_read() {
     assert_eq!(report["totals"]["gained"], 4);
 }
 
+/// An EventBridge event of `detail_type` carrying `findings`.
+fn event(detail_type: &str, findings: Vec<Value>) -> Value {
+    serde_json::json!({
+        "version": "0",
+        "id": "6f1e3c1a-0000-4000-8000-000000000000",
+        "detail-type": detail_type,
+        "source": "aws.securityhub",
+        "account": "111122223333",
+        "time": "2026-11-27T09:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": { "findings": findings },
+    })
+}
+
+#[test]
+fn every_input_form_gives_the_same_plan() {
+    let bare = bare_findings();
+    let (ocsf, asff): (Vec<Value>, Vec<Value>) = bare
+        .iter()
+        .cloned()
+        .partition(|f| f.get("finding_info").is_some());
+    let events_of_several = format!(
+        "{}\n{}",
+        event("Security Hub Findings - Imported", asff),
+        event("Findings Imported V2", ocsf)
+    );
+    let pretty_concatenated: String = FINDINGS
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(Path::new(ROOT).join("tests/fixtures").join(n))
+                .unwrap_or_else(|e| panic!("{n}: {e}"))
+        })
+        .collect();
+    let pages = format!(
+        "{}\n{}",
+        serde_json::json!({ "Findings": bare[..2], "NextToken": "page-2" }),
+        serde_json::json!({ "Findings": bare[2..] })
+    );
+    let forms = [
+        ("NDJSON", ndjson()),
+        ("a JSON array", Value::from(bare.clone()).to_string()),
+        ("pretty-printed events, concatenated", pretty_concatenated),
+        ("events of several findings", events_of_several),
+        ("get-findings pages", pages),
+    ];
+    // Everything but the examples, whose order follows the input's.
+    let counts = |report: &Value| -> Value {
+        let mut report = report.clone();
+        report["malformed"]["examples"] = Value::Null;
+        if let Some(rules) = report["rules"].as_array_mut() {
+            for rule in rules {
+                for kind in ["gained", "lost", "changed", "failing"] {
+                    rule[kind]["examples"] = Value::Null;
+                }
+            }
+        }
+        report
+    };
+    let mut expected = None;
+    for (form, text) in forms {
+        let out = plan(None, &base(), "-", true, Some(&text));
+        assert_eq!(out.status.code(), Some(2), "{form}: {}", stderr(&out));
+        let report = counts(&json(&out));
+        assert_eq!(report["findings"], 5, "{form}: {report}");
+        assert_eq!(report["malformed"]["count"], 0, "{form}: {report}");
+        match &expected {
+            None => expected = Some(report),
+            Some(expected) => assert_eq!(&report, expected, "{form}"),
+        }
+    }
+}
+
 #[test]
 fn a_directory_is_read_file_by_file_in_name_order() {
     let sandbox = Sandbox::new();
