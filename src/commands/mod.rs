@@ -1,9 +1,11 @@
 //! One module per CLI command: [`run`] (the worker and its wiring, and `sync --once`),
 //! [`replay`] (the dead-letter queue), [`offline`] (`check` and `render`, which talk to nothing),
-//! [`healthcheck`]. [`main`] dispatches a parsed command line to them.
+//! [`healthcheck`], [`plan`] (a mapping change against real findings). [`main`] dispatches a
+//! parsed command line to them.
 
 pub mod healthcheck;
 pub mod offline;
+pub mod plan;
 pub(crate) mod progress;
 pub mod replay;
 pub mod run;
@@ -64,6 +66,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs.get(),
             &input,
         ),
+        Command::Plan(args) => {
+            init_report_logging(&config);
+            plan::command(&config, &args)
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::finding;
+use crate::finding::Finding;
 use crate::finding::stream::{Chunk, Splitter};
+use crate::mapping::spec::Rule;
 use crate::mapping::{self, Mappings};
 use crate::marker::Marker;
-use crate::render::{RenderOptions, render_route_shared};
+use crate::render::{RenderError, RenderOptions, RenderedTicket, render_route_shared};
 use chrono::{DateTime, Utc};
 
 /// What `check` found: `Ok` with a one-line summary, or every problem as `file:line: message`.
@@ -191,27 +192,17 @@ fn process(
         problems: Vec::new(),
         fatal: false,
     };
-    let each = match finding::stream::decode_chunk(chunk) {
-        Ok(each) => each,
-        Err(e) => {
-            done.problems
-                .push(format!("decode: {}{e}", chunk.error_prefix()));
-            return done;
-        }
-    };
-    for decoded in each {
+    for decoded in chunk.findings() {
         let f = match decoded {
             Ok(f) => Arc::new(f),
-            Err(e) => {
-                done.problems
-                    .push(format!("decode: {}{e}", chunk.error_prefix()));
+            Err(problem) => {
+                done.problems.push(format!("decode: {problem}"));
                 continue;
             }
         };
-        let application = mappings.application_for(&f);
         let mut routes = Vec::new();
-        for rule in mappings.route(&f) {
-            match render_route_shared(&mappings.engine, rule, &f, application, opts) {
+        for (rule, rendered) in rendered_routes(mappings, &f, opts) {
+            match rendered {
                 Ok(rendered) => routes.push(RouteLine {
                     marker: rendered.marker,
                     payload: rendered.payload,
@@ -241,6 +232,20 @@ fn process(
         done.findings += 1;
     }
     done
+}
+
+/// The routes `mappings` gives `finding`, each with the ticket it renders to (or why it does
+/// not): what `render` prints and what `plan` compares, from one path.
+pub(crate) fn rendered_routes<'m>(
+    mappings: &'m Mappings,
+    finding: &Arc<Finding>,
+    opts: &RenderOptions,
+) -> impl Iterator<Item = (&'m Rule, Result<RenderedTicket, RenderError>)> {
+    let application = mappings.application_for(finding);
+    mappings.route(finding).into_iter().map(move |rule| {
+        let rendered = render_route_shared(&mappings.engine, rule, finding, application, opts);
+        (rule, rendered)
+    })
 }
 
 /// A batch of chunks, or the splitter's fatal error, numbered in input order.
@@ -415,6 +420,22 @@ fn parallel<R: BufRead + Send>(
 /// Read buffer of `render`: large enough that reads are few, small enough not to matter.
 const INPUT_BUFFER: usize = 256 * 1024;
 
+/// A buffered reader of the file at `path`, or of standard input for `None`: the input of
+/// `render` and of `plan`.
+pub(crate) fn input_reader(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    Ok(match path {
+        None => Box::new(std::io::BufReader::with_capacity(
+            INPUT_BUFFER,
+            std::io::stdin(),
+        )),
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
+        }
+    })
+}
+
 /// `findings-bridge check`: prints the summary, or every `file:line: problem`, and exits 1 on
 /// any.
 pub fn check_command(dir: &Path) -> ExitCode {
@@ -455,15 +476,7 @@ pub fn render_command(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let reader: Box<dyn BufRead + Send> = if input == "-" {
-        Box::new(std::io::BufReader::with_capacity(
-            INPUT_BUFFER,
-            std::io::stdin(),
-        ))
-    } else {
-        let file = std::fs::File::open(input).with_context(|| format!("reading {input}"))?;
-        Box::new(std::io::BufReader::with_capacity(INPUT_BUFFER, file))
-    };
+    let reader = input_reader((input != "-").then(|| Path::new(input)))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(INPUT_BUFFER, stdout.lock());
     let result = render_stream(&mappings, reader, &opts, jobs, &mut out);

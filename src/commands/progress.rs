@@ -13,6 +13,8 @@ pub(crate) struct Progress {
     /// What the command is doing, for the log line ("replay", "plan", …).
     what: &'static str,
     kind: Kind,
+    /// Items between two log lines ([`LOG_EVERY`] unless [`Progress::log_every`] says).
+    log_every: u64,
 }
 
 enum Kind {
@@ -33,6 +35,7 @@ impl Progress {
                     last: Instant::now(),
                     last_seen: 0,
                 },
+                log_every: LOG_EVERY,
             };
         }
         let bar = match max {
@@ -51,6 +54,7 @@ impl Progress {
         Progress {
             what,
             kind: Kind::Bar(bar),
+            log_every: LOG_EVERY,
         }
     }
 
@@ -63,7 +67,7 @@ impl Progress {
                 bar.set_message(message());
             }
             Kind::Log { last, last_seen } => {
-                if seen >= *last_seen + LOG_EVERY
+                if seen >= *last_seen + self.log_every
                     || (seen > *last_seen && last.elapsed() >= LOG_INTERVAL)
                 {
                     tracing::info!(progress = %message(), "{} progress", self.what);
@@ -79,5 +83,13 @@ impl Progress {
         if let Kind::Bar(bar) = &self.kind {
             bar.finish_with_message(message);
         }
+    }
+
+    /// A log line every `items` items (or [`LOG_INTERVAL`]) instead of every [`LOG_EVERY`]: for
+    /// commands whose items take microseconds (`plan` reads tens of thousands of findings a
+    /// second), where one line per hundred would flood the log.
+    pub(crate) fn log_every(mut self, items: u64) -> Progress {
+        self.log_every = items.max(1);
+        self
     }
 }

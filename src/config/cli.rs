@@ -74,10 +74,14 @@ pub enum Command {
         /// Threads that decode and render; output stays in input order.
         #[arg(long, default_value_t = std::num::NonZeroUsize::MIN)]
         jobs: std::num::NonZeroUsize,
-        /// A file of events or findings (one event, NDJSON, concatenated events, or a JSON array
-        /// of findings), or `-` for standard input; read incrementally.
+        /// A file of events or findings (one event, NDJSON, concatenated events, a JSON array
+        /// of findings, or `aws securityhub get-findings` output), or `-` for standard input;
+        /// read incrementally.
         input: String,
     },
+    /// Compare two mapping sets on real findings: per team and rule, the tickets gained, lost
+    /// or rendered differently. Exits 0 with no change, 2 with changes, 1 on an error.
+    Plan(PlanArgs),
 }
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -192,4 +196,23 @@ impl RunArgs {
             write_back: !self.no_writeback,
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The findings: a file (NDJSON, a JSON array, concatenated EventBridge events,
+    /// `aws securityhub get-findings` output), a directory (every file in name order), or `-`
+    /// for standard input; read incrementally.
+    #[arg(long, value_name = "FILE|DIR|-")]
+    pub findings: String,
+    /// The mapping directory deployed now; without it the plan is that of a first deployment
+    /// (every ticket gained).
+    #[arg(long, value_name = "OLD_MAPPINGS_DIR")]
+    pub base: Option<PathBuf>,
+    /// The mapping directory to deploy.
+    #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
+    /// Print the plan as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

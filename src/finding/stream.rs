@@ -1,7 +1,10 @@
-//! Incremental reading of a file of messages for `render`: a top-level JSON array of bare
-//! findings is read element by element, and a stream of top-level values (one message, NDJSON,
-//! or events simply concatenated, pretty-printed or not) value by value. Only one element's bytes
-//! are held at a time, so memory does not grow with the input.
+//! Incremental reading of a file of messages for `render` and `plan`: a top-level JSON array of
+//! bare findings is read element by element, and a stream of top-level values (one message,
+//! NDJSON, or events simply concatenated, pretty-printed or not) value by value. A top-level
+//! object that starts with `"Findings": [` (what `aws securityhub get-findings(-v2)` prints, one
+//! page or all of them merged, pages possibly concatenated) is read element by element too, its
+//! other keys (`NextToken`) checked and skipped. Only one element's bytes are held at a time, so
+//! memory does not grow with the input.
 //!
 //! [`Splitter`] only finds where each element ends (tracking strings, escapes and nesting); the
 //! element is then parsed and decoded by [`decode_chunk`] exactly as [`decode_each`](super::decode_each)
@@ -11,7 +14,7 @@
 use std::io::{self, BufRead};
 
 use super::envelope::{Path, decode_bare, decode_value, parse_json_at};
-use super::{DecodeError, EachFinding};
+use super::{DecodeError, EachFinding, Finding};
 
 /// Where a [`Chunk`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,13 @@ pub enum ChunkKind {
     /// Top-level value `index` of a stream of messages; `alone` when it is the only one (a
     /// plain single message), so its errors need no "which message" prefix.
     Message { index: usize, alone: bool },
+    /// Element `index` of the `Findings` array of a `get-findings` listing, the top-level value
+    /// `message` of the input, which starts on line `line`: a bare finding.
+    Listed {
+        message: usize,
+        line: usize,
+        index: usize,
+    },
 }
 
 /// The bytes of one element, and where it starts in the input (1-based line and column).
@@ -34,15 +44,32 @@ pub struct Chunk {
 
 impl Chunk {
     /// What to put before a decode error of this chunk so the operator finds it: nothing for an
-    /// array element (its path starts with `[index]`) or a lone message, else the message's
-    /// number and line.
+    /// array element (its path starts with `[index]`), a lone message or the first listing (its
+    /// paths start with `Findings[index]`), else the message's number and line.
     pub fn error_prefix(&self) -> String {
         match self.kind {
             ChunkKind::Message {
                 index,
                 alone: false,
             } => format!("message {} (line {}): ", index + 1, self.line),
+            ChunkKind::Listed { message, line, .. } if message > 0 => {
+                format!("message {} (line {line}): ", message + 1)
+            }
             _ => String::new(),
+        }
+    }
+
+    /// Every finding of this chunk; for one that does not decode, or for the whole chunk when
+    /// its message cannot be read, the problem as the operator should see it
+    /// (`[3].Severity: …`, `message 2 (line 7): detail-type: …`). What `render` reports and
+    /// `plan` counts.
+    pub fn findings(&self) -> Vec<Result<Finding, String>> {
+        match decode_chunk(self) {
+            Ok(each) => each
+                .into_iter()
+                .map(|r| r.map_err(|e| format!("{}{e}", self.error_prefix())))
+                .collect(),
+            Err(e) => vec![Err(format!("{}{e}", self.error_prefix()))],
         }
     }
 }
@@ -60,8 +87,17 @@ pub fn decode_chunk(chunk: &Chunk) -> Result<EachFinding, DecodeError> {
             let value = parse_json_at(&chunk.bytes, Path::Root, (chunk.line, chunk.column))?;
             decode_value(value, Path::Root, true)
         }
+        ChunkKind::Listed { index, .. } => {
+            let listing = Path::Key(&Path::Root, LISTING_KEY);
+            let at = Path::Index(&listing, index);
+            let value = parse_json_at(&chunk.bytes, at, (chunk.line, chunk.column))?;
+            Ok(vec![decode_bare(value, at)])
+        }
     }
 }
+
+/// The key of the findings in `get-findings` output.
+const LISTING_KEY: &str = "Findings";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -73,6 +109,15 @@ enum State {
     },
     /// A stream of top-level values.
     Values,
+    /// Inside the `Findings` array of a `get-findings` listing, top-level value `message`
+    /// starting on `line`; `first` until an element has been read, `next` the next element's
+    /// index.
+    Listing {
+        first: bool,
+        message: usize,
+        line: usize,
+        next: usize,
+    },
     Done,
 }
 
@@ -169,9 +214,9 @@ impl<R: BufRead> Splitter<R> {
     /// Reads one JSON value starting at the next byte (not whitespace) into `out`. Returns false
     /// when the input ended inside it (the bytes read so far are in `out`, so the parser can
     /// say what is missing). Only strings, escapes and brackets are looked at; the runs between
-    /// them are skipped in one go.
-    fn value(&mut self, out: &mut Vec<u8>, in_array: bool) -> io::Result<bool> {
-        let mut scan = Scan::default();
+    /// them are skipped in one go. `scan` is where the value's reading stands: fresh, or primed
+    /// with bytes already in `out`.
+    fn value(&mut self, out: &mut Vec<u8>, in_array: bool, mut scan: Scan) -> io::Result<bool> {
         loop {
             let buf = self.reader.fill_buf()?;
             if buf.is_empty() {
@@ -193,6 +238,95 @@ impl<R: BufRead> Splitter<R> {
             if done {
                 return Ok(true);
             }
+        }
+    }
+
+    /// Reads the head of a `get-findings` listing, `{ "Findings" : [`, into `out`, byte by byte
+    /// as long as the input follows it. True when it is all there (the array's elements come
+    /// next); false at the first byte that differs (left unread), the bytes read so far in `out`
+    /// to be continued as an ordinary value.
+    fn listing_head(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        /// `{`, then the key with its quotes, `:` and `[`; whitespace may come between them.
+        const KEY: &[u8] = b"\"Findings\"";
+        #[derive(Clone, Copy)]
+        enum Step {
+            Open,
+            Key(usize),
+            Colon,
+            Bracket,
+        }
+        let mut step = Step::Open;
+        loop {
+            let Some(&b) = self.reader.fill_buf()?.first() else {
+                return Ok(false);
+            };
+            let space = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+            let next = match step {
+                Step::Open if b == b'{' => Step::Key(0),
+                Step::Key(0) | Step::Colon | Step::Bracket if space => step,
+                Step::Key(i) if b == KEY[i] => {
+                    if i + 1 == KEY.len() {
+                        Step::Colon
+                    } else {
+                        Step::Key(i + 1)
+                    }
+                }
+                Step::Colon if b == b':' => Step::Bracket,
+                Step::Bracket if b == b'[' => {
+                    self.advance(b);
+                    out.push(b);
+                    return Ok(true);
+                }
+                _ => return Ok(false),
+            };
+            self.advance(b);
+            out.push(b);
+            step = next;
+        }
+    }
+
+    /// Reads the rest of a listing after its `Findings` array, up to the object's closing `}`:
+    /// nothing, or more members (`"NextToken": …`), which must be valid JSON and are skipped.
+    fn listing_tail(&mut self) -> Result<(), DecodeError> {
+        let io = |e: io::Error| DecodeError::new("", format!("reading input: {e}"));
+        match self.skip_ws().map_err(io)? {
+            Some(b'}') => {
+                self.advance(b'}');
+                Ok(())
+            }
+            Some(b',') => {
+                let (line, column) = (self.line, self.column);
+                // Checked as the object `{` + the members + `}`; positions then point into it.
+                let mut tail = vec![b'{'];
+                self.advance(b',');
+                let inside = Scan {
+                    started: true,
+                    depth: 1,
+                    ..Scan::default()
+                };
+                if !self.value(&mut tail, false, inside).map_err(io)? {
+                    return Err(self.error("EOF while parsing an object"));
+                }
+                match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&tail) {
+                    Ok(members) if members.is_empty() => Err(DecodeError::new(
+                        "",
+                        format!(
+                            "invalid JSON at line {line} column {column}: trailing comma after \
+                             the Findings array"
+                        ),
+                    )),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(DecodeError::new(
+                        "",
+                        format!(
+                            "invalid JSON after the Findings array (from line {line} column \
+                             {column}): {e}"
+                        ),
+                    )),
+                }
+            }
+            None => Err(self.error("EOF while parsing an object")),
+            Some(_) => Err(self.error("expected `,` or `}` after the Findings array")),
         }
     }
 
@@ -231,7 +365,7 @@ impl<R: BufRead> Splitter<R> {
                         Some(_) => self.state = State::Values,
                     }
                 }
-                State::Array { first } => {
+                State::Array { first } | State::Listing { first, .. } => {
                     let Some(b) = self.skip_ws().map_err(io)? else {
                         self.state = State::Done;
                         return Err(self.error("EOF while parsing a list"));
@@ -242,38 +376,51 @@ impl<R: BufRead> Splitter<R> {
                             return Err(self.error("trailing comma"));
                         }
                         self.advance(b']');
-                        self.state = State::Done;
-                        if self.skip_ws().map_err(io)?.is_some() {
-                            return Err(self.error("trailing characters"));
+                        match self.close_list() {
+                            Ok(()) => continue,
+                            Err(e) => return Err(e),
                         }
-                        return Ok(None);
                     }
                     let (line, column) = (self.line, self.column);
+                    let kind = match &mut self.state {
+                        State::Listing {
+                            first,
+                            message,
+                            line,
+                            next,
+                        } => {
+                            *first = false;
+                            *next += 1;
+                            ChunkKind::Listed {
+                                message: *message,
+                                line: *line,
+                                index: *next - 1,
+                            }
+                        }
+                        _ => {
+                            self.state = State::Array { first: false };
+                            self.index += 1;
+                            ChunkKind::ArrayElement(self.index - 1)
+                        }
+                    };
                     let mut bytes = self.spare.pop().unwrap_or_default();
-                    let complete = self.value(&mut bytes, true).map_err(io)?;
+                    let complete = self.value(&mut bytes, true, Scan::default()).map_err(io)?;
                     let chunk = Chunk {
                         bytes,
-                        kind: ChunkKind::ArrayElement(self.index),
+                        kind,
                         line,
                         column,
                     };
-                    self.index += 1;
                     if !complete {
                         // Cut off inside the element: decoding it reports where.
                         self.state = State::Done;
                         return Ok(Some(chunk));
                     }
                     match self.skip_ws().map_err(io)? {
-                        Some(b',') => {
-                            self.advance(b',');
-                            self.state = State::Array { first: false };
-                        }
+                        Some(b',') => self.advance(b','),
                         Some(b']') => {
                             self.advance(b']');
-                            self.state = State::Done;
-                            if self.skip_ws().map_err(io)?.is_some() {
-                                self.pending = Some(self.error("trailing characters"));
-                            }
+                            self.pending = self.close_list().err();
                         }
                         None => {
                             self.state = State::Done;
@@ -287,13 +434,29 @@ impl<R: BufRead> Splitter<R> {
                     return Ok(Some(chunk));
                 }
                 State::Values => {
-                    if self.skip_ws().map_err(io)?.is_none() {
+                    let Some(first) = self.skip_ws().map_err(io)? else {
                         self.state = State::Done;
                         return Ok(None);
-                    }
+                    };
                     let (line, column) = (self.line, self.column);
                     let mut bytes = self.spare.pop().unwrap_or_default();
-                    let complete = self.value(&mut bytes, false).map_err(io)?;
+                    let mut scan = Scan::default();
+                    if first == b'{' {
+                        if self.listing_head(&mut bytes).map_err(io)? {
+                            self.recycle(bytes);
+                            self.state = State::Listing {
+                                first: true,
+                                message: self.index,
+                                line,
+                                next: 0,
+                            };
+                            self.index += 1;
+                            continue;
+                        }
+                        // Not a listing: go on reading the object from where the head stopped.
+                        scan.feed(&bytes, false);
+                    }
+                    let complete = self.value(&mut bytes, false, scan).map_err(io)?;
                     let at_end = !complete || self.skip_ws().map_err(io)?.is_none();
                     let chunk = Chunk {
                         bytes,
@@ -312,6 +475,29 @@ impl<R: BufRead> Splitter<R> {
                 }
             }
         }
+    }
+
+    /// After the `]` of a list: a top-level array ends the input (only whitespace may follow);
+    /// a listing's `Findings` array is followed by the rest of its object, then the next value.
+    fn close_list(&mut self) -> Result<(), DecodeError> {
+        if let State::Listing { .. } = self.state {
+            return match self.listing_tail() {
+                Ok(()) => {
+                    self.state = State::Values;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.state = State::Done;
+                    Err(e)
+                }
+            };
+        }
+        self.state = State::Done;
+        let io = |e: io::Error| DecodeError::new("", format!("reading input: {e}"));
+        if self.skip_ws().map_err(io)?.is_some() {
+            return Err(self.error("trailing characters"));
+        }
+        Ok(())
     }
 }
 
@@ -522,6 +708,122 @@ mod tests {
                 1,
                 2
             ))]
+        );
+    }
+
+    #[test]
+    fn get_findings_listings_yield_their_elements_and_skip_the_other_keys() {
+        let input = "{ \"Findings\" :\n [{\"a\": 1},\n {\"b\": \"}\"}],\n \"NextToken\": \"x]}\"}\n\
+                     {\"Findings\": [{\"c\": 3}]}\n{\"Findings\": [], \"NextToken\": null}\n{\"d\": 4}";
+        let got = split(input);
+        assert_eq!(
+            got,
+            vec![
+                Ok((
+                    "{\"a\": 1}".into(),
+                    ChunkKind::Listed {
+                        message: 0,
+                        line: 1,
+                        index: 0
+                    },
+                    2,
+                    3
+                )),
+                Ok((
+                    "{\"b\": \"}\"}".into(),
+                    ChunkKind::Listed {
+                        message: 0,
+                        line: 1,
+                        index: 1
+                    },
+                    3,
+                    2
+                )),
+                Ok((
+                    "{\"c\": 3}".into(),
+                    ChunkKind::Listed {
+                        message: 1,
+                        line: 5,
+                        index: 0
+                    },
+                    5,
+                    15
+                )),
+                Ok((
+                    "{\"d\": 4}".into(),
+                    ChunkKind::Message {
+                        index: 3,
+                        alone: false
+                    },
+                    7,
+                    1
+                )),
+            ]
+        );
+    }
+
+    #[test]
+    fn objects_that_only_look_like_a_listing_at_first_are_ordinary_messages() {
+        for input in [
+            "{\"Fin\": 1}",
+            "{\"FindingsX\": [1]}",
+            "{\"Findings\": 5}",
+            "{\"NextToken\": null, \"Findings\": [{\"a\": 1}]}",
+            "{ }",
+        ] {
+            let got = split(input);
+            assert_eq!(
+                got,
+                vec![Ok((
+                    input.to_owned(),
+                    ChunkKind::Message {
+                        index: 0,
+                        alone: true
+                    },
+                    1,
+                    1
+                ))],
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_broken_listing_is_fatal_after_the_elements_before_it() {
+        for (input, error) in [
+            (
+                "{\"Findings\": [{\"a\": 1}], \"NextToken\" 1}",
+                "after the Findings array",
+            ),
+            ("{\"Findings\": [{\"a\": 1}], }", "trailing comma"),
+            ("{\"Findings\": [{\"a\": 1}] x", "expected `,` or `}`"),
+            ("{\"Findings\": [{\"a\": 1}], \"NextToken\": \"x\"", "EOF"),
+            ("{\"Findings\": [{\"a\": 1}]", "EOF"),
+        ] {
+            let got = split(input);
+            assert_eq!(got.len(), 2, "{input}: {got:?}");
+            assert!(got[0].is_ok(), "{input}: {got:?}");
+            assert!(
+                got[1].as_ref().is_err_and(|e| e.contains(error)),
+                "{input}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn listing_elements_decode_at_their_path_and_later_listings_name_their_message() {
+        let finding = "{\"SchemaVersion\": \"2018-10-08\", \"Severity\": \"HIGH\"}";
+        let input = format!("{{\"Findings\": [{finding}]}}\n{{\"Findings\": [{finding}]}}");
+        let problems: Vec<String> = Splitter::new(input.as_bytes())
+            .filter_map(Result::ok)
+            .flat_map(|c| c.findings())
+            .filter_map(Result::err)
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("Findings[0]."), "{problems:?}");
+        assert!(
+            problems[1].starts_with("message 2 (line 2): Findings[0]."),
+            "{problems:?}"
         );
     }
 

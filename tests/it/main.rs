@@ -24,6 +24,7 @@ mod grafana_dashboard;
 mod http_resilience;
 mod jira_contract;
 mod mapping;
+mod plan;
 mod render;
 mod render_snapshots;
 mod render_stream;

@@ -1,6 +1,7 @@
-//! `render` over long inputs: a JSON array read element by element, NDJSON and concatenated
-//! events read value by value, `--jobs N` keeping input order, and what a bad element does (it is
-//! reported with its index, the others are still printed, the command exits 1 at the end).
+//! `render` over long inputs: a JSON array and `get-findings` output read element by element,
+//! NDJSON and concatenated events read value by value, `--jobs N` keeping input order, and what a
+//! bad element does (it is reported with its index, the others are still printed, the command
+//! exits 1 at the end).
 
 use std::path::Path;
 use std::process::Command;
@@ -177,4 +178,45 @@ fn the_command_prints_the_good_findings_and_exits_1_for_a_bad_element() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn get_findings_output_renders_like_the_array_of_its_findings() {
+    let m = mappings();
+    let items = findings(6);
+    let array = serde_json::to_string(&items).unwrap_or_default();
+    let (expected, result) = render(&m, array.as_bytes(), 1);
+    assert_eq!(result, Ok(6));
+    // All pages merged (the AWS CLI's default), and page by page as `--no-paginate` prints them.
+    let merged = format!("{{\"Findings\": {array}, \"NextToken\": null}}");
+    let pages = format!(
+        "{{\"Findings\": {}, \"NextToken\": \"page-2\"}}\n{{\"Findings\": {}}}\n",
+        serde_json::to_string(&items[..4]).unwrap_or_default(),
+        serde_json::to_string(&items[4..]).unwrap_or_default()
+    );
+    for (what, input) in [("merged", &merged), ("pages", &pages)] {
+        for jobs in [1, 2] {
+            let (out, result) = render(&m, input.as_bytes(), jobs);
+            assert_eq!(result, Ok(6), "{what}, --jobs {jobs}");
+            assert!(out == expected, "{what}, --jobs {jobs}: {out}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_get_findings_element_is_reported_by_its_path_and_the_others_are_printed() {
+    let m = mappings();
+    let mut items = findings(4);
+    items[2]["Severity"] = Value::from("HIGH");
+    let input = format!(
+        "{{\"Findings\": {}, \"NextToken\": null}}",
+        serde_json::to_string(&items).unwrap_or_default()
+    );
+    let (out, result) = render(&m, input.as_bytes(), 1);
+    assert_eq!(out.lines().count(), 3);
+    let problems = result.expect_err("a bad element fails the run");
+    assert!(
+        problems.starts_with("decode: Findings[2].Severity: expected an object"),
+        "{problems}"
+    );
 }
