@@ -4,6 +4,7 @@
 
 pub mod healthcheck;
 pub mod offline;
+pub mod preflight;
 pub(crate) mod progress;
 pub mod replay;
 pub mod run;
@@ -64,6 +65,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs.get(),
             &input,
         ),
+        Command::Preflight(args) => {
+            init_report_logging(&config);
+            runtime()?.block_on(preflight::command(&config, &args))
+        }
     }
 }
 
