@@ -21,8 +21,10 @@ mod servicenow;
 mod values;
 mod webhooks;
 
+pub use webhooks::checks as webhook_checks;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -33,12 +35,14 @@ use self::jira::{JiraChecks, JiraRule};
 use self::report::{Check, Report, Row};
 use self::servicenow::ServiceNowChecks;
 use self::values::RuleValues;
-use crate::commands::run::{TicketConnections, ticket_connections};
+use crate::commands::run::ticket_connections;
 use crate::config::Config;
 use crate::config::cli::PreflightArgs;
 use crate::mapping::spec::TicketSpec;
 use crate::mapping::{self, Mappings};
-use crate::ticket::TicketSystem;
+use crate::ticket::AsyncTicketSystem;
+use crate::ticket::jira::{JiraApiVersion, JiraClient};
+use crate::ticket::servicenow::ServiceNowClient;
 
 /// What preflight looks at besides the environment.
 #[derive(Debug, Clone)]
@@ -84,11 +88,14 @@ pub async fn run(config: &Config, settings: &PreflightSettings) -> anyhow::Resul
     }
     let mut report = Report::default();
     let mappings = load(&settings.mappings, &mut report);
-    let up = connection_checks(&connections, &mut report).await;
-    if let Some(mappings) = &mappings {
-        rule_checks(mappings, &connections, &up, &mut report).await;
+    let targets = Targets {
+        jira: connections.jira.as_deref(),
+        servicenow: connections.servicenow.as_deref(),
+    };
+    for row in check_rules(mappings.as_ref(), targets).await {
+        report.push(row);
     }
-    for row in webhooks::checks(
+    for row in webhook_checks(
         &config.webhooks(),
         settings.http_addr,
         settings.jira_webhook_url.as_ref(),
@@ -102,7 +109,7 @@ pub async fn run(config: &Config, settings: &PreflightSettings) -> anyhow::Resul
 }
 
 /// The mapping set, loaded and validated as `check` does; its problems become rows.
-fn load(dir: &std::path::Path, report: &mut Report) -> Option<Mappings> {
+pub fn load(dir: &Path, report: &mut Report) -> Option<Mappings> {
     let subject = dir.display().to_string();
     match mapping::load(dir) {
         Ok(m) => {
@@ -128,27 +135,49 @@ fn load(dir: &std::path::Path, report: &mut Report) -> Option<Mappings> {
     }
 }
 
-/// One sign-in per configured connection (Jira `myself`, a ServiceNow record): the names of the
-/// connections that answered. The rules of one that did not are not checked further, so a
-/// system that is down costs one retry budget, not one per rule.
-async fn connection_checks(connections: &TicketConnections, report: &mut Report) -> Vec<String> {
-    let mut names: Vec<&String> = connections.systems.keys().collect();
-    names.sort();
-    let mut up = Vec::new();
-    for name in names {
-        let system = &connections.systems[name];
+/// The ticket connections the checks talk to: those configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Targets<'a> {
+    pub jira: Option<&'a JiraClient>,
+    pub servicenow: Option<&'a ServiceNowClient>,
+}
+
+impl Targets<'_> {
+    /// The configured connections by name, sorted.
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .jira
+            .map(|c| AsyncTicketSystem::name(c))
+            .into_iter()
+            .chain(self.servicenow.map(|c| AsyncTicketSystem::name(c)))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// One sign-in per connection (Jira `myself`, a ServiceNow record), then every rule of
+/// `mappings` (when the set loaded) against the connection it targets, in evaluation order.
+/// The rules of a connection that did not answer are not checked further, so a system that is
+/// down costs one retry budget, not one per rule.
+pub async fn check_rules(mappings: Option<&Mappings>, targets: Targets<'_>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut up: Vec<&str> = Vec::new();
+    for name in targets.names() {
         let settings = settings_of(name);
-        let row = Row::general(name, Check::Connection, name.as_str());
-        let flavour = match &connections.jira {
-            Some(jira) if jira.name() == name.as_str() => {
-                format!("Jira REST API {}", api_name(jira.api_version()))
-            }
-            _ => "signed in".to_owned(),
+        let row = Row::general(name, Check::Connection, name);
+        let (probe, flavour) = match (targets.jira, targets.servicenow) {
+            (Some(jira), _) if AsyncTicketSystem::name(jira) == name => (
+                AsyncTicketSystem::probe(jira).await,
+                format!("Jira REST API {}", api_name(jira.api_version())),
+            ),
+            (_, Some(sn)) => (AsyncTicketSystem::probe(sn).await, "signed in".to_owned()),
+            _ => continue,
         };
-        match system.probe().await {
+        match probe {
             Ok(()) => {
-                report.push(row.ok(flavour));
-                up.push(name.clone());
+                rows.push(row.ok(flavour));
+                up.push(name);
             }
             Err(e) => {
                 let (detail, fix) = calls::failed(
@@ -159,32 +188,23 @@ async fn connection_checks(connections: &TicketConnections, report: &mut Report)
                         settings.system
                     ),
                 );
-                report.push(row.fail(detail, fix));
+                rows.push(row.fail(detail, fix));
             }
         }
     }
-    up
-}
-
-/// Every rule's checks, in evaluation order.
-async fn rule_checks(
-    mappings: &Mappings,
-    connections: &TicketConnections,
-    up: &[String],
-    report: &mut Report,
-) {
-    let mut jira = connections
+    let Some(mappings) = mappings else {
+        return rows;
+    };
+    let mut jira = targets
         .jira
-        .as_deref()
-        .map(|client| JiraChecks::new(client, client.name()));
-    let mut servicenow = connections
+        .map(|client| JiraChecks::new(client, AsyncTicketSystem::name(client)));
+    let mut servicenow = targets
         .servicenow
-        .as_deref()
-        .map(|client| ServiceNowChecks::new(client, client.name()));
-    let mut rows = Vec::new();
+        .map(|client| ServiceNowChecks::new(client, AsyncTicketSystem::name(client)));
+    let configured = targets.names();
     for rule in &mappings.rules {
         let target = rule.target.as_str();
-        if !connections.systems.contains_key(target) {
+        if !configured.contains(&target) {
             let settings = settings_of(target);
             rows.push(Row::of_rule(rule, target, Check::Connection, target).fail(
                 format!("the rule targets {target}, which is not configured"),
@@ -192,7 +212,7 @@ async fn rule_checks(
             ));
             continue;
         }
-        if !up.iter().any(|name| name == target) {
+        if !up.contains(&target) {
             rows.push(
                 Row::of_rule(rule, target, Check::Connection, target)
                     .skip(format!("connection {target} failed (see its row)")),
@@ -223,9 +243,7 @@ async fn rule_checks(
             )),
         }
     }
-    for row in rows {
-        report.push(row);
-    }
+    rows
 }
 
 fn settings_of(connection: &str) -> &'static Settings {
@@ -235,9 +253,9 @@ fn settings_of(connection: &str) -> &'static Settings {
     }
 }
 
-fn api_name(version: crate::ticket::jira::JiraApiVersion) -> &'static str {
+fn api_name(version: JiraApiVersion) -> &'static str {
     match version {
-        crate::ticket::jira::JiraApiVersion::V3 => "3 (Cloud)",
-        crate::ticket::jira::JiraApiVersion::V2 => "2 (Data Center)",
+        JiraApiVersion::V3 => "3 (Cloud)",
+        JiraApiVersion::V2 => "2 (Data Center)",
     }
 }
