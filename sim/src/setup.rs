@@ -10,8 +10,9 @@
 //! too, with a default), and the account holds every permission. ServiceNow knows the task
 //! hierarchy (`incident`, `sn_si_incident`, `problem`, … extend `task`) with their standard
 //! columns; every other well-formed table name extends `task`, as the Table API accepts any. The
-//! defaults add what the shipped mapping files use (`incident.u_aws_account`, the groups `Cloud
-//! Platform` and `Payments Security`), so `preflight` passes on them.
+//! defaults add what the shipped mapping files use (`u_aws_account` on `incident` and
+//! `sn_si_incident`, the groups `Cloud Platform` and `Payments Security`), so `preflight` passes
+//! on them.
 //!
 //! Tests change it through [`crate::SimConfig::setup`], `SharedState::set_setup` or
 //! `POST /_sim/setup` (the whole set is replaced; a field left out goes back to its default).
@@ -65,10 +66,13 @@ impl Default for Setup {
             jira_hidden_fields: BTreeMap::new(),
             jira_missing_issue_types: Vec::new(),
             jira_missing_permissions: BTreeMap::new(),
-            servicenow_columns: BTreeMap::from([(
-                "incident".to_owned(),
-                vec!["u_aws_account".to_owned()],
-            )]),
+            servicenow_columns: BTreeMap::from([
+                ("incident".to_owned(), vec!["u_aws_account".to_owned()]),
+                (
+                    "sn_si_incident".to_owned(),
+                    vec!["u_aws_account".to_owned()],
+                ),
+            ]),
             servicenow_groups: vec!["Cloud Platform".to_owned(), "Payments Security".to_owned()],
         }
     }

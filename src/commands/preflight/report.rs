@@ -35,8 +35,11 @@ pub enum Check {
     JiraFieldsOnScreen,
     JiraLabels,
     JiraPriority,
+    #[serde(rename = "servicenow_table")]
     ServiceNowTable,
+    #[serde(rename = "servicenow_fields")]
     ServiceNowFields,
+    #[serde(rename = "servicenow_assignment_group")]
     ServiceNowAssignmentGroup,
     Webhook,
 }
@@ -288,5 +291,16 @@ mod tests {
         assert_eq!(row["subject"], "PAY/Bug");
         assert!(row["rule"].is_null());
         assert!(json["checks"][0].get("fix").is_none());
+        let names = [
+            (Check::ServiceNowFields, "servicenow_fields"),
+            (
+                Check::ServiceNowAssignmentGroup,
+                "servicenow_assignment_group",
+            ),
+            (Check::JiraFieldsOnScreen, "jira_fields_on_screen"),
+        ];
+        for (check, name) in names {
+            assert_eq!(serde_json::to_value(check).unwrap(), name);
+        }
     }
 }
