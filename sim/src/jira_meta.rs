@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::jira::{PRIORITIES, Ver, authorize, error, is_project_key};
+use crate::reply::Rejection;
 use crate::setup::{PERMISSIONS, ScreenField};
 use crate::state::SharedState;
 
@@ -57,14 +58,14 @@ fn no_project(key: &str) -> Response {
 }
 
 /// The project `key` as Jira would find it; `Err` with the 404 when it does not exist.
-fn project(st: &SharedState, key: &str) -> Result<String, Response> {
+fn project(st: &SharedState, key: &str) -> Result<String, Rejection> {
     let key = key.to_ascii_uppercase();
     let gone = st.lock().faults.project_gone(&key);
     if gone {
         st.lock().fault_stats.target_gone += 1;
     }
     if gone || !is_project_key(&key) {
-        return Err(no_project(&key));
+        return Err(no_project(&key).into());
     }
     Ok(key)
 }
@@ -72,20 +73,17 @@ fn project(st: &SharedState, key: &str) -> Result<String, Response> {
 /// One page of `items` in the shape of the API version: Cloud (`key`, `total`) or Data Center
 /// (`values`, `total`, `isLast`).
 fn page(ver: Ver, cloud_key: &str, items: Vec<Value>, params: &PageParams) -> Response {
-    let count = |name: &str, value: Option<&str>, default: usize| match value {
-        None | Some("") => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| bad_request(&format!("{name} must be a non-negative integer"))),
+    let count = |value: Option<&str>, default: usize| match value {
+        None | Some("") => Some(default),
+        Some(v) => v.parse::<usize>().ok(),
     };
-    let start = match count("startAt", params.start_at.as_deref(), 0) {
-        Ok(n) => n,
-        Err(r) => return r,
+    let Some(start) = count(params.start_at.as_deref(), 0) else {
+        return bad_request("startAt must be a non-negative integer");
     };
-    let max = match count("maxResults", params.max_results.as_deref(), DEFAULT_PAGE) {
-        Ok(n) => n.clamp(1, MAX_PAGE),
-        Err(r) => return r,
+    let Some(max) = count(params.max_results.as_deref(), DEFAULT_PAGE) else {
+        return bad_request("maxResults must be a non-negative integer");
     };
+    let max = max.clamp(1, MAX_PAGE);
     let total = items.len();
     let shown: Vec<Value> = items.into_iter().skip(start).take(max).collect();
     let is_last = start + shown.len() >= total;
@@ -127,7 +125,7 @@ async fn issue_types(
     };
     let key = match project(&st, &key) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let base = st.base_url();
     let items = if may_create(&st, &key) {
@@ -203,7 +201,7 @@ async fn fields(
     };
     let key = match project(&st, &key) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let setup = st.setup();
     let Some((id, name)) = setup.issue_types(&key).into_iter().find(|(i, _)| *i == id) else {
@@ -251,7 +249,7 @@ async fn my_permissions(
     let project = match params.project_key.as_deref() {
         Some(key) => match project(&st, key) {
             Ok(k) => Some(k),
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         },
         None => None,
     };

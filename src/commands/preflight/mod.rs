@@ -147,9 +147,9 @@ impl Targets<'_> {
     fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
             .jira
-            .map(|c| AsyncTicketSystem::name(c))
+            .map(AsyncTicketSystem::name)
             .into_iter()
-            .chain(self.servicenow.map(|c| AsyncTicketSystem::name(c)))
+            .chain(self.servicenow.map(AsyncTicketSystem::name))
             .collect();
         names.sort_unstable();
         names

@@ -18,14 +18,23 @@ type Answer<T> = Result<T, TicketError>;
 /// Roles that let an account read `sys_db_object` and `sys_dictionary`.
 const DICTIONARY_ACCESS: &str = "give the account read access to sys_db_object and sys_dictionary (role personalize_dictionary)";
 
+/// A table's place in the hierarchy and every column it has.
+#[derive(Clone)]
+struct Schema {
+    /// The table and the tables it extends, nearest first.
+    lineage: Vec<String>,
+    /// Every column defined on one of them.
+    columns: BTreeSet<String>,
+}
+
 /// What is known of one table.
 #[derive(Clone)]
 struct TableFacts {
     /// A one-record read of the table.
     readable: Answer<()>,
-    /// The table and the tables it extends, and all their columns; `None` when `sys_db_object`
-    /// shows no such table to the account. Read only when the table is readable.
-    columns: Option<Answer<Option<(Vec<String>, BTreeSet<String>)>>>,
+    /// Its schema; `None` inside when `sys_db_object` shows no such table to the account. Read
+    /// only when the table is readable.
+    schema: Option<Answer<Option<Schema>>>,
 }
 
 /// One ServiceNow connection's answers so far.
@@ -75,7 +84,7 @@ impl<'c> ServiceNowChecks<'c> {
         });
 
         let row = Row::of_rule(rule, &self.system, Check::ServiceNowFields, table);
-        out.push(match &facts.columns {
+        out.push(match &facts.schema {
             None => row.skip(format!("table {table} could not be read")),
             Some(Err(e)) => {
                 let (detail, fix) = failed(&SERVICENOW, e, DICTIONARY_ACCESS);
@@ -85,7 +94,7 @@ impl<'c> ServiceNowChecks<'c> {
                 format!("sys_db_object shows no table {table} to the account"),
                 DICTIONARY_ACCESS,
             ),
-            Some(Ok(Some((lineage, columns)))) => {
+            Some(Ok(Some(Schema { lineage, columns }))) => {
                 let missing: Vec<String> = servicenow_fields(spec)
                     .into_iter()
                     .filter(|f| !columns.contains(f))
@@ -164,21 +173,21 @@ impl<'c> ServiceNowChecks<'c> {
             return facts.clone();
         }
         let readable = AsyncTicketSystem::probe_target(self.client, table).await;
-        let columns = match readable {
-            Ok(()) => Some(self.columns(table).await),
+        let schema = match readable {
+            Ok(()) => Some(self.schema(table).await),
             Err(_) => None,
         };
-        let facts = TableFacts { readable, columns };
+        let facts = TableFacts { readable, schema };
         self.tables.insert(table.to_owned(), facts.clone());
         facts
     }
 
-    async fn columns(&self, table: &str) -> Answer<Option<(Vec<String>, BTreeSet<String>)>> {
+    async fn schema(&self, table: &str) -> Answer<Option<Schema>> {
         let lineage = self.client.table_lineage(table).await?;
         if lineage.is_empty() {
             return Ok(None);
         }
         let columns = self.client.columns(&lineage).await?;
-        Ok(Some((lineage, columns)))
+        Ok(Some(Schema { lineage, columns }))
     }
 }
