@@ -559,11 +559,30 @@ async fn myself(
 }
 
 /// A project key Jira would accept: an upper-case letter, then upper-case letters, digits, `_`.
-pub(crate) fn is_project_key(key: &str) -> bool {
+fn is_project_key(key: &str) -> bool {
     key.chars().next().is_some_and(|c| c.is_ascii_uppercase())
         && key
             .chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The project `key` (upper-cased) when it exists: every well-formed key but the
+/// `gone_projects`; otherwise the 404 Jira answers.
+pub(crate) fn existing_project(st: &SharedState, key: &str) -> Result<String, Rejection> {
+    let key = key.to_ascii_uppercase();
+    let gone = st.lock().faults.project_gone(&key);
+    if gone {
+        st.lock().fault_stats.target_gone += 1;
+    }
+    if gone || !is_project_key(&key) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &[&format!("No project could be found with key '{key}'.")],
+            Map::new(),
+        )
+        .into());
+    }
+    Ok(key)
 }
 
 /// `GET /rest/api/{2,3}/project/{key}`: every well-formed key is a project (creates need no
@@ -577,18 +596,10 @@ async fn get_project(
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    let key = key.to_ascii_uppercase();
-    let gone = st.lock().faults.project_gone(&key);
-    if gone {
-        st.lock().fault_stats.target_gone += 1;
-    }
-    if gone || !is_project_key(&key) {
-        return error(
-            StatusCode::NOT_FOUND,
-            &[&format!("No project could be found with key '{key}'.")],
-            Map::new(),
-        );
-    }
+    let key = match existing_project(&st, &key) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
     let id = 10_000 + splitmix64_of(&key) % 90_000;
     let base = st.base_url();
     let types: Vec<Value> = ["Bug", "Task", "Story", "Epic"]

@@ -14,7 +14,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::jira::{PRIORITIES, Ver, authorize, error, is_project_key};
+use crate::jira::{PRIORITIES, Ver, authorize, error, existing_project};
 use crate::reply::Rejection;
 use crate::setup::{PERMISSIONS, ScreenField};
 use crate::state::SharedState;
@@ -49,25 +49,15 @@ fn bad_request(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, &[message], Map::new())
 }
 
-fn no_project(key: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        &[&format!("No project could be found with key '{key}'.")],
-        Map::new(),
-    )
-}
-
-/// The project `key` as Jira would find it; `Err` with the 404 when it does not exist.
-fn project(st: &SharedState, key: &str) -> Result<String, Rejection> {
-    let key = key.to_ascii_uppercase();
-    let gone = st.lock().faults.project_gone(&key);
-    if gone {
-        st.lock().fault_stats.target_gone += 1;
-    }
-    if gone || !is_project_key(&key) {
-        return Err(no_project(&key).into());
-    }
-    Ok(key)
+/// The API version and the project of a createmeta request, or the answer that refuses it.
+fn authorized_project(
+    st: &SharedState,
+    ver: &str,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<(Ver, String), Rejection> {
+    let ver = authorize(st, ver, headers)?;
+    Ok((ver, existing_project(st, key)?))
 }
 
 /// One page of `items` in the shape of the API version: Cloud (`key`, `total`) or Data Center
@@ -119,12 +109,8 @@ async fn issue_types(
     Query(params): Query<PageParams>,
     headers: HeaderMap,
 ) -> Response {
-    let ver = match authorize(&st, &ver, &headers) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let key = match project(&st, &key) {
-        Ok(k) => k,
+    let (ver, key) = match authorized_project(&st, &ver, &key, &headers) {
+        Ok(found) => found,
         Err(r) => return r.into_response(),
     };
     let base = st.base_url();
@@ -195,12 +181,8 @@ async fn fields(
     Query(params): Query<PageParams>,
     headers: HeaderMap,
 ) -> Response {
-    let ver = match authorize(&st, &ver, &headers) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let key = match project(&st, &key) {
-        Ok(k) => k,
+    let (ver, key) = match authorized_project(&st, &ver, &key, &headers) {
+        Ok(found) => found,
         Err(r) => return r.into_response(),
     };
     let setup = st.setup();
@@ -247,7 +229,7 @@ async fn my_permissions(
         return bad_request("The permissions query parameter is required.");
     };
     let project = match params.project_key.as_deref() {
-        Some(key) => match project(&st, key) {
+        Some(key) => match existing_project(&st, key) {
             Ok(k) => Some(k),
             Err(r) => return r.into_response(),
         },

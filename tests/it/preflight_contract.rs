@@ -114,6 +114,26 @@ async fn permissions(server: &MockServer, auth: &str, api: &str, project: &str, 
         .await;
 }
 
+/// A Jira that signs the account in, has `project`, and says whether the account may create
+/// there: what every Jira check reads first.
+async fn signed_in(server: &MockServer, auth: &str, api: &str, project: &str, create: bool) {
+    get(
+        server,
+        auth,
+        &format!("{api}/myself"),
+        json!({"accountId": "5b10"}),
+    )
+    .await;
+    get(
+        server,
+        auth,
+        &format!("{api}/project/{project}"),
+        json!({"id": "10010", "key": project}),
+    )
+    .await;
+    permissions(server, auth, api, project, create).await;
+}
+
 fn mappings(files: &[(&str, &str)]) -> (tempfile::TempDir, Mappings) {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
@@ -171,21 +191,7 @@ priority = "{{ 'High' if finding.severity == 'HIGH' else 'Low' }}"
 async fn cloud_createmeta_pages_are_read_once_for_all_rules_and_judged() {
     let server = MockServer::start().await;
     let api = "/rest/api/3";
-    get(
-        &server,
-        CLOUD_AUTH,
-        &format!("{api}/myself"),
-        json!({"accountId": "5b10"}),
-    )
-    .await;
-    get(
-        &server,
-        CLOUD_AUTH,
-        &format!("{api}/project/PAY"),
-        json!({"id": "10010", "key": "PAY"}),
-    )
-    .await;
-    permissions(&server, CLOUD_AUTH, api, "PAY", true).await;
+    signed_in(&server, CLOUD_AUTH, api, "PAY", true).await;
     let types = format!("{api}/issue/createmeta/PAY/issuetypes");
     page(
         &server,
@@ -285,21 +291,7 @@ async fn cloud_createmeta_pages_are_read_once_for_all_rules_and_judged() {
 async fn data_center_pages_by_is_last_and_falls_back_to_the_site_priorities() {
     let server = MockServer::start().await;
     let api = "/rest/api/2";
-    get(
-        &server,
-        DC_AUTH,
-        &format!("{api}/myself"),
-        json!({"name": "bridge"}),
-    )
-    .await;
-    get(
-        &server,
-        DC_AUTH,
-        &format!("{api}/project/SEC"),
-        json!({"id": "10000", "key": "SEC"}),
-    )
-    .await;
-    permissions(&server, DC_AUTH, api, "SEC", true).await;
+    signed_in(&server, DC_AUTH, api, "SEC", true).await;
     let types = format!("{api}/issue/createmeta/SEC/issuetypes");
     page(&server, DC_AUTH, &types, 0, fixture("dc-issuetypes.json")).await;
     let fields = format!("{types}/3");
@@ -462,15 +454,7 @@ summary = "s"
 async fn a_call_that_never_answers_fails_its_check_with_the_cause() {
     let server = MockServer::start().await;
     let api = "/rest/api/3";
-    get(&server, CLOUD_AUTH, &format!("{api}/myself"), json!({})).await;
-    get(
-        &server,
-        CLOUD_AUTH,
-        &format!("{api}/project/PAY"),
-        json!({"id": "1", "key": "PAY"}),
-    )
-    .await;
-    permissions(&server, CLOUD_AUTH, api, "PAY", true).await;
+    signed_in(&server, CLOUD_AUTH, api, "PAY", true).await;
     Mock::given(method("GET"))
         .and(path(format!("{api}/issue/createmeta/PAY/issuetypes")))
         .respond_with(ResponseTemplate::new(503).set_body_string("upstream unavailable"))
