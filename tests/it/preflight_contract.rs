@@ -498,6 +498,37 @@ async fn a_call_that_never_answers_fails_its_check_with_the_cause() {
 }
 
 #[tokio::test]
+async fn a_data_center_without_createmeta_by_project_is_named() {
+    let server = MockServer::start().await;
+    let api = "/rest/api/2";
+    signed_in(&server, DC_AUTH, api, "SEC", true).await;
+    // Jira before 8.4: the endpoint does not exist.
+    Mock::given(method("GET"))
+        .and(path(format!("{api}/issue/createmeta/SEC/issuetypes")))
+        .respond_with(ResponseTemplate::new(404).set_body_string("Not Found"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (_dir, m) = mappings(&[(
+        "t.toml",
+        "team = \"t\"\n[[rules]]\nname = \"r\"\norder = 1\n[rules.jira]\nproject = \"SEC\"\nissue_type = \"Bug\"\nsummary = \"s\"\n",
+    )]);
+    let client = jira(&server, JiraApiVersion::V2);
+    let targets = Targets {
+        jira: Some(&client),
+        servicenow: None,
+    };
+    let out = check_rules(Some(&m), targets).await;
+    let row = rows(&out, Check::JiraIssueType, "SEC/Bug")[0];
+    assert_eq!(row.verdict, Verdict::Fail, "{}", describe(&out));
+    assert!(
+        row.fix.as_deref().unwrap().contains("before 8.4"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[tokio::test]
 async fn jira_reads_name_what_they_ask_and_decode_both_shapes() {
     let server = MockServer::start().await;
     let client = jira(&server, JiraApiVersion::V3);

@@ -216,6 +216,14 @@ impl<'c> JiraChecks<'c> {
             self.issue_types.insert(project.to_owned(), answer);
         }
         let found = match &self.issue_types[project] {
+            // The project exists (checked above): only the endpoint can be missing.
+            Err(e) if e.status() == Some(404) => {
+                out.push(row.fail(
+                    e.to_string(),
+                    "this Jira has no createmeta/{project}/issuetypes (Data Center before 8.4): upgrade it, or check the create screen by hand",
+                ));
+                return;
+            }
             Err(e) => {
                 let (detail, fix) = failed(
                     &JIRA,
