@@ -143,6 +143,15 @@ fn mappings(files: &[(&str, &str)]) -> (tempfile::TempDir, Mappings) {
     (dir, m)
 }
 
+/// Every check of `m` against Jira alone.
+async fn check_jira(m: &Mappings, client: &JiraClient) -> Vec<Row> {
+    let targets = Targets {
+        jira: Some(client),
+        servicenow: None,
+    };
+    check_rules(Some(m), targets).await
+}
+
 /// The rows of `check` about `subject`.
 fn rows<'r>(rows: &'r [Row], check: Check, subject: &str) -> Vec<&'r Row> {
     rows.iter()
@@ -229,14 +238,7 @@ async fn cloud_createmeta_pages_are_read_once_for_all_rules_and_judged() {
 
     let client = jira(&server, JiraApiVersion::V3);
     let (_dir, m) = mappings(&[("payments.toml", PAYMENTS)]);
-    let out = check_rules(
-        Some(&m),
-        Targets {
-            jira: Some(&client),
-            servicenow: None,
-        },
-    )
-    .await;
+    let out = check_jira(&m, &client).await;
     let all = describe(&out);
 
     assert_eq!(
@@ -325,14 +327,7 @@ description = "{{ finding.description }}"
 priority = "{{ 'Blocker' if finding.severity == 'CRITICAL' else 'Major' }}"
 "#;
     let (_dir, m) = mappings(&[("secops.toml", rule)]);
-    let out = check_rules(
-        Some(&m),
-        Targets {
-            jira: Some(&client),
-            servicenow: None,
-        },
-    )
-    .await;
+    let out = check_jira(&m, &client).await;
     let all = describe(&out);
     assert_eq!(
         rows(&out, Check::Connection, "jira")[0].detail,
@@ -415,14 +410,7 @@ summary = "s"
 "#;
     let (_dir, m) = mappings(&[("t.toml", rules)]);
     let client = jira(&server, JiraApiVersion::V3);
-    let out = check_rules(
-        Some(&m),
-        Targets {
-            jira: Some(&client),
-            servicenow: None,
-        },
-    )
-    .await;
+    let out = check_jira(&m, &client).await;
     let all = describe(&out);
     let ops = rows(&out, Check::JiraProject, "OPS");
     assert_eq!(ops[0].verdict, Verdict::Fail, "{all}");
@@ -465,14 +453,7 @@ async fn a_call_that_never_answers_fails_its_check_with_the_cause() {
         "team = \"t\"\n[[rules]]\nname = \"r\"\norder = 1\n[rules.jira]\nproject = \"PAY\"\nissue_type = \"Bug\"\nsummary = \"s\"\n",
     )]);
     let client = jira(&server, JiraApiVersion::V3);
-    let out = check_rules(
-        Some(&m),
-        Targets {
-            jira: Some(&client),
-            servicenow: None,
-        },
-    )
-    .await;
+    let out = check_jira(&m, &client).await;
     let all = describe(&out);
     let row = rows(&out, Check::JiraIssueType, "PAY/Bug")[0];
     assert_eq!(row.verdict, Verdict::Fail, "{all}");
@@ -514,11 +495,7 @@ async fn a_data_center_without_createmeta_by_project_is_named() {
         "team = \"t\"\n[[rules]]\nname = \"r\"\norder = 1\n[rules.jira]\nproject = \"SEC\"\nissue_type = \"Bug\"\nsummary = \"s\"\n",
     )]);
     let client = jira(&server, JiraApiVersion::V2);
-    let targets = Targets {
-        jira: Some(&client),
-        servicenow: None,
-    };
-    let out = check_rules(Some(&m), targets).await;
+    let out = check_jira(&m, &client).await;
     let row = rows(&out, Check::JiraIssueType, "SEC/Bug")[0];
     assert_eq!(row.verdict, Verdict::Fail, "{}", describe(&out));
     assert!(
