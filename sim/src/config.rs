@@ -268,6 +268,9 @@ pub struct SimConfig {
     pub servicenow_token_ttl: Duration,
     /// Requests per second accepted on the API paths before answering 429.
     pub rate_limit_per_sec: Option<u32>,
+    /// How the Jira projects and the ServiceNow instance are set up (create screens,
+    /// permissions, columns, groups): the starting value of `SharedState::setup`.
+    pub setup: crate::setup::Setup,
 }
 
 impl Default for SimConfig {
@@ -284,6 +287,7 @@ impl Default for SimConfig {
             servicenow_client_secret: "sim-client-secret".to_owned(),
             servicenow_token_ttl: Duration::from_secs(1800),
             rate_limit_per_sec: None,
+            setup: crate::setup::Setup::default(),
         }
     }
 }
@@ -304,6 +308,7 @@ impl fmt::Debug for SimConfig {
             .field("servicenow_client_secret", &HIDDEN)
             .field("servicenow_token_ttl", &self.servicenow_token_ttl)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("setup", &self.setup)
             .finish()
     }
 }

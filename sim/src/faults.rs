@@ -44,6 +44,12 @@ pub(crate) fn endpoint_name(method: &Method, path: &str) -> String {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let mut named: Vec<&str> = segments.clone();
     match segments.as_slice() {
+        ["", "rest", "api", _, "issue", "createmeta", _, rest @ ..] => {
+            named[6] = "{project}";
+            if rest.len() > 1 {
+                named[8] = "{id}";
+            }
+        }
         ["", "rest", "api", _, "issue", _, ..] => named[5] = "{key}",
         ["", "api", "now", "table", _, _, ..] => named[5] = "{sys_id}",
         _ => {}
@@ -374,6 +380,17 @@ mod tests {
         assert_eq!(
             endpoint_name(&Method::GET, "/api/now/table/incident"),
             "GET /api/now/table/incident"
+        );
+        assert_eq!(
+            endpoint_name(&Method::GET, "/rest/api/3/issue/createmeta/PAY/issuetypes"),
+            "GET /rest/api/3/issue/createmeta/{project}/issuetypes"
+        );
+        assert_eq!(
+            endpoint_name(
+                &Method::GET,
+                "/rest/api/2/issue/createmeta/PAY/issuetypes/10001"
+            ),
+            "GET /rest/api/2/issue/createmeta/{project}/issuetypes/{id}"
         );
     }
 

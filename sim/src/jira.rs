@@ -21,7 +21,7 @@ use crate::state::{JiraComment, JiraIssue, SharedState};
 
 const TEXT_LIMIT: usize = 32_767;
 const SUMMARY_LIMIT: usize = 255;
-const PRIORITIES: &[(&str, &str)] = &[
+pub(crate) const PRIORITIES: &[(&str, &str)] = &[
     ("1", "Highest"),
     ("2", "High"),
     ("3", "Medium"),
@@ -133,13 +133,13 @@ pub(crate) mod workflow {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ver {
+pub(crate) enum Ver {
     V2,
     V3,
 }
 
 impl Ver {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Ver::V2 => "2",
             Ver::V3 => "3",
@@ -171,7 +171,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/rest/api/{ver}/project/{key}", get(get_project))
 }
 
-fn error(status: StatusCode, messages: &[&str], errors: Map<String, Value>) -> Response {
+pub(crate) fn error(status: StatusCode, messages: &[&str], errors: Map<String, Value>) -> Response {
     (
         status,
         axum::Json(json!({"errorMessages": messages, "errors": errors})),
@@ -193,7 +193,11 @@ fn not_found() -> Response {
 
 /// Resolves the API version and checks credentials: Cloud v3 takes only Basic email:token; the
 /// v2 (Data Center) API also takes the personal access token as Bearer.
-fn authorize(st: &SharedState, ver: &str, headers: &HeaderMap) -> Result<Ver, Rejection> {
+pub(crate) fn authorize(
+    st: &SharedState,
+    ver: &str,
+    headers: &HeaderMap,
+) -> Result<Ver, Rejection> {
     let ver = match ver {
         "2" => Ver::V2,
         "3" => Ver::V3,
@@ -456,6 +460,16 @@ async fn create_issue(
         set_err(&mut errors, "project", "valid project is required");
         st.lock().fault_stats.target_gone += 1;
     }
+    if errors.is_empty() {
+        // What the project's set-up refuses: permission, issue type, required and hidden fields.
+        let project = fields_value(fields, "/project/key").and_then(Value::as_str);
+        let issue_type = fields_value(fields, "/issuetype/name").and_then(Value::as_str);
+        if let (Some(project), Some(issue_type)) = (project, issue_type) {
+            for (field, message) in st.setup().create_refusal(project, issue_type, fields) {
+                set_err(&mut errors, &field, message);
+            }
+        }
+    }
     if !errors.is_empty() {
         return field_errors(errors);
     }
@@ -552,6 +566,25 @@ fn is_project_key(key: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// The project `key` (upper-cased) when it exists: every well-formed key but the
+/// `gone_projects`; otherwise the 404 Jira answers.
+pub(crate) fn existing_project(st: &SharedState, key: &str) -> Result<String, Rejection> {
+    let key = key.to_ascii_uppercase();
+    let gone = st.lock().faults.project_gone(&key);
+    if gone {
+        st.lock().fault_stats.target_gone += 1;
+    }
+    if gone || !is_project_key(&key) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &[&format!("No project could be found with key '{key}'.")],
+            Map::new(),
+        )
+        .into());
+    }
+    Ok(key)
+}
+
 /// `GET /rest/api/{2,3}/project/{key}`: every well-formed key is a project (creates need no
 /// set-up), except the `gone_projects`; the others answer 404 as Jira does.
 async fn get_project(
@@ -563,18 +596,10 @@ async fn get_project(
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    let key = key.to_ascii_uppercase();
-    let gone = st.lock().faults.project_gone(&key);
-    if gone {
-        st.lock().fault_stats.target_gone += 1;
-    }
-    if gone || !is_project_key(&key) {
-        return error(
-            StatusCode::NOT_FOUND,
-            &[&format!("No project could be found with key '{key}'.")],
-            Map::new(),
-        );
-    }
+    let key = match existing_project(&st, &key) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
     let id = 10_000 + splitmix64_of(&key) % 90_000;
     let base = st.base_url();
     let types: Vec<Value> = ["Bug", "Task", "Story", "Epic"]

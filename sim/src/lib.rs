@@ -16,6 +16,7 @@
 //! | ServiceNow | `POST /oauth_token.do`, `/api/now/table/{table}[/{sys_id}]` (`sysparm_display_value=true` reads journal fields back as text) |
 //! | Security Hub | `PATCH /findings/batchupdate`, `PATCH /findingsv2/batchupdatev2` |
 //! | Operator | `GET /_sim/{tickets[?view=summary],writebacks,findings,stats,faults}`, `POST /_sim/faults`, `POST /_sim/jira/{key}/transition`, `POST /_sim/servicenow/{table}/{sys_id}/state`, `POST /_sim/findings/errors` |
+//! | Set-up (read by `preflight`, see [`Setup`]) | `GET /rest/api/{3,2}/issue/createmeta/{project}/issuetypes[/{id}]`, `GET /rest/api/{3,2}/mypermissions`, `GET /rest/api/{3,2}/priority`; ServiceNow `sys_db_object`, `sys_dictionary`, `sys_user_group` through the Table API; `GET\|POST /_sim/setup` |
 //!
 //! Deliberate strictness (the real services are laxer, and a lax peer hides bridge bugs): JQL
 //! outside the supported subset, unreadable ServiceNow query terms and `^OR`/`^NQ` answer 400;
@@ -37,17 +38,20 @@ pub mod config;
 mod conn;
 mod faults;
 mod jira;
+mod jira_meta;
 pub mod jql;
 mod ops;
 mod reply;
 mod securityhub;
 mod server;
 mod servicenow;
+pub mod setup;
 pub mod snquery;
 pub mod state;
 
 pub use config::{AmbiguousMode, Faults, RefuseCredentials, SimConfig, System};
 pub use server::{SimHandle, Simulator};
+pub use setup::Setup;
 pub use state::{
     FaultStats, FindingErrorKind, FindingState, JiraComment, JiraIssue, JournalEntry,
     ServiceNowRecord, SharedState, SimError, Stats, StatusChange, Writeback, WritebackApi,

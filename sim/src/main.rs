@@ -141,6 +141,9 @@ impl Args {
             servicenow_client_secret: self.servicenow_client_secret,
             servicenow_token_ttl: Duration::from_secs(self.token_ttl_secs),
             rate_limit_per_sec: self.rate_limit,
+            // The standalone simulator starts with the default set-up; `POST /_sim/setup`
+            // changes it.
+            setup: findings_bridge_sim::Setup::default(),
         })
     }
 }

@@ -31,6 +31,7 @@ pub fn routes() -> Router<SharedState> {
             "/_sim/servicenow/{table}/{sys_id}/state",
             post(servicenow_state),
         )
+        .route("/_sim/setup", get(get_setup).post(set_setup))
 }
 
 fn sim_error(e: &SimError) -> Response {
@@ -253,4 +254,27 @@ async fn finding_error(State(st): State<SharedState>, body: axum::body::Bytes) -
         None => st.clear_finding_error(&req.id),
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /_sim/setup`: how the Jira projects and the ServiceNow instance are set up.
+async fn get_setup(State(st): State<SharedState>) -> Response {
+    Json(st.setup()).into_response()
+}
+
+/// `POST /_sim/setup`: replaces the whole set-up; a field left out goes back to its default.
+async fn set_setup(State(st): State<SharedState>, body: axum::body::Bytes) -> Response {
+    let setup: crate::setup::Setup = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    match st.set_setup(setup) {
+        Ok(()) => Json(st.setup()).into_response(),
+        Err(e) => sim_error(&e),
+    }
 }

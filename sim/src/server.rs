@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::SimConfig;
 use crate::conn::{ConnHandle, CuttableListener};
 use crate::state::SharedState;
-use crate::{faults, jira, ops, securityhub, servicenow};
+use crate::{faults, jira, jira_meta, ops, securityhub, servicenow};
 
 /// A simulator that has not started listening yet; most callers want [`Simulator::start`].
 pub struct Simulator {
@@ -39,6 +39,7 @@ impl Simulator {
             .merge(jira::routes())
             .merge(servicenow::routes())
             .merge(securityhub::routes())
+            .merge(jira_meta::routes())
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 faults::api_layer,

@@ -620,11 +620,21 @@ async fn list_records(
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
+    // The schema and group tables come from the set-up, not from records a client created.
+    let faults = st.faults();
+    let named: Vec<String> = query
+        .named_tables()
+        .into_iter()
+        .filter(|t| !faults.table_gone(t))
+        .collect();
+    let metadata = st.setup().metadata(&table, &named);
     let guard = st.lock();
-    let mut hits: Vec<&ServiceNowRecord> = guard
-        .servicenow
-        .records
-        .iter()
+    let pool: Vec<&ServiceNowRecord> = match &metadata {
+        Some(records) => records.iter().collect(),
+        None => guard.servicenow.records.iter().collect(),
+    };
+    let mut hits: Vec<&ServiceNowRecord> = pool
+        .into_iter()
         .filter(|r| r.table == table && query.matches(&r.fields))
         .collect();
     hits.sort_by(|a, b| query.ordering(&a.fields, &b.fields));

@@ -178,6 +178,26 @@ impl EncodedQuery {
         })
     }
 
+    /// The well-formed table names a query asks for by `name=` or `nameIN` (a `sys_db_object` or
+    /// `sys_dictionary` lookup).
+    pub fn named_tables(&self) -> Vec<String> {
+        self.terms
+            .iter()
+            .filter(|t| t.field == "name")
+            .flat_map(|t| match t.op {
+                Op::Eq => vec![t.value.clone()],
+                Op::In => t.value.split(',').map(str::to_owned).collect(),
+                _ => Vec::new(),
+            })
+            .filter(|name| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect()
+    }
+
     pub fn ordering(&self, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Ordering {
         for (field, ascending) in &self.order {
             let x = a.get(field).map_or("", String::as_str);

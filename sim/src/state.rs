@@ -26,6 +26,8 @@ pub enum SimError {
     InvalidState(String),
     #[error("invalid faults: {0}")]
     InvalidFaults(String),
+    #[error("invalid set-up: {0}")]
+    InvalidSetup(String),
 }
 
 /// A Jira issue as the simulator stores it; `description` and comment bodies keep the shape they
@@ -218,6 +220,8 @@ pub(crate) struct Inner {
     pub rate_limit: Option<u32>,
     /// Start of the current one-second window and the requests seen in it.
     pub rate_window: Option<(Instant, u32)>,
+    /// How the simulated systems are set up (see [`crate::setup`]).
+    pub setup: crate::setup::Setup,
 }
 
 /// Handle on the simulator's memory, shared by the HTTP handlers and the test that started it.
@@ -250,6 +254,7 @@ impl SharedState {
             ambiguous_seq: 0,
             rate_limit: config.rate_limit_per_sec,
             rate_window: None,
+            setup: config.setup.clone(),
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -458,5 +463,17 @@ impl SharedState {
         for expiry in self.lock().servicenow.tokens.values_mut() {
             *expiry = now;
         }
+    }
+
+    /// How the Jira projects and the ServiceNow instance are set up now.
+    pub fn setup(&self) -> crate::setup::Setup {
+        self.lock().setup.clone()
+    }
+
+    /// Replaces the whole set-up (create screens, permissions, columns, groups).
+    pub fn set_setup(&self, setup: crate::setup::Setup) -> Result<(), SimError> {
+        setup.validate().map_err(SimError::InvalidSetup)?;
+        self.lock().setup = setup;
+        Ok(())
     }
 }

@@ -1,11 +1,13 @@
 //! One module per CLI command: [`run`] (the worker and its wiring, and `sync --once`),
 //! [`replay`] (the dead-letter queue), [`offline`] (`check` and `render`, which talk to nothing),
-//! [`healthcheck`], [`plan`] (a mapping change against real findings). [`main`] dispatches a
+//! [`healthcheck`], [`plan`] (a mapping change against real findings), [`preflight`] (every rule against
+//! the real ticket systems). [`main`] dispatches a
 //! parsed command line to them.
 
 pub mod healthcheck;
 pub mod offline;
 pub mod plan;
+pub mod preflight;
 pub(crate) mod progress;
 pub mod replay;
 pub mod run;
@@ -69,6 +71,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => {
             init_report_logging(&config);
             plan::command(&config, &args)
+        }
+        Command::Preflight(args) => {
+            init_report_logging(&config);
+            runtime()?.block_on(preflight::command(&config, &args))
         }
     }
 }

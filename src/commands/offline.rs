@@ -21,27 +21,30 @@ use chrono::{DateTime, Utc};
 /// What `check` found: `Ok` with a one-line summary, or every problem as `file:line: message`.
 pub fn check(dir: &Path) -> Result<String, String> {
     match mapping::load(dir) {
-        Ok(m) => {
-            let inventory = match &m.inventory.file {
-                Some(file) => format!(
-                    ", {} application(s) in {}",
-                    m.inventory.len(),
-                    file.file_name().map_or_else(
-                        || file.display().to_string(),
-                        |n| n.to_string_lossy().into()
-                    )
-                ),
-                None => String::new(),
-            };
-            Ok(format!(
-                "{}: {} team file(s), {} rule(s){inventory}, all valid",
-                dir.display(),
-                m.teams.len(),
-                m.rules.len()
-            ))
-        }
+        Ok(m) => Ok(check_summary(dir, &m)),
         Err(errors) => Err(errors.to_string()),
     }
+}
+
+/// The line `check` prints for a valid set: teams, rules and the application inventory.
+pub fn check_summary(dir: &Path, m: &Mappings) -> String {
+    let inventory = match &m.inventory.file {
+        Some(file) => format!(
+            ", {} application(s) in {}",
+            m.inventory.len(),
+            file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into()
+            )
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{}: {} team file(s), {} rule(s){inventory}, all valid",
+        dir.display(),
+        m.teams.len(),
+        m.rules.len()
+    )
 }
 
 /// Loads mappings with an optional fixed clock (`--now`), so `render` output can be reproduced.

@@ -82,6 +82,11 @@ pub enum Command {
     /// Compare two mapping sets on real findings: per team and rule, the tickets gained, lost
     /// or rendered differently. Exits 0 with no change, 2 with changes, 1 on an error.
     Plan(PlanArgs),
+    /// Check every rule against the real Jira / ServiceNow with the configured credentials,
+    /// creating nothing: projects, issue types, required and allowed fields, priorities,
+    /// permissions, tables, columns, groups, webhooks. Prints a table (or --json); exits 1 on
+    /// any failure.
+    Preflight(PreflightArgs),
 }
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -215,4 +220,37 @@ pub struct PlanArgs {
     /// Print the plan as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PreflightArgs {
+    #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the worker will serve its webhooks (the `run` flag of the same name): with a
+    /// webhook secret set, a loopback address is a failure.
+    #[arg(long, env = "BRIDGE_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+    /// The URL Jira's webhook calls (https://…/webhooks/jira): a signed test event is sent there
+    /// and must come back 202 ignored from a bridge with the same JIRA_WEBHOOK_SECRET.
+    #[arg(long, value_name = "URL")]
+    pub jira_webhook_url: Option<url::Url>,
+    /// The URL ServiceNow's business rule calls (https://…/webhooks/servicenow): a test event
+    /// with SERVICENOW_WEBHOOK_SECRET is sent there (never over plain HTTP to another host).
+    #[arg(long, value_name = "URL")]
+    pub servicenow_webhook_url: Option<url::Url>,
+}
+
+impl PreflightArgs {
+    /// What preflight checks besides the environment.
+    pub fn settings(&self) -> crate::commands::preflight::PreflightSettings {
+        crate::commands::preflight::PreflightSettings {
+            mappings: self.mappings.clone(),
+            http_addr: self.http_addr,
+            jira_webhook_url: self.jira_webhook_url.clone(),
+            servicenow_webhook_url: self.servicenow_webhook_url.clone(),
+        }
+    }
 }

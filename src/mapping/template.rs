@@ -118,6 +118,19 @@ impl TemplateEngine {
             }
         }
     }
+
+    /// The variables `template` may read, found without rendering it: `finding.severity`,
+    /// `team`, `now` (functions count), attribute lookups spelled out as far as they are plain
+    /// names. Empty for a literal; `None` when the template is not in this engine.
+    pub fn variables(&self, template: &Template) -> Option<std::collections::BTreeSet<String>> {
+        match template {
+            Template::Literal(_) => Some(std::collections::BTreeSet::new()),
+            Template::Compiled { name, .. } => {
+                let tmpl = self.env.get_template(name).ok()?;
+                Some(tmpl.undeclared_variables(true).into_iter().collect())
+            }
+        }
+    }
 }
 
 /// The rendered text without surrounding whitespace, reusing its buffer when nothing is cut.
@@ -346,6 +359,40 @@ mod tests {
             let t = e.compile(&format!("h:{i}"), src).unwrap();
             assert_eq!(e.render(&t, &ctx).unwrap(), want, "{src}");
         }
+    }
+
+    #[test]
+    fn variables_name_what_a_template_reads() {
+        let mut e = engine();
+        let set = |items: &[&str]| -> std::collections::BTreeSet<String> {
+            items.iter().map(|s| (*s).to_owned()).collect()
+        };
+        let priority = e
+            .compile(
+                "a.toml:3 (priority)",
+                "{{ {'CRITICAL': 'Highest'}[finding.severity] | default('Medium') }}",
+            )
+            .unwrap();
+        assert_eq!(e.variables(&priority), Some(set(&["finding.severity"])));
+        let project = e
+            .compile(
+                "a.toml:4 (project)",
+                "{% if finding.account_id == '1' %}A{% else %}{{ team | upper }}{% endif %}",
+            )
+            .unwrap();
+        assert_eq!(
+            e.variables(&project),
+            Some(set(&["finding.account_id", "team"]))
+        );
+        let dated = e.compile("a.toml:5 (due)", "{{ now() | date }}").unwrap();
+        assert_eq!(e.variables(&dated), Some(set(&["now"])));
+        let literal = e.compile("a.toml:6 (x)", "PAY").unwrap();
+        assert_eq!(e.variables(&literal), Some(set(&[])));
+        let foreign = Template::Compiled {
+            name: "elsewhere".into(),
+            source: "{{ x }}".into(),
+        };
+        assert_eq!(e.variables(&foreign), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod http_resilience;
 mod jira_contract;
 mod mapping;
 mod plan;
+mod preflight_contract;
 mod render;
 mod render_snapshots;
 mod render_stream;

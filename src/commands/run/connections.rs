@@ -23,6 +23,11 @@ pub struct TicketConnections {
     pub secrets: Arc<SecretsRefresher>,
     /// `BRIDGE_SECRETS_REFRESH`; `None` turns the periodic re-read off.
     pub refresh_every: Option<Duration>,
+    /// The Jira connection of `systems` as its own type, for what only Jira answers
+    /// (`preflight`'s createmeta and permission reads).
+    pub jira: Option<Arc<JiraClient>>,
+    /// The ServiceNow connection of `systems` as its own type (`preflight`'s dictionary reads).
+    pub servicenow: Option<Arc<ServiceNowClient>>,
 }
 
 impl std::fmt::Debug for TicketConnections {
@@ -96,6 +101,7 @@ where
 
     let mut systems: HashMap<String, Arc<dyn TicketSystem>> = HashMap::new();
     let mut secrets = SecretsRefresher::new();
+    let (mut jira_client, mut servicenow_client) = (None, None);
     if let Some(mut cfg) = jira {
         let variable = match &cfg.auth {
             JiraAuth::Basic { .. } => "JIRA_API_TOKEN",
@@ -116,6 +122,7 @@ where
                 })),
             );
         }
+        jira_client = Some(Arc::clone(&client));
         systems.insert(client.name().to_owned(), client);
     }
     if let Some(mut cfg) = servicenow {
@@ -139,12 +146,15 @@ where
                 })),
             );
         }
+        servicenow_client = Some(Arc::clone(&client));
         systems.insert(client.name().to_owned(), client);
     }
     Ok(TicketConnections {
         systems,
         secrets: Arc::new(secrets),
         refresh_every: secrets_refresh,
+        jira: jira_client,
+        servicenow: servicenow_client,
     })
 }
 

@@ -4,13 +4,15 @@
 //!
 //! Parts: [`config`] (settings and sign-in), [`query`] (JQL and Jira's time formats), [`status`]
 //! (what a status category means, which transition to take), [`webhook`] (signature
-//! verification), [`format`] (rich text), `api` (the REST calls) and [`client`] (the
-//! [`TicketSystem`](crate::ticket::TicketSystem) implementation).
+//! verification), [`format`] (rich text), `api` (the REST calls), [`client`] (the
+//! [`TicketSystem`](crate::ticket::TicketSystem) implementation) and [`meta`] (what creating an
+//! issue needs, read without creating anything, for `preflight`).
 
 mod api;
 pub mod client;
 pub mod config;
 pub mod format;
+pub mod meta;
 pub mod query;
 pub mod status;
 pub mod webhook;

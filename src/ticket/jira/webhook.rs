@@ -36,6 +36,16 @@ impl SigningKey {
         mac.update(body);
         mac.verify_slice(&signature).is_ok()
     }
+
+    /// The `X-Hub-Signature` value Jira would send with `body` (`sha256=<hex>`): how `preflight`
+    /// signs its test event.
+    pub fn sign(&self, body: &[u8]) -> String {
+        // HMAC takes a key of any length; this cannot fail.
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC-SHA256 accepts keys of any length"));
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +73,13 @@ mod tests {
         assert!(!key.verify("", body));
         // A truncated signature is not a prefix match.
         assert!(!key.verify(&good[..good.len() - 2], body));
+    }
+
+    #[test]
+    fn a_signature_of_our_own_is_what_jira_sends() {
+        let key = SigningKey::new(SecretString::from("s3cret"));
+        let body = br#"{"webhookEvent":"findings-bridge:preflight"}"#;
+        assert_eq!(key.sign(body), sign("s3cret", body));
+        assert!(key.verify(&key.sign(body), body));
     }
 }

@@ -99,7 +99,7 @@ impl ServiceNowClient {
     }
 
     /// `{base}/api/now/table/{table}`.
-    fn table_url(&self, table: &str) -> Url {
+    pub(super) fn table_url(&self, table: &str) -> Url {
         self.conn.url(["api", "now", "table", table])
     }
 
@@ -147,7 +147,7 @@ impl ServiceNowClient {
 
     /// Sends one Table API request with the connection's credentials. With OAuth, a 401 on a
     /// cached token means it was revoked or expired early: fetch a new one and try once more.
-    async fn call(
+    pub(super) async fn call(
         &self,
         operation: &'static str,
         method: reqwest::Method,

@@ -4,11 +4,13 @@
 //!
 //! Parts: [`config`] (settings and sign-in), [`query`] (encoded queries, glide times),
 //! [`status`] (what a state means), [`webhook`] (shared-secret verification), `record` (reading
-//! Table API answers), `oauth` (client-credentials tokens) and [`client`] (the
-//! [`TicketSystem`](crate::ticket::TicketSystem) implementation).
+//! Table API answers), `oauth` (client-credentials tokens), [`client`] (the
+//! [`TicketSystem`](crate::ticket::TicketSystem) implementation) and [`meta`] (a table's columns
+//! and a group, read without changing anything, for `preflight`).
 
 pub mod client;
 pub mod config;
+pub mod meta;
 mod oauth;
 pub mod query;
 mod record;
