@@ -1,8 +1,7 @@
 //! One module per CLI command: [`run`] (the worker and its wiring, and `sync --once`),
 //! [`replay`] (the dead-letter queue), [`offline`] (`check` and `render`, which talk to nothing),
-//! [`healthcheck`], [`plan`] (a mapping change against real findings), [`preflight`] (every rule against
-//! the real ticket systems). [`main`] dispatches a
-//! parsed command line to them.
+//! [`healthcheck`], [`plan`] (a mapping change against real findings), [`preflight`] (every rule
+//! against the real ticket systems). [`main`] dispatches a parsed command line to them.
 
 pub mod healthcheck;
 pub mod offline;
