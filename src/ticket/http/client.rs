@@ -15,7 +15,7 @@ use super::errors::{
     broken_setting, describe_error_body, excerpt, is_retriable_status, transport_message,
 };
 use super::rate_limit::RateLimiter;
-use super::retry_after::{near_limit, server_wait};
+use super::retry_after::{near_limit, per_issue_limit, server_wait};
 use crate::runtime::telemetry;
 use crate::ticket::{Blame, TicketError};
 
@@ -312,7 +312,9 @@ impl HttpClient {
         tracing::debug!(system = self.system, %method, path, status, attempt, "response");
         let server_wait = server_wait(response.headers(), status, SystemTime::now());
         if status == 429 {
-            self.limiter.refused(server_wait);
+            if !per_issue_limit(response.headers()) {
+                self.limiter.refused(server_wait);
+            }
         } else if (200..300).contains(&status) {
             self.limiter.accepted(near_limit(response.headers()));
         }

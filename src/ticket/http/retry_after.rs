@@ -43,6 +43,16 @@ pub fn near_limit(headers: &reqwest::header::HeaderMap) -> bool {
         || header("x-ratelimit-remaining").and_then(|v| v.parse::<f64>().ok()) == Some(0.0)
 }
 
+/// Whether a 429 is Jira's limit on writes to one issue (`RateLimit-Reason:
+/// jira-per-issue-on-write`): it says nothing about the connection's rate, so the adaptive
+/// limiter does not slow down for it (the request still waits out its `Retry-After`).
+pub fn per_issue_limit(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("ratelimit-reason")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("per-issue"))
+}
+
 /// `Retry-After: 7` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
@@ -96,6 +106,17 @@ mod tests {
         assert!(!with("x-ratelimit-remaining", "12"));
         assert!(!with("x-ratelimit-remaining", "soon"));
         assert!(!near_limit(&reqwest::header::HeaderMap::new()));
+
+        assert!(per_issue_limit(&reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::HeaderName::from_static("ratelimit-reason"),
+            reqwest::header::HeaderValue::from_static("jira-per-issue-on-write"),
+        )])));
+        assert!(!per_issue_limit(&reqwest::header::HeaderMap::from_iter([
+            (
+                reqwest::header::HeaderName::from_static("ratelimit-reason"),
+                reqwest::header::HeaderValue::from_static("jira-burst-based"),
+            )
+        ])));
     }
 
     #[test]
