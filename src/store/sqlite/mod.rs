@@ -15,10 +15,11 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::{
     BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
-    finding_key, rfc3339_millis,
+    SyncRetry, finding_key, rfc3339_millis,
 };
 use crate::marker::Marker;
 
+mod coordination;
 mod schema;
 use schema::migrate;
 
@@ -67,6 +68,7 @@ impl SqliteStore {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(ctx)?;
         migrate(&mut conn, &location)?;
+        coordination::ensure_tables(&mut conn, &location)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             location: location.into(),
@@ -580,6 +582,54 @@ impl Store for SqliteStore {
             .map_err(|e| classify(&location, "ping", e))?;
             Ok(())
         })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        self.acquire_lease_row(name, owner, ttl)
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.release_lease_row(name, owner)
+    }
+
+    fn set_watermark_fenced<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+        fence: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.set_watermark_fenced_row(name, value, fence)
+    }
+
+    fn enqueue_sync_retry<'a>(
+        &'a self,
+        retry: &'a SyncRetry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.enqueue_sync_retry_row(retry)
+    }
+
+    fn sync_retries_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SyncRetry>, StoreError>> {
+        self.sync_retries_due_rows(now, limit)
+    }
+
+    fn remove_sync_retry<'a>(
+        &'a self,
+        marker: &'a Marker,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.remove_sync_retry_row(marker)
     }
 }
 
