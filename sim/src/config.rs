@@ -268,6 +268,9 @@ pub struct SimConfig {
     pub servicenow_token_ttl: Duration,
     /// Requests per second accepted on the API paths before answering 429.
     pub rate_limit_per_sec: Option<u32>,
+    /// The Jira user's time zone: what `/myself` reports as `timeZone`, and the zone JQL date
+    /// literals (`updated >= "2026-03-04 09:30"`) are read in, as Jira reads them.
+    pub jira_time_zone: chrono_tz::Tz,
 }
 
 impl Default for SimConfig {
@@ -284,6 +287,7 @@ impl Default for SimConfig {
             servicenow_client_secret: "sim-client-secret".to_owned(),
             servicenow_token_ttl: Duration::from_secs(1800),
             rate_limit_per_sec: None,
+            jira_time_zone: chrono_tz::Tz::UTC,
         }
     }
 }
@@ -304,6 +308,7 @@ impl fmt::Debug for SimConfig {
             .field("servicenow_client_secret", &HIDDEN)
             .field("servicenow_token_ttl", &self.servicenow_token_ttl)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("jira_time_zone", &self.jira_time_zone)
             .finish()
     }
 }

@@ -106,6 +106,9 @@ struct Args {
         hide_default_value = true
     )]
     servicenow_client_secret: String,
+    /// The Jira user's IANA time zone (`/myself`'s `timeZone`), which JQL dates are read in.
+    #[arg(long, env = "SIM_JIRA_TIME_ZONE", default_value = "UTC")]
+    jira_time_zone: chrono_tz::Tz,
 }
 
 impl Args {
@@ -141,6 +144,7 @@ impl Args {
             servicenow_client_secret: self.servicenow_client_secret,
             servicenow_token_ttl: Duration::from_secs(self.token_ttl_secs),
             rate_limit_per_sec: self.rate_limit,
+            jira_time_zone: self.jira_time_zone,
         })
     }
 }
