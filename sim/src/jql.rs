@@ -581,7 +581,10 @@ mod tests {
     #[test]
     fn date_literals_are_local_times_of_the_users_zone() {
         let utc = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
-        assert_eq!(bound_in(Tz::UTC, "2026-03-04 09:30"), utc(2026, 3, 4, 9, 30));
+        assert_eq!(
+            bound_in(Tz::UTC, "2026-03-04 09:30"),
+            utc(2026, 3, 4, 9, 30)
+        );
         assert_eq!(
             bound_in(Tz::America__Los_Angeles, "2026-03-04 09:30"),
             utc(2026, 3, 4, 17, 30),

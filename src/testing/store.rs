@@ -45,8 +45,8 @@ pub struct MemoryStore {
     last_fence: Mutex<i64>,
     watermark_fences: Mutex<HashMap<String, i64>>,
     retries: Mutex<std::collections::BTreeMap<Marker, SyncRetry>>,
-    /// While set, lease calls never answer (a store that hangs).
-    pub stall_leases: Mutex<bool>,
+    /// Lease calls by this owner never answer while set (its store connection hangs).
+    pub stall_leases_of: Mutex<Option<String>>,
 }
 
 impl MemoryStore {
@@ -338,7 +338,7 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
-            self.stall().await;
+            self.stall(owner).await;
             let now = Instant::now();
             let mut leases = lock(&self.leases);
             let free = leases.get(name).is_none_or(|(holder, until, _)| {
@@ -363,7 +363,7 @@ impl Store for MemoryStore {
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.stall().await;
+            self.stall(owner).await;
             if let Some((holder, until, _)) = lock(&self.leases).get_mut(name)
                 && holder.as_deref() == Some(owner)
             {
@@ -434,9 +434,9 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
-    /// Never returns while [`MemoryStore::stall_leases`] is set.
-    async fn stall(&self) {
-        if *lock(&self.stall_leases) {
+    /// Never returns for the owner [`MemoryStore::stall_leases_of`] names.
+    async fn stall(&self, owner: &str) {
+        if lock(&self.stall_leases_of).as_deref() == Some(owner) {
             std::future::pending::<()>().await;
         }
     }

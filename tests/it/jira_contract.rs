@@ -813,12 +813,13 @@ async fn mount_time_zone(server: &MockServer, version: JiraApiVersion, zone: &st
 
 /// The search of a user at `zone` for `since`, answering one issue; expected `times` times.
 async fn mount_search_in_zone(server: &MockServer, bound: &str, times: u64) {
-    let jql = format!(
-        r#"labels = "findings-bridge" AND updated >= "{bound}" ORDER BY updated ASC"#
-    );
+    let jql =
+        format!(r#"labels = "findings-bridge" AND updated >= "{bound}" ORDER BY updated ASC"#);
     Mock::given(method("POST"))
         .and(path("/rest/api/3/search/jql"))
-        .and(body_json(json!({"jql": jql, "fields": ["status", "labels", "updated"], "maxResults": 50})))
+        .and(body_json(
+            json!({"jql": jql, "fields": ["status", "labels", "updated"], "maxResults": 50}),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "issues": [issue(1, "2024-05-01T05:08:00.000-0700")], "isLast": true})))
         .expect(times)
@@ -871,7 +872,11 @@ async fn a_failed_poll_reads_the_time_zone_again() {
         .mount(&server)
         .await;
     let jira = client(&server, JiraApiVersion::V3);
-    assert!(jira.updated_since("2024-05-01T12:07:30Z", None).await.is_err());
+    assert!(
+        jira.updated_since("2024-05-01T12:07:30Z", None)
+            .await
+            .is_err()
+    );
     // The user moved to Los Angeles meanwhile: the next poll reads the zone again.
     mount_time_zone(&server, JiraApiVersion::V3, "America/Los_Angeles").await;
     mount_search_in_zone(&server, "2024-05-01 05:07", 1).await;

@@ -727,7 +727,10 @@ async fn updated_since_in_polls_the_named_table() {
         .await
         .unwrap();
     assert_eq!(page.tickets.len(), 1);
-    assert_eq!(page.tickets[0].ticket.table.as_deref(), Some("sn_si_incident"));
+    assert_eq!(
+        page.tickets[0].ticket.table.as_deref(),
+        Some("sn_si_incident")
+    );
     assert!(
         page.tickets[0].ticket.url.contains("sn_si_incident.do"),
         "{}",

@@ -14,9 +14,7 @@ use super::SYSTEM;
 use super::api::{CommentPage, Created, IssueFields, decode, target_gone};
 use super::config::{JiraApiVersion, JiraAuth, JiraConfig, SETTINGS};
 use super::format::jira_rich_text;
-use super::query::{
-    MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql, valid_since,
-};
+use super::query::{MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql, valid_since};
 use super::status::{
     Status, already_at, describe_target, describe_transitions, reopening, transition_to,
 };
