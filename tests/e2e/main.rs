@@ -14,3 +14,5 @@ mod support;
 
 mod ops;
 mod worker;
+
+mod poller;
