@@ -27,6 +27,9 @@ struct FindingEntry {
     resolved_at: Option<(i64, String)>,
 }
 
+/// A named lease: holder (none once released), end of the hold, and the last fence.
+type NamedLease = (Option<String>, Instant, i64);
+
 /// A store with real lease semantics (on Tokio's clock, so paused tests can expire leases).
 #[derive(Default)]
 pub struct MemoryStore {
@@ -39,8 +42,7 @@ pub struct MemoryStore {
     /// The next `put` on this marker finds its lease taken over.
     steal_on_put: Mutex<Option<Marker>>,
     watermarks: Mutex<HashMap<String, String>>,
-    /// Named leases: holder (none once released), end of the hold, and the last fence.
-    leases: Mutex<HashMap<String, (Option<String>, Instant, i64)>>,
+    leases: Mutex<HashMap<String, NamedLease>>,
     /// The fence of the last grant of any lease (fences only grow).
     last_fence: Mutex<i64>,
     watermark_fences: Mutex<HashMap<String, i64>>,
