@@ -76,17 +76,24 @@ async fn security_incident(h: &Harness, n: usize) -> (TicketRef, findings_bridge
     (ticket, marker)
 }
 
-#[tokio::test]
-async fn every_servicenow_table_a_rule_uses_is_polled_under_its_own_watermark() {
-    let h = harness_with(50, SimConfig::default(), TABLES_MAPPING).await;
+/// Finding 0's incident (the default table) and finding 1's security incident, both Resolved;
+/// returns finding 1's marker.
+async fn resolved_in_both_tables(h: &Harness) -> findings_bridge::marker::Marker {
     let (incident, _) = h.servicenow_ticket(0).await;
-    let (security, security_marker) = security_incident(&h, 1).await;
+    let (security, security_marker) = security_incident(h, 1).await;
     for (table, ticket) in [("incident", &incident), ("sn_si_incident", &security)] {
         h.sim
             .state
             .set_servicenow_state(table, &ticket.id, "6")
             .unwrap();
     }
+    security_marker
+}
+
+#[tokio::test]
+async fn every_servicenow_table_a_rule_uses_is_polled_under_its_own_watermark() {
+    let h = harness_with(50, SimConfig::default(), TABLES_MAPPING).await;
+    let security_marker = resolved_in_both_tables(&h).await;
     let sync = h.sync(hub(&h).await, SyncConfig::default());
     let report = sync.poll_once().await;
     assert!(report.is_clean(), "{report:?}");
@@ -125,14 +132,7 @@ async fn every_servicenow_table_a_rule_uses_is_polled_under_its_own_watermark() 
 #[tokio::test]
 async fn the_per_connection_watermark_goes_on_as_the_default_tables() {
     let h = harness_with(50, SimConfig::default(), TABLES_MAPPING).await;
-    let (incident, _) = h.servicenow_ticket(0).await;
-    let (security, _) = security_incident(&h, 1).await;
-    for (table, ticket) in [("incident", &incident), ("sn_si_incident", &security)] {
-        h.sim
-            .state
-            .set_servicenow_state(table, &ticket.id, "6")
-            .unwrap();
-    }
+    resolved_in_both_tables(&h).await;
     // Later than the incident's update, overlap window included: the old poller had read it.
     let before_upgrade =
         (Utc::now() + chrono::Duration::minutes(10)).to_rfc3339_opts(SecondsFormat::Millis, true);

@@ -1,7 +1,7 @@
 //! The status sync's lease, fenced watermarks and retry queue on the DynamoDB table (see
 //! `store/coordination.rs`), each change one conditional write:
-//! - `pk = "lease#<name>"`: `lease_owner` (absent once released), `lease_until` and `granted`
-//!   (unix ms). Never expires: `granted` is the last holder's fence and must not start over.
+//! - `pk = "lease#<name>"`: `lease_owner` and `lease_until` (unix ms; both absent once released)
+//!   and `granted` (unix ms of the last grant: the holder's fence). Never expires.
 //! - `pk = "wm#<name>"`: a watermark's `value`, with `fence` when a lease holder wrote it.
 //! - `pk = "retries#status-sync"`: the whole retry queue in one map attribute `entries` (marker →
 //!   `{connection, attempts, due_at}`), read with one consistent `GetItem`. The table has no sort
@@ -65,31 +65,14 @@ impl DynamoStore {
         }
     }
 
+    /// Removes `lease_owner` and `lease_until` (as a claim's release does); `granted` stays.
     pub(super) async fn release_lease_item(
         &self,
         name: &str,
         owner: &str,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, lease_key(name))
-            .update_expression("SET #until = :zero REMOVE #owner")
-            .condition_expression("#owner = :me")
-            .expression_attribute_names("#owner", LEASE_OWNER)
-            .expression_attribute_names("#until", LEASE_UNTIL)
-            .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
-            .expression_attribute_values(":zero", number(0))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match classify(&self.table, "release_lease", e) {
-                Failure::ConditionFailed => Ok(()),
-                Failure::Store(e) => Err(e),
-            },
-        }
+        self.release_owner(lease_key(name), owner, "release_lease")
+            .await
     }
 
     pub(super) async fn set_watermark_fenced_item(
