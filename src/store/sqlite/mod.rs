@@ -584,53 +584,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn acquire_lease<'a>(
-        &'a self,
-        name: &'a str,
-        owner: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        self.acquire_lease_row(name, owner, ttl)
-    }
-
-    fn release_lease<'a>(
-        &'a self,
-        name: &'a str,
-        owner: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.release_lease_row(name, owner)
-    }
-
-    fn set_watermark_fenced<'a>(
-        &'a self,
-        name: &'a str,
-        value: &'a str,
-        fence: i64,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.set_watermark_fenced_row(name, value, fence)
-    }
-
-    fn enqueue_sync_retry<'a>(
-        &'a self,
-        retry: &'a SyncRetry,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.enqueue_sync_retry_row(retry)
-    }
-
-    fn sync_retries_due<'a>(
-        &'a self,
-        now: i64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<SyncRetry>, StoreError>> {
-        self.sync_retries_due_rows(now, limit)
-    }
-
-    fn remove_sync_retry<'a>(
-        &'a self,
-        marker: &'a Marker,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.remove_sync_retry_row(marker)
-    }
+    // The status sync's lease, fenced watermarks and retry queue (`coordination.rs`).
+    coordination::store_methods!();
 }
 
 #[cfg(test)]
