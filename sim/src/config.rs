@@ -271,6 +271,9 @@ pub struct SimConfig {
     /// How the Jira projects and the ServiceNow instance are set up (create screens,
     /// permissions, columns, groups): the starting value of `SharedState::setup`.
     pub setup: crate::setup::Setup,
+    /// The Jira user's time zone: what `/myself` reports as `timeZone`, and the zone JQL date
+    /// literals (`updated >= "2026-03-04 09:30"`) are read in, as Jira reads them.
+    pub jira_time_zone: chrono_tz::Tz,
 }
 
 impl Default for SimConfig {
@@ -288,6 +291,7 @@ impl Default for SimConfig {
             servicenow_token_ttl: Duration::from_secs(1800),
             rate_limit_per_sec: None,
             setup: crate::setup::Setup::default(),
+            jira_time_zone: chrono_tz::Tz::UTC,
         }
     }
 }
@@ -309,6 +313,7 @@ impl fmt::Debug for SimConfig {
             .field("servicenow_token_ttl", &self.servicenow_token_ttl)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("setup", &self.setup)
+            .field("jira_time_zone", &self.jira_time_zone)
             .finish()
     }
 }

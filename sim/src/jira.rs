@@ -552,7 +552,7 @@ async fn myself(
         "emailAddress": cfg.jira_email,
         "displayName": "findings-bridge (simulated)",
         "active": true,
-        "timeZone": "UTC",
+        "timeZone": cfg.jira_time_zone.name(),
         "locale": "en_US",
     }))
     .into_response()
@@ -1169,7 +1169,8 @@ async fn list_comments(
 
 /// Runs `jql` over the issues the index already knows (search is eventually consistent).
 fn search(st: &SharedState, jql_text: &str) -> Result<(Vec<JiraIssue>, String), Rejection> {
-    let query = jql::parse(jql_text, Utc::now())
+    let zone = st.config().jira_time_zone;
+    let query = jql::parse_in_zone(jql_text, Utc::now(), zone)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &[&e.0], Map::new()))?;
     let guard = st.lock();
     let now = Instant::now();

@@ -2,9 +2,14 @@
 //!
 //! Anything outside that subset is answered 400 like Jira answers an invalid query, so a bridge
 //! that starts sending something new finds out in tests rather than against a server that would
-//! silently interpret it differently.
+//! silently interpret it differently. Date literals are local times of the searching user's time
+//! zone ([`parse_in_zone`]), as in Jira.
 
-use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, NaiveDateTime, Utc};
+use chrono::{
+    DateTime, Duration as ChronoDuration, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone,
+    Utc,
+};
+use chrono_tz::Tz;
 
 use crate::state::JiraIssue;
 
@@ -159,6 +164,8 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     now: DateTime<Utc>,
+    /// The searching user's time zone, which date literals are read in.
+    zone: Tz,
 }
 
 fn is_keyword(token: Option<&Token>, kw: &str) -> bool {
@@ -244,7 +251,7 @@ impl Parser {
                     "=" => DateOp::Eq,
                     _ => return unsupported(),
                 };
-                let at = parse_date(&values[0], &field, self.now)?;
+                let at = parse_date(&values[0], &field, self.now, self.zone)?;
                 if lower.starts_with("updated") {
                     Ok(Clause::Updated(date_op, at))
                 } else {
@@ -319,12 +326,18 @@ impl Parser {
     }
 }
 
-/// Parses `jql`; relative dates (`-5m`) are resolved against `now`.
+/// Parses `jql` for a user in UTC; relative dates (`-5m`) are resolved against `now`.
 pub fn parse(jql: &str, now: DateTime<Utc>) -> Result<Query, JqlError> {
+    parse_in_zone(jql, now, Tz::UTC)
+}
+
+/// Parses `jql` for a user whose time zone is `zone`: date literals are local times there.
+pub fn parse_in_zone(jql: &str, now: DateTime<Utc>, zone: Tz) -> Result<Query, JqlError> {
     let mut p = Parser {
         tokens: tokenize(jql)?,
         pos: 0,
         now,
+        zone,
     };
     let mut clauses = Vec::new();
     let mut order = Vec::new();
@@ -356,18 +369,23 @@ pub fn parse(jql: &str, now: DateTime<Utc>) -> Result<Query, JqlError> {
     Ok(Query { clauses, order })
 }
 
-fn parse_date(value: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, JqlError> {
+fn parse_date(
+    value: &str,
+    field: &str,
+    now: DateTime<Utc>,
+    zone: Tz,
+) -> Result<DateTime<Utc>, JqlError> {
     let v = value.trim();
     for fmt in ["%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(v, fmt) {
-            return Ok(dt.and_utc());
+            return Ok(local_instant(dt, zone));
         }
     }
     for fmt in ["%Y-%m-%d", "%Y/%m/%d"] {
         if let Ok(d) = NaiveDate::parse_from_str(v, fmt)
             && let Some(dt) = d.and_hms_opt(0, 0, 0)
         {
-            return Ok(dt.and_utc());
+            return Ok(local_instant(dt, zone));
         }
     }
     if let Some(rel) = parse_period(v) {
@@ -395,6 +413,23 @@ fn parse_period(v: &str) -> Option<ChronoDuration> {
         _ => return None,
     };
     Some(d * sign)
+}
+
+/// The instant a local time of `zone` names, read as leniently as `java.util.Calendar` reads
+/// it: a time repeated when daylight saving time ends is the later (standard-time) one, a time
+/// skipped when it starts is moved forward by the gap (read with the offset before it).
+fn local_instant(local: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(at) => at.with_timezone(&Utc),
+        LocalResult::Ambiguous(earlier, later) => earlier.max(later).with_timezone(&Utc),
+        LocalResult::None => {
+            let before = (1..=24 * 60)
+                .map(|m| local - ChronoDuration::minutes(m))
+                .find_map(|t| zone.from_local_datetime(&t).earliest());
+            let offset = before.map_or(0, |t| t.offset().fix().local_minus_utc());
+            (local - ChronoDuration::seconds(i64::from(offset))).and_utc()
+        }
+    }
 }
 
 fn compare(op: DateOp, actual: DateTime<Utc>, bound: DateTime<Utc>) -> bool {
@@ -533,5 +568,47 @@ mod tests {
     fn empty_query_matches_everything() {
         let q = parse("", now()).unwrap();
         assert!(q.clauses.is_empty());
+    }
+
+    fn bound_in(zone: Tz, literal: &str) -> DateTime<Utc> {
+        let q = parse_in_zone(&format!(r#"updated >= "{literal}""#), now(), zone).unwrap();
+        match q.clauses.as_slice() {
+            [Clause::Updated(DateOp::Ge, at)] => *at,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn date_literals_are_local_times_of_the_users_zone() {
+        let utc = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+        assert_eq!(
+            bound_in(Tz::UTC, "2026-03-04 09:30"),
+            utc(2026, 3, 4, 9, 30)
+        );
+        assert_eq!(
+            bound_in(Tz::America__Los_Angeles, "2026-03-04 09:30"),
+            utc(2026, 3, 4, 17, 30),
+            "PST is UTC-8"
+        );
+        assert_eq!(
+            bound_in(Tz::Asia__Kolkata, "2026-03-04 09:30"),
+            utc(2026, 3, 4, 4, 0),
+            "IST is UTC+5:30"
+        );
+        // The hour repeated when daylight saving time ends is read as the later one (PST).
+        assert_eq!(
+            bound_in(Tz::America__Los_Angeles, "2026-11-01 01:30"),
+            utc(2026, 11, 1, 9, 30)
+        );
+        // The hour skipped when it starts is moved forward by the gap: 02:30 is 03:30 PDT.
+        assert_eq!(
+            bound_in(Tz::America__Los_Angeles, "2026-03-08 02:30"),
+            utc(2026, 3, 8, 10, 30)
+        );
+        assert_eq!(
+            bound_in(Tz::Asia__Kolkata, "2026-03-04"),
+            utc(2026, 3, 3, 18, 30),
+            "a date is the zone's midnight"
+        );
     }
 }

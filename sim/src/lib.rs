@@ -20,7 +20,9 @@
 //!
 //! Deliberate strictness (the real services are laxer, and a lax peer hides bridge bugs): JQL
 //! outside the supported subset, unreadable ServiceNow query terms and `^OR`/`^NQ` answer 400;
-//! Cloud `search/jql` without `fields` returns bare ids, like Jira Cloud. JQL dates are UTC.
+//! Cloud `search/jql` without `fields` returns bare ids, like Jira Cloud. JQL dates are local
+//! times of the Jira user's time zone ([`SimConfig::jira_time_zone`], UTC unless set), which
+//! `/myself` reports, as in Jira.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

@@ -106,6 +106,9 @@ struct Args {
         hide_default_value = true
     )]
     servicenow_client_secret: String,
+    /// The Jira user's IANA time zone (`/myself`'s `timeZone`), which JQL dates are read in.
+    #[arg(long, env = "SIM_JIRA_TIME_ZONE", default_value = "UTC")]
+    jira_time_zone: chrono_tz::Tz,
 }
 
 impl Args {
@@ -144,6 +147,7 @@ impl Args {
             // The standalone simulator starts with the default set-up; `POST /_sim/setup`
             // changes it.
             setup: findings_bridge_sim::Setup::default(),
+            jira_time_zone: self.jira_time_zone,
         })
     }
 }

@@ -21,8 +21,11 @@
 //!
 //! Two implementations: SQLite (one replica, embedded) and DynamoDB (several replicas).
 
+mod coordination;
 pub mod dynamodb;
 pub mod sqlite;
+
+pub use coordination::{MAX_SYNC_RETRIES, STATUS_SYNC_LEASE, SyncRetry};
 
 use std::time::Duration;
 
@@ -260,4 +263,52 @@ pub trait Store: Send + Sync {
 
     /// Cheap reachability probe for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // ---- One status poller across replicas: the lease, fenced watermarks, the retry queue ----
+
+    /// Takes the lease `name` for `owner` until `ttl` from now when it is absent, expired or
+    /// already `owner`'s (then it is renewed), in one conditional write. `Ok(Some(fence))`: held;
+    /// `fence` (unix ms of this grant) is larger than any fence an earlier holder was given.
+    /// `Ok(None)`: another owner holds it and it has not expired.
+    fn acquire_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+
+    /// Ends `owner`'s hold on the lease now, so the next [`Store::acquire_lease`] by anyone
+    /// succeeds; a no-op when `owner` does not hold it. The last fence is kept.
+    fn release_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// [`Store::set_watermark`] for a lease holder with `fence`: written unless a larger fence
+    /// wrote the watermark before (`Ok(false)`, nothing written).
+    fn set_watermark_fenced<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+        fence: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Queues `retry`, replacing the marker's entry if it has one. `Ok(false)`: the marker was not
+    /// queued and the queue already holds [`MAX_SYNC_RETRIES`] entries; nothing was written.
+    fn enqueue_sync_retry<'a>(
+        &'a self,
+        retry: &'a SyncRetry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// At most `limit` queued retries due at `now` (unix ms), the longest due first.
+    fn sync_retries_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SyncRetry>, StoreError>>;
+
+    /// Takes the marker's entry off the retry queue; a no-op when it has none.
+    fn remove_sync_retry<'a>(&'a self, marker: &'a Marker)
+    -> BoxFuture<'a, Result<(), StoreError>>;
 }

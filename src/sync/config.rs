@@ -5,6 +5,9 @@ use super::*;
 /// Environment variable holding the seconds between two polls.
 pub const SYNC_INTERVAL_ENV: &str = "BRIDGE_SYNC_INTERVAL";
 
+/// Environment variable holding the seconds the poller's lease lasts unless renewed.
+pub const SYNC_LEASE_ENV: &str = "BRIDGE_SYNC_LEASE";
+
 /// How the poller paces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
@@ -23,6 +26,11 @@ pub struct SyncConfig {
     pub first_lookback: Duration,
     /// Ticks a finding Security Hub did not process is retried before it is reported and dropped.
     pub max_retries: u32,
+    /// How long the poller's lease lasts unless renewed ([`SYNC_LEASE_ENV`], default 30 s): only
+    /// the replica holding it polls. It is renewed every quarter of it; a holder that has not
+    /// renewed three quarters of it after its last grant stops polling, and another replica
+    /// takes over once it has run out (within a minute of a SIGKILL with the default).
+    pub lease: Duration,
 }
 
 impl Default for SyncConfig {
@@ -34,6 +42,7 @@ impl Default for SyncConfig {
             batch: MAX_FINDINGS_PER_CALL,
             first_lookback: Duration::from_secs(7 * 24 * 3600),
             max_retries: 5,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -47,28 +56,55 @@ pub struct SyncConfigError {
 }
 
 impl SyncConfig {
-    /// Defaults with [`SYNC_INTERVAL_ENV`] applied (see [`crate::config::Config::sync`]). The
-    /// interval is whole seconds, at least 1; unset or empty keeps the default.
+    /// Defaults with [`SYNC_INTERVAL_ENV`] and [`SYNC_LEASE_ENV`] applied (see
+    /// [`crate::config::Config::sync`], which hands over its snapshot of the environment). Both
+    /// are whole seconds, at least 1; unset or empty keeps the default.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<SyncConfig, SyncConfigError> {
         let mut config = SyncConfig::default();
-        if let Some(raw) = lookup(SYNC_INTERVAL_ENV).filter(|v| !v.trim().is_empty()) {
-            let secs = raw
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| SyncConfigError {
-                    name: SYNC_INTERVAL_ENV,
-                    message: format!("expected a whole number of seconds ≥ 1, got {raw:?}"),
-                })?;
-            config.interval = Duration::from_secs(secs);
+        if let Some(interval) = seconds(&lookup, SYNC_INTERVAL_ENV)? {
+            config.interval = interval;
+        }
+        if let Some(lease) = seconds(&lookup, SYNC_LEASE_ENV)? {
+            config.lease = lease;
         }
         Ok(config)
+    }
+
+    /// How often the lease holder renews its lease, and how often the others try to take it.
+    pub(super) fn renew_every(&self) -> Duration {
+        self.lease / 4
+    }
+
+    /// How long after sending a successful grant its holder may go on polling: three quarters
+    /// of the lease, so the last quarter absorbs the replicas' clock skew (lease times are
+    /// written by each replica's clock) before anyone else can take the lease over.
+    pub(super) fn hold_for(&self) -> Duration {
+        self.lease - self.lease / 4
     }
 
     pub(super) fn batch_size(&self) -> usize {
         self.batch.clamp(1, MAX_FINDINGS_PER_CALL)
     }
+}
+
+/// The variable `name` as whole seconds, at least 1; unset or empty is `None`.
+fn seconds(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<Duration>, SyncConfigError> {
+    let Some(raw) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let secs = raw
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| SyncConfigError {
+            name,
+            message: format!("expected a whole number of seconds ≥ 1, got {raw:?}"),
+        })?;
+    Ok(Some(Duration::from_secs(secs)))
 }

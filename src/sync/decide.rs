@@ -5,7 +5,7 @@ use super::*;
 
 impl StatusSync {
     /// [`StatusSync::sync_ticket`], also naming the ticket key and finding id when a record
-    /// was found (for reports).
+    /// was found (for reports). A refusal is returned, not queued: the caller decides.
     pub(super) async fn sync_one(
         &self,
         connection: &str,
@@ -42,8 +42,7 @@ impl StatusSync {
         };
         let outcome = match self.write(vec![pending]).await.pop() {
             Some((_, WriteResult::Written(status))) => TicketSyncOutcome::Written { status },
-            Some((pending, WriteResult::Unprocessed { code, message })) => {
-                self.schedule_retry(&pending.candidate);
+            Some((_, WriteResult::Unprocessed { code, message })) => {
                 TicketSyncOutcome::Unprocessed { code, message }
             }
             Some((_, WriteResult::Failed(message))) => {
@@ -287,7 +286,6 @@ impl StatusSync {
             telemetry::error(ErrorKind::Store);
             tracing::warn!(marker = %pending.record.marker, error = %e, "could not record the status written to Security Hub");
         }
-        self.state().retries.remove(&candidate.marker);
         WriteResult::Written(pending.status)
     }
 }

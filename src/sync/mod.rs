@@ -2,10 +2,13 @@
 //!
 //! Two ways in, one decision:
 //! - the poller ([`StatusSync::poll_once`], [`StatusSync::run`]) asks every ticket connection for
-//!   bridge tickets updated since a watermark stored per connection (`sync:<connection>`), minus
-//!   an overlap window, because ticket systems index updates late and Jira's JQL dates only have
-//!   minute precision;
-//! - webhooks ([`crate::sync::webhooks`]) call [`StatusSync::sync_ticket`] for one ticket at once.
+//!   bridge tickets updated since a watermark stored per connection and table (`sync:<connection>`;
+//!   `sync:<connection>:<table>` for a ServiceNow table other than the connection's default),
+//!   minus an overlap window, because ticket systems index updates late and Jira's JQL dates
+//!   only have minute precision. Only the replica holding the store's status-sync lease polls,
+//!   and its watermark writes are fenced by the lease (`leader.rs`);
+//! - webhooks ([`crate::sync::webhooks`]) call [`StatusSync::sync_ticket`] for one ticket at once,
+//!   on whichever replica receives them.
 //!
 //! Either way the ticket's status goes through its rule's `status_map` ([`map_status`]) and is
 //! written only when it differs from what the bridge last wrote (`Record::status_to_hub`). That
@@ -17,12 +20,13 @@
 //!
 //! Writes go out in batches of at most 100 through [`FindingWriter`]. The watermark only moves
 //! after the writes of a tick went through; findings Security Hub lists as unprocessed are not
-//! recorded as written and are retried on the next ticks (a bounded number of times, then
-//! reported and dropped — the next change of the ticket brings them back).
+//! recorded as written but queued in the store ([`Store::enqueue_sync_retry`]) and retried on the
+//! next ticks by whichever replica polls (a bounded number of times, then reported and dropped —
+//! the next change of the ticket brings them back).
 
 pub mod webhooks;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,15 +40,16 @@ use crate::marker::Marker;
 use crate::pipeline::plan::MappingsHandle;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::telemetry::{self, ErrorKind, WritebackResult};
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Record, Store, StoreError, SyncRetry};
 use crate::ticket::{TicketError, TicketRef, TicketStatus, TicketSystem, TicketUpdate};
 
 mod config;
 mod decide;
+mod leader;
 mod poller;
 mod report;
 mod status_map;
-pub use config::{SYNC_INTERVAL_ENV, SyncConfig, SyncConfigError};
+pub use config::{SYNC_INTERVAL_ENV, SYNC_LEASE_ENV, SyncConfig, SyncConfigError};
 pub use report::*;
 pub use status_map::*;
 
@@ -87,18 +92,11 @@ enum WriteResult {
     Failed(String),
 }
 
-/// A finding Security Hub refused, waiting for the next tick.
-#[derive(Debug, Clone)]
-struct Retry {
-    connection: String,
-    attempts: u32,
-}
-
 #[derive(Debug, Default)]
 struct SyncState {
-    /// Per connection: ticket key → update time already handled (the overlap de-duplication).
+    /// Per poll target (`jira`, `servicenow:sn_si_incident`): ticket key → update time already
+    /// handled (the overlap de-duplication).
     seen: HashMap<String, HashMap<String, String>>,
-    retries: HashMap<Marker, Retry>,
     /// Unmapped statuses already logged, so a stuck ticket does not log every minute.
     warned: HashSet<String>,
 }
@@ -113,6 +111,8 @@ pub struct StatusSync {
     state: Mutex<SyncState>,
     /// One poll at a time, whoever asks (the `run` loop, a manual `sync --once` in-process).
     polling: tokio::sync::Mutex<()>,
+    /// This process in the status-sync lease: unique per process start (and per instance).
+    owner: String,
 }
 
 impl std::fmt::Debug for StatusSync {
@@ -143,7 +143,15 @@ impl StatusSync {
             config,
             state: Mutex::new(SyncState::default()),
             polling: tokio::sync::Mutex::new(()),
+            owner: leader::unique_owner(),
         }
+    }
+
+    /// Holds the status-sync lease as `owner` (`run` passes its process's owner id, the same
+    /// one its claims are made under) instead of a name made up for this instance.
+    pub fn with_owner(mut self, owner: impl Into<String>) -> StatusSync {
+        self.owner = owner.into();
+        self
     }
 
     pub fn config(&self) -> &SyncConfig {
@@ -166,9 +174,13 @@ impl StatusSync {
         marker: &Marker,
         ticket_id: Option<&str>,
     ) -> Result<TicketSyncOutcome, SyncError> {
-        self.sync_one(connection, marker, ticket_id)
-            .await
-            .map(|(outcome, _)| outcome)
+        let (outcome, _) = self.sync_one(connection, marker, ticket_id).await?;
+        if let TicketSyncOutcome::Unprocessed { code, message } = &outcome
+            && !self.schedule_retry(connection, marker).await?
+        {
+            tracing::error!(%marker, code, message, "Security Hub refused the ticket status and the retry queue is full; not retried until the ticket changes again");
+        }
+        Ok(outcome)
     }
 }
 

@@ -1,46 +1,91 @@
-//! Polling each connection for tickets updated since the last pass (with an overlap window, so
-//! a ticket updated while a page was read is not missed), and retrying what Security Hub refused.
+//! Polling each connection — each of its tables, for a system with tables — for tickets updated
+//! since the last pass (with an overlap window, so a ticket updated while a page was read is not
+//! missed), and retrying what Security Hub refused, from the store's retry queue.
 
 use super::*;
 
+/// One list the poller reads: a connection, and for a system with tables (ServiceNow) one table.
+pub(super) struct Target<'a> {
+    connection: &'a str,
+    system: &'a dyn TicketSystem,
+    /// `None` for a system without tables.
+    table: Option<String>,
+    /// What reports and the watermark call it: the connection's name for Jira and for the
+    /// connection's default table (`jira`, `servicenow`), `<connection>:<table>` for any other
+    /// table (`servicenow:sn_si_incident`).
+    key: String,
+}
+
 impl StatusSync {
-    /// Polls until `shutdown` fires: one poll at once, then one every `interval`. A poll in
-    /// progress is abandoned on shutdown; that is safe because writes are idempotent and the
-    /// watermark only moves after a poll's writes.
-    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        loop {
-            tokio::select! {
-                report = self.poll_once() => log_report(&report),
-                () = shutdown.wait() => break,
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.config.interval) => {}
-                () = shutdown.wait() => break,
+    /// Every list to poll, connections in name order. A connection with tables polls its
+    /// default table and every table a rule of the mapping set in force creates in. The default
+    /// table keeps the connection's own watermark (`sync:servicenow`), the one written when only
+    /// the default table was polled, so an upgrade neither skips nor re-reads anything there;
+    /// another table starts from the first-run look-back, like a new connection.
+    pub(super) fn targets(&self) -> Vec<Target<'_>> {
+        let mappings = self.mappings.current();
+        let mut connections: Vec<(&String, &Arc<dyn TicketSystem>)> = self.tickets.iter().collect();
+        connections.sort_by(|a, b| a.0.cmp(b.0));
+        let mut targets = Vec::new();
+        for (name, system) in connections {
+            let Some(default) = system.default_table() else {
+                targets.push(Target {
+                    connection: name,
+                    system: system.as_ref(),
+                    table: None,
+                    key: name.clone(),
+                });
+                continue;
+            };
+            let mut tables = BTreeSet::from([default.to_owned()]);
+            tables.extend(
+                mappings
+                    .rules
+                    .iter()
+                    .filter(|r| r.target == *name)
+                    .filter_map(|r| match &r.ticket {
+                        crate::mapping::spec::TicketSpec::ServiceNow(spec) => {
+                            Some(spec.table.clone())
+                        }
+                        crate::mapping::spec::TicketSpec::Jira(_) => None,
+                    }),
+            );
+            for table in tables {
+                let key = if table == default {
+                    name.clone()
+                } else {
+                    format!("{name}:{table}")
+                };
+                targets.push(Target {
+                    connection: name,
+                    system: system.as_ref(),
+                    table: Some(table),
+                    key,
+                });
             }
         }
-        tracing::info!("status sync stopped");
+        targets
     }
 
-    /// One poll of every connection (in name order), retries of earlier refusals first.
-    pub async fn poll_once(&self) -> SyncReport {
+    /// One poll of every target (retries of earlier refusals first), writing watermarks under
+    /// `fence`, the lease grant the poll runs under.
+    pub(super) async fn poll_all(&self, fence: i64) -> SyncReport {
         let _one_at_a_time = self.polling.lock().await;
         let mut report = SyncReport::default();
         self.retry_unprocessed(&mut report).await;
-        let mut connections: Vec<(&String, &Arc<dyn TicketSystem>)> = self.tickets.iter().collect();
-        connections.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, system) in connections {
-            self.poll_connection(name, system.as_ref(), &mut report)
-                .await;
+        for target in self.targets() {
+            self.poll_target(&target, fence, &mut report).await;
         }
         report
     }
 
-    pub(super) async fn poll_connection(
+    pub(super) async fn poll_target(
         &self,
-        name: &str,
-        system: &dyn TicketSystem,
+        target: &Target<'_>,
+        fence: i64,
         report: &mut SyncReport,
     ) {
+        let name = target.key.as_str();
         let watermark_name = format!("{WATERMARK_PREFIX}{name}");
         let stored = match self.store.watermark(&watermark_name).await {
             Ok(w) => w,
@@ -56,7 +101,8 @@ impl StatusSync {
             Some((_, Some(at))) => at,
             Some((raw, None)) => {
                 tracing::warn!(
-                    connection = name,
+                    connection = target.connection,
+                    table = target.table.as_deref(),
                     watermark = raw,
                     "stored watermark is not an RFC 3339 time; starting from the first-run lookback"
                 );
@@ -67,7 +113,7 @@ impl StatusSync {
         let since = base - chrono_duration(self.config.overlap);
         let since_text = since.to_rfc3339_opts(SecondsFormat::Secs, true);
 
-        let (candidates, complete) = self.collect(name, system, &since_text, report).await;
+        let (candidates, complete) = self.collect(target, &since_text, report).await;
 
         let mut pendings = Vec::new();
         let mut newest: Option<DateTime<Utc>> = None;
@@ -97,10 +143,29 @@ impl StatusSync {
                     handled.push(pending.candidate);
                 }
                 WriteResult::Unprocessed { code, message } => {
-                    self.schedule_retry(&pending.candidate);
-                    report
-                        .unprocessed
-                        .push(unprocessed_entry(&pending, code, message));
+                    let entry = unprocessed_entry(&pending, code, message);
+                    let candidate = &pending.candidate;
+                    match self
+                        .schedule_retry(&candidate.connection, &candidate.marker)
+                        .await
+                    {
+                        Ok(true) => report.unprocessed.push(entry),
+                        Ok(false) => {
+                            tracing::error!(marker = %candidate.marker, code = %entry.code, "Security Hub refused the ticket status and the retry queue is full; not retried until the ticket changes again");
+                            report.abandoned.push(entry);
+                        }
+                        Err(e) => {
+                            // Not queued: keep the watermark, so the next poll reads it again.
+                            telemetry::error(ErrorKind::Store);
+                            report.errors.push(format!(
+                                "{name} {}: queueing the refused write-back: {e}",
+                                candidate.ticket.key
+                            ));
+                            report.unprocessed.push(entry);
+                            failed = true;
+                            continue;
+                        }
+                    }
                     // Handled as far as the watermark goes: the retry queue takes it from here.
                     handled.push(pending.candidate);
                 }
@@ -127,8 +192,17 @@ impl StatusSync {
         let mut current = base;
         if !failed && let Some(newest) = newest.filter(|n| *n > base) {
             let value = newest.to_rfc3339_opts(SecondsFormat::Millis, true);
-            match self.store.set_watermark(&watermark_name, &value).await {
-                Ok(()) => current = newest,
+            match self
+                .store
+                .set_watermark_fenced(&watermark_name, &value, fence)
+                .await
+            {
+                Ok(true) => current = newest,
+                Ok(false) => {
+                    report.errors.push(format!(
+                        "{name}: the watermark was not stored: a later holder of the status-sync lease wrote it (this process no longer polls)"
+                    ));
+                }
                 Err(e) => {
                     telemetry::error(ErrorKind::Store);
                     report
@@ -138,7 +212,8 @@ impl StatusSync {
             }
         } else if failed && newest.is_some() {
             tracing::warn!(
-                connection = name,
+                connection = target.connection,
+                table = target.table.as_deref(),
                 "status sync did not finish cleanly; the watermark stays so the next poll reads the same window again"
             );
         }
@@ -155,11 +230,11 @@ impl StatusSync {
     /// when a page could not be fetched (what was fetched before is still handled).
     pub(super) async fn collect(
         &self,
-        name: &str,
-        system: &dyn TicketSystem,
+        target: &Target<'_>,
         since: &str,
         report: &mut SyncReport,
     ) -> (Vec<Candidate>, bool) {
+        let name = target.key.as_str();
         let seen = self.state().seen.get(name).cloned().unwrap_or_default();
         let mut order: Vec<String> = Vec::new();
         let mut by_key: HashMap<String, Candidate> = HashMap::new();
@@ -169,7 +244,16 @@ impl StatusSync {
         let max_pages = max.saturating_add(10);
         let mut complete = true;
         'pages: for _ in 0..max_pages {
-            let page = match system.updated_since(since, cursor.as_deref()).await {
+            let page = match &target.table {
+                Some(table) => {
+                    target
+                        .system
+                        .updated_since_in(since, table, cursor.as_deref())
+                        .await
+                }
+                None => target.system.updated_since(since, cursor.as_deref()).await,
+            };
+            let page = match page {
                 Ok(page) => page,
                 Err(e) => {
                     telemetry::error(ErrorKind::Ticket);
@@ -198,7 +282,7 @@ impl StatusSync {
                     continue;
                 }
                 let candidate = Candidate {
-                    connection: name.to_owned(),
+                    connection: target.connection.to_owned(),
                     ticket,
                     marker,
                     status,
@@ -230,20 +314,39 @@ impl StatusSync {
         (candidates, complete)
     }
 
-    /// Syncs again every finding Security Hub refused earlier, from the ticket's current status.
+    /// Syncs again, from the ticket's current status, every finding Security Hub refused
+    /// earlier that is due in the store's retry queue (at most `max_per_tick` a poll).
     pub(super) async fn retry_unprocessed(&self, report: &mut SyncReport) {
-        let due: Vec<(Marker, Retry)> = self.state().retries.drain().collect();
-        for (marker, mut retry) in due {
+        let now = Utc::now().timestamp_millis();
+        let due = match self
+            .store
+            .sync_retries_due(now, self.config.max_per_tick.max(1))
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                telemetry::error(ErrorKind::Store);
+                report.errors.push(format!("reading the retry queue: {e}"));
+                return;
+            }
+        };
+        for retry in due {
             report.retried += 1;
-            retry.attempts += 1;
-            let outcome = self.sync_one(&retry.connection, &marker, None).await;
-            let give_up = retry.attempts >= self.config.max_retries.max(1);
-            match outcome {
-                Ok((TicketSyncOutcome::Written { .. }, _)) => report.written += 1,
-                Ok((TicketSyncOutcome::Skipped { reason }, _)) => report.skip(reason),
+            let attempts = retry.attempts.saturating_add(1);
+            let give_up = attempts >= self.config.max_retries.max(1);
+            let outcome = self.sync_one(&retry.connection, &retry.marker, None).await;
+            let settled = match outcome {
+                Ok((TicketSyncOutcome::Written { .. }, _)) => {
+                    report.written += 1;
+                    true
+                }
+                Ok((TicketSyncOutcome::Skipped { reason }, _)) => {
+                    report.skip(reason);
+                    true
+                }
                 Ok((TicketSyncOutcome::Unprocessed { code, message }, named)) => {
                     let (ticket, finding_id) =
-                        named.unwrap_or_else(|| (marker.to_string(), String::new()));
+                        named.unwrap_or_else(|| (retry.marker.to_string(), String::new()));
                     let entry = UnprocessedTicket {
                         connection: retry.connection.clone(),
                         ticket,
@@ -252,23 +355,36 @@ impl StatusSync {
                         message,
                     };
                     if give_up {
-                        // `sync_ticket` queued it again; this was the last attempt.
-                        self.state().retries.remove(&marker);
-                        tracing::error!(%marker, code = %entry.code, "Security Hub refused the ticket status on every retry; giving up until the ticket changes again");
+                        tracing::error!(marker = %retry.marker, code = %entry.code, "Security Hub refused the ticket status on every retry; giving up until the ticket changes again");
                         report.abandoned.push(entry);
                     } else {
-                        self.state().retries.insert(marker.clone(), retry);
                         report.unprocessed.push(entry);
                     }
+                    give_up
                 }
                 Err(e) => {
                     report
                         .errors
-                        .push(format!("{} {marker}: retry: {e}", retry.connection));
-                    if !give_up {
-                        self.state().retries.insert(marker.clone(), retry);
-                    }
+                        .push(format!("{} {}: retry: {e}", retry.connection, retry.marker));
+                    give_up
                 }
+            };
+            let stored = if settled {
+                self.store.remove_sync_retry(&retry.marker).await
+            } else {
+                let again = SyncRetry {
+                    attempts,
+                    due_at: now,
+                    ..retry.clone()
+                };
+                self.store.enqueue_sync_retry(&again).await.map(drop)
+            };
+            if let Err(e) = stored {
+                telemetry::error(ErrorKind::Store);
+                report.errors.push(format!(
+                    "{} {}: updating the retry queue: {e}",
+                    retry.connection, retry.marker
+                ));
             }
         }
     }
@@ -284,14 +400,19 @@ impl StatusSync {
         }
     }
 
-    pub(super) fn schedule_retry(&self, candidate: &Candidate) {
-        let mut state = self.state();
-        state
-            .retries
-            .entry(candidate.marker.clone())
-            .or_insert_with(|| Retry {
-                connection: candidate.connection.clone(),
-                attempts: 0,
-            });
+    /// Queues a refused write-back for the next polls (whichever replica makes them).
+    /// `Ok(false)`: the queue is full and it was not queued.
+    pub(super) async fn schedule_retry(
+        &self,
+        connection: &str,
+        marker: &Marker,
+    ) -> Result<bool, StoreError> {
+        let retry = SyncRetry {
+            marker: marker.clone(),
+            connection: connection.to_owned(),
+            attempts: 0,
+            due_at: Utc::now().timestamp_millis(),
+        };
+        self.store.enqueue_sync_retry(&retry).await
     }
 }

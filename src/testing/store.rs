@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use super::lock;
 use crate::marker::Marker;
 use crate::store::{
-    BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
-    rfc3339_millis,
+    BoxFuture, Claim, Claimed, FindingState, Intent, MAX_SYNC_RETRIES, Record, Store, StoreError,
+    SyncFields, SyncRetry, rfc3339_millis,
 };
 
 #[derive(Default)]
@@ -27,6 +27,9 @@ struct FindingEntry {
     resolved_at: Option<(i64, String)>,
 }
 
+/// A named lease: holder (none once released), end of the hold, and the last fence.
+type NamedLease = (Option<String>, Instant, i64);
+
 /// A store with real lease semantics (on Tokio's clock, so paused tests can expire leases).
 #[derive(Default)]
 pub struct MemoryStore {
@@ -39,6 +42,13 @@ pub struct MemoryStore {
     /// The next `put` on this marker finds its lease taken over.
     steal_on_put: Mutex<Option<Marker>>,
     watermarks: Mutex<HashMap<String, String>>,
+    leases: Mutex<HashMap<String, NamedLease>>,
+    /// The fence of the last grant of any lease (fences only grow).
+    last_fence: Mutex<i64>,
+    watermark_fences: Mutex<HashMap<String, i64>>,
+    retries: Mutex<std::collections::BTreeMap<Marker, SyncRetry>>,
+    /// Lease calls by this owner never answer while set (its store connection hangs).
+    pub stall_leases_of: Mutex<Option<String>>,
 }
 
 impl MemoryStore {
@@ -321,5 +331,127 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            self.stall(owner).await;
+            let now = Instant::now();
+            let mut leases = lock(&self.leases);
+            let free = leases.get(name).is_none_or(|(holder, until, _)| {
+                holder.as_deref().is_none_or(|h| h == owner) || *until < now
+            });
+            if !free {
+                return Ok(None);
+            }
+            let fence = {
+                let mut last = lock(&self.last_fence);
+                *last += 1;
+                *last
+            };
+            leases.insert(name.to_owned(), (Some(owner.to_owned()), now + ttl, fence));
+            Ok(Some(fence))
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.stall(owner).await;
+            if let Some((holder, until, _)) = lock(&self.leases).get_mut(name)
+                && holder.as_deref() == Some(owner)
+            {
+                *holder = None;
+                *until = Instant::now();
+            }
+            Ok(())
+        })
+    }
+
+    fn set_watermark_fenced<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+        fence: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut fences = lock(&self.watermark_fences);
+            if fences.get(name).is_some_and(|stored| *stored > fence) {
+                return Ok(false);
+            }
+            fences.insert(name.to_owned(), fence);
+            lock(&self.watermarks).insert(name.to_owned(), value.to_owned());
+            Ok(true)
+        })
+    }
+
+    fn enqueue_sync_retry<'a>(
+        &'a self,
+        retry: &'a SyncRetry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut retries = lock(&self.retries);
+            if !retries.contains_key(&retry.marker) && retries.len() >= MAX_SYNC_RETRIES {
+                return Ok(false);
+            }
+            retries.insert(retry.marker.clone(), retry.clone());
+            Ok(true)
+        })
+    }
+
+    fn sync_retries_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SyncRetry>, StoreError>> {
+        Box::pin(async move {
+            let mut due: Vec<SyncRetry> = lock(&self.retries)
+                .values()
+                .filter(|r| r.due_at <= now)
+                .cloned()
+                .collect();
+            due.sort_by(|a, b| (a.due_at, &a.marker).cmp(&(b.due_at, &b.marker)));
+            due.truncate(limit);
+            Ok(due)
+        })
+    }
+
+    fn remove_sync_retry<'a>(
+        &'a self,
+        marker: &'a Marker,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            lock(&self.retries).remove(marker);
+            Ok(())
+        })
+    }
+}
+
+impl MemoryStore {
+    /// Never returns for the owner [`MemoryStore::stall_leases_of`] names.
+    async fn stall(&self, owner: &str) {
+        if lock(&self.stall_leases_of).as_deref() == Some(owner) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Who holds the lease `name` and until when (Tokio's clock), if anyone.
+    pub fn lease_holder(&self, name: &str) -> Option<(String, Instant)> {
+        lock(&self.leases)
+            .get(name)
+            .and_then(|(holder, until, _)| holder.clone().map(|h| (h, *until)))
+    }
+
+    /// The retry queue, in marker order.
+    pub fn queued_retries(&self) -> Vec<SyncRetry> {
+        lock(&self.retries).values().cloned().collect()
     }
 }

@@ -51,6 +51,12 @@ pub struct FakeTickets {
     posted: Mutex<Vec<(String, String)>>,
     /// Set by `finish_creates`: creates waiting out `create_delay` answer at once.
     finish: tokio::sync::watch::Sender<bool>,
+    /// When each poll (`updated_since`) started, on Tokio's clock.
+    polled: std::sync::Arc<Mutex<Vec<tokio::time::Instant>>>,
+    /// While set, polls never answer.
+    pub hang_polls: Mutex<bool>,
+    /// When each hung poll was abandoned (its future dropped), on Tokio's clock.
+    abandoned: std::sync::Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 impl FakeTickets {
@@ -66,6 +72,9 @@ impl FakeTickets {
             settle: Mutex::new(Duration::ZERO),
             posted: Mutex::new(Vec::new()),
             finish: tokio::sync::watch::channel(false).0,
+            polled: Default::default(),
+            hang_polls: Mutex::new(false),
+            abandoned: Default::default(),
         }
     }
 
@@ -399,11 +408,39 @@ impl TicketSystem for FakeTickets {
         _since: &'a str,
         _cursor: Option<&'a str>,
     ) -> crate::ticket::BoxFuture<'a, Result<UpdatedPage, TicketError>> {
-        Box::pin(async {
+        lock(&self.polled).push(tokio::time::Instant::now());
+        let hang = *lock(&self.hang_polls);
+        let abandoned = std::sync::Arc::clone(&self.abandoned);
+        Box::pin(async move {
+            if hang {
+                let _noted = Abandoned(abandoned);
+                std::future::pending::<()>().await;
+            }
             Ok(UpdatedPage {
                 tickets: Vec::new(),
                 next: None,
             })
         })
+    }
+}
+
+impl FakeTickets {
+    /// When each poll started (Tokio's clock), oldest first.
+    pub fn polls(&self) -> Vec<tokio::time::Instant> {
+        lock(&self.polled).clone()
+    }
+
+    /// When each poll held by [`FakeTickets::hang_polls`] was abandoned by its caller.
+    pub fn abandoned_polls(&self) -> Vec<tokio::time::Instant> {
+        lock(&self.abandoned).clone()
+    }
+}
+
+/// Notes when a hung poll's future is dropped.
+struct Abandoned(std::sync::Arc<Mutex<Vec<tokio::time::Instant>>>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        lock(&self.0).push(tokio::time::Instant::now());
     }
 }

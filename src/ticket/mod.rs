@@ -345,6 +345,25 @@ pub trait TicketSystem: Send + Sync {
         since: &'a str,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>>;
+
+    /// For a system whose tickets live in tables (ServiceNow), the table
+    /// [`TicketSystem::updated_since`] polls and rules without one create in; `None` for a system
+    /// without tables (Jira).
+    fn default_table(&self) -> Option<&str> {
+        None
+    }
+
+    /// [`TicketSystem::updated_since`] in `table` (status sync polls every table a rule creates
+    /// in). A system without tables has a single list and ignores `table`.
+    fn updated_since_in<'a>(
+        &'a self,
+        since: &'a str,
+        table: &'a str,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>> {
+        let _ = table;
+        self.updated_since(since, cursor)
+    }
 }
 
 /// [`TicketSystem`] written with `async fn`: what the clients implement, each method meaning what
@@ -415,6 +434,20 @@ pub trait AsyncTicketSystem: Send + Sync {
         since: &str,
         cursor: Option<&str>,
     ) -> impl Future<Output = Result<UpdatedPage, TicketError>> + Send;
+
+    fn default_table(&self) -> Option<&str> {
+        None
+    }
+
+    fn updated_since_in(
+        &self,
+        since: &str,
+        table: &str,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<UpdatedPage, TicketError>> + Send {
+        let _ = table;
+        self.updated_since(since, cursor)
+    }
 }
 
 impl<T: AsyncTicketSystem> TicketSystem for T {
@@ -508,6 +541,21 @@ impl<T: AsyncTicketSystem> TicketSystem for T {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>> {
         Box::pin(AsyncTicketSystem::updated_since(self, since, cursor))
+    }
+
+    fn default_table(&self) -> Option<&str> {
+        AsyncTicketSystem::default_table(self)
+    }
+
+    fn updated_since_in<'a>(
+        &'a self,
+        since: &'a str,
+        table: &'a str,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<UpdatedPage, TicketError>> {
+        Box::pin(AsyncTicketSystem::updated_since_in(
+            self, since, table, cursor,
+        ))
     }
 }
 

@@ -15,3 +15,5 @@ mod support;
 mod ops;
 mod preflight;
 mod worker;
+
+mod poller;

@@ -588,6 +588,8 @@ async fn updated_since_pages_by_token_on_cloud() {
             .mount(&server)
             .await;
     }
+    // The user's time zone is read once for all the pages.
+    mount_time_zone(&server, JiraApiVersion::V3, "UTC").await;
     let mut cfg = config(&server, JiraApiVersion::V3);
     cfg.page_size = 2;
     let jira = JiraClient::with_clock(cfg, ManualClock::new()).unwrap();
@@ -632,6 +634,7 @@ async fn updated_since_pages_by_start_at_on_data_center() {
             .mount(&server)
             .await;
     }
+    mount_time_zone(&server, JiraApiVersion::V2, "Etc/UTC").await;
     let mut cfg = config(&server, JiraApiVersion::V2);
     cfg.page_size = 2;
     let jira = JiraClient::with_clock(cfg, ManualClock::new()).unwrap();
@@ -788,5 +791,123 @@ async fn refusals_are_blamed_on_the_connection_the_rule_or_the_finding() {
         assert_eq!(err.blame(), blame, "{err}");
         assert!(!err.is_transient(), "{err}");
         assert_eq!(jira.target_of(&payload, None).as_deref(), Some("PAY"));
+    }
+}
+
+// ---- The user's time zone: JQL dates are read in it ----------------------------------------
+
+/// `GET /rest/api/{3,2}/myself` answering `zone` as the user's `timeZone`, expected once.
+async fn mount_time_zone(server: &MockServer, version: JiraApiVersion, zone: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("{}/myself", api(version))))
+        .and(header("authorization", auth(version)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "accountId": "5b10ac8d82e05b22cc7d4ef5",
+            "displayName": "findings-bridge",
+            "timeZone": zone,
+        })))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// The search of a user at `zone` for `since`, answering one issue; expected `times` times.
+async fn mount_search_in_zone(server: &MockServer, bound: &str, times: u64) {
+    let jql =
+        format!(r#"labels = "findings-bridge" AND updated >= "{bound}" ORDER BY updated ASC"#);
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/search/jql"))
+        .and(body_json(
+            json!({"jql": jql, "fields": ["status", "labels", "updated"], "maxResults": 50}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issues": [issue(1, "2024-05-01T05:08:00.000-0700")], "isLast": true})))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn updated_since_writes_the_bound_in_the_users_time_zone_read_once() {
+    for (zone, bound) in [
+        // UTC-7 (daylight saving time): 12:07:30Z is 05:07 in Los Angeles.
+        ("America/Los_Angeles", "2024-05-01 05:07"),
+        // UTC+5:30: a half-hour zone.
+        ("Asia/Kolkata", "2024-05-01 17:37"),
+        // UTC+5:45.
+        ("Asia/Kathmandu", "2024-05-01 17:52"),
+    ] {
+        let server = MockServer::start().await;
+        mount_time_zone(&server, JiraApiVersion::V3, zone).await;
+        mount_search_in_zone(&server, bound, 2).await;
+        let jira = client(&server, JiraApiVersion::V3);
+        for _ in 0..2 {
+            let page = jira
+                .updated_since("2024-05-01T12:07:30Z", None)
+                .await
+                .unwrap_or_else(|e| panic!("{zone}: {e}"));
+            assert_eq!(page.tickets.len(), 1, "{zone}");
+            assert_eq!(page.tickets[0].updated_at, "2024-05-01T05:08:00-07:00");
+        }
+        // Dropping the server checks the expectations: `/myself` once, the search twice.
+    }
+}
+
+#[tokio::test]
+async fn a_failed_poll_reads_the_time_zone_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/myself"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeZone": "UTC"})))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/search/jql"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "errorMessages": ["The value 'x' does not exist for the field 'labels'."]})))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let jira = client(&server, JiraApiVersion::V3);
+    assert!(
+        jira.updated_since("2024-05-01T12:07:30Z", None)
+            .await
+            .is_err()
+    );
+    // The user moved to Los Angeles meanwhile: the next poll reads the zone again.
+    mount_time_zone(&server, JiraApiVersion::V3, "America/Los_Angeles").await;
+    mount_search_in_zone(&server, "2024-05-01 05:07", 1).await;
+    jira.updated_since("2024-05-01T12:07:30Z", None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_user_without_a_known_time_zone_fails_the_poll_without_searching() {
+    for body in [
+        json!({"accountId": "x", "timeZone": null}),
+        json!({"accountId": "x"}),
+        json!({"accountId": "x", "timeZone": "Mars/Olympus_Mons"}),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/rest/api/3/myself"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body.clone()))
+            .mount(&server)
+            .await;
+        let error = client(&server, JiraApiVersion::V3)
+            .updated_since("2024-05-01T12:07:30Z", None)
+            .await
+            .unwrap_err();
+        assert!(!error.is_transient(), "{body}: {error}");
+        assert!(error.to_string().contains("time zone"), "{body}: {error}");
+        let requests = server.received_requests().await.unwrap();
+        assert!(
+            requests.iter().all(|r| r.url.path().ends_with("/myself")),
+            "{body}: no search without a zone"
+        );
     }
 }

@@ -37,3 +37,5 @@ mod servicenow_contract;
 mod store;
 mod sync;
 mod webhook;
+
+mod poller;

@@ -702,3 +702,46 @@ async fn a_marker_search_on_a_missing_table_is_blamed_on_the_rule() {
         "{err}"
     );
 }
+
+/// Status sync polls every table a rule creates in: the same query on that table's path, and
+/// the tickets it returns name that table. The default table is the connection's.
+#[tokio::test]
+async fn updated_since_in_polls_the_named_table() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/now/table/sn_si_incident"))
+        .and(header("authorization", BASIC))
+        .and(query_param(
+            "sysparm_query",
+            "correlation_display=findings-bridge^sys_updated_on>=2024-05-01 12:07:30^ORDERBYsys_updated_on",
+        ))
+        .and(query_param("sysparm_offset", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"result": [record(1)]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let sn = client(&server);
+    assert_eq!(sn.default_table(), Some("incident"));
+    let page = sn
+        .updated_since_in("2024-05-01T12:07:30Z", "sn_si_incident", None)
+        .await
+        .unwrap();
+    assert_eq!(page.tickets.len(), 1);
+    assert_eq!(
+        page.tickets[0].ticket.table.as_deref(),
+        Some("sn_si_incident")
+    );
+    assert!(
+        page.tickets[0].ticket.url.contains("sn_si_incident.do"),
+        "{}",
+        page.tickets[0].ticket.url
+    );
+
+    // A table name that is not an identifier never reaches the URL.
+    let error = sn
+        .updated_since_in("2024-05-01T12:07:30Z", "incident/../sys_user", None)
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}

@@ -845,3 +845,436 @@ async fn dynamodb_items_are_laid_out_as_documented() {
     assert_eq!(wm["value"].as_s().unwrap(), "2025-01-01T00:00:00Z");
     assert!(!wm.contains_key("expires_at"), "watermarks never expire");
 }
+
+// ---------------------------------------------------------------------------------------------
+// One status poller across replicas: the named lease, fenced watermarks, the retry queue
+// ---------------------------------------------------------------------------------------------
+
+use findings_bridge::store::{MAX_SYNC_RETRIES, STATUS_SYNC_LEASE, SyncRetry};
+
+fn held(grant: Result<Option<i64>, StoreError>) -> i64 {
+    match grant {
+        Ok(Some(fence)) => fence,
+        other => panic!("expected the lease to be held, got {other:?}"),
+    }
+}
+
+fn refused(grant: Result<Option<i64>, StoreError>) {
+    match grant {
+        Ok(None) => {}
+        other => panic!("expected the lease to be refused, got {other:?}"),
+    }
+}
+
+/// Acquire and conflict: the first owner gets the lease, a second one is refused while it lives.
+async fn a_lease_is_held_by_one_owner_at_a_time(store: &dyn Store) {
+    held(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "replica-a", LEASE)
+            .await,
+    );
+    refused(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "replica-b", LEASE)
+            .await,
+    );
+    // Another name is another lease.
+    held(store.acquire_lease("other", "replica-b", LEASE).await);
+    refused(store.acquire_lease("other", "replica-a", LEASE).await);
+}
+
+/// Renew by the owner only: the holder extends its lease (a new, larger fence each time); no
+/// one else can, and a holder whose lease was taken over after it ran out is refused.
+async fn only_the_holder_renews_a_lease(store: &dyn Store) {
+    let first = held(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "a", SHORT_LEASE)
+            .await,
+    );
+    refused(store.acquire_lease(STATUS_SYNC_LEASE, "b", LEASE).await);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let renewed = held(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "a", SHORT_LEASE)
+            .await,
+    );
+    assert!(renewed >= first, "{renewed} < {first}");
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    // Expired: taken over by b, and a is refused from then on.
+    let taken = held(store.acquire_lease(STATUS_SYNC_LEASE, "b", LEASE).await);
+    assert!(
+        taken > renewed,
+        "the new holder's fence {taken} must exceed every fence the old one had ({renewed})"
+    );
+    refused(store.acquire_lease(STATUS_SYNC_LEASE, "a", LEASE).await);
+    held(store.acquire_lease(STATUS_SYNC_LEASE, "b", LEASE).await);
+}
+
+/// Expiry takeover: a holder that stops renewing (a SIGKILLed replica) loses the lease to the
+/// next owner once it runs out, and not before.
+async fn an_expired_lease_is_taken_over(store: &dyn Store) {
+    let dead = held(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "killed", SHORT_LEASE)
+            .await,
+    );
+    refused(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "survivor", LEASE)
+            .await,
+    );
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let fence = held(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "survivor", LEASE)
+            .await,
+    );
+    assert!(fence > dead);
+    refused(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "killed", LEASE)
+            .await,
+    );
+}
+
+/// Release: the holder's release frees the lease at once (SIGTERM: immediate takeover); a
+/// release by anyone else changes nothing; fences keep growing across the release.
+async fn a_released_lease_is_free_at_once_and_only_its_holder_releases_it(store: &dyn Store) {
+    let first = held(store.acquire_lease(STATUS_SYNC_LEASE, "a", LEASE).await);
+    store
+        .release_lease(STATUS_SYNC_LEASE, "intruder")
+        .await
+        .unwrap();
+    refused(store.acquire_lease(STATUS_SYNC_LEASE, "b", LEASE).await);
+    store.release_lease(STATUS_SYNC_LEASE, "a").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = held(store.acquire_lease(STATUS_SYNC_LEASE, "b", LEASE).await);
+    assert!(second > first, "{second} <= {first}");
+    // Releasing a lease one no longer holds, or one never taken, is a no-op.
+    store.release_lease(STATUS_SYNC_LEASE, "a").await.unwrap();
+    store.release_lease("never-taken", "a").await.unwrap();
+    refused(store.acquire_lease(STATUS_SYNC_LEASE, "a", LEASE).await);
+}
+
+/// A watermark written under a fence refuses every smaller fence: a deposed poller's late write
+/// cannot move it back under the poller that took over. Unfenced watermarks (written before
+/// the lease existed) accept the first fenced write.
+async fn a_fenced_watermark_refuses_older_fences(store: &dyn Store) {
+    store
+        .set_watermark("sync:jira", "2025-01-01T00:00:00Z")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_watermark_fenced("sync:jira", "2025-01-02T00:00:00Z", 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_watermark_fenced("sync:jira", "2025-01-01T12:00:00Z", 99)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.watermark("sync:jira").await.unwrap().as_deref(),
+        Some("2025-01-02T00:00:00Z")
+    );
+    assert!(
+        store
+            .set_watermark_fenced("sync:jira", "2025-01-03T00:00:00Z", 100)
+            .await
+            .unwrap(),
+        "the same holder writes again"
+    );
+    assert!(
+        store
+            .set_watermark_fenced("sync:servicenow", "2025-01-03T00:00:00Z", 1)
+            .await
+            .unwrap(),
+        "fences are per watermark"
+    );
+    assert_eq!(
+        store.watermark("sync:jira").await.unwrap().as_deref(),
+        Some("2025-01-03T00:00:00Z")
+    );
+}
+
+fn retry(finding: &str, attempts: u32, due_at: i64) -> SyncRetry {
+    SyncRetry {
+        marker: marker(finding),
+        connection: "jira".to_owned(),
+        attempts,
+        due_at,
+    }
+}
+
+/// Enqueue is idempotent (one entry per marker, the newest values), only due entries are
+/// listed (longest due first, at most `limit`), remove takes one entry and is idempotent too.
+async fn the_retry_queue_keeps_one_entry_per_marker_until_removed(store: &dyn Store) {
+    assert!(
+        store
+            .sync_retries_due(i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .remove_sync_retry(&marker("never-queued"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .enqueue_sync_retry(&retry("r1", 0, 1_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_sync_retry(&retry("r1", 0, 1_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_sync_retry(&retry("r2", 0, 500))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_sync_retry(&retry("r3", 0, 5_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.sync_retries_due(1_000, 10).await.unwrap(),
+        vec![retry("r2", 0, 500), retry("r1", 0, 1_000)],
+        "due ones only, longest due first, one entry per marker"
+    );
+    assert_eq!(
+        store.sync_retries_due(10_000, 1).await.unwrap(),
+        vec![retry("r2", 0, 500)]
+    );
+    // Requeued after a failed retry: the entry is replaced.
+    let mut servicenow = retry("r2", 1, 2_000);
+    servicenow.connection = "servicenow".to_owned();
+    assert!(store.enqueue_sync_retry(&servicenow).await.unwrap());
+    assert_eq!(
+        store.sync_retries_due(10_000, 10).await.unwrap(),
+        vec![
+            retry("r1", 0, 1_000),
+            servicenow.clone(),
+            retry("r3", 0, 5_000)
+        ]
+    );
+    store.remove_sync_retry(&marker("r1")).await.unwrap();
+    store.remove_sync_retry(&marker("r1")).await.unwrap();
+    assert_eq!(
+        store.sync_retries_due(10_000, 10).await.unwrap(),
+        vec![servicenow, retry("r3", 0, 5_000)]
+    );
+}
+
+/// The queue is bounded: once full, a new marker is refused (and nothing written), a queued one
+/// can still be requeued, and a removal makes room again. `store` holds `full-0` …
+/// `full-999`, due at 1, when this starts (see the two tests below).
+async fn a_full_retry_queue_refuses_new_markers(store: &dyn Store) {
+    assert!(
+        !store
+            .enqueue_sync_retry(&retry("one-too-many", 0, 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_sync_retry(&retry("full-7", 3, 2))
+            .await
+            .unwrap(),
+        "requeueing a queued marker needs no room"
+    );
+    let all = store.sync_retries_due(i64::MAX, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), MAX_SYNC_RETRIES);
+    assert!(all.iter().all(|r| r.marker != marker("one-too-many")));
+    assert_eq!(all.last(), Some(&retry("full-7", 3, 2)));
+    store.remove_sync_retry(&marker("full-0")).await.unwrap();
+    assert!(
+        store
+            .enqueue_sync_retry(&retry("one-too-many", 0, 1))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_retry_queue_is_bounded() {
+    let backend = sqlite();
+    for n in 0..MAX_SYNC_RETRIES {
+        assert!(
+            backend
+                .store
+                .enqueue_sync_retry(&retry(&format!("full-{n}"), 0, 1))
+                .await
+                .unwrap()
+        );
+    }
+    a_full_retry_queue_refuses_new_markers(backend.store.as_ref()).await;
+}
+
+/// The full queue is written as one item (a thousand enqueues on moto take a minute), in the
+/// layout `dynamodb_lease_and_retry_queue_items_are_laid_out_as_documented` pins down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_retry_queue_is_bounded() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = dynamo_client().await;
+    let table = support::unique("retry-queue-full");
+    DynamoStore::create_table_for_tests(&client, &table)
+        .await
+        .unwrap();
+    let entries = (0..MAX_SYNC_RETRIES)
+        .map(|n| {
+            let entry = std::collections::HashMap::from([
+                (
+                    "connection".to_owned(),
+                    AttributeValue::S("jira".to_owned()),
+                ),
+                ("attempts".to_owned(), AttributeValue::N("0".to_owned())),
+                ("due_at".to_owned(), AttributeValue::N("1".to_owned())),
+            ]);
+            (
+                marker(&format!("full-{n}")).to_string(),
+                AttributeValue::M(entry),
+            )
+        })
+        .collect();
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("retries#status-sync".to_owned()))
+        .item("entries", AttributeValue::M(entries))
+        .send()
+        .await
+        .unwrap();
+    let store = DynamoStore::new(client, table);
+    a_full_retry_queue_refuses_new_markers(&store).await;
+}
+
+macro_rules! coordination_suite {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite_coordination {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let backend = super::sqlite();
+                    super::$behaviour(backend.store.as_ref()).await;
+                }
+            )*
+        }
+        mod dynamodb_coordination {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let store = super::dynamodb().await;
+                    super::$behaviour(store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+coordination_suite!(
+    a_lease_is_held_by_one_owner_at_a_time,
+    only_the_holder_renews_a_lease,
+    an_expired_lease_is_taken_over,
+    a_released_lease_is_free_at_once_and_only_its_holder_releases_it,
+    a_fenced_watermark_refuses_older_fences,
+    the_retry_queue_keeps_one_entry_per_marker_until_removed,
+);
+
+/// Two connections on one SQLite file are two processes on one host: the lease holds across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lease_holds_across_connections_to_one_file() {
+    let backend = sqlite();
+    let other = SqliteStore::open(&backend.path).expect("second open");
+    held(
+        backend
+            .store
+            .acquire_lease(STATUS_SYNC_LEASE, "process-1", LEASE)
+            .await,
+    );
+    refused(
+        other
+            .acquire_lease(STATUS_SYNC_LEASE, "process-2", LEASE)
+            .await,
+    );
+    backend
+        .store
+        .release_lease(STATUS_SYNC_LEASE, "process-1")
+        .await
+        .unwrap();
+    held(
+        other
+            .acquire_lease(STATUS_SYNC_LEASE, "process-2", LEASE)
+            .await,
+    );
+}
+
+/// The lease and the retry queue items as documented: operators read them in the table.
+#[tokio::test]
+async fn dynamodb_lease_and_retry_queue_items_are_laid_out_as_documented() {
+    let client = dynamo_client().await;
+    let table = support::unique("coordination-layout");
+    DynamoStore::create_table_for_tests(&client, &table)
+        .await
+        .unwrap();
+    let store = DynamoStore::new(client.clone(), table.clone());
+    let fence = held(
+        store
+            .acquire_lease(STATUS_SYNC_LEASE, "host:1:2", LEASE)
+            .await,
+    );
+    store
+        .enqueue_sync_retry(&retry("layout", 2, 1_234))
+        .await
+        .unwrap();
+    let read = |pk: &str| {
+        let client = client.clone();
+        let table = table.clone();
+        let pk = pk.to_owned();
+        async move {
+            client
+                .get_item()
+                .table_name(&table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let lease = read("lease#status-sync").await;
+    assert_eq!(lease["lease_owner"].as_s().unwrap(), "host:1:2");
+    let granted: i64 = lease["granted"].as_n().unwrap().parse().unwrap();
+    let until: i64 = lease["lease_until"].as_n().unwrap().parse().unwrap();
+    assert_eq!(granted, fence);
+    assert_eq!(until - granted, 30_000, "unix ms, granted + lease");
+    assert!(!lease.contains_key("expires_at"), "the lease never expires");
+
+    store
+        .release_lease(STATUS_SYNC_LEASE, "host:1:2")
+        .await
+        .unwrap();
+    let released = read("lease#status-sync").await;
+    assert!(!released.contains_key("lease_owner") && !released.contains_key("lease_until"));
+    assert_eq!(released["granted"].as_n().unwrap(), &fence.to_string());
+
+    let queue = read("retries#status-sync").await;
+    let entry = queue["entries"].as_m().unwrap()[marker("layout").as_str()]
+        .as_m()
+        .unwrap();
+    assert_eq!(entry["connection"].as_s().unwrap(), "jira");
+    assert_eq!(entry["attempts"].as_n().unwrap(), "2");
+    assert_eq!(entry["due_at"].as_n().unwrap(), "1234");
+}

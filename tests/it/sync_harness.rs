@@ -88,11 +88,16 @@ fn http() -> HttpSettings {
 
 /// Starts everything; `page_size` is the Jira client's search page size.
 pub async fn harness(page_size: u32) -> Harness {
-    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0")
+    harness_with(page_size, SimConfig::default(), MAPPING).await
+}
+
+/// [`harness`] with a simulator of its own configuration (its credentials must stay the
+/// default ones) and `mapping` as the team's file.
+pub async fn harness_with(page_size: u32, sim_config: SimConfig, mapping: &str) -> Harness {
+    let sim = Simulator::start(sim_config.clone(), "127.0.0.1:0")
         .await
         .expect("simulator starts");
     let base = Url::parse(&sim.base_url).expect("simulator URL");
-    let sim_config = SimConfig::default();
 
     let mut jira = JiraConfig::new(
         base.clone(),
@@ -119,7 +124,7 @@ pub async fn harness(page_size: u32) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let mappings_dir = dir.path().join("mappings");
     std::fs::create_dir(&mappings_dir).expect("mappings dir");
-    std::fs::write(mappings_dir.join("payments.toml"), MAPPING).expect("mapping file");
+    std::fs::write(mappings_dir.join("payments.toml"), mapping).expect("mapping file");
     let mappings = MappingsHandle::new(mapping::load(&mappings_dir).expect("mappings load"));
     let store =
         Arc::new(SqliteStore::open(&dir.path().join("bridge.db")).expect("sqlite store opens"));

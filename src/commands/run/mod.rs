@@ -98,7 +98,8 @@ pub async fn sync_once(
     store: &StoreSpec,
 ) -> anyhow::Result<SyncReport> {
     let p = Pipeline::build(config, mappings, store, true).await?;
-    let sync = StatusSync::new(p.store, p.systems, p.writer, p.mappings, config.sync(None)?);
+    let sync = StatusSync::new(p.store, p.systems, p.writer, p.mappings, config.sync(None)?)
+        .with_owner(owner_id(config));
     Ok(sync.poll_once().await)
 }
 
@@ -142,13 +143,17 @@ pub async fn run(
     let sqs = aws_sdk_sqs::Client::new(&sdk);
 
     let sync_config = config.sync(Some(settings.sync_interval))?;
-    let sync = Arc::new(StatusSync::new(
-        Arc::clone(&store),
-        systems.clone(),
-        Arc::clone(&writer),
-        handle.clone(),
-        sync_config,
-    ));
+    // Every replica runs the sync; only the holder of the store's status-sync lease polls.
+    let sync = Arc::new(
+        StatusSync::new(
+            Arc::clone(&store),
+            systems.clone(),
+            Arc::clone(&writer),
+            handle.clone(),
+            sync_config,
+        )
+        .with_owner(owner_id(config)),
+    );
     // Background work that shutdown waits for (within the grace period), never forever.
     let tasks = Tasks::new();
     tasks.spawn("status sync", Arc::clone(&sync).run(shutdown.clone()));

@@ -257,3 +257,8 @@ impl fmt::Debug for InflightGuard {
         f.write_str("InflightGuard")
     }
 }
+
+/// Sets whether this replica is the status poller (see [`names::SYNC_LEADER`]).
+pub fn sync_leader(polls: bool) {
+    gauge!(names::SYNC_LEADER).set(if polls { 1.0 } else { 0.0 });
+}

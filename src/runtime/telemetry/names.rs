@@ -74,6 +74,10 @@ pub const SYNC_UNMAPPED_STATUS: &str = "findings_bridge_sync_unmapped_status_tot
 /// error kind: `timeout`, `access_denied`, `failed`, `api`).
 pub const DETECTIVE_ENRICHMENTS: &str = "findings_bridge_detective_total";
 
+/// 1 while this replica holds the status-sync lease and polls the ticket systems, 0 while
+/// another replica does (or none can: the store is unreachable).
+pub const SYNC_LEADER: &str = "findings_bridge_sync_leader";
+
 /// How a series is exported, for its `# TYPE` and `# HELP` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -217,6 +221,10 @@ const SERIES: &[Series] = &[
     Series::counter(
         DETECTIVE_ENRICHMENTS,
         "Amazon Detective enrichments of new tickets, by outcome (commented, not_applicable, comment_failed, timeout, access_denied, failed, api).",
+    ),
+    Series::gauge(
+        SYNC_LEADER,
+        "1 while this replica holds the status-sync lease and polls the ticket systems, 0 otherwise.",
     ),
 ];
 

@@ -170,11 +170,23 @@ impl DynamoStore {
         marker: &Marker,
         owner: &str,
     ) -> Result<(), StoreError> {
+        self.release_owner(record_key(marker), owner, "release")
+            .await
+    }
+
+    /// Removes the lease `owner` holds on the item `key` (a claim, the status-sync lease); a
+    /// no-op when `owner` does not hold it.
+    pub(super) async fn release_owner(
+        &self,
+        key: AttributeValue,
+        owner: &str,
+        op: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(PK, record_key(marker))
+            .key(PK, key)
             .update_expression("REMOVE #owner, #until")
             .condition_expression("#owner = :me")
             .expression_attribute_names("#owner", LEASE_OWNER)
@@ -184,7 +196,7 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) => match classify(&self.table, "release", e) {
+            Err(e) => match classify(&self.table, op, e) {
                 Failure::ConditionFailed => Ok(()),
                 Failure::Store(e) => Err(e),
             },

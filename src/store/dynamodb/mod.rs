@@ -10,6 +10,8 @@
 //! - `pk = "fnd#<finding key>"`: the finding index: `teams` (a string set of enlisted teams),
 //!   `resolved_at` / `resolved_ms` (the tombstone), `finding_id`; expires like a record.
 //! - `pk = "wm#<name>"`: a status-sync watermark in `value`; never expires.
+//! - `pk = "lease#<name>"`, `pk = "retries#status-sync"`: the status sync's lease and retry
+//!   queue (`coordination.rs`); never expire.
 //!
 //! Every state change is one conditional write, so replicas never need a lock service: the claim
 //! is an `UpdateItem` that succeeds only when the lease is free or expired; renewals, intents,
@@ -30,11 +32,12 @@ use aws_sdk_dynamodb::types::{
 
 use super::{
     BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
-    finding_key, rfc3339_millis,
+    SyncRetry, finding_key, rfc3339_millis,
 };
 use crate::marker::Marker;
 
 mod claims;
+mod coordination;
 mod items;
 mod records;
 use items::*;
@@ -348,6 +351,54 @@ impl Store for DynamoStore {
                 .await
                 .map(|_| ())
         })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        Box::pin(self.acquire_lease_item(name, owner, ttl))
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.release_lease_item(name, owner))
+    }
+
+    fn set_watermark_fenced<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+        fence: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.set_watermark_fenced_item(name, value, fence))
+    }
+
+    fn enqueue_sync_retry<'a>(
+        &'a self,
+        retry: &'a SyncRetry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.enqueue_sync_retry_item(retry))
+    }
+
+    fn sync_retries_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SyncRetry>, StoreError>> {
+        Box::pin(self.sync_retries_due_item(now, limit))
+    }
+
+    fn remove_sync_retry<'a>(
+        &'a self,
+        marker: &'a Marker,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.remove_sync_retry_item(marker))
     }
 }
 

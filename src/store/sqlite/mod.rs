@@ -15,10 +15,11 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::{
     BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
-    finding_key, rfc3339_millis,
+    SyncRetry, finding_key, rfc3339_millis,
 };
 use crate::marker::Marker;
 
+mod coordination;
 mod schema;
 use schema::migrate;
 
@@ -67,6 +68,7 @@ impl SqliteStore {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(ctx)?;
         migrate(&mut conn, &location)?;
+        coordination::ensure_tables(&mut conn, &location)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             location: location.into(),
@@ -581,6 +583,9 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
+    // The status sync's lease, fenced watermarks and retry queue (`coordination.rs`).
+    coordination::store_methods!();
 }
 
 #[cfg(test)]

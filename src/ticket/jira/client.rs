@@ -14,10 +14,11 @@ use super::SYSTEM;
 use super::api::{CommentPage, Created, IssueFields, decode, target_gone};
 use super::config::{JiraApiVersion, JiraAuth, JiraConfig, SETTINGS};
 use super::format::jira_rich_text;
-use super::query::{MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql};
+use super::query::{MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql, valid_since};
 use super::status::{
     Status, already_at, describe_target, describe_transitions, reopening, transition_to,
 };
+use super::zone::UserZone;
 use crate::marker::Marker;
 use crate::ticket::connection::{Connection, require_base, url_with_path};
 use crate::ticket::http::{ClientConfigError, Clock, Delivery, HttpClient, TokioClock};
@@ -32,6 +33,8 @@ pub struct JiraClient {
     browse_base: Url,
     pub(super) version: JiraApiVersion,
     page_size: u32,
+    /// The bridge user's time zone, which Jira reads the poll's JQL dates in.
+    pub(super) zone: UserZone,
 }
 
 impl fmt::Debug for JiraClient {
@@ -54,6 +57,7 @@ impl JiraClient {
             browse_base: cfg.browse_base,
             version: cfg.api_version,
             page_size: cfg.page_size.max(1),
+            zone: UserZone::default(),
         })
     }
 
@@ -277,13 +281,18 @@ impl AsyncTicketSystem for JiraClient {
         cursor: Option<&str>,
     ) -> Result<UpdatedPage, TicketError> {
         const OP: &str = "updated_since";
-        let Some(jql) = updated_since_jql(since) else {
-            return Err(self.conn.http.permanent(
+        let not_a_time = || {
+            self.conn.http.permanent(
                 OP,
                 None,
                 format!("watermark {since:?} is not an RFC 3339 time"),
-            ));
+            )
         };
+        if !valid_since(since) {
+            return Err(not_a_time());
+        }
+        let zone = self.user_zone().await?;
+        let jql = updated_since_jql(since, zone).ok_or_else(not_a_time)?;
         let (issues, next) = self
             .search(
                 OP,
@@ -292,7 +301,8 @@ impl AsyncTicketSystem for JiraClient {
                 self.page_size,
                 cursor,
             )
-            .await?;
+            .await
+            .inspect_err(|_| self.zone.forget())?;
         let mut tickets = Vec::with_capacity(issues.len());
         for issue in issues {
             let fields = issue.fields.unwrap_or(IssueFields {

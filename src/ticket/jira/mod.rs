@@ -5,8 +5,9 @@
 //! Parts: [`config`] (settings and sign-in), [`query`] (JQL and Jira's time formats), [`status`]
 //! (what a status category means, which transition to take), [`webhook`] (signature
 //! verification), [`format`] (rich text), `api` (the REST calls), [`client`] (the
-//! [`TicketSystem`](crate::ticket::TicketSystem) implementation) and [`meta`] (what creating an
-//! issue needs, read without creating anything, for `preflight`).
+//! [`TicketSystem`](crate::ticket::TicketSystem) implementation), [`meta`] (what creating an
+//! issue needs, read without creating anything, for `preflight`) and [`zone`] (the user's time
+//! zone, which JQL dates are read in).
 
 mod api;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod meta;
 pub mod query;
 pub mod status;
 pub mod webhook;
+pub mod zone;
 
 pub use client::JiraClient;
 pub use config::{DEFAULT_SEARCH_CONSISTENCY, JiraApiVersion, JiraAuth, JiraConfig};

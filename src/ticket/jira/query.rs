@@ -1,6 +1,9 @@
 //! JQL, built only from quoted values so finding data cannot add clauses, and the time formats
 //! Jira reads and writes: JQL dates for the poll's watermark, its timestamps back as RFC 3339.
 
+use chrono_tz::Tz;
+
+use super::zone::jql_time_bound;
 use crate::marker::{BRIDGE_LABEL, Marker};
 
 /// The most marker matches read in one search; more than a couple is already an incident.
@@ -15,10 +18,10 @@ pub(super) fn marker_jql(marker: &Marker) -> String {
     )
 }
 
-/// Bridge tickets updated at or after `since` (RFC 3339), oldest update first; `None` when
-/// `since` is not an RFC 3339 time.
-pub(super) fn updated_since_jql(since: &str) -> Option<String> {
-    let since_jql = jql_datetime(since)?;
+/// Bridge tickets updated at or after `since` (RFC 3339), oldest update first, for a user whose
+/// time zone is `zone`; `None` when `since` is not an RFC 3339 time.
+pub(super) fn updated_since_jql(since: &str, zone: Tz) -> Option<String> {
+    let since_jql = jql_datetime(since, zone)?;
     Some(format!(
         "labels = {} AND updated >= {} ORDER BY updated ASC",
         jql_string(BRIDGE_LABEL),
@@ -46,15 +49,16 @@ pub fn jql_string(value: &str) -> String {
     out
 }
 
-/// JQL date literal (minute precision) for an RFC 3339 instant, in UTC. Jira reads JQL dates in
-/// the searching user's time zone: give the bridge's Jira user the UTC zone.
-fn jql_datetime(since: &str) -> Option<String> {
+/// JQL date literal (minute precision) for an RFC 3339 instant, in `zone`: Jira reads JQL dates
+/// in the searching user's time zone (see [`super::zone`]).
+fn jql_datetime(since: &str, zone: Tz) -> Option<String> {
     let at = chrono::DateTime::parse_from_rfc3339(since.trim()).ok()?;
-    Some(
-        at.with_timezone(&chrono::Utc)
-            .format("%Y-%m-%d %H:%M")
-            .to_string(),
-    )
+    Some(jql_time_bound(at.with_timezone(&chrono::Utc), zone))
+}
+
+/// Whether `since` is a time [`updated_since_jql`] takes (checked before anything is sent).
+pub(super) fn valid_since(since: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(since.trim()).is_ok()
 }
 
 /// Jira's `2024-05-01T12:00:00.000+0000` as RFC 3339; left alone when it does not parse.
@@ -82,10 +86,20 @@ mod tests {
     #[test]
     fn watermarks_become_utc_minutes() {
         assert_eq!(
-            jql_datetime("2024-05-01T14:07:59+02:00").as_deref(),
+            jql_datetime("2024-05-01T14:07:59+02:00", Tz::UTC).as_deref(),
             Some("2024-05-01 12:07")
         );
-        assert_eq!(jql_datetime("2024-05-01\" OR x"), None);
+        assert_eq!(jql_datetime("2024-05-01\" OR x", Tz::UTC), None);
+    }
+
+    #[test]
+    fn watermarks_become_minutes_of_the_users_zone() {
+        assert_eq!(
+            jql_datetime("2024-05-01T14:07:59+02:00", Tz::America__Los_Angeles).as_deref(),
+            Some("2024-05-01 05:07")
+        );
+        let jql = updated_since_jql("2024-05-01T12:07:59Z", Tz::Asia__Kolkata).unwrap();
+        assert!(jql.contains(r#"updated >= "2024-05-01 17:37""#), "{jql}");
     }
 
     #[test]

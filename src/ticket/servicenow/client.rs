@@ -452,6 +452,21 @@ impl AsyncTicketSystem for ServiceNowClient {
         since: &str,
         cursor: Option<&str>,
     ) -> Result<UpdatedPage, TicketError> {
+        self.updated_since_in(since, &self.default_table, cursor)
+            .await
+    }
+
+    fn default_table(&self) -> Option<&str> {
+        Some(&self.default_table)
+    }
+
+    /// Polls `table` (the same query in any table: bridge records carry `correlation_display`).
+    async fn updated_since_in(
+        &self,
+        since: &str,
+        table: &str,
+        cursor: Option<&str>,
+    ) -> Result<UpdatedPage, TicketError> {
         const OP: &str = "updated_since";
         let query = updated_since_query(since).ok_or_else(|| {
             self.conn.http.permanent(
@@ -468,7 +483,7 @@ impl AsyncTicketSystem for ServiceNowClient {
                     .permanent(OP, None, format!("cursor {c:?} is not an offset"))
             })?,
         };
-        let table = self.default_table.as_str();
+        let table = self.table(OP, Some(table))?;
         let mut url = self.table_url(table);
         url.query_pairs_mut()
             .append_pair("sysparm_query", &query)
