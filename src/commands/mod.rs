@@ -1,10 +1,11 @@
 //! One module per CLI command: [`run`] (the worker and its wiring, and `sync --once`),
 //! [`replay`] (the dead-letter queue), [`offline`] (`check` and `render`, which talk to nothing),
-//! [`healthcheck`]. [`main`] dispatches a parsed command line to them.
+//! [`healthcheck`], [`reconcile`] (the store against the tickets). [`main`] dispatches a parsed command line to them.
 
 pub mod healthcheck;
 pub mod offline;
 pub(crate) mod progress;
+pub mod reconcile;
 pub mod replay;
 pub mod run;
 
@@ -64,6 +65,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs.get(),
             &input,
         ),
+        Command::Reconcile(args) => {
+            init_report_logging(&config);
+            runtime()?.block_on(reconcile::command(&config, args))
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::marker::Marker;
 
+mod reconcile;
 mod schema;
 use schema::migrate;
 
@@ -580,6 +581,32 @@ impl Store for SqliteStore {
             .map_err(|e| classify(&location, "ping", e))?;
             Ok(())
         })
+    }
+
+    // ---- reconcile (issue 16): see `reconcile` ----
+
+    fn records_page<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<crate::store::RecordsPage, StoreError>> {
+        self.records_page_of(cursor, limit)
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<crate::store::Adoption, StoreError>> {
+        self.adopt_record(record, owner)
+    }
+
+    fn drop_record<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.drop_key(marker, owner)
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::SYSTEM;
-use super::api::{CommentPage, Created, IssueFields, decode, target_gone};
+use super::api::{CommentPage, Created, decode, target_gone};
 use super::config::{JiraApiVersion, JiraAuth, JiraConfig, SETTINGS};
 use super::format::jira_rich_text;
 use super::query::{MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql};
@@ -21,6 +21,8 @@ use super::status::{
 use crate::marker::Marker;
 use crate::ticket::connection::{Connection, require_base, url_with_path};
 use crate::ticket::http::{ClientConfigError, Clock, Delivery, HttpClient, TokioClock};
+use crate::ticket::listing::{ListedPage, Presence};
+use crate::ticket::provenance::{Provenance, ProvenanceRead};
 use crate::ticket::{
     AsyncTicketSystem, Blame, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef,
     TicketStatus, TicketUpdate, UpdatedPage,
@@ -31,7 +33,7 @@ pub struct JiraClient {
     pub(super) conn: Connection<HeaderValue>,
     browse_base: Url,
     pub(super) version: JiraApiVersion,
-    page_size: u32,
+    pub(super) page_size: u32,
 }
 
 impl fmt::Debug for JiraClient {
@@ -78,7 +80,7 @@ impl JiraClient {
         url_with_path(&self.browse_base, ["browse", key]).to_string()
     }
 
-    fn ticket_ref(&self, id: String, key: String) -> TicketRef {
+    pub(super) fn ticket_ref(&self, id: String, key: String) -> TicketRef {
         TicketRef {
             system: self.conn.name.clone(),
             url: self.browse_url(&key),
@@ -295,11 +297,7 @@ impl AsyncTicketSystem for JiraClient {
             .await?;
         let mut tickets = Vec::with_capacity(issues.len());
         for issue in issues {
-            let fields = issue.fields.unwrap_or(IssueFields {
-                status: None,
-                labels: Vec::new(),
-                updated: None,
-            });
+            let fields = issue.fields.unwrap_or_default();
             let Some(status) = fields.status else {
                 tracing::warn!(key = issue.key, "search result without status; skipped");
                 continue;
@@ -316,5 +314,28 @@ impl AsyncTicketSystem for JiraClient {
             });
         }
         Ok(UpdatedPage { tickets, next })
+    }
+
+    // ---- reconcile (issue 16): see `listing` ----
+
+    fn attach_provenance(&self, payload: &Value, provenance: &Provenance) -> Value {
+        self.with_provenance(payload, provenance)
+    }
+
+    /// One search over every project: the label is the bridge's, whatever the project.
+    async fn list_bridge_tickets(
+        &self,
+        _tables: &[String],
+        cursor: Option<&str>,
+    ) -> Result<ListedPage, TicketError> {
+        self.list_page(cursor).await
+    }
+
+    async fn provenance(&self, ticket: &TicketRef) -> Result<ProvenanceRead, TicketError> {
+        self.read_provenance(ticket).await
+    }
+
+    async fn presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
+        self.issue_presence(ticket).await
     }
 }

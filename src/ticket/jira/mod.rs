@@ -5,12 +5,14 @@
 //! Parts: [`config`] (settings and sign-in), [`query`] (JQL and Jira's time formats), [`status`]
 //! (what a status category means, which transition to take), [`webhook`] (signature
 //! verification), [`format`] (rich text), `api` (the REST calls) and [`client`] (the
-//! [`TicketSystem`](crate::ticket::TicketSystem) implementation).
+//! [`TicketSystem`](crate::ticket::TicketSystem) implementation); `listing` is what `reconcile`
+//! reads: every bridge issue, the provenance property, whether an issue still exists.
 
 mod api;
 pub mod client;
 pub mod config;
 pub mod format;
+mod listing;
 pub mod query;
 pub mod status;
 pub mod webhook;

@@ -13,6 +13,7 @@ use url::Url;
 
 use super::SYSTEM;
 use super::config::{ServiceNowAuth, ServiceNowConfig, Signing};
+use super::listing::with_provenance;
 use super::oauth::bearer;
 use super::query::{
     MARKER_MATCHES, RECORD_FIELDS, marker_query, rfc3339_from_glide, updated_since_query,
@@ -25,6 +26,8 @@ use crate::ticket::connection::Connection;
 use crate::ticket::http::{
     ClientConfigError, Clock, Delivery, HttpClient, HttpResponse, TokenCache, TokioClock,
 };
+use crate::ticket::listing::{ListedPage, Presence};
+use crate::ticket::provenance::{Provenance, ProvenanceRead};
 use crate::ticket::{
     AsyncTicketSystem, Blame, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef,
     TicketStatus, TicketUpdate, UpdatedPage,
@@ -32,11 +35,11 @@ use crate::ticket::{
 
 pub struct ServiceNowClient {
     pub(super) conn: Connection<Signing>,
-    default_table: String,
+    pub(super) default_table: String,
     close_code: String,
     close_notes: String,
     reopen_state: String,
-    page_size: u32,
+    pub(super) page_size: u32,
     pub(super) token_refresh_margin: Duration,
     /// The OAuth token, when the connection signs in with client credentials.
     pub(super) tokens: TokenCache,
@@ -99,11 +102,11 @@ impl ServiceNowClient {
     }
 
     /// `{base}/api/now/table/{table}`.
-    fn table_url(&self, table: &str) -> Url {
+    pub(super) fn table_url(&self, table: &str) -> Url {
         self.conn.url(["api", "now", "table", table])
     }
 
-    fn table<'a>(
+    pub(super) fn table<'a>(
         &'a self,
         operation: &'static str,
         table: Option<&'a str>,
@@ -120,7 +123,11 @@ impl ServiceNowClient {
         }
     }
 
-    fn record_url(&self, operation: &'static str, ticket: &TicketRef) -> Result<Url, TicketError> {
+    pub(super) fn record_url(
+        &self,
+        operation: &'static str,
+        ticket: &TicketRef,
+    ) -> Result<Url, TicketError> {
         let table = self.table(operation, ticket.table.as_deref())?;
         if ticket.id.is_empty() || !ticket.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(self.conn.http.permanent(
@@ -132,7 +139,7 @@ impl ServiceNowClient {
         Ok(self.conn.url(["api", "now", "table", table, &ticket.id]))
     }
 
-    fn ticket_ref(&self, table: &str, sys_id: String, number: String) -> TicketRef {
+    pub(super) fn ticket_ref(&self, table: &str, sys_id: String, number: String) -> TicketRef {
         let mut url = self.conn.url(["nav_to.do"]);
         url.query_pairs_mut()
             .append_pair("uri", &format!("{table}.do?sys_id={sys_id}"));
@@ -147,7 +154,7 @@ impl ServiceNowClient {
 
     /// Sends one Table API request with the connection's credentials. With OAuth, a 401 on a
     /// cached token means it was revoked or expired early: fetch a new one and try once more.
-    async fn call(
+    pub(super) async fn call(
         &self,
         operation: &'static str,
         method: reqwest::Method,
@@ -504,5 +511,27 @@ impl AsyncTicketSystem for ServiceNowClient {
         let next =
             (count > 0 && count >= u64::from(self.page_size)).then(|| (offset + count).to_string());
         Ok(UpdatedPage { tickets, next })
+    }
+
+    // ---- reconcile (issue 16): see `listing` ----
+
+    fn attach_provenance(&self, payload: &Value, provenance: &Provenance) -> Value {
+        with_provenance(payload, provenance)
+    }
+
+    async fn list_bridge_tickets(
+        &self,
+        tables: &[String],
+        cursor: Option<&str>,
+    ) -> Result<ListedPage, TicketError> {
+        self.list_page(tables, cursor).await
+    }
+
+    async fn provenance(&self, ticket: &TicketRef) -> Result<ProvenanceRead, TicketError> {
+        self.read_provenance(ticket).await
+    }
+
+    async fn presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
+        self.record_presence(ticket).await
     }
 }

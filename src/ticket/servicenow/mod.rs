@@ -5,10 +5,13 @@
 //! Parts: [`config`] (settings and sign-in), [`query`] (encoded queries, glide times),
 //! [`status`] (what a state means), [`webhook`] (shared-secret verification), `record` (reading
 //! Table API answers), `oauth` (client-credentials tokens) and [`client`] (the
-//! [`TicketSystem`](crate::ticket::TicketSystem) implementation).
+//! [`TicketSystem`](crate::ticket::TicketSystem) implementation); `listing` is what `reconcile`
+//! reads: every bridge record of every table rules use, the provenance work note, whether a
+//! record still exists.
 
 pub mod client;
 pub mod config;
+mod listing;
 mod oauth;
 pub mod query;
 mod record;
