@@ -23,6 +23,7 @@ mod fuzz_regressions;
 mod http_resilience;
 mod jira_contract;
 mod mapping;
+mod reconcile_contract;
 mod render;
 mod render_snapshots;
 mod render_stream;
