@@ -13,4 +13,5 @@ mod bench;
 mod support;
 
 mod ops;
+mod reconcile;
 mod worker;
