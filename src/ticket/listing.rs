@@ -3,8 +3,10 @@
 //! one page at a time, and whether a ticket still exists
 //! ([`Presence`]), where "could not be read" is never taken for "gone".
 
+use std::future::Future;
+
 use crate::marker::Marker;
-use crate::ticket::{TicketRef, TicketStatus};
+use crate::ticket::{Blame, TicketError, TicketRef, TicketStatus};
 
 /// One ticket carrying the `findings-bridge` label (Jira) or `correlation_display` (ServiceNow).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,4 +35,33 @@ pub enum Presence {
     /// The ticket system says it does not exist (404) while its project / table answers: it
     /// was deleted.
     Gone,
+}
+
+/// [`Presence`] from a direct read of `ticket`: a 404 counts as gone only when `container` (a
+/// look at its project or table, named `what`) answers, because a container that cannot be read
+/// hides every ticket in it. Any other failure of the read, or of the look at the container,
+/// is returned (the latter built by `refuse` from its status and text): never taken for absence.
+pub(crate) async fn presence_of(
+    read: Result<TicketStatus, TicketError>,
+    ticket: &TicketRef,
+    what: &str,
+    container: impl Future<Output = Result<(), TicketError>>,
+    refuse: impl FnOnce(Option<u16>, String) -> TicketError,
+) -> Result<Presence, TicketError> {
+    match read {
+        Ok(status) => Ok(Presence::Exists(status)),
+        Err(e) if e.status() == Some(404) => match container.await {
+            Ok(()) => Ok(Presence::Gone),
+            Err(unreadable) => Err(refuse(
+                unreadable.status(),
+                format!(
+                    "{} answers 404 and its {what} cannot be read either ({unreadable}): deleted, \
+                     or hidden from the bridge's account; not taken as gone",
+                    ticket.key
+                ),
+            )
+            .blamed_on(Blame::Target)),
+        },
+        Err(e) => Err(e),
+    }
 }

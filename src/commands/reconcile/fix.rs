@@ -15,7 +15,7 @@ use super::store_pass::StorePass;
 use crate::marker::Marker;
 use crate::pipeline::lifecycle::{comment_once_on, followed};
 use crate::runtime::shutdown::Shutdown;
-use crate::store::{Adoption, Claim, Record};
+use crate::store::{Adoption, Claim, Claimed, Record};
 use crate::ticket::listing::ListedTicket;
 use crate::ticket::provenance::{Provenance, ProvenanceRead};
 use crate::ticket::{TargetStatus, TicketRef, TicketSystem};
@@ -201,14 +201,10 @@ impl Reconciler {
     /// on the finding first (as a create does), so a resolution that comes later finds the
     /// ticket even when routing no longer picks the team.
     async fn adopt(&mut self, record: &Record) -> Verdict {
-        let owner = self.next_owner();
         let marker = &record.marker;
-        let claimed = match self.store.claim(marker, &owner, self.options.lease).await {
-            Ok(Claim::Acquired(claimed)) => claimed,
-            Ok(Claim::Busy) => {
-                return conflict("a worker holds this key; run reconcile again later");
-            }
-            Err(e) => return failed(format!("claiming the key: {e}")),
+        let (owner, claimed) = match self.claim(marker).await {
+            Ok(claim) => claim,
+            Err(verdict) => return verdict,
         };
         let verdict = if claimed.record.is_some() {
             conflict("a record was stored since the listing; it is kept")
@@ -269,14 +265,10 @@ impl Reconciler {
     /// Drops the record of a gone ticket under the key's claim, only while it still follows
     /// that ticket and no create is pending: the next event of its finding creates afresh.
     async fn drop_gone(&mut self, record: &Record) -> Verdict {
-        let owner = self.next_owner();
         let marker = &record.marker;
-        let claimed = match self.store.claim(marker, &owner, self.options.lease).await {
-            Ok(Claim::Acquired(claimed)) => claimed,
-            Ok(Claim::Busy) => {
-                return conflict("a worker holds this key; run reconcile again later");
-            }
-            Err(e) => return failed(format!("claiming the key: {e}")),
+        let (owner, claimed) = match self.claim(marker).await {
+            Ok(claim) => claim,
+            Err(verdict) => return verdict,
         };
         let still = claimed
             .record
@@ -297,6 +289,19 @@ impl Reconciler {
         };
         self.release(marker, &owner).await;
         verdict
+    }
+
+    /// Claims `marker` for one store write of this run, as the lifecycle claims a key: the fresh
+    /// owner and what the key holds, or why the key is left alone.
+    async fn claim(&mut self, marker: &Marker) -> Result<(String, Claimed), Verdict> {
+        let owner = self.next_owner();
+        match self.store.claim(marker, &owner, self.options.lease).await {
+            Ok(Claim::Acquired(claimed)) => Ok((owner, claimed)),
+            Ok(Claim::Busy) => Err(conflict(
+                "a worker holds this key; run reconcile again later",
+            )),
+            Err(e) => Err(failed(format!("claiming the key: {e}"))),
+        }
     }
 
     async fn release(&self, marker: &Marker, owner: &str) {

@@ -98,30 +98,7 @@ impl SqliteStore {
             if state.has_intent {
                 return Ok(Adoption::CreatePending);
             }
-            let json = serde_json::to_string(&record).map_err(|e| {
-                StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
-            })?;
-            let (ticket_system, ticket_key) = match &record.ticket {
-                Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
-                None => (None, None),
-            };
-            tx.execute(
-                "UPDATE records
-                    SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
-                        ticket_key = ?5, modified_at = ?6,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE marker = ?7",
-                params![
-                    json,
-                    record.finding_id,
-                    record.team,
-                    ticket_system,
-                    ticket_key,
-                    now_millis(),
-                    marker,
-                ],
-            )
-            .map_err(ctx)?;
+            write_record(&tx, &location, "adopt", &record)?;
             tx.commit().map_err(ctx)?;
             Ok(Adoption::Adopted)
         })

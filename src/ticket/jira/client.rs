@@ -14,7 +14,7 @@ use super::SYSTEM;
 use super::api::{CommentPage, Created, decode, target_gone};
 use super::config::{JiraApiVersion, JiraAuth, JiraConfig, SETTINGS};
 use super::format::jira_rich_text;
-use super::query::{MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql};
+use super::query::{MARKER_MATCHES, marker_jql, updated_since_jql};
 use super::status::{
     Status, already_at, describe_target, describe_transitions, reopening, transition_to,
 };
@@ -295,24 +295,16 @@ impl AsyncTicketSystem for JiraClient {
                 cursor,
             )
             .await?;
-        let mut tickets = Vec::with_capacity(issues.len());
-        for issue in issues {
-            let fields = issue.fields.unwrap_or_default();
-            let Some(status) = fields.status else {
-                tracing::warn!(key = issue.key, "search result without status; skipped");
-                continue;
-            };
-            tickets.push(TicketUpdate {
-                marker: fields.labels.iter().find_map(|l| Marker::parse(l)),
-                status: status.into_ticket_status(),
-                updated_at: fields
-                    .updated
-                    .as_deref()
-                    .map(rfc3339_from_jira)
-                    .unwrap_or_default(),
-                ticket: self.ticket_ref(issue.id, issue.key),
-            });
-        }
+        let tickets = self
+            .bridge_issues(issues)
+            .into_iter()
+            .map(|issue| TicketUpdate {
+                ticket: issue.ticket,
+                marker: issue.marker,
+                status: issue.status,
+                updated_at: issue.updated_at,
+            })
+            .collect();
         Ok(UpdatedPage { tickets, next })
     }
 

@@ -6,16 +6,26 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::Issue;
 use super::client::JiraClient;
 use super::query::{jql_string, rfc3339_from_jira};
 use crate::marker::{BRIDGE_LABEL, Marker};
-use crate::ticket::listing::{ListedPage, ListedTicket, Presence};
+use crate::ticket::listing::{ListedPage, ListedTicket, Presence, presence_of};
 use crate::ticket::provenance::{PROPERTY_KEY, Provenance, ProvenanceRead};
-use crate::ticket::{Blame, TicketError, TicketRef};
+use crate::ticket::{TicketError, TicketRef, TicketStatus};
 
 /// Every bridge issue, oldest first (new issues land on the last page while the listing runs).
 pub(super) fn bridge_jql() -> String {
     format!("labels = {} ORDER BY created ASC", jql_string(BRIDGE_LABEL))
+}
+
+/// A bridge issue as a search page shows it.
+pub(super) struct BridgeIssue {
+    pub(super) ticket: TicketRef,
+    pub(super) marker: Option<Marker>,
+    pub(super) status: TicketStatus,
+    pub(super) updated_at: String,
+    pub(super) created_at: String,
 }
 
 /// `GET …/issue/{id}/properties/{key}`.
@@ -56,25 +66,41 @@ impl JiraClient {
                 cursor,
             )
             .await?;
-        let mut tickets = Vec::with_capacity(issues.len());
-        for issue in issues {
-            let fields = issue.fields.unwrap_or_default();
-            let Some(status) = fields.status else {
-                tracing::warn!(key = issue.key, "search result without status; skipped");
-                continue;
-            };
-            tickets.push(ListedTicket {
-                marker: fields.labels.iter().find_map(|l| Marker::parse(l)),
-                status: status.into_ticket_status(),
-                created_at: fields
-                    .created
-                    .as_deref()
-                    .map(rfc3339_from_jira)
-                    .unwrap_or_default(),
-                ticket: self.ticket_ref(issue.id, issue.key),
-            });
-        }
+        let tickets = self
+            .bridge_issues(issues)
+            .into_iter()
+            .map(|issue| ListedTicket {
+                ticket: issue.ticket,
+                marker: issue.marker,
+                status: issue.status,
+                created_at: issue.created_at,
+            })
+            .collect();
         Ok(ListedPage { tickets, next })
+    }
+
+    /// Bridge issues of a search page (the status sync's and reconcile's) as tickets with their
+    /// marker, status and times (RFC 3339; empty when not asked for); an issue without a status
+    /// is skipped with a warning.
+    pub(super) fn bridge_issues(&self, issues: Vec<Issue>) -> Vec<BridgeIssue> {
+        let time = |t: Option<String>| t.as_deref().map(rfc3339_from_jira).unwrap_or_default();
+        issues
+            .into_iter()
+            .filter_map(|issue| {
+                let fields = issue.fields.unwrap_or_default();
+                let Some(status) = fields.status else {
+                    tracing::warn!(key = issue.key, "search result without status; skipped");
+                    return None;
+                };
+                Some(BridgeIssue {
+                    marker: fields.labels.iter().find_map(|l| Marker::parse(l)),
+                    status: status.into_ticket_status(),
+                    updated_at: time(fields.updated),
+                    created_at: time(fields.created),
+                    ticket: self.ticket_ref(issue.id, issue.key),
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn read_provenance(
@@ -99,32 +125,28 @@ impl JiraClient {
     /// its issues, which must not read as "deleted".
     pub(super) async fn issue_presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
         const OP: &str = "presence";
-        match self.current_status(OP, &by_id(ticket)).await {
-            Ok(status) => Ok(Presence::Exists(status)),
-            Err(e) if e.status() == Some(404) => {
-                let Some((project, _)) = ticket.key.rsplit_once('-') else {
-                    return Err(e);
-                };
-                match self.get(OP, self.api(&["project", project])).await {
-                    Ok(_) => Ok(Presence::Gone),
-                    Err(project_error) => Err(self
-                        .conn
-                        .http
-                        .permanent(
-                            OP,
-                            project_error.status(),
-                            format!(
-                                "{} answers 404 and its project {project} cannot be read either \
-                                 ({project_error}): deleted, or hidden from the bridge's account; \
-                                 not taken as gone",
-                                ticket.key
-                            ),
-                        )
-                        .blamed_on(Blame::Target)),
-                }
+        let read = self.current_status(OP, &by_id(ticket)).await;
+        let project = ticket.key.rsplit_once('-').map_or("", |(p, _)| p);
+        let container = async {
+            if project.is_empty() {
+                return Err(self.conn.http.permanent(
+                    OP,
+                    None,
+                    format!("{} names no project", ticket.key),
+                ));
             }
-            Err(e) => Err(e),
-        }
+            self.get(OP, self.api(&["project", project]))
+                .await
+                .map(drop)
+        };
+        presence_of(
+            read,
+            ticket,
+            &format!("project {project}"),
+            container,
+            |status, message| self.conn.http.permanent(OP, status, message),
+        )
+        .await
     }
 }
 

@@ -15,10 +15,7 @@ use super::SYSTEM;
 use super::config::{ServiceNowAuth, ServiceNowConfig, Signing};
 use super::listing::with_provenance;
 use super::oauth::bearer;
-use super::query::{
-    MARKER_MATCHES, RECORD_FIELDS, marker_query, rfc3339_from_glide, updated_since_query,
-    valid_table,
-};
+use super::query::{MARKER_MATCHES, RECORD_FIELDS, marker_query, updated_since_query, valid_table};
 use super::record::{Envelope, field, table_gone};
 use super::status::{RESOLVED, labels, needs_resolution, state_of, valid_state_code};
 use crate::marker::Marker;
@@ -476,36 +473,16 @@ impl AsyncTicketSystem for ServiceNowClient {
             })?,
         };
         let table = self.default_table.as_str();
-        let mut url = self.table_url(table);
-        url.query_pairs_mut()
-            .append_pair("sysparm_query", &query)
-            .append_pair("sysparm_fields", RECORD_FIELDS)
-            .append_pair("sysparm_limit", &self.page_size.to_string())
-            .append_pair("sysparm_offset", &offset.to_string())
-            .append_pair("sysparm_display_value", "all")
-            .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self.call(OP, reqwest::Method::GET, url, None).await?;
-        let page: Envelope<Vec<serde_json::Map<String, Value>>> =
-            self.conn.http.json(OP, &response)?;
-        let count = page.result.len() as u64;
-        let tickets = page
-            .result
-            .iter()
-            .filter_map(|record| {
-                let (sys_id, _) = field(record, "sys_id");
-                let (number, display_number) = field(record, "number");
-                let (correlation, _) = field(record, "correlation_id");
-                let (updated, _) = field(record, "sys_updated_on");
-                (!sys_id.is_empty()).then(|| TicketUpdate {
-                    ticket: self.ticket_ref(
-                        table,
-                        sys_id,
-                        display_number.filter(|n| !n.is_empty()).unwrap_or(number),
-                    ),
-                    marker: Marker::parse(&correlation),
-                    status: state_of(record),
-                    updated_at: rfc3339_from_glide(&updated),
-                })
+        let (records, count) = self
+            .bridge_page(OP, table, &query, "sys_updated_on", offset)
+            .await?;
+        let tickets = records
+            .into_iter()
+            .map(|record| TicketUpdate {
+                ticket: record.ticket,
+                marker: record.marker,
+                status: record.status,
+                updated_at: record.at,
             })
             .collect();
         let next =

@@ -10,12 +10,18 @@ use super::query::rfc3339_from_glide;
 use super::record::{Envelope, field, table_gone};
 use super::status::state_of;
 use crate::marker::{BRIDGE_LABEL, Marker};
-use crate::ticket::listing::{ListedPage, ListedTicket, Presence};
+use crate::ticket::listing::{ListedPage, ListedTicket, Presence, presence_of};
 use crate::ticket::provenance::{Provenance, ProvenanceRead};
-use crate::ticket::{AsyncTicketSystem, TicketError, TicketRef};
+use crate::ticket::{AsyncTicketSystem, TicketError, TicketRef, TicketStatus};
 
-/// The fields read of each listed record.
-const LISTED_FIELDS: &str = "sys_id,number,state,sys_created_on,correlation_id";
+/// A bridge record as a page shows it.
+pub(super) struct BridgeRecord {
+    pub(super) ticket: TicketRef,
+    pub(super) marker: Option<Marker>,
+    pub(super) status: TicketStatus,
+    /// The page's time field (created or updated) as RFC 3339.
+    pub(super) at: String,
+}
 
 /// Every bridge record of a table, oldest first; `sys_id` breaks ties of the same second, so
 /// offsets stay stable from page to page.
@@ -76,39 +82,17 @@ impl ServiceNowClient {
                 })?,
         };
         let table = self.table(OP, Some(&tables[index]))?;
-        let mut url = self.table_url(table);
-        url.query_pairs_mut()
-            .append_pair("sysparm_query", &bridge_query())
-            .append_pair("sysparm_fields", LISTED_FIELDS)
-            .append_pair("sysparm_limit", &self.page_size.to_string())
-            .append_pair("sysparm_offset", &offset.to_string())
-            .append_pair("sysparm_display_value", "all")
-            .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self
-            .call(OP, reqwest::Method::GET, url, None)
+        let (records, count) = self
+            .bridge_page(OP, table, &bridge_query(), "sys_created_on", offset)
             .await
             .map_err(table_gone)?;
-        let page: Envelope<Vec<serde_json::Map<String, Value>>> =
-            self.conn.http.json(OP, &response)?;
-        let count = page.result.len() as u64;
-        let tickets = page
-            .result
-            .iter()
-            .filter_map(|record| {
-                let (sys_id, _) = field(record, "sys_id");
-                let (number, display_number) = field(record, "number");
-                let (correlation, _) = field(record, "correlation_id");
-                let (created, _) = field(record, "sys_created_on");
-                (!sys_id.is_empty()).then(|| ListedTicket {
-                    ticket: self.ticket_ref(
-                        table,
-                        sys_id,
-                        display_number.filter(|n| !n.is_empty()).unwrap_or(number),
-                    ),
-                    marker: Marker::parse(&correlation),
-                    status: state_of(record),
-                    created_at: rfc3339_from_glide(&created),
-                })
+        let tickets = records
+            .into_iter()
+            .map(|record| ListedTicket {
+                ticket: record.ticket,
+                marker: record.marker,
+                status: record.status,
+                created_at: record.at,
             })
             .collect();
         let next = if count > 0 && count >= u64::from(self.page_size) {
@@ -119,6 +103,57 @@ impl ServiceNowClient {
             None
         };
         Ok(ListedPage { tickets, next })
+    }
+
+    /// One page of bridge records of `table` matching `query` from `offset` (the status sync's
+    /// and reconcile's): each as a ticket with its marker, status and the glide time `time_field`
+    /// as RFC 3339; and how many records the page held.
+    pub(super) async fn bridge_page(
+        &self,
+        operation: &'static str,
+        table: &str,
+        query: &str,
+        time_field: &str,
+        offset: u64,
+    ) -> Result<(Vec<BridgeRecord>, u64), TicketError> {
+        let mut url = self.table_url(table);
+        url.query_pairs_mut()
+            .append_pair("sysparm_query", query)
+            .append_pair(
+                "sysparm_fields",
+                &format!("sys_id,number,state,{time_field},correlation_id"),
+            )
+            .append_pair("sysparm_limit", &self.page_size.to_string())
+            .append_pair("sysparm_offset", &offset.to_string())
+            .append_pair("sysparm_display_value", "all")
+            .append_pair("sysparm_exclude_reference_link", "true");
+        let response = self
+            .call(operation, reqwest::Method::GET, url, None)
+            .await?;
+        let page: Envelope<Vec<serde_json::Map<String, Value>>> =
+            self.conn.http.json(operation, &response)?;
+        let count = page.result.len() as u64;
+        let records = page
+            .result
+            .iter()
+            .filter_map(|record| {
+                let (sys_id, _) = field(record, "sys_id");
+                let (number, display_number) = field(record, "number");
+                let (correlation, _) = field(record, "correlation_id");
+                let (at, _) = field(record, time_field);
+                (!sys_id.is_empty()).then(|| BridgeRecord {
+                    ticket: self.ticket_ref(
+                        table,
+                        sys_id,
+                        display_number.filter(|n| !n.is_empty()).unwrap_or(number),
+                    ),
+                    marker: Marker::parse(&correlation),
+                    status: state_of(record),
+                    at: rfc3339_from_glide(&at),
+                })
+            })
+            .collect();
+        Ok((records, count))
     }
 
     /// With display values, `work_notes` is the whole journal as text.
@@ -153,29 +188,24 @@ impl ServiceNowClient {
             .append_pair("sysparm_fields", "sys_id,state")
             .append_pair("sysparm_display_value", "all")
             .append_pair("sysparm_exclude_reference_link", "true");
-        match self.call(OP, reqwest::Method::GET, url, None).await {
-            Ok(response) => {
-                let envelope: Envelope<serde_json::Map<String, Value>> =
-                    self.conn.http.json(OP, &response)?;
-                Ok(Presence::Exists(state_of(&envelope.result)))
-            }
-            Err(e) if e.status() == Some(404) => {
-                let table = self.table(OP, ticket.table.as_deref())?;
-                match AsyncTicketSystem::probe_target(self, table).await {
-                    Ok(()) => Ok(Presence::Gone),
-                    Err(table_error) => Err(self.conn.http.permanent(
-                        OP,
-                        table_error.status(),
-                        format!(
-                            "{} answers 404 and its table {table} cannot be read either \
-                             ({table_error}); not taken as gone",
-                            ticket.key
-                        ),
-                    )),
-                }
-            }
+        let read = match self.call(OP, reqwest::Method::GET, url, None).await {
+            Ok(response) => self
+                .conn
+                .http
+                .json::<Envelope<serde_json::Map<String, Value>>>(OP, &response)
+                .map(|envelope| state_of(&envelope.result)),
             Err(e) => Err(e),
-        }
+        };
+        let table = self.table(OP, ticket.table.as_deref())?;
+        let container = AsyncTicketSystem::probe_target(self, table);
+        presence_of(
+            read,
+            ticket,
+            &format!("table {table}"),
+            container,
+            |status, message| self.conn.http.permanent(OP, status, message),
+        )
+        .await
     }
 }
 
