@@ -385,17 +385,7 @@ impl AsyncTicketSystem for ServiceNowClient {
     }
 
     async fn has_comment(&self, ticket: &TicketRef, needle: &str) -> Result<bool, TicketError> {
-        const OP: &str = "has_comment";
-        let mut url = self.record_url(OP, ticket)?;
-        // With display values, `work_notes` is the whole journal as text.
-        url.query_pairs_mut()
-            .append_pair("sysparm_fields", "work_notes")
-            .append_pair("sysparm_display_value", "true")
-            .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self.call(OP, reqwest::Method::GET, url, None).await?;
-        let envelope: Envelope<serde_json::Map<String, Value>> =
-            self.conn.http.json(OP, &response)?;
-        let (notes, display) = field(&envelope.result, "work_notes");
+        let (notes, display) = self.work_notes("has_comment", ticket).await?;
         Ok(notes.contains(needle) || display.is_some_and(|d| d.contains(needle)))
     }
 

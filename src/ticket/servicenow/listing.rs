@@ -156,21 +156,31 @@ impl ServiceNowClient {
         Ok((records, count))
     }
 
-    /// With display values, `work_notes` is the whole journal as text.
-    pub(super) async fn read_provenance(
+    /// The record's `work_notes` (value and display value): with display values, the whole
+    /// journal as text. What comments are looked for in, and the provenance is read from.
+    pub(super) async fn work_notes(
         &self,
+        operation: &'static str,
         ticket: &TicketRef,
-    ) -> Result<ProvenanceRead, TicketError> {
-        const OP: &str = "provenance";
-        let mut url = self.record_url(OP, ticket)?;
+    ) -> Result<(String, Option<String>), TicketError> {
+        let mut url = self.record_url(operation, ticket)?;
         url.query_pairs_mut()
             .append_pair("sysparm_fields", "work_notes")
             .append_pair("sysparm_display_value", "true")
             .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self.call(OP, reqwest::Method::GET, url, None).await?;
+        let response = self
+            .call(operation, reqwest::Method::GET, url, None)
+            .await?;
         let envelope: Envelope<serde_json::Map<String, Value>> =
-            self.conn.http.json(OP, &response)?;
-        let (notes, display) = field(&envelope.result, "work_notes");
+            self.conn.http.json(operation, &response)?;
+        Ok(field(&envelope.result, "work_notes"))
+    }
+
+    pub(super) async fn read_provenance(
+        &self,
+        ticket: &TicketRef,
+    ) -> Result<ProvenanceRead, TicketError> {
+        let (notes, display) = self.work_notes("provenance", ticket).await?;
         Ok(Provenance::from_journal(
             display.as_deref().unwrap_or(&notes),
         ))
