@@ -1,7 +1,8 @@
 //! What `findings-bridge reconcile` reads from Jira: every issue labelled `findings-bridge`
 //! (Cloud `search/jql` by page token, Data Center `search` by `startAt`, both through the shared
 //! search of `api`), the provenance issue property the bridge sets on create, and whether an
-//! issue a record names still exists.
+//! issue a record names still exists. The status sync reads its pages through `bridge_issues`
+//! too.
 
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -1,7 +1,9 @@
 //! What `findings-bridge reconcile` reads from ServiceNow: every record with
 //! `correlation_display = findings-bridge` in the default table and in every table a rule uses
 //! (paged by `sysparm_offset` / `sysparm_limit`, table after table), the provenance work note the
-//! bridge writes with each create, and whether a record a store entry names still exists.
+//! bridge writes with each create, and whether a record a store entry names still exists. The
+//! status sync reads its pages through `bridge_page`, and comments are looked for in the same
+//! `work_notes` read.
 
 use serde_json::Value;
 
