@@ -169,6 +169,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/rest/api/{ver}/search", get(search_get).post(search_post))
         .route("/rest/api/{ver}/myself", get(myself))
         .route("/rest/api/{ver}/project/{key}", get(get_project))
+        .route(
+            "/rest/api/{ver}/issue/{key}/properties/{property}",
+            get(get_issue_property),
+        )
 }
 
 pub(crate) fn error(status: StatusCode, messages: &[&str], errors: Map<String, Value>) -> Response {
@@ -452,6 +456,10 @@ async fn create_issue(
     };
     let mut errors = Map::new();
     let extra = validate_fields(fields, ver, true, &mut errors);
+    let properties = match create_properties(body.get("properties")) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let gone = fields_value(fields, "/project/key")
         .and_then(Value::as_str)
         .is_some_and(|key| st.lock().faults.project_gone(key));
@@ -514,6 +522,7 @@ async fn create_issue(
         created: now,
         updated: now,
         created_instant: Instant::now(),
+        properties,
     };
     jira.issues.push(issue);
     drop(guard);
@@ -1408,6 +1417,67 @@ async fn search_post(
         },
         Ok(Ver::V3) => gone(),
         Err(r) => r.into_response(),
+    }
+}
+
+/// The longest issue property value Jira stores (32 KB of JSON).
+const PROPERTY_VALUE_LIMIT: usize = 32_768;
+
+/// The `properties` of a create: `[{"key", "value"}]`, each value a JSON object within Jira's
+/// size limit, as Jira validates them; stored by key.
+fn create_properties(value: Option<&Value>) -> Result<Map<String, Value>, Rejection> {
+    let bad =
+        |what: String| -> Rejection { error(StatusCode::BAD_REQUEST, &[&what], Map::new()).into() };
+    let mut out = Map::new();
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(out);
+    };
+    let Some(items) = value.as_array() else {
+        return Err(bad("properties must be an array of {key, value}".to_owned()));
+    };
+    for item in items {
+        let key = item.get("key").and_then(Value::as_str).unwrap_or_default();
+        if key.is_empty() || key.chars().count() > 255 {
+            return Err(bad(format!("The property key '{key}' is invalid.")));
+        }
+        let Some(property) = item.get("value").filter(|v| v.is_object()) else {
+            return Err(bad(format!(
+                "The value of property '{key}' must be a JSON object."
+            )));
+        };
+        if property.to_string().len() > PROPERTY_VALUE_LIMIT {
+            return Err(bad(format!(
+                "The value of property '{key}' is too long: {PROPERTY_VALUE_LIMIT} characters at most."
+            )));
+        }
+        out.insert(key.to_owned(), property.clone());
+    }
+    Ok(out)
+}
+
+/// `GET /rest/api/{2,3}/issue/{key}/properties/{property}`: `{"key", "value"}`, or 404 when the
+/// issue or the property does not exist.
+async fn get_issue_property(
+    State(st): State<SharedState>,
+    Path((ver, key, property)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&st, &ver, &headers) {
+        return r.into_response();
+    }
+    let mut guard = st.lock();
+    let Some(issue) = find_issue(&mut guard.jira.issues, &key) else {
+        return not_found();
+    };
+    match issue.properties.get(&property) {
+        Some(value) => axum::Json(json!({"key": property, "value": value})).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &[&format!(
+                "The property with key '{property}' does not exist."
+            )],
+            Map::new(),
+        ),
     }
 }
 

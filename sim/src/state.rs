@@ -54,6 +54,8 @@ pub struct JiraIssue {
     /// When the create committed, on the monotonic clock the search delay is measured with.
     #[serde(skip)]
     pub(crate) created_instant: Instant,
+    /// Issue properties (entity properties) set with the create's `properties`, by key.
+    pub properties: Map<String, Value>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -475,5 +477,34 @@ impl SharedState {
         setup.validate().map_err(SimError::InvalidSetup)?;
         self.lock().setup = setup;
         Ok(())
+    }
+
+    /// A person deleting a Jira issue: from now on it answers 404 and no search finds it.
+    pub fn delete_jira_issue(&self, key: &str) -> Result<JiraIssue, SimError> {
+        let mut guard = self.lock();
+        let issues = &mut guard.jira.issues;
+        let at = issues
+            .iter()
+            .position(|i| i.key == key || i.id == key)
+            .ok_or_else(|| SimError::NoSuchIssue(key.to_owned()))?;
+        Ok(issues.remove(at))
+    }
+
+    /// A person deleting a ServiceNow record: from now on it answers 404 and no query finds it.
+    pub fn delete_servicenow_record(
+        &self,
+        table: &str,
+        sys_id: &str,
+    ) -> Result<ServiceNowRecord, SimError> {
+        let mut guard = self.lock();
+        let records = &mut guard.servicenow.records;
+        let at = records
+            .iter()
+            .position(|r| r.table == table && r.sys_id == sys_id)
+            .ok_or_else(|| SimError::NoSuchRecord {
+                table: table.to_owned(),
+                sys_id: sys_id.to_owned(),
+            })?;
+        Ok(records.remove(at))
     }
 }

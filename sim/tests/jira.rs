@@ -685,3 +685,75 @@ async fn operator_view_counts_markers_done_and_comments() {
     let a = send(c.get(format!("{}/_sim/tickets?view=pretty", sim.base_url))).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn issue_properties_set_on_create_are_read_back_and_deleted_issues_are_gone() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let create = |properties: Value| {
+        jira3(&c, &sim, Method::POST, "/issue").json(&json!({
+            "fields": {"project": {"key": "SEC"}, "issuetype": {"name": "Bug"}, "summary": "s"},
+            "properties": properties,
+        }))
+    };
+    let a = send(create(
+        json!([{"key": "findings-bridge", "value": {"v": 1, "team": "appsec"}}]),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let key = a.body["key"].as_str().unwrap_or_default().to_owned();
+    for get in [
+        jira3(
+            &c,
+            &sim,
+            Method::GET,
+            &format!("/issue/{key}/properties/findings-bridge"),
+        ),
+        jira2(
+            &c,
+            &sim,
+            Method::GET,
+            &format!("/issue/{key}/properties/findings-bridge"),
+        ),
+    ] {
+        let a = send(get).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(
+            a.body,
+            json!({"key": "findings-bridge", "value": {"v": 1, "team": "appsec"}})
+        );
+    }
+    let other = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/properties/other"),
+    ))
+    .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    // Jira refuses a property whose value is not an object.
+    let bad = send(create(json!([{"key": "findings-bridge", "value": "text"}]))).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+
+    sim.state.delete_jira_issue(&key).expect("the issue exists");
+    let gone = send(jira3(&c, &sim, Method::GET, &format!("/issue/{key}"))).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let gone = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/properties/findings-bridge"),
+    ))
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let found = send(
+        jira3(&c, &sim, Method::POST, "/search/jql")
+            .json(&json!({"jql": "project = SEC", "fields": ["summary"]})),
+    )
+    .await;
+    assert_eq!(
+        found.body["issues"],
+        json!([]),
+        "deleted issues are not searched"
+    );
+}

@@ -519,3 +519,47 @@ async fn the_bridge_marker_query_finds_records_in_creation_order() {
     assert_eq!(t["comment_count"], 1);
     assert_eq!(a.body["tickets"][1]["done"], false);
 }
+
+#[tokio::test]
+async fn a_deleted_record_answers_404_and_is_listed_no_more() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let created = send(
+        c.post(format!("{}/api/now/table/incident", sim.base_url))
+            .basic_auth(SN_USER, Some(SN_PASSWORD))
+            .json(&serde_json::json!({"short_description": "x", "correlation_display": "findings-bridge"})),
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        reqwest::StatusCode::CREATED,
+        "{}",
+        created.body
+    );
+    let sys_id = created.body["result"]["sys_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    sim.state
+        .delete_servicenow_record("incident", &sys_id)
+        .expect("the record exists");
+    let read = send(
+        c.get(format!("{}/api/now/table/incident/{sys_id}", sim.base_url))
+            .basic_auth(SN_USER, Some(SN_PASSWORD)),
+    )
+    .await;
+    assert_eq!(read.status, reqwest::StatusCode::NOT_FOUND);
+    let listed = send(
+        c.get(format!(
+            "{}/api/now/table/incident?sysparm_query=correlation_display%3Dfindings-bridge",
+            sim.base_url
+        ))
+        .basic_auth(SN_USER, Some(SN_PASSWORD)),
+    )
+    .await;
+    assert_eq!(listed.body["result"], serde_json::json!([]));
+    assert!(matches!(
+        sim.state.delete_servicenow_record("incident", &sys_id),
+        Err(findings_bridge_sim::SimError::NoSuchRecord { .. })
+    ));
+}

@@ -1,13 +1,15 @@
 //! One module per CLI command: [`run`] (the worker and its wiring, and `sync --once`),
 //! [`replay`] (the dead-letter queue), [`offline`] (`check` and `render`, which talk to nothing),
 //! [`healthcheck`], [`plan`] (a mapping change against real findings), [`preflight`] (every rule
-//! against the real ticket systems). [`main`] dispatches a parsed command line to them.
+//! against the real ticket systems), [`reconcile`] (the store against the tickets). [`main`]
+//! dispatches a parsed command line to them.
 
 pub mod healthcheck;
 pub mod offline;
 pub mod plan;
 pub mod preflight;
 pub(crate) mod progress;
+pub mod reconcile;
 pub mod replay;
 pub mod run;
 
@@ -74,6 +76,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preflight(args) => {
             init_report_logging(&config);
             runtime()?.block_on(preflight::command(&config, &args))
+        }
+        Command::Reconcile(args) => {
+            init_report_logging(&config);
+            runtime()?.block_on(reconcile::command(&config, args))
         }
     }
 }

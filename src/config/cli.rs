@@ -87,6 +87,9 @@ pub enum Command {
     /// permissions, tables, columns, groups, webhooks. Prints a table (or --json); exits 1 on
     /// any failure.
     Preflight(PreflightArgs),
+    /// Compare the store with every ticket the bridge made; with --fix rebuild missing records,
+    /// close duplicate tickets and drop records of deleted tickets. A dry run by default.
+    Reconcile(ReconcileArgs),
 }
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -253,4 +256,27 @@ impl PreflightArgs {
             servicenow_webhook_url: self.servicenow_webhook_url.clone(),
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Change things: rebuild records, close duplicates, drop records of deleted tickets, and
+    /// raise the store's start-of-use mark. Without it nothing is changed.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub fix: bool,
+    /// Report only (the default; for scripts that want to say so).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the report as JSON to FILE, or to standard output with `-` (the summary then
+    /// goes to standard error).
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<String>,
+    #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
+    #[arg(
+        long,
+        env = "BRIDGE_STORE",
+        default_value = "sqlite:findings-bridge.db"
+    )]
+    pub store: StoreSpec,
 }

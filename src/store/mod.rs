@@ -311,4 +311,55 @@ pub trait Store: Send + Sync {
     /// Takes the marker's entry off the retry queue; a no-op when it has none.
     fn remove_sync_retry<'a>(&'a self, marker: &'a Marker)
     -> BoxFuture<'a, Result<(), StoreError>>;
+
+    // ---- reconcile (issue 16): the records as a whole, rebuilt and dropped under a claim ----
+
+    /// One page of the stored records (keys that only hold a claim or an intent are skipped):
+    /// `cursor` is the previous page's [`RecordsPage::next`], `limit` how many keys one page
+    /// reads at most. Pages stream: the store is never read into memory whole.
+    fn records_page<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<RecordsPage, StoreError>>;
+
+    /// Stores `record`, rebuilt from its ticket, only while `owner` holds the claim on its
+    /// marker and the key holds neither a record nor a create intent; then releases the claim.
+    /// What is stored is never overwritten ([`Adoption::RecordExists`],
+    /// [`Adoption::CreatePending`]); a claim that is no longer `owner`'s is
+    /// [`StoreError::LostClaim`]. The status-sync fields are written as given.
+    fn adopt<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Adoption, StoreError>>;
+
+    /// Deletes the key `marker` (a record whose ticket no longer exists), only while `owner`
+    /// holds its claim and no create intent is on it; the claim goes with it. `Ok(false)`: an
+    /// intent is there and nothing was deleted; [`StoreError::LostClaim`]: the claim is not
+    /// `owner`'s (any more).
+    fn drop_record<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+/// One page of [`Store::records_page`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordsPage {
+    pub records: Vec<Record>,
+    /// Where the next page starts; `None` after the last one.
+    pub next: Option<String>,
+}
+
+/// What [`Store::adopt`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// The record is stored and the claim released.
+    Adopted,
+    /// A record is stored on the key already; it was left as it is.
+    RecordExists,
+    /// A create's intent is on the key: its outcome is the lifecycle's to settle.
+    CreatePending,
 }

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use super::lock;
 use crate::marker::Marker;
 use crate::store::{
-    BoxFuture, Claim, Claimed, FindingState, Intent, MAX_SYNC_RETRIES, Record, Store, StoreError,
-    SyncFields, SyncRetry, rfc3339_millis,
+    Adoption, BoxFuture, Claim, Claimed, FindingState, Intent, MAX_SYNC_RETRIES, Record,
+    RecordsPage, Store, StoreError, SyncFields, SyncRetry, rfc3339_millis,
 };
 
 #[derive(Default)]
@@ -431,6 +431,85 @@ impl Store for MemoryStore {
         Box::pin(async move {
             lock(&self.retries).remove(marker);
             Ok(())
+        })
+    }
+
+    // ---- reconcile (issue 16) ----
+
+    /// In marker order, like the SQLite store.
+    fn records_page<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<RecordsPage, StoreError>> {
+        Box::pin(async move {
+            let entries = lock(&self.entries);
+            let mut records: Vec<Record> = entries
+                .iter()
+                .filter(|(marker, _)| cursor.is_none_or(|c| marker.as_str() > c))
+                .filter_map(|(_, e)| e.record.clone())
+                .collect();
+            records.sort_by(|a, b| a.marker.cmp(&b.marker));
+            let full = records.len() > limit.max(1);
+            records.truncate(limit.max(1));
+            Ok(RecordsPage {
+                next: full
+                    .then(|| records.last().map(|r| r.marker.to_string()))
+                    .flatten(),
+                records,
+            })
+        })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Adoption, StoreError>> {
+        Box::pin(async move {
+            let mut entries = lock(&self.entries);
+            let entry = entries.entry(record.marker.clone()).or_default();
+            if entry
+                .lease
+                .as_ref()
+                .is_none_or(|(holder, _)| holder != owner)
+            {
+                return Err(StoreError::LostClaim(record.marker.to_string()));
+            }
+            if entry.record.is_some() {
+                return Ok(Adoption::RecordExists);
+            }
+            if entry.intent.is_some() {
+                return Ok(Adoption::CreatePending);
+            }
+            entry.record = Some(record.clone());
+            entry.lease = None;
+            Ok(Adoption::Adopted)
+        })
+    }
+
+    fn drop_record<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut entries = lock(&self.entries);
+            let Some(entry) = entries.get(marker) else {
+                return Err(StoreError::LostClaim(marker.to_string()));
+            };
+            if entry
+                .lease
+                .as_ref()
+                .is_none_or(|(holder, _)| holder != owner)
+            {
+                return Err(StoreError::LostClaim(marker.to_string()));
+            }
+            if entry.intent.is_some() {
+                return Ok(false);
+            }
+            entries.remove(marker);
+            Ok(true)
         })
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::lock;
 use crate::marker::Marker;
+use crate::ticket::listing::{ListedPage, ListedTicket, Presence};
+use crate::ticket::provenance::{Provenance, ProvenanceRead};
 use crate::ticket::{
     FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketStatus, TicketSystem,
     UpdatedPage,
@@ -23,12 +25,16 @@ pub enum Call {
     Transition(String),
     Reopen(String),
     Status(String),
+    /// A page of the reconcile listing, by cursor.
+    List(Option<String>),
 }
 
 struct FakeTicket {
     ticket: TicketRef,
     marker: Option<String>,
     done: bool,
+    /// What `attach_provenance` put into the create payload (`_provenance`).
+    provenance: Option<serde_json::Value>,
 }
 
 /// A ticket system that keeps tickets in memory. Markers are read from the payload's `labels`
@@ -155,8 +161,14 @@ impl FakeTickets {
             ticket: ticket.clone(),
             marker: Some(marker.to_string()),
             done: false,
+            provenance: None,
         });
         ticket
+    }
+
+    /// A ticket deleted in the ticket system: `presence` answers gone from now on.
+    pub fn remove_for_test(&self, key: &str) {
+        lock(&self.tickets).retain(|t| t.ticket.key != key);
     }
 
     fn ticket_ref(&self, key: &str) -> TicketRef {
@@ -322,6 +334,7 @@ impl TicketSystem for FakeTickets {
                     ticket: ticket.clone(),
                     marker,
                     done: false,
+                    provenance: payload.get("_provenance").cloned(),
                 });
                 ticket
             };
@@ -421,6 +434,81 @@ impl TicketSystem for FakeTickets {
                 next: None,
             })
         })
+    }
+
+    // ---- reconcile (issue 16) ----
+
+    /// Kept beside the labels as `_provenance`, the way the real clients keep it beside the
+    /// fields.
+    fn attach_provenance(
+        &self,
+        payload: &serde_json::Value,
+        provenance: &Provenance,
+    ) -> serde_json::Value {
+        let mut body = payload.clone();
+        body["_provenance"] = provenance.to_value();
+        body
+    }
+
+    /// Every ticket in creation order, one per page (so callers page), created a second apart.
+    fn list_bridge_tickets<'a>(
+        &'a self,
+        _tables: &'a [String],
+        cursor: Option<&'a str>,
+    ) -> crate::ticket::BoxFuture<'a, Result<ListedPage, TicketError>> {
+        Box::pin(async move {
+            self.check("list_bridge_tickets", Call::List(cursor.map(str::to_owned)))?;
+            let at: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let tickets = lock(&self.tickets);
+            let page = tickets.get(at).map(|t| ListedTicket {
+                ticket: t.ticket.clone(),
+                marker: t.marker.as_deref().and_then(Marker::parse),
+                status: status_of(t.done),
+                created_at: format!("2026-01-01T00:{:02}:{:02}Z", at / 60 % 60, at % 60),
+            });
+            Ok(ListedPage {
+                next: (at + 1 < tickets.len()).then(|| (at + 1).to_string()),
+                tickets: page.into_iter().collect(),
+            })
+        })
+    }
+
+    fn provenance<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> crate::ticket::BoxFuture<'a, Result<ProvenanceRead, TicketError>> {
+        Box::pin(async move {
+            self.check("provenance", Call::Status(ticket.key.clone()))?;
+            let stored = lock(&self.tickets)
+                .iter()
+                .find(|t| t.ticket.key == ticket.key)
+                .and_then(|t| t.provenance.clone());
+            Ok(match stored {
+                Some(value) => Provenance::from_value(&value),
+                None => ProvenanceRead::Missing,
+            })
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> crate::ticket::BoxFuture<'a, Result<Presence, TicketError>> {
+        Box::pin(async move {
+            self.check("presence", Call::Status(ticket.key.clone()))?;
+            Ok(match self.is_done(&ticket.key) {
+                Some(done) => Presence::Exists(status_of(done)),
+                None => Presence::Gone,
+            })
+        })
+    }
+}
+
+fn status_of(done: bool) -> TicketStatus {
+    TicketStatus {
+        name: if done { "Done" } else { "To Do" }.into(),
+        category: if done { "done" } else { "new" }.into(),
+        done,
     }
 }
 

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod connection;
 pub mod http;
 pub mod jira;
+pub mod listing;
+pub mod provenance;
 pub mod servicenow;
 pub mod settings;
 
@@ -17,6 +19,8 @@ use std::fmt;
 use std::future::Future;
 
 use crate::marker::Marker;
+use listing::{ListedPage, Presence};
+use provenance::{Provenance, ProvenanceRead};
 
 /// A ticket the bridge created or found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -364,6 +368,40 @@ pub trait TicketSystem: Send + Sync {
         let _ = table;
         self.updated_since(since, cursor)
     }
+
+    // ---- reconcile (issue 16): the bridge's tickets as a whole, and what rebuilds a record ----
+
+    /// `payload` (a create body from `render`) with `provenance` added where this system keeps
+    /// it out of the ticket's text: Jira an issue property in `properties`, ServiceNow a line in
+    /// the create's `work_notes` (after any work note the rule sets).
+    fn attach_provenance(
+        &self,
+        payload: &serde_json::Value,
+        provenance: &Provenance,
+    ) -> serde_json::Value;
+
+    /// One page of every ticket the bridge made (Jira label `findings-bridge`; ServiceNow
+    /// `correlation_display = findings-bridge` in the default table and each of `tables`),
+    /// oldest first within a table; pass the returned cursor back for the next page.
+    fn list_bridge_tickets<'a>(
+        &'a self,
+        tables: &'a [String],
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ListedPage, TicketError>>;
+
+    /// The provenance the bridge wrote into `ticket` when it created it (reads the ticket
+    /// itself, not a search index).
+    fn provenance<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<ProvenanceRead, TicketError>>;
+
+    /// Whether `ticket` still exists. [`Presence::Gone`] only on proof (a 404 for the ticket
+    /// while its project or table answers); anything that could not be read is an error.
+    fn presence<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<Presence, TicketError>>;
 }
 
 /// [`TicketSystem`] written with `async fn`: what the clients implement, each method meaning what
@@ -448,6 +486,30 @@ pub trait AsyncTicketSystem: Send + Sync {
         let _ = table;
         self.updated_since(since, cursor)
     }
+
+    // ---- reconcile (issue 16) ----
+
+    fn attach_provenance(
+        &self,
+        payload: &serde_json::Value,
+        provenance: &Provenance,
+    ) -> serde_json::Value;
+
+    fn list_bridge_tickets(
+        &self,
+        tables: &[String],
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<ListedPage, TicketError>> + Send;
+
+    fn provenance(
+        &self,
+        ticket: &TicketRef,
+    ) -> impl Future<Output = Result<ProvenanceRead, TicketError>> + Send;
+
+    fn presence(
+        &self,
+        ticket: &TicketRef,
+    ) -> impl Future<Output = Result<Presence, TicketError>> + Send;
 }
 
 impl<T: AsyncTicketSystem> TicketSystem for T {
@@ -556,6 +618,38 @@ impl<T: AsyncTicketSystem> TicketSystem for T {
         Box::pin(AsyncTicketSystem::updated_since_in(
             self, since, table, cursor,
         ))
+    }
+
+    // ---- reconcile (issue 16) ----
+
+    fn attach_provenance(
+        &self,
+        payload: &serde_json::Value,
+        provenance: &Provenance,
+    ) -> serde_json::Value {
+        AsyncTicketSystem::attach_provenance(self, payload, provenance)
+    }
+
+    fn list_bridge_tickets<'a>(
+        &'a self,
+        tables: &'a [String],
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ListedPage, TicketError>> {
+        Box::pin(AsyncTicketSystem::list_bridge_tickets(self, tables, cursor))
+    }
+
+    fn provenance<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<ProvenanceRead, TicketError>> {
+        Box::pin(AsyncTicketSystem::provenance(self, ticket))
+    }
+
+    fn presence<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<Presence, TicketError>> {
+        Box::pin(AsyncTicketSystem::presence(self, ticket))
     }
 }
 

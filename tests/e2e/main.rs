@@ -14,6 +14,7 @@ mod support;
 
 mod ops;
 mod preflight;
+mod reconcile;
 mod worker;
 
 mod poller;

@@ -164,3 +164,28 @@ fn secrets_are_not_accepted_as_flags() {
     assert_eq!(out.status.code(), Some(2), "clap rejects unknown flags");
     assert!(!stderr(&out).is_empty());
 }
+
+#[test]
+fn reconcile_refuses_fix_with_dry_run_and_needs_a_ticket_system() {
+    let both = run(&["reconcile", "--fix", "--dry-run"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    assert!(stderr(&both).contains("--dry-run"), "{}", stderr(&both));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", dir.path().join("r.db").display());
+    let out = Command::new(BIN)
+        .args(["reconcile", "--store", &store])
+        .current_dir(ROOT)
+        .env_clear()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no ticket system configured"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "no report without a listing");
+}

@@ -26,6 +26,7 @@ mod jira_contract;
 mod mapping;
 mod plan;
 mod preflight_contract;
+mod reconcile_contract;
 mod render;
 mod render_snapshots;
 mod render_stream;

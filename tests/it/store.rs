@@ -1278,3 +1278,206 @@ async fn dynamodb_lease_and_retry_queue_items_are_laid_out_as_documented() {
     assert_eq!(entry["attempts"].as_n().unwrap(), "2");
     assert_eq!(entry["due_at"].as_n().unwrap(), "1234");
 }
+
+// Reconcile (issue 16): the records as a whole, rebuilt and dropped under a claim
+// ---------------------------------------------------------------------------------------------
+
+mod reconcile {
+    use super::*;
+    use findings_bridge::store::Adoption;
+
+    /// Stores `record` the way the lifecycle does: claim, put.
+    async fn stored(store: &dyn Store, record: &Record) {
+        expect_acquired(store.claim(&record.marker, "writer", LEASE).await);
+        store
+            .put(record, "writer", SyncFields::Replace)
+            .await
+            .expect("put");
+    }
+
+    /// Every page, until the store says there is no next one.
+    async fn all_markers(store: &dyn Store, limit: usize) -> (Vec<Marker>, usize) {
+        let mut markers = Vec::new();
+        let mut pages = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .records_page(cursor.as_deref(), limit)
+                .await
+                .expect("records page");
+            pages += 1;
+            assert!(page.records.len() <= limit, "a page holds at most `limit`");
+            markers.extend(page.records.into_iter().map(|r| r.marker));
+            cursor = page.next;
+            if cursor.is_none() {
+                return (markers, pages);
+            }
+        }
+    }
+
+    /// Records stream page by page; keys that hold only a claim or an intent are no records.
+    async fn records_are_read_page_by_page_without_claim_only_keys(store: &dyn Store) {
+        let mut expected: Vec<Marker> = Vec::new();
+        for id in ["r-1", "r-2", "r-3"] {
+            stored(store, &asff_record(id)).await;
+            expected.push(marker(id));
+        }
+        let ocsf = ocsf_record("r-4", Some("meta-4"));
+        stored(store, &ocsf).await;
+        expected.push(ocsf.marker.clone());
+        expect_acquired(store.claim(&marker("claim-only"), "w", LEASE).await);
+        expect_acquired(store.claim(&marker("intent-only"), "w", LEASE).await);
+        store
+            .set_intent(&marker("intent-only"), "w", Some(&intent("w", 1)))
+            .await
+            .expect("intent");
+        store
+            .set_watermark("store:vouched-since", "1")
+            .await
+            .unwrap();
+
+        let (mut markers, pages) = all_markers(store, 2).await;
+        assert!(pages >= 2, "four records in pages of two: {pages} page(s)");
+        markers.sort();
+        expected.sort();
+        assert_eq!(markers, expected);
+        let first = store.records_page(None, 10).await.unwrap();
+        let back = first
+            .records
+            .iter()
+            .find(|r| r.marker == ocsf.marker)
+            .expect("the OCSF record");
+        assert_eq!(back, &ocsf, "records come back whole");
+    }
+
+    /// A rebuilt record is stored only under the caller's claim and only where neither a record
+    /// nor a pending create is: nothing stored is ever overwritten.
+    async fn adopt_stores_only_under_the_claim_and_only_where_nothing_is(store: &dyn Store) {
+        let fresh = asff_record("adopt-fresh");
+        match store.adopt(&fresh, "reconcile:1").await {
+            Err(StoreError::LostClaim(_)) => {}
+            other => panic!("adopting without a claim must be refused, got {other:?}"),
+        }
+        assert_eq!(store.get(&fresh.marker).await.unwrap(), None);
+
+        assert_eq!(
+            expect_acquired(store.claim(&fresh.marker, "reconcile:1", LEASE).await),
+            None
+        );
+        assert_eq!(
+            store.adopt(&fresh, "reconcile:1").await.unwrap(),
+            Adoption::Adopted
+        );
+        assert_eq!(store.get(&fresh.marker).await.unwrap(), Some(fresh.clone()));
+        assert_eq!(
+            expect_acquired(store.claim(&fresh.marker, "worker:2", LEASE).await),
+            Some(fresh.clone()),
+            "the claim was released with the adoption"
+        );
+        store.release(&fresh.marker, "worker:2").await.unwrap();
+
+        let kept = asff_record("adopt-kept");
+        stored(store, &kept).await;
+        let mut rival = kept.clone();
+        rival.ticket.as_mut().unwrap().key = "PAY-999".into();
+        expect_acquired(store.claim(&kept.marker, "reconcile:3", LEASE).await);
+        assert_eq!(
+            store.adopt(&rival, "reconcile:3").await.unwrap(),
+            Adoption::RecordExists
+        );
+        store.release(&kept.marker, "reconcile:3").await.unwrap();
+        assert_eq!(store.get(&kept.marker).await.unwrap(), Some(kept));
+
+        let pending = asff_record("adopt-pending");
+        expect_acquired(store.claim(&pending.marker, "reconcile:4", LEASE).await);
+        store
+            .set_intent(&pending.marker, "reconcile:4", Some(&intent("worker:9", 1)))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.adopt(&pending, "reconcile:4").await.unwrap(),
+            Adoption::CreatePending
+        );
+        store.release(&pending.marker, "reconcile:4").await.unwrap();
+        assert_eq!(store.get(&pending.marker).await.unwrap(), None);
+
+        let held = asff_record("adopt-held");
+        expect_acquired(store.claim(&held.marker, "worker:5", LEASE).await);
+        match store.adopt(&held, "reconcile:6").await {
+            Err(StoreError::LostClaim(_)) => {}
+            other => panic!("another owner's claim must refuse the adoption, got {other:?}"),
+        }
+        assert_eq!(store.get(&held.marker).await.unwrap(), None);
+        expect_busy(store.claim(&held.marker, "worker:7", LEASE).await);
+    }
+
+    /// A record is dropped only under the caller's claim, never over a pending create; the key
+    /// is then free and empty.
+    async fn drop_record_only_under_the_claim_and_never_over_a_pending_create(store: &dyn Store) {
+        let record = asff_record("drop");
+        stored(store, &record).await;
+        match store.drop_record(&record.marker, "reconcile:1").await {
+            Err(StoreError::LostClaim(_)) => {}
+            other => panic!("dropping without a claim must be refused, got {other:?}"),
+        }
+        expect_acquired(store.claim(&record.marker, "worker:2", LEASE).await);
+        match store.drop_record(&record.marker, "reconcile:1").await {
+            Err(StoreError::LostClaim(_)) => {}
+            other => panic!("another owner's claim must refuse the drop, got {other:?}"),
+        }
+        store.release(&record.marker, "worker:2").await.unwrap();
+        assert_eq!(
+            store.get(&record.marker).await.unwrap(),
+            Some(record.clone())
+        );
+
+        expect_acquired(store.claim(&record.marker, "reconcile:3", LEASE).await);
+        assert!(
+            store
+                .drop_record(&record.marker, "reconcile:3")
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get(&record.marker).await.unwrap(), None);
+        let (markers, _) = all_markers(store, 10).await;
+        assert!(!markers.contains(&record.marker));
+        match store.claim(&record.marker, "worker:4", LEASE).await {
+            Ok(Claim::Acquired(claimed)) => {
+                assert_eq!(claimed.record, None);
+                assert_eq!(claimed.intent, None, "the key starts afresh");
+            }
+            other => panic!("the dropped key is free, got {other:?}"),
+        }
+        store.release(&record.marker, "worker:4").await.unwrap();
+
+        let pending = asff_record("drop-pending");
+        stored(store, &pending).await;
+        expect_acquired(store.claim(&pending.marker, "reconcile:5", LEASE).await);
+        let create = intent("reconcile:5", 1);
+        store
+            .set_intent(&pending.marker, "reconcile:5", Some(&create))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .drop_record(&pending.marker, "reconcile:5")
+                .await
+                .unwrap()
+        );
+        store.release(&pending.marker, "reconcile:5").await.unwrap();
+        assert_eq!(
+            store.get(&pending.marker).await.unwrap(),
+            Some(pending.clone())
+        );
+        match store.claim(&pending.marker, "worker:6", LEASE).await {
+            Ok(Claim::Acquired(claimed)) => assert_eq!(claimed.intent, Some(create)),
+            other => panic!("expected the claim, got {other:?}"),
+        }
+    }
+
+    suite!(
+        records_are_read_page_by_page_without_claim_only_keys,
+        adopt_stores_only_under_the_claim_and_only_where_nothing_is,
+        drop_record_only_under_the_claim_and_never_over_a_pending_create,
+    );
+}

@@ -25,7 +25,7 @@ impl Lifecycle {
             .filter(|f| unless.is_none_or(|u| u.id != f.ticket.id))
             .collect();
         let live: Vec<&FoundTicket> = candidates.iter().filter(|f| !f.done).collect();
-        let Some(kept) = live.first().copied().or(candidates.last()) else {
+        let Some(kept) = followed(&candidates, |f| f.done) else {
             return Ok(None);
         };
         if live.len() > 1 {
@@ -56,18 +56,7 @@ impl Lifecycle {
         event: &str,
         text: &str,
     ) -> Result<(), LifecycleError> {
-        let reference = comment_reference(held.marker, event);
-        if system
-            .has_comment(ticket, &reference)
-            .await
-            .map_err(held.ticket_err())?
-        {
-            tracing::debug!(ticket = %ticket.key, reference, "comment already posted");
-            return Ok(());
-        }
-        let body = format!("{text}\n\n(findings-bridge {reference})");
-        system
-            .comment(ticket, &body)
+        comment_once_on(system.as_ref(), held.marker, ticket, event, text)
             .await
             .map_err(held.ticket_err())
     }
@@ -79,6 +68,7 @@ impl Lifecycle {
     pub(super) async fn find_or_create(
         &self,
         held: &Held<'_>,
+        finding: &Finding,
         planned: &PlannedTicket,
         unless: Option<&TicketRef>,
         intent: Option<&Intent>,
@@ -116,10 +106,10 @@ impl Lifecycle {
                 }
                 held.store_err()(e)
             })?;
-        match system
-            .create(&planned.payload, planned.table.as_deref())
-            .await
-        {
+        // What `reconcile` rebuilds the record from, should the store ever lose it.
+        let payload =
+            system.attach_provenance(&planned.payload, &provenance(held, finding, planned));
+        match system.create(&payload, planned.table.as_deref()).await {
             Ok(ticket) => Ok((ticket, Action::Created)),
             Err(e) if e.is_outcome_unknown() => {
                 tracing::warn!(team = %held.team, marker = %held.marker, error = %e, "create outcome unknown; the marker is searched for after the settle time");
@@ -207,7 +197,7 @@ impl Lifecycle {
             // With no intent, a create this store never heard of can only have happened if the
             // finding is older than what the store vouches for: only then is the search needed.
             let search = intent.is_some() || !self.vouches_for(finding).await;
-            self.find_or_create(held, planned, None, intent.as_ref(), search)
+            self.find_or_create(held, finding, planned, None, intent.as_ref(), search)
                 .await?
         };
         let mut record = Record {
@@ -338,5 +328,17 @@ impl Lifecycle {
         followed.actions.insert(0, Action::Recovered);
         followed.actions.retain(|a| *a != Action::Noop);
         Ok(Some(followed))
+    }
+}
+
+/// The provenance a create carries: the finding and route behind the ticket.
+fn provenance(held: &Held<'_>, finding: &Finding, planned: &PlannedTicket) -> Provenance {
+    Provenance {
+        finding_id: finding.id.clone(),
+        team: held.team.to_string(),
+        rule: planned.rule.to_string(),
+        schema: finding.schema,
+        write_back: finding.write_back.clone(),
+        severity: planned.severity.as_str().to_owned(),
     }
 }

@@ -40,7 +40,7 @@ use freshness::{is_stale, newer, parse_time, state_text};
 use outcome::count_action;
 pub use outcome::{Action, Outcome, TeamOutcome};
 pub use planner::{PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
-pub use vouch::MarkerSearch;
+pub use vouch::{MarkerSearch, VOUCHED_SINCE};
 use writeback::{PendingWrite, notified};
 
 use std::collections::{HashMap, HashSet};
@@ -58,6 +58,7 @@ use crate::pipeline::health::{Health, Probe, Subject};
 use crate::retry::Retryable;
 use crate::runtime::telemetry::{self, DedupKind, WritebackResult};
 use crate::store::{Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields};
+use crate::ticket::provenance::Provenance;
 use crate::ticket::{FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef, TicketSystem};
 
 /// Default claim lease: long enough for a create with retries, short enough that a killed
@@ -435,6 +436,32 @@ fn now_millis() -> i64 {
 pub fn comment_reference(marker: &Marker, event: &str) -> String {
     let digest = Sha256::digest(format!("{marker}\n{event}").as_bytes());
     format!("fbc-{}", hex::encode(&digest[..6]))
+}
+
+/// Posts `text` on `ticket` unless an earlier attempt for the same `event` already did: the
+/// comment ends with [`comment_reference`], looked for first (comments are read from the ticket
+/// itself, which is consistent); the post is sent at most once. The lifecycle's comments and
+/// `reconcile`'s go through here.
+pub async fn comment_once_on(
+    system: &dyn TicketSystem,
+    marker: &Marker,
+    ticket: &TicketRef,
+    event: &str,
+    text: &str,
+) -> Result<(), TicketError> {
+    let reference = comment_reference(marker, event);
+    if system.has_comment(ticket, &reference).await? {
+        tracing::debug!(ticket = %ticket.key, reference, "comment already posted");
+        return Ok(());
+    }
+    let body = format!("{text}\n\n(findings-bridge {reference})");
+    system.comment(ticket, &body).await
+}
+
+/// Of the tickets carrying one marker, oldest first, the one the bridge follows: the oldest live
+/// one, else the newest finished one. The lifecycle's marker search and `reconcile` choose alike.
+pub fn followed<T>(candidates: &[T], done: impl Fn(&T) -> bool) -> Option<&T> {
+    candidates.iter().find(|c| !done(c)).or(candidates.last())
 }
 
 /// An active finding at or before the time its resolution was recorded is stale: the

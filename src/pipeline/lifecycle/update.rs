@@ -220,7 +220,7 @@ impl Lifecycle {
         } else if let (OnRecurrence::New, Some(p)) = (options.on_recurrence, planned) {
             // Any earlier intent was settled by `settle_replacement`.
             let (new_ticket, _) = self
-                .find_or_create(step.held, p, Some(&step.ticket), None, true)
+                .find_or_create(step.held, step.finding, p, Some(&step.ticket), None, true)
                 .await?;
             step.outcome.actions.push(Action::Replaced {
                 previous: step.ticket.clone(),

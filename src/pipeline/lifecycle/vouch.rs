@@ -19,7 +19,7 @@ pub enum MarkerSearch {
 }
 
 /// The store's start of use, under this name in its watermarks (unix milliseconds).
-pub(super) const VOUCHED_SINCE: &str = "store:vouched-since";
+pub const VOUCHED_SINCE: &str = "store:vouched-since";
 
 /// Clocks of AWS (the finding's times) and of this host (the store's start) may differ a little.
 const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;

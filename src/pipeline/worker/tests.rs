@@ -337,6 +337,36 @@ impl TicketSystem for CountingTickets {
     ) -> BoxFuture<'a, Result<crate::ticket::UpdatedPage, crate::ticket::TicketError>> {
         self.inner.updated_since(since, cursor)
     }
+
+    // ---- reconcile (issue 16) ----
+
+    fn attach_provenance(
+        &self,
+        payload: &serde_json::Value,
+        provenance: &crate::ticket::provenance::Provenance,
+    ) -> serde_json::Value {
+        self.inner.attach_provenance(payload, provenance)
+    }
+    fn list_bridge_tickets<'a>(
+        &'a self,
+        tables: &'a [String],
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<crate::ticket::listing::ListedPage, crate::ticket::TicketError>> {
+        self.inner.list_bridge_tickets(tables, cursor)
+    }
+    fn provenance<'a>(
+        &'a self,
+        ticket: &'a crate::ticket::TicketRef,
+    ) -> BoxFuture<'a, Result<crate::ticket::provenance::ProvenanceRead, crate::ticket::TicketError>>
+    {
+        self.inner.provenance(ticket)
+    }
+    fn presence<'a>(
+        &'a self,
+        ticket: &'a crate::ticket::TicketRef,
+    ) -> BoxFuture<'a, Result<crate::ticket::listing::Presence, crate::ticket::TicketError>> {
+        self.inner.presence(ticket)
+    }
 }
 
 struct Setup {

@@ -39,6 +39,7 @@ use crate::marker::Marker;
 mod claims;
 mod coordination;
 mod items;
+mod reconcile;
 mod records;
 use items::*;
 
@@ -399,6 +400,32 @@ impl Store for DynamoStore {
         marker: &'a Marker,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.remove_sync_retry_item(marker))
+    }
+
+    // ---- reconcile (issue 16): see `reconcile` ----
+
+    fn records_page<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<crate::store::RecordsPage, StoreError>> {
+        Box::pin(self.scan_records(cursor, limit))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<crate::store::Adoption, StoreError>> {
+        Box::pin(self.adopt_item(record, owner))
+    }
+
+    fn drop_record<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.drop_item(marker, owner))
     }
 }
 

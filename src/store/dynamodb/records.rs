@@ -12,6 +12,28 @@ impl DynamoStore {
         owner: &str,
         sync: SyncFields,
     ) -> Result<(), StoreError> {
+        let request = self.record_write(record, owner, sync, "#owner = :me")?;
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&self.table, "put", e) {
+                Failure::ConditionFailed => Err(StoreError::LostClaim(record.marker.to_string())),
+                Failure::Store(e) => Err(e),
+            },
+        }
+    }
+
+    /// The `UpdateItem` of [`DynamoStore::put_item`] under `condition` (which may use `#owner`,
+    /// `:me` and `#intent`), ready to send: `put` and `adopt` write a record the same way.
+    pub(super) fn record_write(
+        &self,
+        record: &Record,
+        owner: &str,
+        sync: SyncFields,
+        condition: &str,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        StoreError,
+    > {
         let item = encode_record(record)?;
         let mut sets = Vec::new();
         let mut removes = vec![
@@ -24,7 +46,7 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(PK, record_key(&record.marker))
-            .condition_expression("#owner = :me")
+            .condition_expression(condition)
             .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_names("#until", LEASE_UNTIL)
             .expression_attribute_names("#intent", INTENT)
@@ -51,13 +73,7 @@ impl DynamoStore {
             }
         }
         let expression = format!("SET {} REMOVE {}", sets.join(", "), removes.join(", "));
-        match request.update_expression(expression).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match classify(&self.table, "put", e) {
-                Failure::ConditionFailed => Err(StoreError::LostClaim(record.marker.to_string())),
-                Failure::Store(e) => Err(e),
-            },
-        }
+        Ok(request.update_expression(expression))
     }
 
     /// `UpdateItem` on the finding's item returning what it held before.

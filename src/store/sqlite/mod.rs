@@ -20,6 +20,7 @@ use super::{
 use crate::marker::Marker;
 
 mod coordination;
+mod reconcile;
 mod schema;
 use schema::migrate;
 
@@ -136,6 +137,41 @@ fn decode_intent(location: &str, marker: &str, json: &str) -> Result<Intent, Sto
             "sqlite store {location}: intent on {marker} is unreadable: {e}"
         ))
     })
+}
+
+/// Writes `record` on its key with the columns that index it, and releases the lease and any
+/// intent: the end of a `put` (and of an `adopt`), inside the caller's transaction.
+fn write_record(
+    tx: &rusqlite::Transaction<'_>,
+    location: &str,
+    op: &str,
+    record: &Record,
+) -> Result<(), StoreError> {
+    let marker = record.marker.as_str();
+    let json = serde_json::to_string(record)
+        .map_err(|e| StoreError::Fatal(format!("record {marker} cannot be serialized: {e}")))?;
+    let (ticket_system, ticket_key) = match &record.ticket {
+        Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
+        None => (None, None),
+    };
+    tx.execute(
+        "UPDATE records
+            SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
+                ticket_key = ?5, modified_at = ?6, intent = NULL,
+                lease_owner = NULL, lease_until = NULL
+          WHERE marker = ?7",
+        params![
+            json,
+            record.finding_id,
+            record.team,
+            ticket_system,
+            ticket_key,
+            now_millis(),
+            marker,
+        ],
+    )
+    .map_err(|e| classify(location, op, e))?;
+    Ok(())
 }
 
 /// A finding's index entry: its teams, and the tombstone as text and as unix milliseconds.
@@ -295,30 +331,7 @@ impl Store for SqliteStore {
                 record.status_from_ticket = stored.status_from_ticket;
                 record.status_to_hub = stored.status_to_hub;
             }
-            let json = serde_json::to_string(&record).map_err(|e| {
-                StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
-            })?;
-            let (ticket_system, ticket_key) = match &record.ticket {
-                Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
-                None => (None, None),
-            };
-            tx.execute(
-                "UPDATE records
-                    SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
-                        ticket_key = ?5, modified_at = ?6, intent = NULL,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE marker = ?7",
-                params![
-                    json,
-                    record.finding_id,
-                    record.team,
-                    ticket_system,
-                    ticket_key,
-                    now_millis(),
-                    marker,
-                ],
-            )
-            .map_err(ctx)?;
+            write_record(&tx, &location, "put", &record)?;
             tx.commit().map_err(ctx)
         })
     }
@@ -586,6 +599,32 @@ impl Store for SqliteStore {
 
     // The status sync's lease, fenced watermarks and retry queue (`coordination.rs`).
     coordination::store_methods!();
+
+    // ---- reconcile (issue 16): see `reconcile` ----
+
+    fn records_page<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<crate::store::RecordsPage, StoreError>> {
+        self.records_page_of(cursor, limit)
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        record: &'a Record,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<crate::store::Adoption, StoreError>> {
+        self.adopt_record(record, owner)
+    }
+
+    fn drop_record<'a>(
+        &'a self,
+        marker: &'a Marker,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.drop_key(marker, owner)
+    }
 }
 
 #[cfg(test)]

@@ -248,7 +248,7 @@ pub(super) struct Issue {
     pub(super) fields: Option<IssueFields>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct IssueFields {
     #[serde(default)]
     pub(super) status: Option<Status>,
@@ -256,6 +256,9 @@ pub(super) struct IssueFields {
     pub(super) labels: Vec<String>,
     #[serde(default)]
     pub(super) updated: Option<String>,
+    /// Read by the reconcile listing only.
+    #[serde(default)]
+    pub(super) created: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

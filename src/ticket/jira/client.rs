@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::SYSTEM;
-use super::api::{CommentPage, Created, IssueFields, decode, target_gone};
+use super::api::{CommentPage, Created, decode, target_gone};
 use super::config::{JiraApiVersion, JiraAuth, JiraConfig, SETTINGS};
 use super::format::jira_rich_text;
-use super::query::{MARKER_MATCHES, marker_jql, rfc3339_from_jira, updated_since_jql, valid_since};
+use super::query::{MARKER_MATCHES, marker_jql, updated_since_jql, valid_since};
 use super::status::{
     Status, already_at, describe_target, describe_transitions, reopening, transition_to,
 };
@@ -22,6 +22,8 @@ use super::zone::UserZone;
 use crate::marker::Marker;
 use crate::ticket::connection::{Connection, require_base, url_with_path};
 use crate::ticket::http::{ClientConfigError, Clock, Delivery, HttpClient, TokioClock};
+use crate::ticket::listing::{ListedPage, Presence};
+use crate::ticket::provenance::{Provenance, ProvenanceRead};
 use crate::ticket::{
     AsyncTicketSystem, Blame, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef,
     TicketStatus, TicketUpdate, UpdatedPage,
@@ -32,7 +34,7 @@ pub struct JiraClient {
     pub(super) conn: Connection<HeaderValue>,
     browse_base: Url,
     pub(super) version: JiraApiVersion,
-    page_size: u32,
+    pub(super) page_size: u32,
     /// The bridge user's time zone, which Jira reads the poll's JQL dates in.
     pub(super) zone: UserZone,
 }
@@ -82,7 +84,7 @@ impl JiraClient {
         url_with_path(&self.browse_base, ["browse", key]).to_string()
     }
 
-    fn ticket_ref(&self, id: String, key: String) -> TicketRef {
+    pub(super) fn ticket_ref(&self, id: String, key: String) -> TicketRef {
         TicketRef {
             system: self.conn.name.clone(),
             url: self.browse_url(&key),
@@ -303,28 +305,39 @@ impl AsyncTicketSystem for JiraClient {
             )
             .await
             .inspect_err(|_| self.zone.forget())?;
-        let mut tickets = Vec::with_capacity(issues.len());
-        for issue in issues {
-            let fields = issue.fields.unwrap_or(IssueFields {
-                status: None,
-                labels: Vec::new(),
-                updated: None,
-            });
-            let Some(status) = fields.status else {
-                tracing::warn!(key = issue.key, "search result without status; skipped");
-                continue;
-            };
-            tickets.push(TicketUpdate {
-                marker: fields.labels.iter().find_map(|l| Marker::parse(l)),
-                status: status.into_ticket_status(),
-                updated_at: fields
-                    .updated
-                    .as_deref()
-                    .map(rfc3339_from_jira)
-                    .unwrap_or_default(),
-                ticket: self.ticket_ref(issue.id, issue.key),
-            });
-        }
+        let tickets = self
+            .bridge_issues(issues)
+            .into_iter()
+            .map(|issue| TicketUpdate {
+                ticket: issue.ticket,
+                marker: issue.marker,
+                status: issue.status,
+                updated_at: issue.updated_at,
+            })
+            .collect();
         Ok(UpdatedPage { tickets, next })
+    }
+
+    // ---- reconcile (issue 16): see `listing` ----
+
+    fn attach_provenance(&self, payload: &Value, provenance: &Provenance) -> Value {
+        self.with_provenance(payload, provenance)
+    }
+
+    /// One search over every project: the label is the bridge's, whatever the project.
+    async fn list_bridge_tickets(
+        &self,
+        _tables: &[String],
+        cursor: Option<&str>,
+    ) -> Result<ListedPage, TicketError> {
+        self.list_page(cursor).await
+    }
+
+    async fn provenance(&self, ticket: &TicketRef) -> Result<ProvenanceRead, TicketError> {
+        self.read_provenance(ticket).await
+    }
+
+    async fn presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
+        self.issue_presence(ticket).await
     }
 }

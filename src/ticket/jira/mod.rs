@@ -6,13 +6,15 @@
 //! (what a status category means, which transition to take), [`webhook`] (signature
 //! verification), [`format`] (rich text), `api` (the REST calls), [`client`] (the
 //! [`TicketSystem`](crate::ticket::TicketSystem) implementation), [`meta`] (what creating an
-//! issue needs, read without creating anything, for `preflight`) and [`zone`] (the user's time
-//! zone, which JQL dates are read in).
+//! issue needs, read without creating anything, for `preflight`), [`zone`] (the user's time
+//! zone, which JQL dates are read in); `listing` is what `reconcile` reads: every bridge issue,
+//! the provenance property, whether an issue still exists.
 
 mod api;
 pub mod client;
 pub mod config;
 pub mod format;
+mod listing;
 pub mod meta;
 pub mod query;
 pub mod status;

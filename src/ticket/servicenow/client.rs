@@ -13,11 +13,9 @@ use url::Url;
 
 use super::SYSTEM;
 use super::config::{ServiceNowAuth, ServiceNowConfig, Signing};
+use super::listing::with_provenance;
 use super::oauth::bearer;
-use super::query::{
-    MARKER_MATCHES, RECORD_FIELDS, marker_query, rfc3339_from_glide, updated_since_query,
-    valid_table,
-};
+use super::query::{MARKER_MATCHES, RECORD_FIELDS, marker_query, updated_since_query, valid_table};
 use super::record::{Envelope, field, table_gone};
 use super::status::{RESOLVED, labels, needs_resolution, state_of, valid_state_code};
 use crate::marker::Marker;
@@ -25,6 +23,8 @@ use crate::ticket::connection::Connection;
 use crate::ticket::http::{
     ClientConfigError, Clock, Delivery, HttpClient, HttpResponse, TokenCache, TokioClock,
 };
+use crate::ticket::listing::{ListedPage, Presence};
+use crate::ticket::provenance::{Provenance, ProvenanceRead};
 use crate::ticket::{
     AsyncTicketSystem, Blame, FieldUpdate, FoundTicket, TargetStatus, TicketError, TicketRef,
     TicketStatus, TicketUpdate, UpdatedPage,
@@ -32,11 +32,11 @@ use crate::ticket::{
 
 pub struct ServiceNowClient {
     pub(super) conn: Connection<Signing>,
-    default_table: String,
+    pub(super) default_table: String,
     close_code: String,
     close_notes: String,
     reopen_state: String,
-    page_size: u32,
+    pub(super) page_size: u32,
     pub(super) token_refresh_margin: Duration,
     /// The OAuth token, when the connection signs in with client credentials.
     pub(super) tokens: TokenCache,
@@ -103,7 +103,7 @@ impl ServiceNowClient {
         self.conn.url(["api", "now", "table", table])
     }
 
-    fn table<'a>(
+    pub(super) fn table<'a>(
         &'a self,
         operation: &'static str,
         table: Option<&'a str>,
@@ -120,7 +120,11 @@ impl ServiceNowClient {
         }
     }
 
-    fn record_url(&self, operation: &'static str, ticket: &TicketRef) -> Result<Url, TicketError> {
+    pub(super) fn record_url(
+        &self,
+        operation: &'static str,
+        ticket: &TicketRef,
+    ) -> Result<Url, TicketError> {
         let table = self.table(operation, ticket.table.as_deref())?;
         if ticket.id.is_empty() || !ticket.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(self.conn.http.permanent(
@@ -132,7 +136,7 @@ impl ServiceNowClient {
         Ok(self.conn.url(["api", "now", "table", table, &ticket.id]))
     }
 
-    fn ticket_ref(&self, table: &str, sys_id: String, number: String) -> TicketRef {
+    pub(super) fn ticket_ref(&self, table: &str, sys_id: String, number: String) -> TicketRef {
         let mut url = self.conn.url(["nav_to.do"]);
         url.query_pairs_mut()
             .append_pair("uri", &format!("{table}.do?sys_id={sys_id}"));
@@ -381,17 +385,7 @@ impl AsyncTicketSystem for ServiceNowClient {
     }
 
     async fn has_comment(&self, ticket: &TicketRef, needle: &str) -> Result<bool, TicketError> {
-        const OP: &str = "has_comment";
-        let mut url = self.record_url(OP, ticket)?;
-        // With display values, `work_notes` is the whole journal as text.
-        url.query_pairs_mut()
-            .append_pair("sysparm_fields", "work_notes")
-            .append_pair("sysparm_display_value", "true")
-            .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self.call(OP, reqwest::Method::GET, url, None).await?;
-        let envelope: Envelope<serde_json::Map<String, Value>> =
-            self.conn.http.json(OP, &response)?;
-        let (notes, display) = field(&envelope.result, "work_notes");
+        let (notes, display) = self.work_notes("has_comment", ticket).await?;
         Ok(notes.contains(needle) || display.is_some_and(|d| d.contains(needle)))
     }
 
@@ -484,40 +478,42 @@ impl AsyncTicketSystem for ServiceNowClient {
             })?,
         };
         let table = self.table(OP, Some(table))?;
-        let mut url = self.table_url(table);
-        url.query_pairs_mut()
-            .append_pair("sysparm_query", &query)
-            .append_pair("sysparm_fields", RECORD_FIELDS)
-            .append_pair("sysparm_limit", &self.page_size.to_string())
-            .append_pair("sysparm_offset", &offset.to_string())
-            .append_pair("sysparm_display_value", "all")
-            .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self.call(OP, reqwest::Method::GET, url, None).await?;
-        let page: Envelope<Vec<serde_json::Map<String, Value>>> =
-            self.conn.http.json(OP, &response)?;
-        let count = page.result.len() as u64;
-        let tickets = page
-            .result
-            .iter()
-            .filter_map(|record| {
-                let (sys_id, _) = field(record, "sys_id");
-                let (number, display_number) = field(record, "number");
-                let (correlation, _) = field(record, "correlation_id");
-                let (updated, _) = field(record, "sys_updated_on");
-                (!sys_id.is_empty()).then(|| TicketUpdate {
-                    ticket: self.ticket_ref(
-                        table,
-                        sys_id,
-                        display_number.filter(|n| !n.is_empty()).unwrap_or(number),
-                    ),
-                    marker: Marker::parse(&correlation),
-                    status: state_of(record),
-                    updated_at: rfc3339_from_glide(&updated),
-                })
+        let (records, count) = self
+            .bridge_page(OP, table, &query, "sys_updated_on", offset)
+            .await?;
+        let tickets = records
+            .into_iter()
+            .map(|record| TicketUpdate {
+                ticket: record.ticket,
+                marker: record.marker,
+                status: record.status,
+                updated_at: record.at,
             })
             .collect();
         let next =
             (count > 0 && count >= u64::from(self.page_size)).then(|| (offset + count).to_string());
         Ok(UpdatedPage { tickets, next })
+    }
+
+    // ---- reconcile (issue 16): see `listing` ----
+
+    fn attach_provenance(&self, payload: &Value, provenance: &Provenance) -> Value {
+        with_provenance(payload, provenance)
+    }
+
+    async fn list_bridge_tickets(
+        &self,
+        tables: &[String],
+        cursor: Option<&str>,
+    ) -> Result<ListedPage, TicketError> {
+        self.list_page(tables, cursor).await
+    }
+
+    async fn provenance(&self, ticket: &TicketRef) -> Result<ProvenanceRead, TicketError> {
+        self.read_provenance(ticket).await
+    }
+
+    async fn presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
+        self.record_presence(ticket).await
     }
 }

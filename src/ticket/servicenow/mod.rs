@@ -6,10 +6,12 @@
 //! [`status`] (what a state means), [`webhook`] (shared-secret verification), `record` (reading
 //! Table API answers), `oauth` (client-credentials tokens), [`client`] (the
 //! [`TicketSystem`](crate::ticket::TicketSystem) implementation) and [`meta`] (a table's columns
-//! and a group, read without changing anything, for `preflight`).
+//! and a group, read without changing anything, for `preflight`); `listing` is what `reconcile` reads: every bridge record of
+//! every table rules use, the provenance work note, whether a record still exists.
 
 pub mod client;
 pub mod config;
+mod listing;
 pub mod meta;
 mod oauth;
 pub mod query;
