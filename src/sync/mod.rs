@@ -99,6 +99,9 @@ struct SyncState {
     seen: HashMap<String, HashMap<String, String>>,
     /// Unmapped statuses already logged, so a stuck ticket does not log every minute.
     warned: HashSet<String>,
+    /// Per poll target: when its last complete poll ended (or it was first tried), for the
+    /// sync-lag gauge.
+    last_complete: HashMap<String, std::time::Instant>,
 }
 
 /// Syncs ticket status back to Security Hub for every configured connection.

@@ -74,9 +74,23 @@ impl StatusSync {
         let mut report = SyncReport::default();
         self.retry_unprocessed(&mut report).await;
         for target in self.targets() {
+            let errors = report.errors.len();
             self.poll_target(&target, fence, &mut report).await;
+            self.note_lag(&target.key, report.errors.len() == errors);
         }
         report
+    }
+
+    /// Sets the target's sync-lag gauge: the time since its last complete poll (one without an
+    /// error, its watermark stored), or since this replica first tried it.
+    fn note_lag(&self, key: &str, complete: bool) {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        let since = state.last_complete.entry(key.to_owned()).or_insert(now);
+        if complete {
+            *since = now;
+        }
+        telemetry::sync_lag(key, now.duration_since(*since).as_secs_f64());
     }
 
     pub(super) async fn poll_target(

@@ -172,6 +172,25 @@ async fn three_replicas_poll_as_one_and_a_killed_poller_is_replaced() {
         );
     }
     resolve_once(&bench, addrs[first], &before_kill).await;
+    // Its polls complete, so its sync lag for Jira is 0 (set at every poll); the others poll
+    // nothing and publish none.
+    assert_eq!(
+        e2e::metric(
+            addrs[first],
+            "findings_bridge_sync_lag_seconds",
+            &[r#"connection="jira""#]
+        )
+        .await,
+        Some(0.0)
+    );
+    for (i, addr) in addrs.iter().enumerate().filter(|(i, _)| *i != first) {
+        assert_eq!(
+            e2e::metric(*addr, "findings_bridge_sync_lag_seconds", &[]).await,
+            None,
+            "replica {} does not poll",
+            i + 1
+        );
+    }
     assert_eq!(
         only_poller(&polls_of(&addrs).await),
         first,

@@ -262,3 +262,8 @@ impl fmt::Debug for InflightGuard {
 pub fn sync_leader(polls: bool) {
     gauge!(names::SYNC_LEADER).set(if polls { 1.0 } else { 0.0 });
 }
+
+/// How long ago the status sync last polled `target` completely (see [`names::SYNC_LAG`]).
+pub fn sync_lag(target: &str, seconds: f64) {
+    gauge!(names::SYNC_LAG, "connection" => target.to_owned()).set(seconds);
+}

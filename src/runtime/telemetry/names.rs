@@ -77,6 +77,10 @@ pub const DETECTIVE_ENRICHMENTS: &str = "findings_bridge_detective_total";
 /// 1 while this replica holds the status-sync lease and polls the ticket systems, 0 while
 /// another replica does (or none can: the store is unreachable).
 pub const SYNC_LEADER: &str = "findings_bridge_sync_leader";
+/// Seconds since the status sync last read a poll target (`jira`, `servicenow`,
+/// `servicenow:sn_si_incident`) completely and stored its watermark, set by the replica that polls
+/// at every attempt; a growing value means ticket changes are not reaching Security Hub.
+pub const SYNC_LAG: &str = "findings_bridge_sync_lag_seconds";
 
 /// How a series is exported, for its `# TYPE` and `# HELP` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +229,10 @@ const SERIES: &[Series] = &[
     Series::gauge(
         SYNC_LEADER,
         "1 while this replica holds the status-sync lease and polls the ticket systems, 0 otherwise.",
+    ),
+    Series::gauge(
+        SYNC_LAG,
+        "Seconds since the status sync last polled a target (connection, or connection:table) completely, by connection; set by the polling replica.",
     ),
 ];
 
