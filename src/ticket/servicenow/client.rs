@@ -219,17 +219,32 @@ impl ServiceNowClient {
         operation: &'static str,
         ticket: &TicketRef,
     ) -> Result<TicketStatus, TicketError> {
+        let record = self
+            .record_fields(operation, ticket, "state,sys_updated_on", "all")
+            .await?;
+        Ok(state_of(&record))
+    }
+
+    /// One record's `fields` (comma-separated), with `sysparm_display_value` = `display`
+    /// (`true`, `false` or `all`).
+    pub(super) async fn record_fields(
+        &self,
+        operation: &'static str,
+        ticket: &TicketRef,
+        fields: &str,
+        display: &str,
+    ) -> Result<serde_json::Map<String, Value>, TicketError> {
         let mut url = self.record_url(operation, ticket)?;
         url.query_pairs_mut()
-            .append_pair("sysparm_fields", "state,sys_updated_on")
-            .append_pair("sysparm_display_value", "all")
+            .append_pair("sysparm_fields", fields)
+            .append_pair("sysparm_display_value", display)
             .append_pair("sysparm_exclude_reference_link", "true");
         let response = self
             .call(operation, reqwest::Method::GET, url, None)
             .await?;
         let envelope: Envelope<serde_json::Map<String, Value>> =
             self.conn.http.json(operation, &response)?;
-        Ok(state_of(&envelope.result))
+        Ok(envelope.result)
     }
 
     async fn patch(

@@ -165,17 +165,10 @@ impl ServiceNowClient {
         operation: &'static str,
         ticket: &TicketRef,
     ) -> Result<(String, Option<String>), TicketError> {
-        let mut url = self.record_url(operation, ticket)?;
-        url.query_pairs_mut()
-            .append_pair("sysparm_fields", "work_notes")
-            .append_pair("sysparm_display_value", "true")
-            .append_pair("sysparm_exclude_reference_link", "true");
-        let response = self
-            .call(operation, reqwest::Method::GET, url, None)
+        let record = self
+            .record_fields(operation, ticket, "work_notes", "true")
             .await?;
-        let envelope: Envelope<serde_json::Map<String, Value>> =
-            self.conn.http.json(operation, &response)?;
-        Ok(field(&envelope.result, "work_notes"))
+        Ok(field(&record, "work_notes"))
     }
 
     pub(super) async fn read_provenance(
