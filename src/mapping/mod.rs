@@ -27,6 +27,7 @@ pub mod criteria;
 mod load;
 pub mod spec;
 pub mod template;
+pub mod sla;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -5,4 +5,5 @@
 pub mod health;
 pub mod lifecycle;
 pub mod plan;
+pub mod escalation;
 pub mod worker;

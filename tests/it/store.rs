@@ -51,6 +51,7 @@ fn asff_record(finding: &str) -> Record {
         status_to_hub: Some("NOTIFIED".to_owned()),
         status_from_ticket: Some("To Do".to_owned()),
         modified_at: 1_735_787_045,
+        sla: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn ocsf_record(finding: &str, metadata_uid: Option<&str>) -> Record {
         status_to_hub: None,
         status_from_ticket: None,
         modified_at: 0,
+        sla: None,
     }
 }
 

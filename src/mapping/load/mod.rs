@@ -13,6 +13,7 @@ mod jira;
 mod rules;
 mod servicenow;
 mod templates;
+mod sla;
 
 use std::collections::HashMap;
 use std::ops::Range;
