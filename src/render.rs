@@ -18,10 +18,10 @@ use serde_json::{Map, Value, json};
 
 use crate::finding::{Finding, Severity};
 use crate::mapping::context::Application;
+use crate::mapping::sla::SlaState;
 use crate::mapping::spec::{FieldTemplate, JiraSpec, Rule, ServiceNowSpec, TargetKind, TicketSpec};
 use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_limit};
 use crate::marker::{BRIDGE_LABEL, Marker};
-use crate::mapping::sla::SlaState;
 pub use crate::ticket::jira::format::{JIRA_TEXT_LIMIT, JiraFlavor, jira_rich_text};
 
 mod sla;

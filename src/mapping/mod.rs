@@ -25,9 +25,9 @@
 pub mod context;
 pub mod criteria;
 mod load;
+pub mod sla;
 pub mod spec;
 pub mod template;
-pub mod sla;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -206,7 +206,10 @@ mod tests {
 
     #[test]
     fn the_start_falls_back_to_created_at_and_else_there_is_no_due_date() {
-        let sla = Sla(BTreeMap::from([(Severity::Low, Duration::from_secs(3_600))]));
+        let sla = Sla(BTreeMap::from([(
+            Severity::Low,
+            Duration::from_secs(3_600),
+        )]));
         let f = finding(None, Some("2026-01-01T00:00:00Z"));
         assert_eq!(
             sla.due_at(&f, Severity::Low),

@@ -115,7 +115,11 @@ impl Escalator {
 
     /// One tick: take the lease, then scan within it.
     async fn tick(&self) {
-        match self.store.acquire_lease(SLA_LEASE, &self.owner, self.lease).await {
+        match self
+            .store
+            .acquire_lease(SLA_LEASE, &self.owner, self.lease)
+            .await
+        {
             Ok(Some(_)) => {}
             Ok(None) => {
                 tracing::debug!("another replica holds the SLA lease and scans");
@@ -131,13 +135,18 @@ impl Escalator {
         let now = chrono::Utc::now().timestamp();
         match tokio::time::timeout(budget, self.pass(now)).await {
             Ok(Ok(report)) if report != EscalationReport::default() => {
-                tracing::info!(escalated = report.escalated, closed = report.closed, deferred = report.deferred, "SLA breaches handled");
+                tracing::info!(
+                    escalated = report.escalated,
+                    closed = report.closed,
+                    deferred = report.deferred,
+                    "SLA breaches handled"
+                );
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "reading the store for SLA breaches failed"),
-            Err(_) => tracing::warn!(
-                "the SLA scan did not finish within its lease; the next one goes on"
-            ),
+            Err(_) => {
+                tracing::warn!("the SLA scan did not finish within its lease; the next one goes on")
+            }
         }
     }
 

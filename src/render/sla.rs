@@ -21,7 +21,11 @@ fn due_key(kind: TargetKind) -> &'static str {
 
 /// Adds the due date field of a rule with an `sla` to a severity update: the rendered one, or
 /// the value that clears it (the new severity has no SLA entry).
-pub(super) fn due_field(kind: TargetKind, source: Option<&Map<String, Value>>, out: &mut Map<String, Value>) {
+pub(super) fn due_field(
+    kind: TargetKind,
+    source: Option<&Map<String, Value>>,
+    out: &mut Map<String, Value>,
+) {
     let key = due_key(kind);
     let value = match (source.and_then(|s| s.get(key)), kind) {
         (Some(v), _) => v.clone(),

@@ -12,8 +12,8 @@ mod file;
 mod jira;
 mod rules;
 mod servicenow;
-mod templates;
 mod sla;
+mod templates;
 
 use std::collections::HashMap;
 use std::ops::Range;

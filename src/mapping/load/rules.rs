@@ -246,7 +246,8 @@ impl Loader {
 
         let sla = merged_sla(
             &defaults.sla,
-            raw.sla.map(|m| self.sla_entries(ctx, &format!("{at}.sla"), m)),
+            raw.sla
+                .map(|m| self.sla_entries(ctx, &format!("{at}.sla"), m)),
         );
         let escalate = match raw.escalate {
             Some(e) => self.escalate(ctx, &format!("{at}.escalate"), e),

@@ -85,12 +85,14 @@ impl Loader {
         };
         let mut labels = Vec::new();
         for label in raw.labels.unwrap_or_default() {
-            if label.get_ref().trim().is_empty() || label.get_ref().contains(char::is_whitespace)
-            {
+            if label.get_ref().trim().is_empty() || label.get_ref().contains(char::is_whitespace) {
                 self.error_at(
                     ctx,
                     label.span(),
-                    format!("{path}.labels: {:?}: a Jira label is one word", label.get_ref()),
+                    format!(
+                        "{path}.labels: {:?}: a Jira label is one word",
+                        label.get_ref()
+                    ),
                 );
                 continue;
             }

@@ -196,7 +196,11 @@ impl AsyncTicketSystem for JiraClient {
         let mut body = json!({ "fields": update.fields });
         if !update.add_labels.is_empty() {
             // `update` verbs add to what people put on the ticket; `fields.labels` would replace it.
-            let add: Vec<_> = update.add_labels.iter().map(|l| json!({ "add": l })).collect();
+            let add: Vec<_> = update
+                .add_labels
+                .iter()
+                .map(|l| json!({ "add": l }))
+                .collect();
             body["update"] = json!({ "labels": add });
         }
         self.send_json("update_fields", reqwest::Method::PUT, url, &body)
