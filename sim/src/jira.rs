@@ -408,6 +408,21 @@ fn validate_fields(
                     set_err(errors, "labels", e);
                 }
             }
+            // Like Jira: a date (`YYYY-MM-DD`), or null to clear it; anything else is refused.
+            "duedate" => {
+                let valid = value.is_null()
+                    || value
+                        .as_str()
+                        .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+                if !valid {
+                    set_err(
+                        errors,
+                        "duedate",
+                        format!("Error parsing date string: {value}"),
+                    );
+                }
+                extra.insert(name.clone(), value.clone());
+            }
             n if is_custom_field(n) || OTHER_SYSTEM_FIELDS.contains(&n) => {
                 if value
                     .as_str()

@@ -248,6 +248,19 @@ fn incoming_fields(body: &Bytes) -> Result<IncomingFields, Rejection> {
                 )
                 .into());
             }
+            // A glide date-time (UTC), or empty to clear it.
+            "due_date"
+                if !text.is_empty()
+                    && chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S")
+                        .is_err() =>
+            {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid field value",
+                    &format!("Field 'due_date' is not a date-time: '{text}'"),
+                )
+                .into());
+            }
             "state" if !is_known_state(&text) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
