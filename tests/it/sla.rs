@@ -272,6 +272,31 @@ fn render_puts_the_due_date_in_the_body_and_the_severity_fields() {
     );
 }
 
+#[test]
+fn a_rule_can_drop_a_severity_of_the_defaults_with_none() {
+    let text = PAYMENTS.replace(
+        "sla = { CRITICAL = \"4h\" }",
+        "sla = { CRITICAL = \"4h\", HIGH = \"none\" }",
+    );
+    let m = load(mapping_dir(&[("payments.toml", &text)]).path());
+    let high = render(
+        &m,
+        "to-servicenow",
+        &finding(Severity::High, "Inspector", "2026-11-28T10:00:00Z"),
+    );
+    assert!(high.payload.get("due_date").is_none(), "{}", high.payload);
+    assert_eq!(high.sla, None);
+    // The severity update clears a due date an earlier severity had set.
+    assert_eq!(high.severity_fields()["due_date"], "");
+    // The Jira rule keeps the defaults' HIGH.
+    let jira = render(
+        &m,
+        "to-jira",
+        &finding(Severity::High, "GuardDuty", "2026-11-28T10:00:00Z"),
+    );
+    assert_eq!(jira.payload["fields"]["duedate"], "2026-11-27");
+}
+
 fn jira(server: &MockServer) -> JiraClient {
     let auth = JiraAuth::Basic {
         email: "bot@acme.test".to_owned(),
