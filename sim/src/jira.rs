@@ -1501,6 +1501,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn duedate_is_a_date_or_null_like_jira_takes_it() {
+        for (value, ok) in [
+            (json!("2026-11-27"), true),
+            (Value::Null, true),
+            (json!("2026-11-27T10:00:00Z"), false),
+            (json!("27/11/2026"), false),
+            (json!("2026-02-30"), false),
+            (json!(20261127), false),
+        ] {
+            let fields = Map::from_iter([("duedate".to_owned(), value.clone())]);
+            let mut errors = Map::new();
+            let extra = validate_fields(&fields, Ver::V3, false, &mut errors);
+            assert_eq!(errors.is_empty(), ok, "{value}: {errors:?}");
+            assert_eq!(extra.get("duedate"), Some(&value));
+        }
+    }
+
+    #[test]
     fn page_tokens_are_bound_to_their_query() {
         let t = page_token(20, "labels = \"a\"");
         assert_eq!(parse_page_token(&t, "labels = \"a\""), Some(20));

@@ -792,6 +792,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn due_date_is_a_glide_date_time_or_empty() {
+        for (text, ok) in [
+            ("2026-11-27 09:30:00", true),
+            ("", true),
+            ("2026-11-27", false),
+            ("2026-11-27T09:30:00Z", false),
+        ] {
+            let body = Bytes::from(json!({ "due_date": text }).to_string());
+            match incoming_fields(&body) {
+                Ok((fields, _)) => {
+                    assert!(ok, "{text:?} accepted");
+                    assert_eq!(fields.get("due_date").map(String::as_str), Some(text));
+                }
+                Err(_) => assert!(!ok, "{text:?} refused"),
+            }
+        }
+    }
+
+    #[test]
     fn form_decoding_handles_plus_and_percent() {
         let f = parse_form("grant_type=client_credentials&client_secret=a%2Bb+c%3D&x");
         assert_eq!(f["grant_type"], "client_credentials");
