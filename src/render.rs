@@ -18,10 +18,13 @@ use serde_json::{Map, Value, json};
 
 use crate::finding::{Finding, Severity};
 use crate::mapping::context::Application;
+use crate::mapping::sla::SlaState;
 use crate::mapping::spec::{FieldTemplate, JiraSpec, Rule, ServiceNowSpec, TargetKind, TicketSpec};
 use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_limit};
 use crate::marker::{BRIDGE_LABEL, Marker};
 pub use crate::ticket::jira::format::{JIRA_TEXT_LIMIT, JiraFlavor, jira_rich_text};
+
+mod sla;
 
 /// Jira `summary`: at most 255 characters, one line.
 pub const JIRA_SUMMARY_LIMIT: usize = 255;
@@ -75,6 +78,12 @@ pub struct RenderedTicket {
     pub payload: Value,
     /// ServiceNow table of the rule; `None` for Jira.
     pub table: Option<String>,
+    /// The due date and the rendered escalation, when the rule has an `sla` and the severity an
+    /// entry (the due date is also in `payload`).
+    pub sla: Option<SlaState>,
+    /// The rule has an `sla`: a severity change sets the due date field, or clears it for a
+    /// severity without an entry.
+    pub sla_rule: bool,
 }
 
 impl RenderedTicket {
@@ -96,6 +105,9 @@ impl RenderedTicket {
                     out.insert((*key).to_owned(), v.clone());
                 }
             }
+        }
+        if self.sla_rule {
+            sla::due_field(self.kind, source, &mut out);
         }
         out
     }
@@ -402,10 +414,11 @@ pub fn render_route_shared(
     let ctx = context_from(&view.with_severity(severity), rule, application);
     let marker = Marker::new(&rule.team, &finding.id);
     let r = Renderer { engine, rule, ctx };
-    let (payload, table) = match &rule.ticket {
+    let (mut payload, table) = match &rule.ticket {
         TicketSpec::Jira(spec) => (r.jira(spec, &marker, opts.jira)?, None),
         TicketSpec::ServiceNow(spec) => (r.servicenow(spec, &marker)?, Some(spec.table.clone())),
     };
+    let sla = r.sla(finding, severity, &mut payload)?;
     Ok(RenderedTicket {
         kind: rule.ticket.kind(),
         marker,
@@ -413,6 +426,8 @@ pub fn render_route_shared(
         severity_note: severity_note(rule, finding.severity, severity, application),
         payload,
         table,
+        sla,
+        sla_rule: !rule.sla.0.is_empty(),
     })
 }
 

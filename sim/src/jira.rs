@@ -408,6 +408,21 @@ fn validate_fields(
                     set_err(errors, "labels", e);
                 }
             }
+            // Like Jira: a date (`YYYY-MM-DD`), or null to clear it; anything else is refused.
+            "duedate" => {
+                let valid = value.is_null()
+                    || value
+                        .as_str()
+                        .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+                if !valid {
+                    set_err(
+                        errors,
+                        "duedate",
+                        format!("Error parsing date string: {value}"),
+                    );
+                }
+                extra.insert(name.clone(), value.clone());
+            }
             n if is_custom_field(n) || OTHER_SYSTEM_FIELDS.contains(&n) => {
                 if value
                     .as_str()
@@ -1484,6 +1499,24 @@ async fn get_issue_property(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duedate_is_a_date_or_null_like_jira_takes_it() {
+        for (value, ok) in [
+            (json!("2026-11-27"), true),
+            (Value::Null, true),
+            (json!("2026-11-27T10:00:00Z"), false),
+            (json!("27/11/2026"), false),
+            (json!("2026-02-30"), false),
+            (json!(20261127), false),
+        ] {
+            let fields = Map::from_iter([("duedate".to_owned(), value.clone())]);
+            let mut errors = Map::new();
+            let extra = validate_fields(&fields, Ver::V3, false, &mut errors);
+            assert_eq!(errors.is_empty(), ok, "{value}: {errors:?}");
+            assert_eq!(extra.get("duedate"), Some(&value));
+        }
+    }
 
     #[test]
     fn page_tokens_are_bound_to_their_query() {

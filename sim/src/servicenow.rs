@@ -248,6 +248,19 @@ fn incoming_fields(body: &Bytes) -> Result<IncomingFields, Rejection> {
                 )
                 .into());
             }
+            // A glide date-time (UTC), or empty to clear it.
+            "due_date"
+                if !text.is_empty()
+                    && chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S")
+                        .is_err() =>
+            {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid field value",
+                    &format!("Field 'due_date' is not a date-time: '{text}'"),
+                )
+                .into());
+            }
             "state" if !is_known_state(&text) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
@@ -777,6 +790,25 @@ pub(crate) fn human_state_change(record: &mut ServiceNowRecord, state: &str, use
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_date_is_a_glide_date_time_or_empty() {
+        for (text, ok) in [
+            ("2026-11-27 09:30:00", true),
+            ("", true),
+            ("2026-11-27", false),
+            ("2026-11-27T09:30:00Z", false),
+        ] {
+            let body = Bytes::from(json!({ "due_date": text }).to_string());
+            match incoming_fields(&body) {
+                Ok((fields, _)) => {
+                    assert!(ok, "{text:?} accepted");
+                    assert_eq!(fields.get("due_date").map(String::as_str), Some(text));
+                }
+                Err(_) => assert!(!ok, "{text:?} refused"),
+            }
+        }
+    }
 
     #[test]
     fn form_decoding_handles_plus_and_percent() {

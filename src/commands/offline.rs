@@ -179,8 +179,30 @@ struct RouteLine<'a> {
     marker: Marker,
     payload: serde_json::Value,
     rule: &'a str,
+    /// Only for a route with a due date, so the lines of every other route keep their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sla: Option<SlaLine>,
     target: &'a str,
     team: &'a str,
+}
+
+/// A route's SLA in `render` output: the due date (RFC 3339, UTC) and what a breach would do.
+#[derive(serde::Serialize)]
+struct SlaLine {
+    due_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    escalation: Option<crate::mapping::sla::RenderedEscalation>,
+}
+
+impl SlaLine {
+    fn of(sla: Option<crate::mapping::sla::SlaState>) -> Option<SlaLine> {
+        let sla = sla?;
+        Some(SlaLine {
+            due_at: chrono::DateTime::from_timestamp(sla.due_at, 0)?
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            escalation: sla.escalation,
+        })
+    }
 }
 
 /// Decodes one chunk, and routes and renders each of its findings into `out` (NDJSON lines).
@@ -210,6 +232,7 @@ fn process(
                     marker: rendered.marker,
                     payload: rendered.payload,
                     rule: &rule.name,
+                    sla: SlaLine::of(rendered.sla),
                     target: &rule.target,
                     team: &rule.team,
                 }),

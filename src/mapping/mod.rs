@@ -25,6 +25,7 @@
 pub mod context;
 pub mod criteria;
 mod load;
+pub mod sla;
 pub mod spec;
 pub mod template;
 

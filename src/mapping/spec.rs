@@ -139,6 +139,10 @@ pub struct Rule {
     /// `enrich = { detective = true }`: after creating the ticket, investigate the finding's IAM
     /// principal with Amazon Detective and comment the result (best effort, never blocking).
     pub enrich_detective: bool,
+    /// `sla`: due date by severity (empty: no due dates).
+    pub sla: crate::mapping::sla::Sla,
+    /// `escalate`: what happens once when an open ticket passes its due date.
+    pub escalate: Option<crate::mapping::sla::Escalate>,
 }
 
 /// A team's mapping file.

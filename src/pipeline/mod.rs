@@ -2,6 +2,7 @@
 //! intents, create or update, exactly once), [`worker`] (the queue loop) and [`health`] (pausing a
 //! connection that cannot work, and probing it back).
 
+pub mod escalation;
 pub mod health;
 pub mod lifecycle;
 pub mod plan;

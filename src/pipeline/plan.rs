@@ -103,6 +103,7 @@ impl Planner for MappingPlanner {
                     severity: rendered.severity,
                     severity_note: rendered.severity_note,
                     options: options_of(rule),
+                    sla: rendered.sla,
                 })
             })
             .collect()
@@ -142,6 +143,7 @@ impl Planner for MappingPlanner {
         Ok(Some(SeverityRefresh {
             severity: rendered.severity,
             fields: rendered.severity_fields(),
+            sla: rendered.sla,
         }))
     }
 }

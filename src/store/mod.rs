@@ -64,6 +64,11 @@ pub struct Record {
     pub status_from_ticket: Option<String>,
     /// Unix seconds of the last change of this record.
     pub modified_at: i64,
+    /// The ticket's due date, its rendered escalation and whether its breach was handled
+    /// (README, "SLA due dates and escalation"); `None`: no due date (and every record stored
+    /// before due dates existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<crate::mapping::sla::SlaState>,
 }
 
 /// A create that was started and whose outcome is not recorded yet. Stored before the request

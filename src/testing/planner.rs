@@ -99,6 +99,7 @@ impl Planner for FakePlanner {
                     severity_note: None,
                     severity_fields: priority(severity),
                     options: r.options,
+                    sla: None,
                 })
             })
             .collect()

@@ -81,6 +81,9 @@ pub struct FieldUpdate {
     /// Jira: the `fields` object to `PUT` (e.g. `{"priority": {"name": "Highest"}}`);
     /// ServiceNow: the columns to `PATCH` (e.g. `{"urgency": "1"}`).
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Jira labels to add to the ones the ticket has (an SLA escalation), in the same `PUT`;
+    /// ServiceNow has no labels (`check` refuses them on a ServiceNow rule).
+    pub add_labels: Vec<String>,
 }
 
 /// The target state of a transition.

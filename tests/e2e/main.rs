@@ -18,3 +18,4 @@ mod reconcile;
 mod worker;
 
 mod poller;
+mod sla;

@@ -678,6 +678,12 @@ async fn a_medium_vulnerability_on_payments_becomes_a_critical_servicenow_incide
         "{:?}",
         incident.fields.get("short_description")
     );
+    // The payments team's SLA: CRITICAL (after the override) is due a day after the finding was
+    // first observed, as a UTC glide date-time.
+    assert_eq!(
+        incident.fields.get("due_date").map(String::as_str),
+        Some("2026-11-28 22:40:11")
+    );
 
     let overrides: Vec<Value> = bench
         .sim

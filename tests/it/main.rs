@@ -35,6 +35,7 @@ mod secrets;
 mod securityhub_contract;
 mod server;
 mod servicenow_contract;
+mod sla;
 mod store;
 mod sync;
 mod webhook;

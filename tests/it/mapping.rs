@@ -343,8 +343,20 @@ fn shipped_templates_render_for_their_findings() {
         gd["labels"],
         serde_json::json!(["security-hub", "team-payments", "guardduty", "sev-critical"])
     );
-    // CRITICAL SLA is one day from the fixed clock (2026-11-28).
-    assert_eq!(gd["fields.duedate"], "2026-11-29");
+    // The due date comes from the team's `sla` now (CRITICAL: one day), counted from when the
+    // finding was first observed (2026-11-27T09:00Z), not from the clock: no template sets it.
+    assert!(!gd.contains_key("fields.duedate"));
+    let gd_rule = rule(&m, "payments", "critical-guardduty");
+    let gd_finding = payments_guardduty();
+    let rendered = findings_bridge::render::render_route(
+        &m.engine,
+        gd_rule,
+        &gd_finding,
+        m.application_for(&gd_finding),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(rendered.payload["fields"]["duedate"], "2026-11-28");
     assert_eq!(
         gd["fields.customfield_10050"],
         serde_json::json!({ "value": "CRITICAL" })

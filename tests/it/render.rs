@@ -122,6 +122,8 @@ fn rule(ticket: TicketSpec) -> Rule {
         severity_override: None,
         notify_on_create: true,
         enrich_detective: false,
+        sla: Default::default(),
+        escalate: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use findings_bridge::finding::{Schema, WriteBackId};
+use findings_bridge::mapping::sla::{RenderedEscalation, SlaState};
 use findings_bridge::marker::Marker;
 use findings_bridge::retry::Retryable;
 use findings_bridge::store::dynamodb::DynamoStore;
@@ -51,6 +52,18 @@ fn asff_record(finding: &str) -> Record {
         status_to_hub: Some("NOTIFIED".to_owned()),
         status_from_ticket: Some("To Do".to_owned()),
         modified_at: 1_735_787_045,
+        sla: Some(SlaState {
+            due_at: 1_735_873_445,
+            escalation: Some(RenderedEscalation {
+                fields: serde_json::json!({ "priority": { "name": "Highest" }, "assignee": { "accountId": "5b10ac8d" } })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                labels: vec!["sla-breached".to_owned()],
+                comment: Some("SLA breached — ünïcode".to_owned()),
+            }),
+            escalated_at: Some(1_735_873_500),
+        }),
     }
 }
 
@@ -85,6 +98,7 @@ fn ocsf_record(finding: &str, metadata_uid: Option<&str>) -> Record {
         status_to_hub: None,
         status_from_ticket: None,
         modified_at: 0,
+        sla: None,
     }
 }
 
@@ -483,6 +497,11 @@ async fn every_record_field_round_trips(store: &dyn Store) {
             Some(record)
         );
     }
+    // A due date that goes away (the severity lost its SLA) is removed, not kept.
+    let mut cleared = records[0].clone();
+    cleared.sla = None;
+    store.put(&cleared, "b", SyncFields::Replace).await.unwrap();
+    assert_eq!(store.get(&cleared.marker).await.unwrap(), Some(cleared));
 }
 
 /// The heart of dedup: the same finding delivered to many workers at once yields one holder.

@@ -253,6 +253,7 @@ impl Harness {
             status_to_hub: Some("NOTIFIED".to_owned()),
             status_from_ticket: None,
             modified_at: 0,
+            sla: None,
         };
         edit(&mut record);
         let claim = self

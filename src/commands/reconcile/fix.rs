@@ -56,6 +56,7 @@ fn rebuilt(marker: &Marker, provenance: Provenance, listed: &ListedTicket) -> Re
         status_to_hub: None,
         status_from_ticket: None,
         modified_at: chrono::Utc::now().timestamp(),
+        sla: None,
     }
 }
 

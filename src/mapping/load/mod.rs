@@ -12,6 +12,7 @@ mod file;
 mod jira;
 mod rules;
 mod servicenow;
+mod sla;
 mod templates;
 
 use std::collections::HashMap;

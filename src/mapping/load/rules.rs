@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::jira::{JiraPartial, JiraRaw};
 use super::servicenow::{ServiceNowPartial, ServiceNowRaw};
+use super::sla::{EscalateAt, EscalateRaw, SlaEntries, SlaRaw, merged_sla};
 use super::templates::Text;
 use super::{FileCtx, Loader};
 use crate::finding::{Severity, WorkflowStatus};
@@ -30,6 +31,8 @@ pub(super) struct DefaultsRaw {
     enrich: Option<EnrichRaw>,
     jira: Option<JiraRaw>,
     servicenow: Option<ServiceNowRaw>,
+    sla: Option<SlaRaw>,
+    escalate: Option<Spanned<EscalateRaw>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +51,8 @@ pub(super) struct RuleRaw {
     severity_override: Option<Text>,
     status_map: Option<BTreeMap<String, Text>>,
     enrich: Option<EnrichRaw>,
+    sla: Option<SlaRaw>,
+    escalate: Option<Spanned<EscalateRaw>>,
 }
 
 /// `enrich = { detective = true }`: optional enrichment after a ticket is created.
@@ -71,6 +76,8 @@ pub(super) struct Defaults {
     enrich: EnrichRaw,
     jira: Option<JiraPartial>,
     servicenow: Option<ServiceNowPartial>,
+    sla: SlaEntries,
+    escalate: Option<EscalateAt>,
 }
 
 impl Loader {
@@ -93,6 +100,13 @@ impl Loader {
         let servicenow = raw
             .servicenow
             .map(|s| self.servicenow(ctx, "defaults.servicenow", s));
+        let sla = raw
+            .sla
+            .map(|m| self.sla_entries(ctx, "defaults.sla", m))
+            .unwrap_or_default();
+        let escalate = raw
+            .escalate
+            .and_then(|e| self.escalate(ctx, "defaults.escalate", e));
         Defaults {
             target,
             terminal: raw.terminal,
@@ -104,6 +118,8 @@ impl Loader {
             enrich: raw.enrich.unwrap_or_default(),
             jira,
             servicenow,
+            sla,
+            escalate,
         }
     }
 
@@ -228,6 +244,26 @@ impl Loader {
             status_map.extend(self.status_map(ctx, &format!("{at}.status_map"), m));
         }
 
+        let sla = merged_sla(
+            &defaults.sla,
+            raw.sla
+                .map(|m| self.sla_entries(ctx, &format!("{at}.sla"), m)),
+        );
+        let escalate = match raw.escalate {
+            Some(e) => self.escalate(ctx, &format!("{at}.escalate"), e),
+            None => defaults.escalate.clone(),
+        };
+        if let Some(ticket) = &ticket {
+            self.check_sla(
+                ctx,
+                &what,
+                header_line,
+                !sla.0.is_empty(),
+                escalate.as_ref(),
+                ticket,
+            );
+        }
+
         if self.errors.len() > errors_before {
             return None;
         }
@@ -258,6 +294,8 @@ impl Loader {
                 .and_then(|e| e.detective)
                 .or(defaults.enrich.detective)
                 .unwrap_or(false),
+            sla,
+            escalate: escalate.map(|e| e.escalate),
         })
     }
 

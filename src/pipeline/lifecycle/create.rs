@@ -216,6 +216,7 @@ impl Lifecycle {
             status_to_hub: None,
             status_from_ticket: None,
             modified_at: chrono::Utc::now().timestamp(),
+            sla: planned.sla.clone(),
         };
         if action == Action::Recovered {
             // What the recovered ticket reflects is unknown: follow it from scratch (a finished
@@ -321,6 +322,7 @@ impl Lifecycle {
             status_to_hub: None,
             status_from_ticket: None,
             modified_at: chrono::Utc::now().timestamp(),
+            sla: None,
         };
         let mut followed = self
             .update(held, finding, None, record, None, writes)

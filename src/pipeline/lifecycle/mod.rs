@@ -52,6 +52,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::securityhub::{FindingWriter, WorkflowUpdate};
 use crate::finding::{Finding, Severity, WorkflowStatus};
+use crate::mapping::sla::{SlaState, carry_breach};
 use crate::mapping::spec::{OnRecurrence, OnResolved};
 use crate::marker::Marker;
 use crate::pipeline::health::{Health, Probe, Subject};

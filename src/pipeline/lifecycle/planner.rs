@@ -73,6 +73,8 @@ pub struct PlannedTicket {
     /// `urgency`/`impact`), rendered for this finding; sent on a severity change.
     pub severity_fields: serde_json::Map<String, serde_json::Value>,
     pub options: RuleOptions,
+    /// Due date and rendered escalation (`RenderedTicket::sla`), recorded with the ticket.
+    pub sla: Option<SlaState>,
 }
 
 /// Severity as a rule that still matches would render it today.
@@ -80,6 +82,8 @@ pub struct PlannedTicket {
 pub struct SeverityRefresh {
     pub severity: Severity,
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The due date for that severity (its field is in `fields` when the rule has an `sla`).
+    pub sla: Option<SlaState>,
 }
 
 /// Routing and rendering, as the lifecycle needs them.

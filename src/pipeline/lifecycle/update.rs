@@ -81,6 +81,7 @@ impl Lifecycle {
             Some(p) => Some(SeverityRefresh {
                 severity: p.severity,
                 fields: p.severity_fields.clone(),
+                sla: p.sla.clone(),
             }),
             None => self
                 .planner
@@ -227,6 +228,7 @@ impl Lifecycle {
             });
             step.next.rule = p.rule.to_string();
             step.next.severity = p.severity.as_str().to_owned();
+            step.next.sla = p.sla.clone();
             step.next.status_from_ticket = None;
             step.next.status_to_hub = None;
             step.sync = SyncFields::Replace;
@@ -279,6 +281,7 @@ impl Lifecycle {
         if let Some(refresh) = refresh.filter(|r| !r.fields.is_empty()) {
             let update = FieldUpdate {
                 fields: refresh.fields.clone(),
+                ..FieldUpdate::default()
             };
             step.system
                 .update_fields(&step.ticket, &update)
@@ -293,6 +296,11 @@ impl Lifecycle {
             .actions
             .push(Action::SeverityChanged { from, to: severity });
         step.next.severity = severity.as_str().to_owned();
+        // The due date moved with the priority in the one update above; a handled breach stays
+        // handled only for the due date it was handled for.
+        if let Some(refresh) = refresh {
+            step.next.sla = carry_breach(step.next.sla.as_ref(), refresh.sla.clone());
+        }
         Ok(())
     }
 

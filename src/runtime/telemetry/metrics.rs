@@ -267,3 +267,8 @@ pub fn sync_leader(polls: bool) {
 pub fn sync_lag(target: &str, seconds: f64) {
     gauge!(names::SYNC_LAG, "connection" => target.to_owned()).set(seconds);
 }
+
+/// One open ticket of `team` passed its due date and was escalated (see [`names::SLA_BREACHES`]).
+pub fn sla_breach(team: &str) {
+    counter!(names::SLA_BREACHES, "team" => team.to_owned()).increment(1);
+}

@@ -81,6 +81,9 @@ pub const SYNC_LEADER: &str = "findings_bridge_sync_leader";
 /// `servicenow:sn_si_incident`) completely and stored its watermark, set by the replica that polls
 /// at every attempt; a growing value means ticket changes are not reaching Security Hub.
 pub const SYNC_LAG: &str = "findings_bridge_sync_lag_seconds";
+/// Open tickets that passed their SLA due date, by `team`: each breach counted once, when the
+/// escalation loop handles it (README, "SLA due dates and escalation").
+pub const SLA_BREACHES: &str = "findings_bridge_sla_breaches_total";
 
 /// How a series is exported, for its `# TYPE` and `# HELP` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +236,10 @@ const SERIES: &[Series] = &[
     Series::gauge(
         SYNC_LAG,
         "Seconds since the status sync last polled a target (connection, or connection:table) completely, by connection; set by the polling replica.",
+    ),
+    Series::counter(
+        SLA_BREACHES,
+        "Open tickets that passed their SLA due date, by team; each breach counted once, when it is escalated.",
     ),
 ];
 

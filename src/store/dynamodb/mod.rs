@@ -73,6 +73,7 @@ const OPTIONAL_FIELDS: &[&str] = &[
     "updated_at",
     "status_from_ticket",
     "status_to_hub",
+    "sla",
 ];
 
 /// Long enough that a finding that stays quiet for a year still finds its ticket, short enough
@@ -463,6 +464,7 @@ mod tests {
             status_to_hub: Some("NOTIFIED".into()),
             status_from_ticket: None,
             modified_at: 1_700_000_000,
+            sla: None,
         }
     }
 

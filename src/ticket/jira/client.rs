@@ -193,7 +193,16 @@ impl AsyncTicketSystem for JiraClient {
         update: &FieldUpdate,
     ) -> Result<(), TicketError> {
         let url = self.api(&["issue", &ticket.key]);
-        let body = json!({ "fields": update.fields });
+        let mut body = json!({ "fields": update.fields });
+        if !update.add_labels.is_empty() {
+            // `update` verbs add to what people put on the ticket; `fields.labels` would replace it.
+            let add: Vec<_> = update
+                .add_labels
+                .iter()
+                .map(|l| json!({ "add": l }))
+                .collect();
+            body["update"] = json!({ "labels": add });
+        }
         self.send_json("update_fields", reqwest::Method::PUT, url, &body)
             .await
             .map(drop)
