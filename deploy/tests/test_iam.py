@@ -39,7 +39,7 @@ WORKER_ACTIONS = {
     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
     "sqs:SendMessage", "sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks",
     "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable", "securityhub:BatchUpdateFindings",
+    "dynamodb:DescribeTable", "dynamodb:Scan", "securityhub:BatchUpdateFindings",
 }
 DETECTIVE_ACTIONS = {"detective:StartInvestigation", "detective:GetInvestigation", "detective:ListIndicators"}
 # The rotating ticket-system credential, read by the worker from the configured secrets only.

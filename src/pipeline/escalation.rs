@@ -74,6 +74,9 @@ pub struct Escalator {
     lease: Duration,
     owner: String,
     next_unit: AtomicU64,
+    /// When set, a tick scans only while some rule of the current set has `escalate`: without
+    /// one there is nothing to do, and a scan reads every record.
+    mappings: Option<crate::pipeline::plan::MappingsHandle>,
 }
 
 impl Escalator {
@@ -91,7 +94,21 @@ impl Escalator {
             lease,
             owner: format!("sla:{}", owner.into()),
             next_unit: AtomicU64::new(0),
+            mappings: None,
         }
+    }
+
+    /// Scans only while the mapping set `mappings` holds (it follows reloads) has a rule with
+    /// `escalate`.
+    pub fn with_mappings(mut self, mappings: crate::pipeline::plan::MappingsHandle) -> Escalator {
+        self.mappings = Some(mappings);
+        self
+    }
+
+    fn anything_escalates(&self) -> bool {
+        self.mappings
+            .as_ref()
+            .is_none_or(|m| m.current().rules.iter().any(|r| r.escalate.is_some()))
     }
 
     /// Until `shutdown`: every interval, scans when this replica holds (or takes) [`SLA_LEASE`].
@@ -115,6 +132,9 @@ impl Escalator {
 
     /// One tick: take the lease, then scan within it.
     async fn tick(&self) {
+        if !self.anything_escalates() {
+            return;
+        }
         match self
             .store
             .acquire_lease(SLA_LEASE, &self.owner, self.lease)

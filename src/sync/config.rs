@@ -8,6 +8,9 @@ pub const SYNC_INTERVAL_ENV: &str = "BRIDGE_SYNC_INTERVAL";
 /// Environment variable holding the seconds the poller's lease lasts unless renewed.
 pub const SYNC_LEASE_ENV: &str = "BRIDGE_SYNC_LEASE";
 
+/// Environment variable holding the seconds between two scans of the store for SLA breaches.
+pub const SLA_INTERVAL_ENV: &str = "BRIDGE_SLA_INTERVAL";
+
 /// How the poller paces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
@@ -31,6 +34,10 @@ pub struct SyncConfig {
     /// renewed three quarters of it after its last grant stops polling, and another replica
     /// takes over once it has run out (within a minute of a SIGKILL with the default).
     pub lease: Duration,
+    /// Time between two scans of the store for overdue tickets ([`SLA_INTERVAL_ENV`], default
+    /// 300 s). Due dates are days apart and a scan reads every record, so this is much longer
+    /// than the poll interval.
+    pub sla_interval: Duration,
 }
 
 impl Default for SyncConfig {
@@ -43,6 +50,7 @@ impl Default for SyncConfig {
             first_lookback: Duration::from_secs(7 * 24 * 3600),
             max_retries: 5,
             lease: Duration::from_secs(30),
+            sla_interval: Duration::from_secs(300),
         }
     }
 }
@@ -56,7 +64,7 @@ pub struct SyncConfigError {
 }
 
 impl SyncConfig {
-    /// Defaults with [`SYNC_INTERVAL_ENV`] and [`SYNC_LEASE_ENV`] applied (see
+    /// Defaults with [`SYNC_INTERVAL_ENV`], [`SYNC_LEASE_ENV`] and [`SLA_INTERVAL_ENV`] applied (see
     /// [`crate::config::Config::sync`], which hands over its snapshot of the environment). Both
     /// are whole seconds, at least 1; unset or empty keeps the default.
     pub fn from_lookup(
@@ -68,6 +76,9 @@ impl SyncConfig {
         }
         if let Some(lease) = seconds(&lookup, SYNC_LEASE_ENV)? {
             config.lease = lease;
+        }
+        if let Some(interval) = seconds(&lookup, SLA_INTERVAL_ENV)? {
+            config.sla_interval = interval;
         }
         Ok(config)
     }

@@ -76,7 +76,7 @@ async fn an_overdue_ticket_is_escalated_once_across_a_worker_restart() {
     bench.write_team("appsec.toml", SLA_TEAM);
     let store = format!("sqlite:{}", bench.dir.path().join("records.db").display());
     // Scan for breaches every second.
-    let env = [("BRIDGE_SYNC_INTERVAL", "1")];
+    let env = [("BRIDGE_SYNC_INTERVAL", "1"), ("BRIDGE_SLA_INTERVAL", "1")];
 
     let first = FindingBuilder::new("sla-first").severity("HIGH");
     bench.send(&first.body()).await;

@@ -647,3 +647,35 @@ async fn the_loop_escalates_once_however_often_it_runs_and_restarts() {
     assert_eq!(escalations(&b.jira), (1, 1));
     assert_eq!(b.store.lease_holder("sla-escalation").map(|(o, _)| o), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_a_rule_that_escalates_the_loop_scans_nothing_until_a_reload_adds_one() {
+    let b = bridge();
+    let f = finding(Severity::High, "GuardDuty", "2026-11-28T10:00:00Z");
+    b.lifecycle.process(&f).await.into_result().unwrap();
+    // The same team without `escalate` anywhere: the record's breach is not acted on, and the
+    // lease is not even taken (a scan reads every record).
+    let quiet = PAYMENTS
+        .lines()
+        .filter(|line| !line.starts_with("escalate"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let handle = MappingsHandle::new(load(mapping_dir(&[("payments.toml", &quiet)]).path()));
+    assert!(handle.current().rules.iter().all(|r| r.escalate.is_none()));
+
+    let shutdown = Shutdown::new();
+    let escalator = Arc::new(b.escalator("replica-a").with_mappings(handle.clone()));
+    let task = tokio::spawn(escalator.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(escalations(&b.jira), (0, 0));
+    assert_eq!(b.store.lease_holder("sla-escalation"), None);
+
+    // A reload (SIGHUP) brings `escalate` back: the next interval escalates.
+    handle.replace(payments());
+    while b.record(&f).sla.unwrap().escalated_at.is_none() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    shutdown.trigger();
+    task.await.unwrap();
+    assert_eq!(escalations(&b.jira), (1, 1));
+}

@@ -143,7 +143,7 @@ pub async fn run(
     let sqs = aws_sdk_sqs::Client::new(&sdk);
 
     let sync_config = config.sync(Some(settings.sync_interval))?;
-    let (sla_interval, sla_lease) = (sync_config.interval, sync_config.lease);
+    let (sla_interval, sla_lease) = (sync_config.sla_interval, sync_config.lease);
     // Every replica runs the sync; only the holder of the store's status-sync lease polls.
     let sync = Arc::new(
         StatusSync::new(
@@ -159,13 +159,16 @@ pub async fn run(
     let tasks = Tasks::new();
     tasks.spawn("status sync", Arc::clone(&sync).run(shutdown.clone()));
     // SLA breaches: every replica runs the loop; only the holder of its store lease scans.
-    let escalator = Arc::new(crate::pipeline::escalation::Escalator::new(
-        Arc::clone(&store),
-        systems.clone(),
-        sla_interval,
-        sla_lease,
-        owner_id(config),
-    ));
+    let escalator = Arc::new(
+        crate::pipeline::escalation::Escalator::new(
+            Arc::clone(&store),
+            systems.clone(),
+            sla_interval,
+            sla_lease,
+            owner_id(config),
+        )
+        .with_mappings(handle.clone()),
+    );
     tasks.spawn("SLA escalation", escalator.run(shutdown.clone()));
 
     let health = Arc::new(crate::pipeline::health::Health::new());
