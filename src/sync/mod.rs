@@ -237,7 +237,10 @@ mod tests {
     }
 
     fn map(entries: &[(&str, WorkflowStatus)]) -> StatusMap {
-        StatusMap(entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+        StatusMap(
+            entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            BTreeMap::new(),
+        )
     }
 
     use WorkflowStatus::{Notified, Resolved, Suppressed};
