@@ -308,8 +308,13 @@ impl Store for MemoryStore {
                 .get_mut(marker)
                 .and_then(|e| e.record.as_mut())
             {
-                record.status_from_ticket = status_from_ticket.map(str::to_owned);
-                record.status_to_hub = status_to_hub.map(str::to_owned);
+                // `None` keeps the stored value, as in the SQLite and DynamoDB stores.
+                if let Some(s) = status_from_ticket {
+                    record.status_from_ticket = Some(s.to_owned());
+                }
+                if let Some(s) = status_to_hub {
+                    record.status_to_hub = Some(s.to_owned());
+                }
             }
             Ok(())
         })

@@ -267,3 +267,8 @@ pub fn sync_leader(polls: bool) {
 pub fn sync_lag(target: &str, seconds: f64) {
     gauge!(names::SYNC_LAG, "connection" => target.to_owned()).set(seconds);
 }
+
+/// Counts a risk acceptance that ran out (see [`names::ACCEPTANCES_EXPIRED`]).
+pub fn acceptance_expired(team: &str) {
+    counter!(names::ACCEPTANCES_EXPIRED, "team" => team.to_owned()).increment(1);
+}

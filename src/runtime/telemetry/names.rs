@@ -81,6 +81,9 @@ pub const SYNC_LEADER: &str = "findings_bridge_sync_leader";
 /// `servicenow:sn_si_incident`) completely and stored its watermark, set by the replica that polls
 /// at every attempt; a growing value means ticket changes are not reaching Security Hub.
 pub const SYNC_LAG: &str = "findings_bridge_sync_lag_seconds";
+/// Risk acceptances (a `status_map` entry with `for`) that ran out, by `team`: the finding was set
+/// back to NEW and its ticket reopened, by the status-sync leader, once per acceptance.
+pub const ACCEPTANCES_EXPIRED: &str = "findings_bridge_acceptances_expired_total";
 
 /// How a series is exported, for its `# TYPE` and `# HELP` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +236,10 @@ const SERIES: &[Series] = &[
     Series::gauge(
         SYNC_LAG,
         "Seconds since the status sync last polled a target (connection, or connection:table) completely, by connection; set by the polling replica.",
+    ),
+    Series::counter(
+        ACCEPTANCES_EXPIRED,
+        "Risk acceptances that ran out, by team: finding set back to NEW and ticket reopened.",
     ),
 ];
 
