@@ -18,3 +18,5 @@ mod reconcile;
 mod worker;
 
 mod poller;
+
+mod acceptance;
