@@ -595,3 +595,115 @@ async fn an_acceptance_running_out_after_the_finding_resolved_is_only_recorded()
     assert_eq!(w.tickets.is_done(&ticket.key), Some(true));
     assert_eq!(w.store.scheduled_acceptances(), []);
 }
+
+// ---- The schedule in each store --------------------------------------------------------------
+
+fn entry(n: usize, until: i64) -> Acceptance {
+    Acceptance {
+        marker: Marker::new("payments", &finding_id(n)),
+        connection: "jira".to_owned(),
+        until,
+    }
+}
+
+/// Scheduling replaces, `acceptances_due` lists what is due earliest first, a conditional clear
+/// keeps a moved date, an unconditional one removes whatever is there.
+async fn schedule_contract(store: &dyn Store) {
+    assert_eq!(store.acceptances_due(i64::MAX, 10).await.unwrap(), []);
+    for (n, until) in [(0, 3_000), (1, 1_000), (2, 9_000)] {
+        assert!(store.schedule_acceptance(&entry(n, until)).await.unwrap());
+    }
+    // Re-accepted: the entry moves.
+    assert!(store.schedule_acceptance(&entry(2, 2_000)).await.unwrap());
+    assert_eq!(
+        store.acceptances_due(3_000, 10).await.unwrap(),
+        [entry(1, 1_000), entry(2, 2_000), entry(0, 3_000)]
+    );
+    assert_eq!(
+        store.acceptances_due(2_999, 1).await.unwrap(),
+        [entry(1, 1_000)]
+    );
+    // The expiry acted on 9 000, but the entry says 2 000 now: it stays.
+    assert!(
+        !store
+            .clear_acceptance(&entry(2, 0).marker, Some(9_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .clear_acceptance(&entry(2, 0).marker, Some(2_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .clear_acceptance(&entry(0, 0).marker, None)
+            .await
+            .unwrap()
+    );
+    // Nothing there: cleared either way.
+    assert!(
+        store
+            .clear_acceptance(&entry(0, 0).marker, Some(3_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .clear_acceptance(&entry(7, 0).marker, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.acceptances_due(i64::MAX, 10).await.unwrap(),
+        [entry(1, 1_000)]
+    );
+}
+
+#[tokio::test]
+async fn the_schedule_behaves_alike_in_memory_sqlite_and_dynamodb() {
+    schedule_contract(&MemoryStore::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        findings_bridge::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    schedule_contract(&sqlite).await;
+    // A file written before the schedule existed opens with an empty one; entries survive a
+    // reopen.
+    drop(sqlite);
+    let reopened =
+        findings_bridge::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    assert_eq!(
+        reopened.acceptances_due(i64::MAX, 10).await.unwrap(),
+        [entry(1, 1_000)]
+    );
+
+    let moto = crate::support::moto::moto().await;
+    let client =
+        aws_sdk_dynamodb::Client::new(&crate::support::moto::aws_config(&moto.endpoint).await);
+    let table = crate::support::unique("acceptance");
+    findings_bridge::store::dynamodb::DynamoStore::create_table_for_tests(&client, &table)
+        .await
+        .unwrap();
+    let dynamodb = findings_bridge::store::dynamodb::DynamoStore::new(client, table);
+    schedule_contract(&dynamodb).await;
+}
+
+#[tokio::test]
+async fn a_full_schedule_refuses_new_markers_but_moves_known_ones() {
+    let store = MemoryStore::default();
+    for n in 0..findings_bridge::store::MAX_ACCEPTANCES {
+        assert!(store.schedule_acceptance(&entry(n, 1)).await.unwrap());
+    }
+    let extra = entry(findings_bridge::store::MAX_ACCEPTANCES, 1);
+    assert!(!store.schedule_acceptance(&extra).await.unwrap());
+    assert!(store.schedule_acceptance(&entry(0, 5)).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        findings_bridge::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    for n in 0..findings_bridge::store::MAX_ACCEPTANCES {
+        assert!(sqlite.schedule_acceptance(&entry(n, 1)).await.unwrap());
+    }
+    assert!(!sqlite.schedule_acceptance(&extra).await.unwrap());
+    assert!(sqlite.schedule_acceptance(&entry(0, 5)).await.unwrap());
+}
