@@ -302,8 +302,8 @@ async fn a_re_acceptance_moves_the_date_and_another_status_clears_it() {
         }
     );
     let until = at(5) + chrono::Duration::days(30);
-    assert_eq!(schedule(&h).await[0].until, until.timestamp_millis());
-    let note = notes(&h).pop().unwrap();
+    assert_eq!(schedule(h).await[0].until, until.timestamp_millis());
+    let note = notes(h).pop().unwrap();
     assert!(
         note.contains(&format!("(Done) until {}", text(until))),
         "{note}"
@@ -317,7 +317,7 @@ async fn a_re_acceptance_moves_the_date_and_another_status_clears_it() {
             status: WorkflowStatus::Notified
         }
     );
-    assert_eq!(schedule(&h).await, []);
+    assert_eq!(schedule(h).await, []);
 }
 
 #[tokio::test]
