@@ -24,6 +24,7 @@
 
 pub mod context;
 pub mod criteria;
+pub mod duration;
 mod load;
 pub mod sla;
 pub mod spec;

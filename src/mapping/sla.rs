@@ -39,38 +39,6 @@ pub fn observed_at(finding: &Finding) -> Option<DateTime<Utc>> {
         .find_map(|t| parse_time(t.trim()))
 }
 
-/// `"1d"`, `"12h"`, `"30m"`, `"45s"`, `"2w"`: a positive whole number and one unit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit_seconds: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration: a whole number and one of s, m, h, d, w (\"7d\", \"12h\")"
-            ));
-        }
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: it needs a number before the unit"))?;
-    if n == 0 {
-        return Err(format!("{text:?}: an SLA must be longer than zero"));
-    }
-    n.checked_mul(unit_seconds)
-        // Ten years: beyond that chrono's arithmetic is still fine, but it is surely a typo.
-        .filter(|s| *s <= 3_650 * 86_400)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?}: an SLA is at most 10 years (3650d)"))
-}
-
 /// Jira `duedate`: the UTC day of `at`.
 pub fn jira_due_date(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d").to_string()
@@ -160,16 +128,34 @@ mod tests {
 
     #[test]
     fn durations_parse_and_reject_what_is_not_one() {
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
-        assert_eq!(parse_duration(" 30m "), Ok(Duration::from_secs(1_800)));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            crate::mapping::duration::parse("1d"),
+            Ok(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            crate::mapping::duration::parse("12h"),
+            Ok(Duration::from_secs(43_200))
+        );
+        assert_eq!(
+            crate::mapping::duration::parse("90d"),
+            Ok(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(
+            crate::mapping::duration::parse(" 30m "),
+            Ok(Duration::from_secs(1_800))
+        );
+        assert_eq!(
+            crate::mapping::duration::parse("1s"),
+            Ok(Duration::from_secs(1))
+        );
+        assert_eq!(
+            crate::mapping::duration::parse("2w"),
+            Ok(Duration::from_secs(14 * 86_400))
+        );
         for bad in [
             "", "d", "1", "1 d", "1D", "1.5d", "-1d", "0d", "7days", "99999d", "1d2h",
         ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
+            assert!(crate::mapping::duration::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -106,8 +106,41 @@ impl TicketSpec {
 /// Ticket status → finding workflow state. Keys are a Jira status name (`"Won't Do"`), a Jira
 /// status category (`"category:done"`), or a ServiceNow state code (`"state:6"`); a plain key is
 /// compared with the status name, case-insensitively.
+///
+/// The second field holds the entries written `{ status = "SUPPRESSED", for = "90d" }`: their
+/// key → how long the acceptance lasts (risk acceptance that expires; only SUPPRESSED entries
+/// carry one). An entry absent there lasts until the ticket changes, as before.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct StatusMap(pub BTreeMap<String, WorkflowStatus>);
+pub struct StatusMap(
+    pub BTreeMap<String, WorkflowStatus>,
+    pub BTreeMap<String, std::time::Duration>,
+);
+
+impl StatusMap {
+    /// Adds or replaces `key` (a rule's entry over a `[defaults]` one): the new entry's
+    /// duration, or none, replaces the old one's.
+    pub fn set(
+        &mut self,
+        key: String,
+        status: WorkflowStatus,
+        acceptance: Option<std::time::Duration>,
+    ) {
+        match acceptance {
+            Some(d) => self.1.insert(key.clone(), d),
+            None => self.1.remove(&key),
+        };
+        self.0.insert(key, status);
+    }
+
+    /// Every entry of `other` over this map's.
+    pub fn extend(&mut self, other: StatusMap) {
+        let StatusMap(statuses, mut durations) = other;
+        for (key, status) in statuses {
+            let acceptance = durations.remove(&key);
+            self.set(key, status, acceptance);
+        }
+    }
+}
 
 /// One rule of one team's mapping file, with `[defaults]` already merged in.
 #[derive(Debug, Clone)]

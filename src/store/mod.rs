@@ -21,10 +21,12 @@
 //!
 //! Two implementations: SQLite (one replica, embedded) and DynamoDB (several replicas).
 
+mod acceptance;
 mod coordination;
 pub mod dynamodb;
 pub mod sqlite;
 
+pub use acceptance::{Acceptance, MAX_ACCEPTANCES};
 pub use coordination::{MAX_SYNC_RETRIES, STATUS_SYNC_LEASE, SyncRetry};
 
 use std::time::Duration;
@@ -347,6 +349,30 @@ pub trait Store: Send + Sync {
         &'a self,
         marker: &'a Marker,
         owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    // ---- risk acceptance that expires (issue 15): the expiry schedule (`acceptance.rs`) ----
+
+    /// Schedules the marker's expiry, replacing its entry if it has one. `Ok(false)`: the marker
+    /// was not scheduled and the schedule already holds [`MAX_ACCEPTANCES`]; nothing was written.
+    fn schedule_acceptance<'a>(
+        &'a self,
+        acceptance: &'a Acceptance,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// At most `limit` scheduled expiries due at `now` (unix ms), the earliest first.
+    fn acceptances_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Acceptance>, StoreError>>;
+
+    /// Removes the marker's entry: any entry with `until = None`, else only one that still runs
+    /// out at `until` (`Ok(false)`: another date is stored and it stays). No entry is `Ok(true)`.
+    fn clear_acceptance<'a>(
+        &'a self,
+        marker: &'a Marker,
+        until: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 

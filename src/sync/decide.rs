@@ -107,14 +107,32 @@ impl StatusSync {
             self.remember_ticket_status(&record, status).await;
             return Ok(Decision::Skip(SkipReason::FindingResolved));
         }
+        let acceptance = match workflow {
+            WorkflowStatus::Suppressed => acceptance_for(map, kind, status),
+            _ => None,
+        };
         if record.status_to_hub.as_deref() == Some(workflow.as_str()) {
-            self.remember_ticket_status(&record, status).await;
-            return Ok(Decision::Skip(SkipReason::Unchanged));
+            // Security Hub shows this status already, but a ticket that moved from one
+            // suppressing status to another changes the schedule: a timed acceptance moves the
+            // date (written again, so the note says until when), one without `for` ends it.
+            let moved = record.status_from_ticket.as_deref() != Some(status.name.as_str());
+            if !(moved && acceptance.is_some()) {
+                if moved && workflow == WorkflowStatus::Suppressed {
+                    self.store.clear_acceptance(&record.marker, None).await?;
+                }
+                self.remember_ticket_status(&record, status).await;
+                return Ok(Decision::Skip(SkipReason::Unchanged));
+            }
         }
+        let accepted_until = match acceptance {
+            Some(lasts) => Some(self.schedule_acceptance(&candidate, lasts).await?),
+            None => None,
+        };
         Ok(Decision::Write(Box::new(Pending {
             candidate,
             record,
             status: workflow,
+            accepted_until,
         })))
     }
 
@@ -286,6 +304,7 @@ impl StatusSync {
             telemetry::error(ErrorKind::Store);
             tracing::warn!(marker = %pending.record.marker, error = %e, "could not record the status written to Security Hub");
         }
+        self.acceptance_ended(pending).await;
         WriteResult::Written(pending.status)
     }
 }

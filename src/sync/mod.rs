@@ -43,6 +43,7 @@ use crate::runtime::telemetry::{self, ErrorKind, WritebackResult};
 use crate::store::{Record, Store, StoreError, SyncRetry};
 use crate::ticket::{TicketError, TicketRef, TicketStatus, TicketSystem, TicketUpdate};
 
+mod acceptance;
 mod config;
 mod decide;
 mod leader;
@@ -78,6 +79,8 @@ struct Pending {
     candidate: Candidate,
     record: Record,
     status: WorkflowStatus,
+    /// A risk acceptance's end (the status map entry has `for`), already in the schedule.
+    accepted_until: Option<DateTime<Utc>>,
 }
 
 enum Decision {
@@ -116,6 +119,8 @@ pub struct StatusSync {
     polling: tokio::sync::Mutex<()>,
     /// This process in the status-sync lease: unique per process start (and per instance).
     owner: String,
+    /// Wall-clock time for risk acceptances (injectable so tests expire them on paused time).
+    clock: crate::mapping::template::Clock,
 }
 
 impl std::fmt::Debug for StatusSync {
@@ -147,6 +152,7 @@ impl StatusSync {
             state: Mutex::new(SyncState::default()),
             polling: tokio::sync::Mutex::new(()),
             owner: leader::unique_owner(),
+            clock: Arc::new(Utc::now),
         }
     }
 
@@ -154,6 +160,13 @@ impl StatusSync {
     /// one its claims are made under) instead of a name made up for this instance.
     pub fn with_owner(mut self, owner: impl Into<String>) -> StatusSync {
         self.owner = owner.into();
+        self
+    }
+
+    /// Reads the time risk acceptances start and expire by from `clock` instead of the system
+    /// clock (tests).
+    pub fn with_clock(mut self, clock: crate::mapping::template::Clock) -> StatusSync {
+        self.clock = clock;
         self
     }
 
@@ -189,15 +202,14 @@ impl StatusSync {
 
 fn workflow_update(pending: &Pending) -> WorkflowUpdate {
     let candidate = &pending.candidate;
-    let system = match crate::mapping::connection_kind(&candidate.connection) {
-        Some(TargetKind::Jira) => "Jira",
-        Some(TargetKind::ServiceNow) => "ServiceNow",
-        None => candidate.connection.as_str(),
+    let system = system_label(&candidate.connection);
+    let note = match pending.accepted_until {
+        Some(until) => acceptance::accepted_note(system, candidate, until),
+        None => format!(
+            "{system} {} moved to {}; set to {} by findings-bridge status sync. {}",
+            candidate.ticket.key, candidate.status.name, pending.status, candidate.ticket.url
+        ),
     };
-    let note = format!(
-        "{system} {} moved to {}; set to {} by findings-bridge status sync. {}",
-        candidate.ticket.key, candidate.status.name, pending.status, candidate.ticket.url
-    );
     WorkflowUpdate::new(
         pending.record.write_back.clone(),
         pending.record.finding_id.clone(),
@@ -205,6 +217,15 @@ fn workflow_update(pending: &Pending) -> WorkflowUpdate {
         None,
         &note,
     )
+}
+
+/// How notes name the ticket system of a connection.
+fn system_label(connection: &str) -> &str {
+    match crate::mapping::connection_kind(connection) {
+        Some(TargetKind::Jira) => "Jira",
+        Some(TargetKind::ServiceNow) => "ServiceNow",
+        None => connection,
+    }
 }
 
 /// A ticket system's or the store's timestamp; ticket systems may pad it with whitespace.
@@ -237,7 +258,10 @@ mod tests {
     }
 
     fn map(entries: &[(&str, WorkflowStatus)]) -> StatusMap {
-        StatusMap(entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+        StatusMap(
+            entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            BTreeMap::new(),
+        )
     }
 
     use WorkflowStatus::{Notified, Resolved, Suppressed};

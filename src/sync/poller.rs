@@ -78,6 +78,9 @@ impl StatusSync {
             self.poll_target(&target, fence, &mut report).await;
             self.note_lag(&target.key, report.errors.len() == errors);
         }
+        // After the polls: a re-acceptance or a real close the tickets reported is in the
+        // schedule before anything due is acted on.
+        self.expire_acceptances(&mut report).await;
         report
     }
 

@@ -103,6 +103,16 @@ pub struct SyncReport {
     pub truncated: Vec<String>,
     /// The watermark of each connection after the poll.
     pub watermarks: BTreeMap<String, String>,
+    /// Risk acceptances that ran out this tick: finding set back to NEW, ticket reopened.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub acceptances_expired: usize,
+    /// Risk acceptances that ran out after their finding was resolved: only recorded.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub acceptances_settled: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl SyncReport {

@@ -33,6 +33,26 @@ pub(super) fn explicit_status(
     kind: TargetKind,
     status: &TicketStatus,
 ) -> Option<WorkflowStatus> {
+    explicit_entry(map, kind, status).map(|(_, workflow)| workflow)
+}
+
+/// How long the acceptance a ticket status means lasts: the duration (`for`) of the team's
+/// entry that maps it, when that entry has one. Defaults never expire.
+pub fn acceptance_for(
+    map: &StatusMap,
+    kind: TargetKind,
+    status: &TicketStatus,
+) -> Option<Duration> {
+    let (key, _) = explicit_entry(map, kind, status)?;
+    map.1.get(key).copied()
+}
+
+/// The team's entry for `status` (its key and workflow status), by name first, then by code.
+fn explicit_entry<'m>(
+    map: &'m StatusMap,
+    kind: TargetKind,
+    status: &TicketStatus,
+) -> Option<(&'m str, WorkflowStatus)> {
     let name = status.name.trim();
     if !name.is_empty() {
         let by_name = map.0.iter().find(|(key, _)| {
@@ -40,8 +60,8 @@ pub(super) fn explicit_status(
                 && !key.starts_with("state:")
                 && key.trim().eq_ignore_ascii_case(name)
         });
-        if let Some((_, workflow)) = by_name {
-            return Some(*workflow);
+        if let Some((key, workflow)) = by_name {
+            return Some((key, *workflow));
         }
     }
     let code = status.category.trim();
@@ -58,7 +78,7 @@ pub(super) fn explicit_status(
             key.strip_prefix(prefix)
                 .is_some_and(|value| value.trim().eq_ignore_ascii_case(code))
         })
-        .map(|(_, workflow)| *workflow)
+        .map(|(key, workflow)| (key.as_str(), *workflow))
 }
 
 pub(super) fn default_status(kind: TargetKind, status: &TicketStatus) -> Option<WorkflowStatus> {

@@ -10,8 +10,9 @@ use tokio::time::Instant;
 use super::lock;
 use crate::marker::Marker;
 use crate::store::{
-    Adoption, BoxFuture, Claim, Claimed, FindingState, Intent, MAX_SYNC_RETRIES, Record,
-    RecordsPage, Store, StoreError, SyncFields, SyncRetry, rfc3339_millis,
+    Acceptance, Adoption, BoxFuture, Claim, Claimed, FindingState, Intent, MAX_ACCEPTANCES,
+    MAX_SYNC_RETRIES, Record, RecordsPage, Store, StoreError, SyncFields, SyncRetry,
+    rfc3339_millis,
 };
 
 #[derive(Default)]
@@ -49,6 +50,8 @@ pub struct MemoryStore {
     retries: Mutex<std::collections::BTreeMap<Marker, SyncRetry>>,
     /// Lease calls by this owner never answer while set (its store connection hangs).
     pub stall_leases_of: Mutex<Option<String>>,
+    /// The expiry schedule of risk acceptances.
+    acceptances: Mutex<std::collections::BTreeMap<Marker, Acceptance>>,
 }
 
 impl MemoryStore {
@@ -305,8 +308,13 @@ impl Store for MemoryStore {
                 .get_mut(marker)
                 .and_then(|e| e.record.as_mut())
             {
-                record.status_from_ticket = status_from_ticket.map(str::to_owned);
-                record.status_to_hub = status_to_hub.map(str::to_owned);
+                // `None` keeps the stored value, as in the SQLite and DynamoDB stores.
+                if let Some(s) = status_from_ticket {
+                    record.status_from_ticket = Some(s.to_owned());
+                }
+                if let Some(s) = status_to_hub {
+                    record.status_to_hub = Some(s.to_owned());
+                }
             }
             Ok(())
         })
@@ -512,6 +520,56 @@ impl Store for MemoryStore {
             Ok(true)
         })
     }
+
+    // ---- risk acceptance that expires (issue 15) ----
+
+    fn schedule_acceptance<'a>(
+        &'a self,
+        acceptance: &'a Acceptance,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut scheduled = lock(&self.acceptances);
+            if !scheduled.contains_key(&acceptance.marker) && scheduled.len() >= MAX_ACCEPTANCES {
+                return Ok(false);
+            }
+            scheduled.insert(acceptance.marker.clone(), acceptance.clone());
+            Ok(true)
+        })
+    }
+
+    fn acceptances_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Acceptance>, StoreError>> {
+        Box::pin(async move {
+            let mut due: Vec<Acceptance> = lock(&self.acceptances)
+                .values()
+                .filter(|a| a.until <= now)
+                .cloned()
+                .collect();
+            due.sort_by(|a, b| (a.until, &a.marker).cmp(&(b.until, &b.marker)));
+            due.truncate(limit);
+            Ok(due)
+        })
+    }
+
+    fn clear_acceptance<'a>(
+        &'a self,
+        marker: &'a Marker,
+        until: Option<i64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut scheduled = lock(&self.acceptances);
+            match (scheduled.get(marker), until) {
+                (Some(stored), Some(until)) if stored.until != until => Ok(false),
+                _ => {
+                    scheduled.remove(marker);
+                    Ok(true)
+                }
+            }
+        })
+    }
 }
 
 impl MemoryStore {
@@ -532,5 +590,10 @@ impl MemoryStore {
     /// The retry queue, in marker order.
     pub fn queued_retries(&self) -> Vec<SyncRetry> {
         lock(&self.retries).values().cloned().collect()
+    }
+
+    /// The expiry schedule of risk acceptances, in marker order.
+    pub fn scheduled_acceptances(&self) -> Vec<Acceptance> {
+        lock(&self.acceptances).values().cloned().collect()
     }
 }

@@ -17,5 +17,6 @@ mod preflight;
 mod reconcile;
 mod worker;
 
+mod acceptance;
 mod poller;
 mod sla;

@@ -15,6 +15,7 @@
 mod support;
 mod sync_harness;
 
+mod acceptance;
 mod cli;
 mod context;
 mod decode;

@@ -171,7 +171,7 @@ summary = "s"
     );
     assert_has(
         &text,
-        "broken.toml:3: defaults.sla.LOW: \"0d\": an SLA must be longer than zero",
+        "broken.toml:3: defaults.sla.LOW: \"0d\": a duration must be longer than zero",
     );
     assert_has(
         &text,

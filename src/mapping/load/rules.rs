@@ -27,7 +27,7 @@ pub(super) struct DefaultsRaw {
     on_recurrence: Option<OnRecurrence>,
     notify_on_create: Option<bool>,
     severity_override: Option<Text>,
-    status_map: Option<BTreeMap<String, Text>>,
+    status_map: Option<BTreeMap<String, Spanned<toml::Value>>>,
     enrich: Option<EnrichRaw>,
     jira: Option<JiraRaw>,
     servicenow: Option<ServiceNowRaw>,
@@ -49,7 +49,7 @@ pub(super) struct RuleRaw {
     on_recurrence: Option<OnRecurrence>,
     notify_on_create: Option<bool>,
     severity_override: Option<Text>,
-    status_map: Option<BTreeMap<String, Text>>,
+    status_map: Option<BTreeMap<String, Spanned<toml::Value>>>,
     enrich: Option<EnrichRaw>,
     sla: Option<SlaRaw>,
     escalate: Option<Spanned<EscalateRaw>>,
@@ -72,7 +72,7 @@ pub(super) struct Defaults {
     on_recurrence: Option<OnRecurrence>,
     notify_on_create: Option<bool>,
     severity_override: Option<Template>,
-    status_map: BTreeMap<String, WorkflowStatus>,
+    status_map: StatusMap,
     enrich: EnrichRaw,
     jira: Option<JiraPartial>,
     servicenow: Option<ServiceNowPartial>,
@@ -278,7 +278,7 @@ impl Loader {
             target: target?,
             criteria,
             ticket: ticket?,
-            status_map: StatusMap(status_map),
+            status_map,
             on_resolved: raw.on_resolved.or(defaults.on_resolved).unwrap_or_default(),
             on_recurrence: raw
                 .on_recurrence
@@ -329,16 +329,17 @@ impl Loader {
         &mut self,
         ctx: &FileCtx<'_>,
         path: &str,
-        raw: BTreeMap<String, Text>,
-    ) -> BTreeMap<String, WorkflowStatus> {
-        let mut out = BTreeMap::new();
+        raw: BTreeMap<String, Spanned<toml::Value>>,
+    ) -> StatusMap {
+        let mut out = StatusMap::default();
         for (status, value) in raw {
+            let span = value.span();
             if let Some(category) = status.strip_prefix("category:")
                 && !["new", "indeterminate", "done"].contains(&category)
             {
                 self.error_at(
                     ctx,
-                    value.span(),
+                    span,
                     format!(
                         "{path}: {status:?}: Jira status categories are `new`, `indeterminate`, \
                          `done`"
@@ -351,27 +352,81 @@ impl Loader {
             {
                 self.error_at(
                     ctx,
-                    value.span(),
+                    span,
                     format!("{path}: {status:?}: a ServiceNow state is a number (`state:6`)"),
                 );
                 continue;
             }
-            match WorkflowStatus::parse(value.get_ref()) {
-                Some(w) => {
-                    out.insert(status, w);
+            let (name, acceptance) = match status_value(value.into_inner()) {
+                Ok(parts) => parts,
+                Err(why) => {
+                    self.error_at(ctx, span, format!("{path}: {status:?}: {why}"));
+                    continue;
                 }
-                None => self.error_at(
+            };
+            let Some(workflow) = WorkflowStatus::parse(&name) else {
+                self.error_at(
                     ctx,
-                    value.span(),
+                    span,
                     format!(
-                        "{path}: {status:?} maps to {:?}, which is not a workflow status (NEW, \
-                         NOTIFIED, RESOLVED, SUPPRESSED)",
-                        value.get_ref()
+                        "{path}: {status:?} maps to {name:?}, which is not a workflow status (NEW, \
+                         NOTIFIED, RESOLVED, SUPPRESSED)"
                     ),
-                ),
-            }
+                );
+                continue;
+            };
+            let acceptance = match acceptance.map(|text| crate::mapping::duration::parse(&text)) {
+                None => None,
+                Some(Ok(d)) if workflow == WorkflowStatus::Suppressed => Some(d),
+                // Only a suppression hides a finding, so only it can run out: RESOLVED is
+                // Security Hub's to undo (the finding recurs), NEW and NOTIFIED are open already.
+                Some(Ok(_)) => {
+                    self.error_at(
+                        ctx,
+                        span,
+                        format!(
+                            "{path}: {status:?}: `for` applies to SUPPRESSED only (an acceptance \
+                             that expires), not to {}",
+                            workflow.as_str()
+                        ),
+                    );
+                    continue;
+                }
+                Some(Err(why)) => {
+                    self.error_at(ctx, span, format!("{path}: {status:?}: for: {why}"));
+                    continue;
+                }
+            };
+            out.set(status, workflow, acceptance);
         }
         out
+    }
+}
+
+/// A status map value: `"SUPPRESSED"`, or `{ status = "SUPPRESSED", for = "90d" }` (`for`
+/// optional). Returns the workflow status text and the duration text.
+fn status_value(value: toml::Value) -> Result<(String, Option<String>), String> {
+    const FORM: &str = "a status map value is a workflow status (\"SUPPRESSED\") or a table \
+                        { status = \"SUPPRESSED\", for = \"90d\" }";
+    match value {
+        toml::Value::String(name) => Ok((name, None)),
+        toml::Value::Table(mut table) => {
+            let status = match table.remove("status") {
+                Some(toml::Value::String(name)) => name,
+                Some(_) => return Err(format!("status must be a string; {FORM}")),
+                None => return Err(format!("status is missing; {FORM}")),
+            };
+            let duration = match table.remove("for") {
+                Some(toml::Value::String(text)) => Some(text),
+                Some(_) => return Err(format!("for must be a string such as \"90d\"; {FORM}")),
+                None => None,
+            };
+            if let Some(unknown) = table.keys().next() {
+                return Err(format!("unknown key {unknown:?}; {FORM}"));
+            }
+            Ok((status, duration))
+        }
+        _ => Err(FORM.to_owned()),
     }
 }
 

@@ -10,7 +10,8 @@ use toml::Spanned;
 use super::templates::{FieldsRaw, Text};
 use super::{FileCtx, Loader};
 use crate::finding::Severity;
-use crate::mapping::sla::{Escalate, JIRA_PRIORITY_ORDER, PriorityRaise, parse_duration};
+use crate::mapping::duration::parse as parse_duration;
+use crate::mapping::sla::{Escalate, JIRA_PRIORITY_ORDER, PriorityRaise};
 use crate::mapping::spec::{FieldTemplate, TargetKind, TicketSpec};
 
 /// `sla = { CRITICAL = "1d", … }` as written.

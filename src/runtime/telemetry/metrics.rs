@@ -272,3 +272,8 @@ pub fn sync_lag(target: &str, seconds: f64) {
 pub fn sla_breach(team: &str) {
     counter!(names::SLA_BREACHES, "team" => team.to_owned()).increment(1);
 }
+
+/// Counts a risk acceptance that ran out (see [`names::ACCEPTANCES_EXPIRED`]).
+pub fn acceptance_expired(team: &str) {
+    counter!(names::ACCEPTANCES_EXPIRED, "team" => team.to_owned()).increment(1);
+}

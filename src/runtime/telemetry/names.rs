@@ -84,6 +84,9 @@ pub const SYNC_LAG: &str = "findings_bridge_sync_lag_seconds";
 /// Open tickets that passed their SLA due date, by `team`: each breach counted once, when the
 /// escalation loop handles it (README, "SLA due dates and escalation").
 pub const SLA_BREACHES: &str = "findings_bridge_sla_breaches_total";
+/// Risk acceptances (a `status_map` entry with `for`) that ran out, by `team`: the finding was set
+/// back to NEW and its ticket reopened, by the status-sync leader, once per acceptance.
+pub const ACCEPTANCES_EXPIRED: &str = "findings_bridge_acceptances_expired_total";
 
 /// How a series is exported, for its `# TYPE` and `# HELP` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +243,10 @@ const SERIES: &[Series] = &[
     Series::counter(
         SLA_BREACHES,
         "Open tickets that passed their SLA due date, by team; each breach counted once, when it is escalated.",
+    ),
+    Series::counter(
+        ACCEPTANCES_EXPIRED,
+        "Risk acceptances that ran out, by team: finding set back to NEW and ticket reopened.",
     ),
 ];
 

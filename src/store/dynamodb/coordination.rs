@@ -107,33 +107,6 @@ impl DynamoStore {
         &self,
         retry: &SyncRetry,
     ) -> Result<bool, StoreError> {
-        if self.set_retry_entry(retry).await? {
-            return Ok(true);
-        }
-        // The condition failed: either the queue item does not exist yet, or it is full.
-        let created = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, retries_key())
-            .item(ENTRIES, AttributeValue::M(HashMap::new()))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match created {
-            Ok(_) => self.set_retry_entry(retry).await,
-            Err(e) => match classify(&self.table, "enqueue_sync_retry", e) {
-                // It existed: the queue is full.
-                Failure::ConditionFailed => Ok(false),
-                Failure::Store(e) => Err(e),
-            },
-        }
-    }
-
-    /// Sets the marker's entry when the queue item exists and has room (or holds the marker);
-    /// `Ok(false)` otherwise.
-    async fn set_retry_entry(&self, retry: &SyncRetry) -> Result<bool, StoreError> {
         let entry = HashMap::from([
             (
                 "connection".to_owned(),
@@ -142,30 +115,14 @@ impl DynamoStore {
             ("attempts".to_owned(), number(i64::from(retry.attempts))),
             ("due_at".to_owned(), number(retry.due_at)),
         ]);
-        let cap = i64::try_from(MAX_SYNC_RETRIES).unwrap_or(i64::MAX);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, retries_key())
-            .update_expression("SET #entries.#marker = :entry")
-            .condition_expression(
-                "attribute_exists(#entries) \
-                 AND (attribute_exists(#entries.#marker) OR size(#entries) < :cap)",
-            )
-            .expression_attribute_names("#entries", ENTRIES)
-            .expression_attribute_names("#marker", retry.marker.as_str())
-            .expression_attribute_values(":entry", AttributeValue::M(entry))
-            .expression_attribute_values(":cap", number(cap))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match classify(&self.table, "enqueue_sync_retry", e) {
-                Failure::ConditionFailed => Ok(false),
-                Failure::Store(e) => Err(e),
-            },
-        }
+        self.put_capped_entry(
+            retries_key(),
+            retry.marker.as_str(),
+            entry,
+            MAX_SYNC_RETRIES,
+            "enqueue_sync_retry",
+        )
+        .await
     }
 
     pub(super) async fn sync_retries_due_item(

@@ -36,6 +36,7 @@ use super::{
 };
 use crate::marker::Marker;
 
+mod acceptance;
 mod claims;
 mod coordination;
 mod items;
@@ -427,6 +428,31 @@ impl Store for DynamoStore {
         owner: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.drop_item(marker, owner))
+    }
+
+    // ---- risk acceptance that expires (issue 15): the expiry schedule (`acceptance.rs`) ----
+
+    fn schedule_acceptance<'a>(
+        &'a self,
+        acceptance: &'a crate::store::Acceptance,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.schedule_acceptance_item(acceptance))
+    }
+
+    fn acceptances_due<'a>(
+        &'a self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::store::Acceptance>, StoreError>> {
+        Box::pin(self.acceptances_due_item(now, limit))
+    }
+
+    fn clear_acceptance<'a>(
+        &'a self,
+        marker: &'a Marker,
+        until: Option<i64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.clear_acceptance_item(marker, until))
     }
 }
 

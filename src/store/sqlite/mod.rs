@@ -19,6 +19,7 @@ use super::{
 };
 use crate::marker::Marker;
 
+mod acceptance;
 mod coordination;
 mod reconcile;
 mod schema;
@@ -70,6 +71,7 @@ impl SqliteStore {
             .map_err(ctx)?;
         migrate(&mut conn, &location)?;
         coordination::ensure_tables(&mut conn, &location)?;
+        acceptance::ensure_table(&mut conn, &location)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             location: location.into(),
@@ -625,6 +627,9 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.drop_key(marker, owner)
     }
+
+    // Risk acceptance that expires (issue 15): the expiry schedule (`acceptance.rs`).
+    acceptance::store_methods!();
 }
 
 #[cfg(test)]
