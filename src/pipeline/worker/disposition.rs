@@ -96,28 +96,61 @@ pub(super) async fn handle_message(
                     retry_visibility(message.receive_count, jitter).max(wait.unwrap_or_default())
                 }
             };
-            if busy {
-                let due = tokio::time::Instant::now() + visibility;
-                let mut deferred = shared
-                    .deferred_until
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                *deferred = Some(deferred.map_or(due, |d| d.max(due)));
+            if busy && message.receive_count >= WAITS_BEFORE_PARKING {
+                // Waiting on another worker's claim or a settling create is not a failure, but
+                // every receive spends the redrive policy's count: a finding kept busy by a slow
+                // rollout would be dead-lettered with nothing wrong. A fresh copy starts at 0.
+                park_for(&shared, &message, &error, visibility, Waiting::Busy).await
+            } else {
+                retry_later(&shared, &message, &error, busy, visibility).await;
+                false
             }
-            tracing::warn!(message_id = %id, receive_count = message.receive_count, retry_in = ?visibility, %error, "transient failure; the message comes back later");
-            if let Some(handle) = shared.receipt_handle(id)
-                && let Err(e) = shared.queue.change_visibility(&handle, visibility).await
-            {
-                tracing::warn!(message_id = %id, error = %e, "could not set the retry delay");
-            }
-            shared.count(|s| s.retried += 1);
-            false
         }
         Disposition::Park { error } => park(&shared, &message, &error).await,
         Disposition::Permanent { kind, error, teams } => {
             dead_letter(&shared, &message, kind, &error, &teams).await
         }
     };
+    finish(&shared, &message, delete, permit, &deletes);
+}
+
+/// Lets the message come back after `visibility` (a busy one also holds a drain run open
+/// until then). Never deletes it.
+async fn retry_later(
+    shared: &Shared,
+    message: &ReceivedMessage,
+    error: &str,
+    busy: bool,
+    visibility: Duration,
+) {
+    let id = &message.message_id;
+    if busy {
+        let due = tokio::time::Instant::now() + visibility;
+        let mut deferred = shared
+            .deferred_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *deferred = Some(deferred.map_or(due, |d| d.max(due)));
+    }
+    tracing::warn!(message_id = %id, receive_count = message.receive_count, retry_in = ?visibility, %error, "transient failure; the message comes back later");
+    if let Some(handle) = shared.receipt_handle(id)
+        && let Err(e) = shared.queue.change_visibility(&handle, visibility).await
+    {
+        tracing::warn!(message_id = %id, error = %e, "could not set the retry delay");
+    }
+    shared.count(|s| s.retried += 1);
+}
+
+/// After the disposition: a handled message is queued for deletion, any other one leaves the
+/// in-flight set; the permit goes back either way.
+fn finish(
+    shared: &Shared,
+    message: &ReceivedMessage,
+    delete: bool,
+    permit: OwnedSemaphorePermit,
+    deletes: &mpsc::UnboundedSender<String>,
+) {
+    let id = &message.message_id;
     if delete {
         shared.with_in_flight(|m| {
             if let Some(f) = m.get_mut(id) {
@@ -133,18 +166,47 @@ pub(super) async fn handle_message(
     drop(permit);
 }
 
+/// Receives after which a message that only waits (another worker's claim, a settling create)
+/// is parked instead of coming back. The first wait is usually another task finishing within
+/// seconds, so it comes back; from the second, a fresh copy (receive count 0) waits instead, so
+/// any redrive policy of 2 receives or more never dead-letters a finding for waiting.
+pub(super) const WAITS_BEFORE_PARKING: u32 = 2;
+
+/// Why a message is parked: the log line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiting {
+    Paused,
+    Busy,
+}
+
 /// Re-sends the message with a delay that grows each time it is parked (`fb-parked`), keeping
 /// its `fb-first-failure`; the caller deletes the original. A fresh copy starts with receive
 /// count 0, so an outage longer than the redrive policy allows still dead-letters nothing. If
 /// the copy cannot be sent, the original stays and comes back after a while instead.
 pub(super) async fn park(shared: &Shared, message: &ReceivedMessage, error: &str) -> bool {
-    let id = &message.message_id;
-    let times: u32 = message
+    let times: u32 = parked_times(message);
+    let delay = crate::pipeline::health::park_delay(times);
+    park_for(shared, message, error, delay, Waiting::Paused).await
+}
+
+fn parked_times(message: &ReceivedMessage) -> u32 {
+    message
         .attributes
         .get(attributes::PARKED)
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let delay = crate::pipeline::health::park_delay(times);
+        .unwrap_or(0)
+}
+
+/// [`park`] with a given delay.
+pub(super) async fn park_for(
+    shared: &Shared,
+    message: &ReceivedMessage,
+    error: &str,
+    delay: Duration,
+    why: Waiting,
+) -> bool {
+    let id = &message.message_id;
+    let times = parked_times(message);
     let mut attributes = BTreeMap::from([(attributes::PARKED.to_owned(), (times + 1).to_string())]);
     if let Some(first) = message.attributes.get(attributes::FIRST_FAILURE) {
         attributes.insert(attributes::FIRST_FAILURE.to_owned(), first.clone());
@@ -165,7 +227,14 @@ pub(super) async fn park(shared: &Shared, message: &ReceivedMessage, error: &str
             drop(deferred);
             telemetry::messages_parked(1);
             shared.count(|s| s.parked += 1);
-            tracing::info!(message_id = %id, copy = %copy, parked = times + 1, back_in = ?delay, %error, "parked while a connection or rule is paused");
+            match why {
+                Waiting::Paused => {
+                    tracing::info!(message_id = %id, copy = %copy, parked = times + 1, back_in = ?delay, %error, "parked while a connection or rule is paused")
+                }
+                Waiting::Busy => {
+                    tracing::info!(message_id = %id, copy = %copy, parked = times + 1, back_in = ?delay, %error, "parked while waiting on another worker or a settling create, so the wait spends no receive count")
+                }
+            }
             true
         }
         Err(e) => {

@@ -908,3 +908,53 @@ async fn a_refused_credential_parks_messages_and_every_ticket_comes_once_it_work
     assert!(summary.parked >= 5, "{summary:?}");
     prober.await.expect("prober stops with the worker");
 }
+
+/// Another worker holds the finding's claim for ten minutes (its holder is slow, or died and its
+/// lease has to run out). Waiting is not failing: the message must not spend the redrive
+/// policy's receive count on it. After [`WAITS_BEFORE_PARKING`] receives it is parked (a fresh
+/// copy, receive count 0); once the claim is gone the finding gets its one ticket.
+#[tokio::test(start_paused = true)]
+async fn a_message_kept_busy_by_another_workers_claim_is_parked_before_the_redrive_count_runs_out()
+{
+    use super::disposition::WAITS_BEFORE_PARKING;
+    use crate::store::Store;
+    let s = setup(
+        &[("m1", &format!("f-1 HIGH {T}"))],
+        Duration::from_millis(5),
+    );
+    let marker = Marker::new("payments", "f-1");
+    let claim = s
+        .store
+        .claim(&marker, "another-worker:1", Duration::from_secs(600))
+        .await
+        .expect("store");
+    assert!(matches!(claim, crate::store::Claim::Acquired(_)));
+    let run = s.start(config(), true);
+
+    let mut highest = 0;
+    for _ in 0..(9 * 60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = lock(&s.queue.messages)
+            .iter()
+            .map(|m| m.receive_count)
+            .max()
+            .unwrap_or(0);
+        highest = highest.max(now);
+    }
+    assert!(
+        highest <= WAITS_BEFORE_PARKING,
+        "receives spent on waiting: {highest}"
+    );
+    assert_eq!(
+        s.tickets.inner.creates(),
+        0,
+        "the claim is another worker's"
+    );
+
+    // The foreign lease runs out at 10 minutes: the next copy makes the ticket.
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    assert_eq!(s.tickets.inner.creates(), 1);
+    assert!(s.dlq.sent().is_empty(), "{:?}", s.dlq.sent());
+    let summary = s.stop(run).await;
+    assert!(summary.parked >= 1, "{summary:?}");
+}
