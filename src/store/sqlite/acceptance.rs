@@ -56,36 +56,24 @@ impl SqliteStore {
         acceptance: &Acceptance,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let acceptance = acceptance.clone();
-        let location = Arc::clone(&self.location);
-        self.run("schedule_acceptance", move |conn| {
-            let ctx = |e| classify(&location, "schedule_acceptance", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
-            let (scheduled, present): (i64, bool) = tx
-                .query_row(
-                    "SELECT count(*), coalesce(max(marker = ?1), 0) FROM acceptances",
-                    params![acceptance.marker.as_str()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+        self.capped_upsert(
+            "schedule_acceptance",
+            "acceptances",
+            MAX_ACCEPTANCES,
+            acceptance.marker.clone(),
+            move |tx| {
+                tx.execute(
+                    "INSERT INTO acceptances (marker, connection, until_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (marker) DO UPDATE
+                        SET connection = excluded.connection, until_ms = excluded.until_ms",
+                    params![
+                        acceptance.marker.as_str(),
+                        acceptance.connection,
+                        acceptance.until
+                    ],
                 )
-                .map_err(ctx)?;
-            if !present && usize::try_from(scheduled).unwrap_or(usize::MAX) >= MAX_ACCEPTANCES {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO acceptances (marker, connection, until_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (marker) DO UPDATE
-                    SET connection = excluded.connection, until_ms = excluded.until_ms",
-                params![
-                    acceptance.marker.as_str(),
-                    acceptance.connection,
-                    acceptance.until
-                ],
-            )
-            .map_err(ctx)?;
-            tx.commit().map_err(ctx)?;
-            Ok(true)
-        })
+            },
+        )
     }
 
     pub(super) fn acceptances_due_rows(

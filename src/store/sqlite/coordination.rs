@@ -194,37 +194,58 @@ impl SqliteStore {
         retry: &SyncRetry,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let retry = retry.clone();
+        self.capped_upsert(
+            "enqueue_sync_retry",
+            "sync_retries",
+            MAX_SYNC_RETRIES,
+            retry.marker.clone(),
+            move |tx| {
+                tx.execute(
+                    "INSERT INTO sync_retries (marker, connection, attempts, due_ms)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (marker) DO UPDATE
+                        SET connection = excluded.connection,
+                            attempts = excluded.attempts,
+                            due_ms = excluded.due_ms",
+                    params![
+                        retry.marker.as_str(),
+                        retry.connection,
+                        retry.attempts,
+                        retry.due_at
+                    ],
+                )
+            },
+        )
+    }
+
+    /// Runs `upsert` for `marker` in `table` (keyed by `marker`) in one immediate transaction,
+    /// unless the table already holds `max` rows and none for `marker`: then `false`, nothing
+    /// written. A known marker is always updated, so a full table still moves its entries.
+    pub(super) fn capped_upsert(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        max: usize,
+        marker: Marker,
+        upsert: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize> + Send + 'static,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let location = Arc::clone(&self.location);
-        self.run("enqueue_sync_retry", move |conn| {
-            let ctx = |e| classify(&location, "enqueue_sync_retry", e);
+        self.run(operation, move |conn| {
+            let ctx = |e| classify(&location, operation, e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(ctx)?;
-            let (queued, present): (i64, bool) = tx
+            let (rows, present): (i64, bool) = tx
                 .query_row(
-                    "SELECT count(*), coalesce(max(marker = ?1), 0) FROM sync_retries",
-                    params![retry.marker.as_str()],
+                    &format!("SELECT count(*), coalesce(max(marker = ?1), 0) FROM {table}"),
+                    params![marker.as_str()],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .map_err(ctx)?;
-            if !present && usize::try_from(queued).unwrap_or(usize::MAX) >= MAX_SYNC_RETRIES {
+            if !present && usize::try_from(rows).unwrap_or(usize::MAX) >= max {
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO sync_retries (marker, connection, attempts, due_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (marker) DO UPDATE
-                    SET connection = excluded.connection,
-                        attempts = excluded.attempts,
-                        due_ms = excluded.due_ms",
-                params![
-                    retry.marker.as_str(),
-                    retry.connection,
-                    retry.attempts,
-                    retry.due_at
-                ],
-            )
-            .map_err(ctx)?;
+            upsert(&tx).map_err(ctx)?;
             tx.commit().map_err(ctx)?;
             Ok(true)
         })
