@@ -25,6 +25,7 @@
 pub mod context;
 pub mod criteria;
 pub mod duration;
+pub mod group;
 mod load;
 pub mod sla;
 pub mod spec;
