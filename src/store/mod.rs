@@ -71,6 +71,33 @@ pub struct Record {
     /// before due dates existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla: Option<crate::mapping::sla::SlaState>,
+    /// The record's place in a grouped ticket (README, "Grouped tickets"); `None` for a ticket of
+    /// its own (and every record stored before groups existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Grouping>,
+}
+
+/// How a record takes part in a grouped ticket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Grouping {
+    /// A finding's record whose ticket is its group's: the group's record is under `marker`.
+    Member { key: String, marker: Marker },
+    /// The record of a group ticket (keyed by the group marker), with the findings it lists.
+    Group {
+        key: String,
+        items: Vec<crate::mapping::group::GroupItem>,
+    },
+}
+
+impl Record {
+    /// The items of a group ticket's record; `None` for any other record.
+    pub fn group_items(&self) -> Option<&[crate::mapping::group::GroupItem]> {
+        match &self.group {
+            Some(Grouping::Group { items, .. }) => Some(items),
+            _ => None,
+        }
+    }
 }
 
 /// A create that was started and whose outcome is not recorded yet. Stored before the request

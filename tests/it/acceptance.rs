@@ -441,6 +441,7 @@ impl World {
             status_from_ticket: None,
             modified_at: 0,
             sla: None,
+            group: None,
         };
         let claim = self
             .store

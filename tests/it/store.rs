@@ -14,7 +14,8 @@ use findings_bridge::marker::Marker;
 use findings_bridge::retry::Retryable;
 use findings_bridge::store::dynamodb::DynamoStore;
 use findings_bridge::store::sqlite::SqliteStore;
-use findings_bridge::store::{Claim, Intent, Record, Store, StoreError, SyncFields};
+use findings_bridge::mapping::group::GroupItem;
+use findings_bridge::store::{Claim, Grouping, Intent, Record, Store, StoreError, SyncFields};
 use findings_bridge::ticket::TicketRef;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -64,7 +65,51 @@ fn asff_record(finding: &str) -> Record {
             }),
             escalated_at: Some(1_735_873_500),
         }),
+        group: Some(Grouping::Member {
+            key: "S3.1 — ünïcode".to_owned(),
+            marker: Marker::group("payments", "S3.1 — ünïcode"),
+        }),
     }
+}
+
+/// A group ticket's record: items of both schemas, resolved and open, empty strings.
+fn group_record(key: &str) -> Record {
+    let mut record = ocsf_record(key, Some("unused"));
+    record.marker = Marker::group("payments", key);
+    record.group = Some(Grouping::Group {
+        key: key.to_owned(),
+        items: vec![
+            GroupItem {
+                id: "arn:aws:securityhub:us-east-1:111122223333:finding/1".to_owned(),
+                title: "S3 bucket allows public read — ünïcode".to_owned(),
+                resource: "arn:aws:s3:::bucket-1".to_owned(),
+                severity: "HIGH".to_owned(),
+                resolved: false,
+                console_url: "https://console.aws.amazon.com/securityhub/home#/findings?x=1".to_owned(),
+                schema: Schema::Asff,
+                write_back: WriteBackId::Asff {
+                    id: "arn:aws:securityhub:us-east-1:111122223333:finding/1".to_owned(),
+                    product_arn: "arn:aws:securityhub:us-east-1::product/aws/securityhub".to_owned(),
+                },
+            },
+            GroupItem {
+                id: "ocsf-2".to_owned(),
+                title: String::new(),
+                resource: String::new(),
+                severity: "LOW".to_owned(),
+                resolved: true,
+                console_url: String::new(),
+                schema: Schema::Ocsf,
+                write_back: WriteBackId::Ocsf {
+                    metadata_uid: None,
+                    cloud_account_uid: "111122223333".to_owned(),
+                    finding_info_uid: "ocsf-2".to_owned(),
+                    metadata_product_uid: "p".to_owned(),
+                },
+            },
+        ],
+    });
+    record
 }
 
 /// The other shape of every optional or variant field: OCSF write-back (with and without
@@ -99,6 +144,7 @@ fn ocsf_record(finding: &str, metadata_uid: Option<&str>) -> Record {
         status_from_ticket: None,
         modified_at: 0,
         sla: None,
+        group: None,
     }
 }
 
@@ -482,6 +528,7 @@ async fn every_record_field_round_trips(store: &dyn Store) {
         asff_record("rt-asff"),
         ocsf_record("rt-ocsf-metadata", Some("meta-uid-1")),
         ocsf_record("rt-ocsf-identifiers", None),
+        group_record("rt-group"),
     ];
     for record in &records {
         expect_acquired(store.claim(&record.marker, "a", LEASE).await);
@@ -500,6 +547,7 @@ async fn every_record_field_round_trips(store: &dyn Store) {
     // A due date that goes away (the severity lost its SLA) is removed, not kept.
     let mut cleared = records[0].clone();
     cleared.sla = None;
+    cleared.group = None;
     store.put(&cleared, "b", SyncFields::Replace).await.unwrap();
     assert_eq!(store.get(&cleared.marker).await.unwrap(), Some(cleared));
 }

@@ -254,6 +254,7 @@ impl Harness {
             status_from_ticket: None,
             modified_at: 0,
             sla: None,
+            group: None,
         };
         edit(&mut record);
         let claim = self

@@ -57,6 +57,7 @@ fn rebuilt(marker: &Marker, provenance: Provenance, listed: &ListedTicket) -> Re
         status_from_ticket: None,
         modified_at: chrono::Utc::now().timestamp(),
         sla: None,
+        group: None,
     }
 }
 

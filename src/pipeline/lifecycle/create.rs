@@ -217,6 +217,7 @@ impl Lifecycle {
             status_from_ticket: None,
             modified_at: chrono::Utc::now().timestamp(),
             sla: planned.sla.clone(),
+            group: None,
         };
         if action == Action::Recovered {
             // What the recovered ticket reflects is unknown: follow it from scratch (a finished
@@ -323,6 +324,7 @@ impl Lifecycle {
             status_from_ticket: None,
             modified_at: chrono::Utc::now().timestamp(),
             sla: None,
+            group: None,
         };
         let mut followed = self
             .update(held, finding, None, record, None, writes)

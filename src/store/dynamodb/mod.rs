@@ -75,6 +75,7 @@ const OPTIONAL_FIELDS: &[&str] = &[
     "status_from_ticket",
     "status_to_hub",
     "sla",
+    "group",
 ];
 
 /// Long enough that a finding that stays quiet for a year still finds its ticket, short enough
@@ -491,6 +492,7 @@ mod tests {
             status_from_ticket: None,
             modified_at: 1_700_000_000,
             sla: None,
+            group: None,
         }
     }
 
