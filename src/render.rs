@@ -24,7 +24,10 @@ use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_l
 use crate::marker::{BRIDGE_LABEL, Marker};
 pub use crate::ticket::jira::format::{JIRA_TEXT_LIMIT, JiraFlavor, jira_rich_text};
 
+mod group;
 mod sla;
+
+pub use group::{GroupRoute, RenderedGroup, group_key, render_group};
 
 /// Jira `summary`: at most 255 characters, one line.
 pub const JIRA_SUMMARY_LIMIT: usize = 255;
@@ -84,6 +87,9 @@ pub struct RenderedTicket {
     /// The rule has an `sla`: a severity change sets the due date field, or clears it for a
     /// severity without an entry.
     pub sla_rule: bool,
+    /// The group this ticket is for, when the rule has `group_by`: `payload` is then the group
+    /// ticket's create body (summary, description and marker of the group).
+    pub group: Option<GroupRoute>,
 }
 
 impl RenderedTicket {
@@ -133,6 +139,13 @@ pub enum RenderError {
     EmptyField { rule: String, field: &'static str },
     #[error("rule {rule}: fields.{field} holds a number JSON cannot represent (NaN or infinity)")]
     NonFiniteNumber { rule: String, field: String },
+    #[error(
+        "rule {rule}: group_by rendered empty for this finding; every group needs a key (give the \
+         template a fallback, e.g. `| default(\"none\")`, or narrow the rule's criteria)"
+    )]
+    EmptyGroupKey { rule: String },
+    #[error("rule {rule} has no group_by: it opens one ticket per finding, not group tickets")]
+    NotGrouped { rule: String },
 }
 
 /// `team/rule (file:line)`: enough for the mapping owner to find the rule.
@@ -296,9 +309,12 @@ struct RouteContext {
     team: Arc<str>,
     rule: Arc<str>,
     context: Ctx,
+    /// `group` of a group ticket's templates (render/group.rs); absent otherwise.
+    group: Option<Ctx>,
 }
 
 const CONTEXT_KEYS: [&str; 5] = ["context", "finding", "raw", "rule", "team"];
+const GROUP_CONTEXT_KEYS: [&str; 6] = ["context", "finding", "group", "raw", "rule", "team"];
 
 impl Object for RouteContext {
     fn get_value(self: &Arc<Self>, key: &Ctx) -> Option<Ctx> {
@@ -312,18 +328,32 @@ impl Object for RouteContext {
             "team" => Ctx::from(Arc::clone(&self.team)),
             "rule" => Ctx::from(Arc::clone(&self.rule)),
             "context" => self.context.clone(),
+            "group" => self.group.clone()?,
             _ => return None,
         })
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&CONTEXT_KEYS)
+        match self.group {
+            Some(_) => Enumerator::Str(&GROUP_CONTEXT_KEYS),
+            None => Enumerator::Str(&CONTEXT_KEYS),
+        }
     }
 }
 
 /// Builds the context of one route over a finding view, so the override template and the ticket
 /// templates share one view (and one conversion of `raw`, if a template reads it).
 fn context_from(view: &Arc<FindingView>, rule: &Rule, application: Option<&Application>) -> Ctx {
+    context_with(view, rule, application, None)
+}
+
+/// [`context_from`] with `group` (a group ticket's templates) when given.
+fn context_with(
+    view: &Arc<FindingView>,
+    rule: &Rule,
+    application: Option<&Application>,
+    group: Option<Ctx>,
+) -> Ctx {
     let context = match application {
         Some(app) => Ctx::from_pairs([(
             "application",
@@ -340,6 +370,7 @@ fn context_from(view: &Arc<FindingView>, rule: &Rule, application: Option<&Appli
         team: Arc::clone(&rule.team),
         rule: Arc::clone(&rule.name),
         context,
+        group,
     })
 }
 
@@ -398,22 +429,18 @@ pub fn render_route_shared(
     opts: &RenderOptions,
 ) -> Result<RenderedTicket, RenderError> {
     let view = FindingView::new(Arc::clone(finding), finding.severity);
-    let severity = match &rule.severity_override {
-        None => finding.severity,
-        Some(template) => {
-            let ctx = context_from(&view, rule, application);
-            let value = engine.render(template, &ctx)?;
-            Severity::from_label(value.trim()).ok_or_else(|| {
-                RenderError::InvalidSeverityOverride {
-                    rule: rule_label(rule),
-                    value,
-                }
-            })?
-        }
-    };
+    let severity = effective_severity(engine, rule, &view, application)?;
     let ctx = context_from(&view.with_severity(severity), rule, application);
     let marker = Marker::new(&rule.team, &finding.id);
-    let r = Renderer { engine, rule, ctx };
+    if rule.group.is_some() {
+        return group::render_single(engine, rule, finding, severity, &ctx, application, opts);
+    }
+    let r = Renderer {
+        engine,
+        rule,
+        ctx,
+        group: None,
+    };
     let (mut payload, table) = match &rule.ticket {
         TicketSpec::Jira(spec) => (r.jira(spec, &marker, opts.jira)?, None),
         TicketSpec::ServiceNow(spec) => (r.servicenow(spec, &marker)?, Some(spec.table.clone())),
@@ -428,6 +455,26 @@ pub fn render_route_shared(
         table,
         sla,
         sla_rule: !rule.sla.0.is_empty(),
+        group: None,
+    })
+}
+
+/// The severity the rule's templates see for the finding behind `view`: the rule's
+/// `severity_override` when it has one, else the finding's own.
+fn effective_severity(
+    engine: &TemplateEngine,
+    rule: &Rule,
+    view: &Arc<FindingView>,
+    application: Option<&Application>,
+) -> Result<Severity, RenderError> {
+    let Some(template) = &rule.severity_override else {
+        return Ok(view.severity);
+    };
+    let ctx = context_from(view, rule, application);
+    let value = engine.render(template, &ctx)?;
+    Severity::from_label(value.trim()).ok_or_else(|| RenderError::InvalidSeverityOverride {
+        rule: rule_label(rule),
+        value,
     })
 }
 
@@ -435,6 +482,9 @@ struct Renderer<'a> {
     engine: &'a TemplateEngine,
     rule: &'a Rule,
     ctx: Ctx,
+    /// A group ticket's summary and description, rendered from the group templates, in place of
+    /// the rule's own.
+    group: Option<&'a group::GroupTexts>,
 }
 
 impl Renderer<'_> {
@@ -474,14 +524,14 @@ impl Renderer<'_> {
             self.extra_fields(&spec.fields, &JIRA_RESERVED_FIELDS, Some(JIRA_TEXT_LIMIT))?;
         let project = self.required(&spec.project, "project")?;
         let issue_type = self.required(&spec.issue_type, "issue_type")?;
-        let summary = one_line(&self.required(&spec.summary, "summary")?);
+        let summary = one_line(&self.summary(&spec.summary, "summary")?);
         fields.insert("project".into(), json!({"key": project.trim()}));
         fields.insert("issuetype".into(), json!({"name": issue_type.trim()}));
         fields.insert(
             "summary".into(),
             Value::from(cut_to_limit(&summary, JIRA_SUMMARY_LIMIT).into_owned()),
         );
-        if let Some(description) = self.optional(spec.description.as_ref())? {
+        if let Some(description) = self.description(spec.description.as_ref())? {
             fields.insert("description".into(), jira_rich_text(flavor, &description));
         }
         if let Some(priority) = self.optional(spec.priority.as_ref())? {
@@ -497,12 +547,12 @@ impl Renderer<'_> {
 
     fn servicenow(&self, spec: &ServiceNowSpec, marker: &Marker) -> Result<Value, RenderError> {
         let mut body = self.extra_fields(&spec.fields, &SERVICENOW_RESERVED_FIELDS, None)?;
-        let short = one_line(&self.required(&spec.short_description, "short_description")?);
+        let short = one_line(&self.summary(&spec.short_description, "short_description")?);
         body.insert(
             "short_description".into(),
             Value::from(cut_to_limit(&short, SERVICENOW_SHORT_DESCRIPTION_LIMIT).into_owned()),
         );
-        if let Some(description) = self.optional(spec.description.as_ref())? {
+        if let Some(description) = self.description(spec.description.as_ref())? {
             body.insert(
                 "description".into(),
                 Value::from(cut_to_limit(&description, SERVICENOW_DESCRIPTION_LIMIT).into_owned()),
