@@ -204,35 +204,50 @@ pub(super) fn render_single(
 
 /// Renders with all `total` items listed and, when that does not fit, finds the largest count
 /// that does by bisection (`render(n)` lists the first `n`). Longer lists render longer, so the
-/// search is sound; it renders about log2(total) + 1 times. When not even an empty list fits,
-/// the text with none listed is returned and the usual truncation applies when it is assembled.
+/// search is sound; it renders about log2(total) + 1 times. A list the template runs out of fuel
+/// on counts as too long (a shorter one may render). When not even an empty list fits, the text
+/// with none listed is returned and the usual truncation applies when it is assembled.
 fn fit<T>(
     total: usize,
     mut render: impl FnMut(usize) -> Result<(String, T), RenderError>,
     fits: impl Fn(&str) -> bool,
 ) -> Result<(String, T), RenderError> {
-    let all = render(total)?;
-    if fits(&all.0) {
+    // What listing none gave, when that did not fit either: the text, or the fuel error.
+    let mut none_listed = None;
+    let mut attempt = |n: usize| -> Result<Option<(String, T)>, RenderError> {
+        let outcome = match render(n) {
+            Ok(done) if fits(&done.0) => return Ok(Some(done)),
+            Ok(done) => Ok(done),
+            Err(RenderError::Template(e)) if e.is_out_of_fuel() => Err(RenderError::Template(e)),
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            none_listed = Some(outcome);
+        }
+        Ok(None)
+    };
+    if let Some(all) = attempt(total)? {
         return Ok(all);
     }
-    let mut fallback = all;
     let mut best = None;
     // The answer is in lo..hi; `hi` is known not to fit.
     let (mut lo, mut hi) = (0, total);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let attempt = render(mid)?;
-        if fits(&attempt.0) {
-            best = Some(attempt);
-            lo = mid + 1;
-        } else {
-            if mid == 0 {
-                fallback = attempt;
+        match attempt(mid)? {
+            Some(done) => {
+                best = Some(done);
+                lo = mid + 1;
             }
-            hi = mid;
+            None => hi = mid,
         }
     }
-    Ok(best.unwrap_or(fallback))
+    // Without a fitting count the search ended having tried none, so `none_listed` is set;
+    // rendering none again is only the type's fallback.
+    match best.map(Ok).or(none_listed) {
+        Some(outcome) => outcome,
+        None => render(0),
+    }
 }
 
 /// How long a description may be, measured as the ticket system stores it.
@@ -401,6 +416,41 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(listed, 0);
         assert!(text.ends_with("and 5 more"), "{text}");
+    }
+
+    #[test]
+    fn fit_treats_running_out_of_fuel_as_too_long() {
+        let mut engine = TemplateEngine::default();
+        let heavy = engine
+            .compile(
+                "t.toml:1 (x)",
+                "{% for i in range(n) %}{% for j in range(300) %}{% endfor %}{% endfor %}{{ n }}",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (text, listed) = fit(
+            200,
+            |n| {
+                let ctx = minijinja::context! { n => n };
+                Ok((engine.render(&heavy, &ctx)?, n))
+            },
+            |_| true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(listed > 0 && listed < 200, "{listed}");
+        assert_eq!(text, listed.to_string());
+        // A template that runs out of fuel even on no items fails as it did.
+        let result = fit(
+            3,
+            |_| {
+                let ctx = minijinja::context! { n => 1000 };
+                Ok((engine.render(&heavy, &ctx)?, ()))
+            },
+            |_| true,
+        );
+        assert!(
+            matches!(&result, Err(RenderError::Template(e)) if e.is_out_of_fuel()),
+            "{result:?}"
+        );
     }
 
     #[test]
