@@ -11,9 +11,9 @@
 //! mapping file can neither clobber the marker that dedup depends on nor send a description Jira
 //! Cloud would reject for not being ADF. The loader may reject them outright.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use minijinja::value::{Enumerator, Object, Serde, Value as Ctx};
+use minijinja::value::Value as Ctx;
 use serde_json::{Map, Value, json};
 
 use crate::finding::{Finding, Severity};
@@ -24,7 +24,13 @@ use crate::mapping::template::{Template, TemplateEngine, TemplateError, cut_to_l
 use crate::marker::{BRIDGE_LABEL, Marker};
 pub use crate::ticket::jira::format::{JIRA_TEXT_LIMIT, JiraFlavor, jira_rich_text};
 
+mod context;
+mod group;
 mod sla;
+
+pub use context::template_context;
+use context::{FindingView, context_from, context_with};
+pub use group::{GroupRoute, RenderedGroup, group_key, render_group};
 
 /// Jira `summary`: at most 255 characters, one line.
 pub const JIRA_SUMMARY_LIMIT: usize = 255;
@@ -84,6 +90,9 @@ pub struct RenderedTicket {
     /// The rule has an `sla`: a severity change sets the due date field, or clears it for a
     /// severity without an entry.
     pub sla_rule: bool,
+    /// The group this ticket is for, when the rule has `group_by`: `payload` is then the group
+    /// ticket's create body (summary, description and marker of the group).
+    pub group: Option<GroupRoute>,
 }
 
 impl RenderedTicket {
@@ -133,6 +142,13 @@ pub enum RenderError {
     EmptyField { rule: String, field: &'static str },
     #[error("rule {rule}: fields.{field} holds a number JSON cannot represent (NaN or infinity)")]
     NonFiniteNumber { rule: String, field: String },
+    #[error(
+        "rule {rule}: group_by rendered empty for this finding; every group needs a key (give the \
+         template a fallback, e.g. `| default(\"none\")`, or narrow the rule's criteria)"
+    )]
+    EmptyGroupKey { rule: String },
+    #[error("rule {rule} has no group_by: it opens one ticket per finding, not group tickets")]
+    NotGrouped { rule: String },
 }
 
 /// `team/rule (file:line)`: enough for the mapping owner to find the rule.
@@ -144,203 +160,6 @@ fn rule_label(rule: &Rule) -> String {
         rule.file.display(),
         rule.line
     )
-}
-
-/// The template context for one (finding, rule): `finding` (its serde names, `severity` replaced
-/// by `severity`), `raw`, `team`, `rule`, and `context`: `context.application.{name, owner,
-/// criticality}` when the finding belongs to an application of the inventory, and no
-/// `application` key at all otherwise, so `{% if context.application is defined %}` works under
-/// strict undefined.
-///
-/// Copies the finding once; [`render_route_shared`] renders from a shared finding without that
-/// copy.
-pub fn template_context(
-    finding: &Finding,
-    rule: &Rule,
-    severity: Severity,
-    application: Option<&Application>,
-) -> Ctx {
-    let view = FindingView::new(Arc::new(finding.clone()), severity);
-    context_from(&view, rule, application)
-}
-
-/// `finding` as templates see it: a lazy object over the shared finding that converts a field
-/// only when a template reads it. Templates read a handful of fields, so this replaces turning
-/// the whole finding (and its raw JSON) into a minijinja value tree for every route. Keys, values
-/// and their order are those of the finding's serde form, so templates cannot tell the
-/// difference: unknown keys are undefined (an error under strict undefined), `is defined`,
-/// iteration, `length` and printing behave as on the serialized map.
-#[derive(Debug)]
-struct FindingView {
-    finding: Arc<Finding>,
-    /// The severity the templates see: the rule's override when it has one.
-    severity: Severity,
-    /// `raw` converted on first use and shared by `finding.raw` and `raw`.
-    raw: OnceLock<Ctx>,
-}
-
-/// The serde names of [`Finding`] (`write_back` is skipped there), sorted as a serialized map
-/// iterates them.
-const FINDING_KEYS: [&str; 26] = [
-    "account_id",
-    "company_name",
-    "compliance",
-    "console_url",
-    "created_at",
-    "description",
-    "first_observed_at",
-    "generator_id",
-    "id",
-    "last_observed_at",
-    "product_arn",
-    "product_fields",
-    "product_name",
-    "raw",
-    "record_state",
-    "region",
-    "remediation",
-    "resources",
-    "schema",
-    "severity",
-    "severity_score",
-    "title",
-    "types",
-    "updated_at",
-    "user_defined_fields",
-    "workflow_status",
-];
-
-impl FindingView {
-    fn new(finding: Arc<Finding>, severity: Severity) -> Arc<FindingView> {
-        Arc::new(FindingView {
-            finding,
-            severity,
-            raw: OnceLock::new(),
-        })
-    }
-
-    fn raw(&self) -> Ctx {
-        self.raw
-            .get_or_init(|| Ctx::from(Serde(&self.finding.raw)))
-            .clone()
-    }
-
-    /// The same finding seen with another severity (the override); `raw` stays shared.
-    fn with_severity(self: &Arc<Self>, severity: Severity) -> Arc<FindingView> {
-        if severity == self.severity {
-            return Arc::clone(self);
-        }
-        let raw = OnceLock::new();
-        if let Some(converted) = self.raw.get() {
-            let _ = raw.set(converted.clone());
-        }
-        Arc::new(FindingView {
-            finding: Arc::clone(&self.finding),
-            severity,
-            raw,
-        })
-    }
-}
-
-fn opt_str(value: Option<&String>) -> Ctx {
-    value.map_or(Ctx::from(()), |s| Ctx::from(s.as_str()))
-}
-
-impl Object for FindingView {
-    fn get_value(self: &Arc<Self>, key: &Ctx) -> Option<Ctx> {
-        self.get_value_by_str(key.as_str()?)
-    }
-
-    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Ctx> {
-        let f = &*self.finding;
-        Some(match key {
-            "id" => Ctx::from(f.id.as_str()),
-            "schema" => Ctx::from(f.schema.as_str()),
-            "product_arn" => Ctx::from(f.product_arn.as_str()),
-            "product_name" => Ctx::from(f.product_name.as_str()),
-            "company_name" => Ctx::from(f.company_name.as_str()),
-            "generator_id" => Ctx::from(f.generator_id.as_str()),
-            "account_id" => Ctx::from(f.account_id.as_str()),
-            "region" => Ctx::from(f.region.as_str()),
-            "title" => Ctx::from(f.title.as_str()),
-            "description" => Ctx::from(f.description.as_str()),
-            "severity" => Ctx::from(self.severity.as_str()),
-            "severity_score" => Ctx::from(f.severity_score),
-            "types" => Ctx::from(Serde(&f.types)),
-            "resources" => Ctx::from(Serde(&f.resources)),
-            "compliance" => Ctx::from(Serde(&f.compliance)),
-            "workflow_status" => Ctx::from(f.workflow_status.as_str()),
-            "record_state" => Ctx::from(f.record_state.as_str()),
-            "created_at" => opt_str(f.created_at.as_ref()),
-            "updated_at" => opt_str(f.updated_at.as_ref()),
-            "first_observed_at" => opt_str(f.first_observed_at.as_ref()),
-            "last_observed_at" => opt_str(f.last_observed_at.as_ref()),
-            "remediation" => Ctx::from(Serde(&f.remediation)),
-            "user_defined_fields" => Ctx::from(Serde(&f.user_defined_fields)),
-            "product_fields" => Ctx::from(Serde(&f.product_fields)),
-            "console_url" => Ctx::from(f.console_url.as_str()),
-            "raw" => self.raw(),
-            _ => return None,
-        })
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&FINDING_KEYS)
-    }
-}
-
-/// The whole context of one route, looked up by name: the five top-level variables.
-#[derive(Debug)]
-struct RouteContext {
-    finding: Arc<FindingView>,
-    team: Arc<str>,
-    rule: Arc<str>,
-    context: Ctx,
-}
-
-const CONTEXT_KEYS: [&str; 5] = ["context", "finding", "raw", "rule", "team"];
-
-impl Object for RouteContext {
-    fn get_value(self: &Arc<Self>, key: &Ctx) -> Option<Ctx> {
-        self.get_value_by_str(key.as_str()?)
-    }
-
-    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Ctx> {
-        Some(match key {
-            "finding" => Ctx::from_dyn_object(Arc::clone(&self.finding)),
-            "raw" => self.finding.raw(),
-            "team" => Ctx::from(Arc::clone(&self.team)),
-            "rule" => Ctx::from(Arc::clone(&self.rule)),
-            "context" => self.context.clone(),
-            _ => return None,
-        })
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&CONTEXT_KEYS)
-    }
-}
-
-/// Builds the context of one route over a finding view, so the override template and the ticket
-/// templates share one view (and one conversion of `raw`, if a template reads it).
-fn context_from(view: &Arc<FindingView>, rule: &Rule, application: Option<&Application>) -> Ctx {
-    let context = match application {
-        Some(app) => Ctx::from_pairs([(
-            "application",
-            Ctx::from_pairs([
-                ("name", Ctx::from(app.name.as_str())),
-                ("owner", Ctx::from(app.owner.as_str())),
-                ("criticality", Ctx::from(app.criticality.as_str())),
-            ]),
-        )]),
-        None => Ctx::from_pairs(Vec::<(&str, Ctx)>::new()),
-    };
-    Ctx::from_object(RouteContext {
-        finding: Arc::clone(view),
-        team: Arc::clone(&rule.team),
-        rule: Arc::clone(&rule.name),
-        context,
-    })
 }
 
 /// The write-back note's reason for an overridden severity: the rule (so the mapping owner can
@@ -398,22 +217,18 @@ pub fn render_route_shared(
     opts: &RenderOptions,
 ) -> Result<RenderedTicket, RenderError> {
     let view = FindingView::new(Arc::clone(finding), finding.severity);
-    let severity = match &rule.severity_override {
-        None => finding.severity,
-        Some(template) => {
-            let ctx = context_from(&view, rule, application);
-            let value = engine.render(template, &ctx)?;
-            Severity::from_label(value.trim()).ok_or_else(|| {
-                RenderError::InvalidSeverityOverride {
-                    rule: rule_label(rule),
-                    value,
-                }
-            })?
-        }
-    };
+    let severity = effective_severity(engine, rule, &view, application)?;
     let ctx = context_from(&view.with_severity(severity), rule, application);
     let marker = Marker::new(&rule.team, &finding.id);
-    let r = Renderer { engine, rule, ctx };
+    if rule.group.is_some() {
+        return group::render_single(engine, rule, finding, severity, &ctx, application, opts);
+    }
+    let r = Renderer {
+        engine,
+        rule,
+        ctx,
+        group: None,
+    };
     let (mut payload, table) = match &rule.ticket {
         TicketSpec::Jira(spec) => (r.jira(spec, &marker, opts.jira)?, None),
         TicketSpec::ServiceNow(spec) => (r.servicenow(spec, &marker)?, Some(spec.table.clone())),
@@ -428,6 +243,26 @@ pub fn render_route_shared(
         table,
         sla,
         sla_rule: !rule.sla.0.is_empty(),
+        group: None,
+    })
+}
+
+/// The severity the rule's templates see for the finding behind `view`: the rule's
+/// `severity_override` when it has one, else the finding's own.
+fn effective_severity(
+    engine: &TemplateEngine,
+    rule: &Rule,
+    view: &Arc<FindingView>,
+    application: Option<&Application>,
+) -> Result<Severity, RenderError> {
+    let Some(template) = &rule.severity_override else {
+        return Ok(view.severity);
+    };
+    let ctx = context_from(view, rule, application);
+    let value = engine.render(template, &ctx)?;
+    Severity::from_label(value.trim()).ok_or_else(|| RenderError::InvalidSeverityOverride {
+        rule: rule_label(rule),
+        value,
     })
 }
 
@@ -435,6 +270,9 @@ struct Renderer<'a> {
     engine: &'a TemplateEngine,
     rule: &'a Rule,
     ctx: Ctx,
+    /// A group ticket's summary and description, rendered from the group templates, in place of
+    /// the rule's own.
+    group: Option<&'a group::GroupTexts>,
 }
 
 impl Renderer<'_> {
@@ -474,14 +312,14 @@ impl Renderer<'_> {
             self.extra_fields(&spec.fields, &JIRA_RESERVED_FIELDS, Some(JIRA_TEXT_LIMIT))?;
         let project = self.required(&spec.project, "project")?;
         let issue_type = self.required(&spec.issue_type, "issue_type")?;
-        let summary = one_line(&self.required(&spec.summary, "summary")?);
+        let summary = one_line(&self.summary(&spec.summary, "summary")?);
         fields.insert("project".into(), json!({"key": project.trim()}));
         fields.insert("issuetype".into(), json!({"name": issue_type.trim()}));
         fields.insert(
             "summary".into(),
             Value::from(cut_to_limit(&summary, JIRA_SUMMARY_LIMIT).into_owned()),
         );
-        if let Some(description) = self.optional(spec.description.as_ref())? {
+        if let Some(description) = self.description(spec.description.as_ref())? {
             fields.insert("description".into(), jira_rich_text(flavor, &description));
         }
         if let Some(priority) = self.optional(spec.priority.as_ref())? {
@@ -497,12 +335,12 @@ impl Renderer<'_> {
 
     fn servicenow(&self, spec: &ServiceNowSpec, marker: &Marker) -> Result<Value, RenderError> {
         let mut body = self.extra_fields(&spec.fields, &SERVICENOW_RESERVED_FIELDS, None)?;
-        let short = one_line(&self.required(&spec.short_description, "short_description")?);
+        let short = one_line(&self.summary(&spec.short_description, "short_description")?);
         body.insert(
             "short_description".into(),
             Value::from(cut_to_limit(&short, SERVICENOW_SHORT_DESCRIPTION_LIMIT).into_owned()),
         );
-        if let Some(description) = self.optional(spec.description.as_ref())? {
+        if let Some(description) = self.description(spec.description.as_ref())? {
             body.insert(
                 "description".into(),
                 Value::from(cut_to_limit(&description, SERVICENOW_DESCRIPTION_LIMIT).into_owned()),

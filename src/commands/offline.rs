@@ -15,7 +15,7 @@ use crate::finding::stream::{Chunk, Splitter};
 use crate::mapping::spec::Rule;
 use crate::mapping::{self, Mappings};
 use crate::marker::Marker;
-use crate::render::{RenderError, RenderOptions, RenderedTicket, render_route_shared};
+use crate::render::{GroupRoute, RenderError, RenderOptions, RenderedTicket, render_route_shared};
 use chrono::{DateTime, Utc};
 
 /// What `check` found: `Ok` with a one-line summary, or every problem as `file:line: message`.
@@ -57,7 +57,8 @@ pub fn load_mappings(dir: &Path, now: Option<DateTime<Utc>>) -> Result<Mappings,
 }
 
 /// Decodes `input`, routes every finding and writes one JSON object per finding to `out`:
-/// `{"finding_id", "schema", "routes": [{"team", "rule", "target", "marker", "payload"}]}`.
+/// `{"finding_id", "schema", "routes": [{"team", "rule", "target", "marker", "payload"}]}`, a
+/// route of a grouped rule also `"group": {"key", "marker"}`.
 /// [`render_stream`] over a byte slice, on this thread.
 pub fn render(
     mappings: &Mappings,
@@ -176,6 +177,9 @@ struct Line<'a> {
 
 #[derive(serde::Serialize)]
 struct RouteLine<'a> {
+    /// Only for a rule with `group_by`: the group's key and marker (`payload` is its ticket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupRoute>,
     marker: Marker,
     payload: serde_json::Value,
     rule: &'a str,
@@ -229,6 +233,7 @@ fn process(
         for (rule, rendered) in rendered_routes(mappings, &f, opts) {
             match rendered {
                 Ok(rendered) => routes.push(RouteLine {
+                    group: rendered.group,
                     marker: rendered.marker,
                     payload: rendered.payload,
                     rule: &rule.name,

@@ -8,6 +8,8 @@
 //! ([`continuation_key`]), each with its own ticket.
 
 use crate::finding::{Finding, Schema, Severity, WriteBackId};
+use crate::mapping::spec::TargetKind;
+use crate::mapping::template::Template;
 use crate::marker::Marker;
 
 /// Findings one group ticket holds; later ones start a continuation group.
@@ -121,6 +123,50 @@ pub fn continuation_key(key: &str, n: usize) -> String {
         key.to_owned()
     } else {
         format!("{key} #{n}")
+    }
+}
+
+/// A rule's `group_by` and the templates of its group tickets, compiled (README, "Grouped
+/// tickets"). The ticket templates are the rule's `group_summary` / `group_description`, or the
+/// built-in [`DEFAULT_SUMMARY`] / [`default_description`] when the rule leaves them out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    /// Renders a finding's group key (then [`normalize_key`]).
+    pub by: Template,
+    /// Jira `summary` / ServiceNow `short_description` of the group ticket.
+    pub summary: Template,
+    /// Jira `description` (light Markdown) / ServiceNow `description` (plain text).
+    pub description: Template,
+}
+
+/// The group ticket's summary when the rule sets no `group_summary`.
+pub const DEFAULT_SUMMARY: &str = "[{{ group.max_severity }}] {{ group.key }}: {{ group.open_count }} of {{ group.count }} finding(s) open";
+
+/// The Jira group description when the rule sets no `group_description`: a checklist in the
+/// light Markdown the Jira converters understand (`[x]` / `[ ]` stay literal text in ADF and are
+/// escaped in wiki markup), then where to find the items the field had no room for.
+pub const DEFAULT_DESCRIPTION_MARKDOWN: &str = r#"{{ group.open_count }} of {{ group.count }} finding(s) open; highest open severity **{{ group.max_severity }}**. A finding is ticked off when Security Hub resolves it.
+
+{% for f in group.findings %}- {{ "[x]" if f.resolved else "[ ]" }} **{{ f.severity }}** {{ f.title }}{% if f.resource %} — {{ f.resource }}{% endif %}{% if f.console_url %} — [console]({{ f.console_url }}){% endif %}
+{% endfor %}{% if group.omitted %}
+…and {{ group.omitted }} more finding(s) not listed here: in Security Hub, filter findings by note text {{ group.marker }} (every finding of this group names it in its note).
+{% endif %}"#;
+
+/// The ServiceNow group description when the rule sets no `group_description`: the same
+/// checklist as plain text (ServiceNow shows `description` as it is).
+pub const DEFAULT_DESCRIPTION_PLAIN: &str = r#"{{ group.open_count }} of {{ group.count }} finding(s) open; highest open severity {{ group.max_severity }}. A finding is ticked off when Security Hub resolves it.
+
+{% for f in group.findings %}- {{ "[x]" if f.resolved else "[ ]" }} {{ f.severity }} {{ f.title }}{% if f.resource %} — {{ f.resource }}{% endif %}{% if f.console_url %}
+  {{ f.console_url }}{% endif %}
+{% endfor %}{% if group.omitted %}
+…and {{ group.omitted }} more finding(s) not listed here: in Security Hub, filter findings by note text {{ group.marker }} (every finding of this group names it in its note).
+{% endif %}"#;
+
+/// The built-in description of a group ticket of `kind`.
+pub fn default_description(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Jira => DEFAULT_DESCRIPTION_MARKDOWN,
+        TargetKind::ServiceNow => DEFAULT_DESCRIPTION_PLAIN,
     }
 }
 

@@ -176,6 +176,9 @@ pub struct Rule {
     pub sla: crate::mapping::sla::Sla,
     /// `escalate`: what happens once when an open ticket passes its due date.
     pub escalate: Option<crate::mapping::sla::Escalate>,
+    /// `group_by` (and the group ticket templates): findings of the team with the same group key
+    /// share one ticket. `None`: one ticket per finding, as without the key.
+    pub group: Option<crate::mapping::group::GroupSpec>,
 }
 
 /// A team's mapping file.

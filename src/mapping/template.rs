@@ -47,6 +47,15 @@ impl Template {
 pub struct TemplateError {
     pub location: String,
     pub message: String,
+    /// The render stopped at the fuel limit ([`FUEL`]), rather than failing on the data.
+    out_of_fuel: bool,
+}
+
+impl TemplateError {
+    /// Whether the template ran out of fuel: it might manage with less data (a shorter list).
+    pub fn is_out_of_fuel(&self) -> bool {
+        self.out_of_fuel
+    }
 }
 
 /// Clock used by `now()`. Injectable so `render` output and snapshot tests are reproducible.
@@ -162,6 +171,7 @@ fn template_error(location: &str, err: &Error) -> TemplateError {
     TemplateError {
         location: location.to_owned(),
         message,
+        out_of_fuel: err.kind() == ErrorKind::OutOfFuel,
     }
 }
 
@@ -337,6 +347,13 @@ mod tests {
             .unwrap();
         let err = e.render(&t, &Value::from(())).unwrap_err();
         assert!(err.message.contains("fuel"), "{err}");
+        assert!(err.is_out_of_fuel());
+        let undefined = e.compile("a.toml:2 (x)", "{{ nope }}").unwrap();
+        assert!(
+            !e.render(&undefined, &Value::from(()))
+                .unwrap_err()
+                .is_out_of_fuel()
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod decode;
 mod detective_contract;
 mod fuzz_regressions;
 mod grafana_dashboard;
+mod group;
 mod http_resilience;
 mod jira_contract;
 mod mapping;

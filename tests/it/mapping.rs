@@ -271,6 +271,7 @@ fn shipped_mappings_load_without_errors() {
             (20, "cspm-control-failures"),
             (25, "external-access"),
             (50, "payments-account"),
+            (60, "cspm-controls-by-control"),
             (1000, "unclaimed-high-and-critical"),
         ]
     );
@@ -386,8 +387,21 @@ fn shipped_templates_render_for_their_findings() {
     assert_eq!(sn["fields.subcategory"], "S3.8");
     assert_eq!(sn["fields.u_aws_account"], "111122223333");
 
-    // Every other shipped rule renders for a plain finding without undefined-variable errors.
+    // Every other shipped rule renders for a plain finding without undefined-variable errors; a
+    // grouped rule's templates read `group`, which only its group ticket's rendering provides.
     for r in &m.rules {
+        if r.group.is_some() {
+            let f = finding();
+            let rendered = findings_bridge::render::render_route(
+                &m.engine,
+                r,
+                &f,
+                m.application_for(&f),
+                &Default::default(),
+            );
+            assert!(rendered.is_ok(), "{}/{}: {rendered:?}", r.team, r.name);
+            continue;
+        }
         let out = render_all(&m, r, &finding());
         assert!(!out.is_empty(), "{}/{}", r.team, r.name);
     }

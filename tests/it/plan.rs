@@ -615,3 +615,34 @@ fn the_json_report_has_its_documented_shape() {
         ["fields", "finding_id", "marker"]
     );
 }
+
+#[test]
+fn another_group_key_is_another_ticket() {
+    let grouped = |by: &str| {
+        format!(
+            "order = 20\ngroup_by = \"{by}\"\ngroup_summary = \"Controls\"\ngroup_description = \"{{{{ group.count }}}}\""
+        )
+    };
+    let sandbox = Sandbox::new();
+    let by_control = grouped("{{ finding.compliance.control_id }}");
+    let by_account = grouped("{{ finding.account_id }}");
+    let old = sandbox.set("old", &[("beta.toml", "order = 20", Some(&by_control))]);
+    let new = sandbox.set("new", &[("beta.toml", "order = 20", Some(&by_account))]);
+    let input = sandbox.write("findings.ndjson", &ndjson());
+    let out = plan(Some(&old), &new, path(&input), true, None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    let beta = rule(&report, "beta", "controls");
+    assert_eq!(beta["changed"]["count"], 2, "{beta}");
+    let fields: Vec<&str> = beta["changed"]["examples"][0]["fields"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|c| c["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["(group)", "correlation_id"], "{beta}");
+
+    // The same key from another template is no change.
+    let same_key = grouped("{{ finding.compliance.control_id | trim }}");
+    let again = sandbox.set("again", &[("beta.toml", "order = 20", Some(&same_key))]);
+    let out = plan(Some(&old), &again, path(&input), true, None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

@@ -124,6 +124,7 @@ fn rule(ticket: TicketSpec) -> Rule {
         enrich_detective: false,
         sla: Default::default(),
         escalate: None,
+        group: None,
     }
 }
 

@@ -20,6 +20,8 @@ const LEAD: usize = 20;
 const CONNECTION: &str = "(connection)";
 const TABLE: &str = "(table)";
 const ERROR: &str = "(error)";
+/// The group key of a grouped rule's ticket: another key is another ticket.
+const GROUP: &str = "(group)";
 
 /// One field whose value differs; `None` where the field is absent on that side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +39,7 @@ pub(crate) struct Routed<'m> {
 }
 
 /// The fields of a ticket as the diff names them: the connection (and ServiceNow table) it goes
-/// to, every field of the create body (Jira's `fields` object, other top-level keys under their
+/// to, the group key of a grouped rule, every field of the create body (Jira's `fields` object, other top-level keys under their
 /// own name; ServiceNow's top level), or the render error.
 fn fields<'a>(routed: &'a Routed<'_>) -> BTreeMap<&'a str, Cow<'a, Value>> {
     let mut out = BTreeMap::new();
@@ -54,6 +56,9 @@ fn fields<'a>(routed: &'a Routed<'_>) -> BTreeMap<&'a str, Cow<'a, Value>> {
     };
     if let Some(table) = &ticket.table {
         out.insert(TABLE, Cow::Owned(Value::from(table.as_str())));
+    }
+    if let Some(group) = &ticket.group {
+        out.insert(GROUP, Cow::Owned(Value::from(group.key.as_str())));
     }
     if let Value::Object(body) = &ticket.payload {
         for (key, value) in body {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::templates::{FieldsRaw, Text};
 use super::{FileCtx, Loader};
+use crate::mapping::group::GroupSpec;
 use crate::mapping::spec::{FieldTemplate, JiraSpec};
 use crate::mapping::template::Template;
 
@@ -61,6 +62,20 @@ impl JiraPartial {
             labels,
             fields,
         }
+    }
+}
+
+impl JiraPartial {
+    /// A grouped rule's tickets take the group summary and description: they stand in where
+    /// neither the rule nor the defaults set one, so the rule needs none and what reads the spec
+    /// (preflight's field checks) sees the fields its tickets carry.
+    pub(super) fn group_texts(mut self, group: Option<&GroupSpec>) -> JiraPartial {
+        if let Some(group) = group {
+            self.summary.get_or_insert_with(|| group.summary.clone());
+            self.description
+                .get_or_insert_with(|| group.description.clone());
+        }
+        self
     }
 }
 

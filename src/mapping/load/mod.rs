@@ -5,10 +5,12 @@
 //! errors of the next, and every error keeps the byte span it came from (turned into a line here).
 //!
 //! This module walks the directory and each file's top level; `rules` compiles `[defaults]` and
-//! every `[[rules]]` entry, `jira` and `servicenow` their ticket targets, `templates` every
-//! template, and `file` turns byte offsets into the lines of `file:line` messages.
+//! every `[[rules]]` entry, `jira` and `servicenow` their ticket targets, `group` the grouped
+//! tickets' keys, `templates` every template, and `file` turns byte offsets into the lines of
+//! `file:line` messages.
 
 mod file;
+mod group;
 mod jira;
 mod rules;
 mod servicenow;
@@ -54,6 +56,7 @@ pub(super) fn load_dir(dir: &Path, clock: Clock) -> Result<Mappings, LoadErrors>
         teams: Vec::new(),
         rules: Vec::new(),
         team_files: HashMap::new(),
+        group_builtins: Default::default(),
     };
     if files.is_empty() {
         loader.errors.push(LoadError {
@@ -120,6 +123,8 @@ struct Loader {
     rules: Vec<Rule>,
     /// Team name → file that defined it, to name both files on a duplicate.
     team_files: HashMap<String, PathBuf>,
+    /// The built-in group ticket templates, once compiled.
+    group_builtins: group::BuiltIns,
 }
 
 impl Loader {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::group::{GroupDefaults, GroupRaw};
 use super::jira::{JiraPartial, JiraRaw};
 use super::servicenow::{ServiceNowPartial, ServiceNowRaw};
 use super::sla::{EscalateAt, EscalateRaw, SlaEntries, SlaRaw, merged_sla};
@@ -33,6 +34,9 @@ pub(super) struct DefaultsRaw {
     servicenow: Option<ServiceNowRaw>,
     sla: Option<SlaRaw>,
     escalate: Option<Spanned<EscalateRaw>>,
+    group_by: Option<Text>,
+    group_summary: Option<Text>,
+    group_description: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +57,9 @@ pub(super) struct RuleRaw {
     enrich: Option<EnrichRaw>,
     sla: Option<SlaRaw>,
     escalate: Option<Spanned<EscalateRaw>>,
+    group_by: Option<Text>,
+    group_summary: Option<Text>,
+    group_description: Option<Text>,
 }
 
 /// `enrich = { detective = true }`: optional enrichment after a ticket is created.
@@ -78,6 +85,7 @@ pub(super) struct Defaults {
     servicenow: Option<ServiceNowPartial>,
     sla: SlaEntries,
     escalate: Option<EscalateAt>,
+    group: GroupDefaults,
 }
 
 impl Loader {
@@ -107,6 +115,14 @@ impl Loader {
         let escalate = raw
             .escalate
             .and_then(|e| self.escalate(ctx, "defaults.escalate", e));
+        let group = self.group_defaults(
+            ctx,
+            GroupRaw {
+                by: raw.group_by,
+                summary: raw.group_summary,
+                description: raw.group_description,
+            },
+        );
         Defaults {
             target,
             terminal: raw.terminal,
@@ -120,6 +136,7 @@ impl Loader {
             servicenow,
             sla,
             escalate,
+            group,
         }
     }
 
@@ -155,6 +172,18 @@ impl Loader {
             }
         };
 
+        let kind = match (&raw.jira, &raw.servicenow) {
+            (Some(_), None) => Some(TargetKind::Jira),
+            (None, Some(_)) => Some(TargetKind::ServiceNow),
+            _ => None,
+        };
+        let group_raw = GroupRaw {
+            by: raw.group_by,
+            summary: raw.group_summary,
+            description: raw.group_description,
+        };
+        let group = self.group(ctx, &at, &what, &defaults.group, kind, group_raw);
+
         let ticket = match (raw.jira, raw.servicenow) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -182,7 +211,8 @@ impl Loader {
                 let line = ctx.line(jira.span().start);
                 let partial = self
                     .jira(ctx, &format!("{at}.jira"), jira.into_inner())
-                    .merged_over(defaults.jira.as_ref());
+                    .merged_over(defaults.jira.as_ref())
+                    .group_texts(group.as_ref());
                 self.finish_jira(ctx, &what, line, partial)
                     .map(TicketSpec::Jira)
             }
@@ -190,7 +220,8 @@ impl Loader {
                 let line = ctx.line(sn.span().start);
                 let partial = self
                     .servicenow(ctx, &format!("{at}.servicenow"), sn.into_inner())
-                    .merged_over(defaults.servicenow.as_ref());
+                    .merged_over(defaults.servicenow.as_ref())
+                    .group_texts(group.as_ref());
                 self.finish_servicenow(ctx, &what, line, partial)
                     .map(TicketSpec::ServiceNow)
             }
@@ -296,6 +327,7 @@ impl Loader {
                 .unwrap_or(false),
             sla,
             escalate: escalate.map(|e| e.escalate),
+            group,
         })
     }
 

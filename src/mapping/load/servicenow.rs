@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::templates::{FieldsRaw, Text};
 use super::{FileCtx, Loader};
+use crate::mapping::group::GroupSpec;
 use crate::mapping::spec::{FieldTemplate, ServiceNowSpec};
 use crate::mapping::template::Template;
 
@@ -63,6 +64,21 @@ impl ServiceNowPartial {
             assignment_group: self.assignment_group.or_else(|| d.assignment_group.clone()),
             fields,
         }
+    }
+}
+
+impl ServiceNowPartial {
+    /// A grouped rule's tickets take the group summary and description: they stand in where
+    /// neither the rule nor the defaults set one, so the rule needs none and what reads the spec
+    /// (preflight's field checks) sees the fields its tickets carry.
+    pub(super) fn group_texts(mut self, group: Option<&GroupSpec>) -> ServiceNowPartial {
+        if let Some(group) = group {
+            self.short_description
+                .get_or_insert_with(|| group.summary.clone());
+            self.description
+                .get_or_insert_with(|| group.description.clone());
+        }
+        self
     }
 }
 
