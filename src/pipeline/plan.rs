@@ -7,11 +7,12 @@ use std::sync::{Arc, RwLock};
 use crate::finding::Finding;
 use crate::mapping::Mappings;
 use crate::mapping::context::Application;
+use crate::mapping::group::GroupView;
 use crate::mapping::spec::Rule;
 use crate::pipeline::lifecycle::{
-    PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
+    GroupTicket, PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
 };
-use crate::render::{RenderOptions, RenderedTicket, render_route};
+use crate::render::{RenderOptions, RenderedTicket, render_group, render_route};
 
 /// The live mapping set. Readers take a cheap snapshot (`Arc` clone); a reload swaps it whole.
 #[derive(Debug, Clone)]
@@ -104,6 +105,7 @@ impl Planner for MappingPlanner {
                     severity_note: rendered.severity_note,
                     options: options_of(rule),
                     sla: rendered.sla,
+                    group: rendered.group.map(|g| g.key),
                 })
             })
             .collect()
@@ -145,6 +147,38 @@ impl Planner for MappingPlanner {
             fields: rendered.severity_fields(),
             sla: rendered.sla,
         }))
+    }
+
+    fn render_group(
+        &self,
+        team: &str,
+        rule: &str,
+        finding: &Finding,
+        view: &GroupView,
+    ) -> Result<GroupTicket, PlanError> {
+        let mappings = self.mappings.current();
+        let Some(rule) = mappings.rule(team, rule) else {
+            return Err(PlanError::new(format!(
+                "rule {team}/{rule} no longer exists"
+            )));
+        };
+        let application = mappings.application_for(finding);
+        let rendered = render_group(
+            &mappings.engine,
+            rule,
+            &Arc::new(finding.clone()),
+            application,
+            view,
+            &self.options,
+        )
+        .map_err(|e| PlanError::new(e.to_string()))?;
+        Ok(GroupTicket {
+            payload: rendered.ticket.payload,
+            table: rendered.ticket.table,
+            fields: rendered.fields,
+            severity: rendered.ticket.severity,
+            sla: rendered.ticket.sla,
+        })
     }
 }
 

@@ -176,19 +176,30 @@ impl StatusSync {
             .ok_or_else(|| SyncError::UnknownConnection(acceptance.connection.clone()))?;
         if suppressed {
             let label = system_label(&acceptance.connection);
-            let update = WorkflowUpdate::new(
-                record.write_back.clone(),
-                record.finding_id.clone(),
-                Some(WorkflowStatus::New),
-                None,
-                &expired_note(label, &ticket, &until),
-            );
-            let written = self.writer.write(vec![update]).await.inspect_err(|_| {
+            let note = expired_note(label, &ticket, &until);
+            // A group ticket's acceptance covered every item open then: all go back to NEW.
+            let updates: Vec<WorkflowUpdate> = write_targets(&record)
+                .into_iter()
+                .map(|(write_back, finding_id)| {
+                    WorkflowUpdate::new(
+                        write_back,
+                        finding_id,
+                        Some(WorkflowStatus::New),
+                        None,
+                        &note,
+                    )
+                })
+                .collect();
+            let count = updates.len() as u64;
+            let written = self.writer.write(updates).await.inspect_err(|_| {
                 telemetry::error(ErrorKind::Writeback);
-                telemetry::writeback(WritebackResult::Failed, 1);
+                telemetry::writeback(WritebackResult::Failed, count);
             })?;
             if let Some(refused) = written.unprocessed.first() {
-                telemetry::writeback(WritebackResult::Unprocessed, 1);
+                telemetry::writeback(
+                    WritebackResult::Unprocessed,
+                    written.unprocessed.len() as u64,
+                );
                 return Err(SyncError::Write(
                     crate::aws::securityhub::WriteError::Transient(format!(
                         "Security Hub did not apply NEW: {} {}",
@@ -196,7 +207,7 @@ impl StatusSync {
                     )),
                 ));
             }
-            telemetry::writeback(WritebackResult::Processed, 1);
+            telemetry::writeback(WritebackResult::Processed, written.processed as u64);
             telemetry::sync_status_written(WorkflowStatus::New);
             self.store
                 .set_sync_status(marker, None, Some(WorkflowStatus::New.as_str()))

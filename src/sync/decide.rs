@@ -40,20 +40,28 @@ impl StatusSync {
             Decision::Skip(reason) => return Ok((TicketSyncOutcome::Skipped { reason }, named)),
             Decision::Write(pending) => *pending,
         };
-        let outcome = match self.write(vec![pending]).await.pop() {
-            Some((_, WriteResult::Written(status))) => TicketSyncOutcome::Written { status },
-            Some((_, WriteResult::Unprocessed { code, message })) => {
-                TicketSyncOutcome::Unprocessed { code, message }
-            }
-            Some((_, WriteResult::Failed(message))) => {
-                return Err(SyncError::Write(
-                    crate::aws::securityhub::WriteError::Transient(message),
-                ));
-            }
-            None => TicketSyncOutcome::Skipped {
-                reason: SkipReason::Unchanged,
-            },
+        // A group ticket reaches each open item: written only when every item was; a refused
+        // or failed one makes the whole ticket retried (writing a status again is harmless).
+        let mut outcome = TicketSyncOutcome::Skipped {
+            reason: SkipReason::Unchanged,
         };
+        for (_, result) in self.write(per_finding(vec![pending])).await {
+            match result {
+                WriteResult::Written(status) => {
+                    if !matches!(outcome, TicketSyncOutcome::Unprocessed { .. }) {
+                        outcome = TicketSyncOutcome::Written { status };
+                    }
+                }
+                WriteResult::Unprocessed { code, message } => {
+                    outcome = TicketSyncOutcome::Unprocessed { code, message };
+                }
+                WriteResult::Failed(message) => {
+                    return Err(SyncError::Write(
+                        crate::aws::securityhub::WriteError::Transient(message),
+                    ));
+                }
+            }
+        }
         Ok((outcome, named))
     }
 

@@ -75,6 +75,7 @@ impl Candidate {
 }
 
 /// A write the decision asked for.
+#[derive(Clone)]
 struct Pending {
     candidate: Candidate,
     record: Record,
@@ -217,6 +218,38 @@ fn workflow_update(pending: &Pending) -> WorkflowUpdate {
         None,
         &note,
     )
+}
+
+/// The findings a ticket's status is written to: the record's own finding, or every open item
+/// of a group ticket (README, "Grouped tickets"); a resolved item keeps its state.
+fn write_targets(record: &Record) -> Vec<(crate::finding::WriteBackId, String)> {
+    match record.group_items() {
+        Some(items) => items
+            .iter()
+            .filter(|i| !i.resolved)
+            .map(|i| (i.write_back.clone(), i.id.clone()))
+            .collect(),
+        None => vec![(record.write_back.clone(), record.finding_id.clone())],
+    }
+}
+
+/// One pending write per finding it reaches: a group ticket's decision becomes one per open
+/// item, each with the item's finding id (so the batches' per-finding rules apply to them).
+fn per_finding(pendings: Vec<Pending>) -> Vec<Pending> {
+    let mut out = Vec::with_capacity(pendings.len());
+    for pending in pendings {
+        if pending.record.group_items().is_none() {
+            out.push(pending);
+            continue;
+        }
+        for (write_back, finding_id) in write_targets(&pending.record) {
+            let mut one = pending.clone();
+            one.record.write_back = write_back;
+            one.record.finding_id = finding_id;
+            out.push(one);
+        }
+    }
+    out
 }
 
 /// How notes name the ticket system of a connection.

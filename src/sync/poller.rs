@@ -152,7 +152,7 @@ impl StatusSync {
                 }
             }
         }
-        let pendings = self.one_per_finding(pendings, report, &mut handled);
+        let pendings = self.one_per_finding(per_finding(pendings), report, &mut handled);
         for (pending, result) in self.write(pendings).await {
             match result {
                 WriteResult::Written(_) => {

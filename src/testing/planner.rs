@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use super::lock;
 use crate::finding::{Finding, Severity};
+use crate::mapping::group::{GroupItem, GroupView};
 use crate::marker::Marker;
 use crate::pipeline::lifecycle::{
-    PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
+    GroupTicket, PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
 };
 
 /// One route of the fake planner: findings whose severity is in `severities` go to `team`.
@@ -20,6 +21,8 @@ pub struct Route {
     pub severities: Vec<Severity>,
     pub options: RuleOptions,
     pub severity_override: Option<Severity>,
+    /// Groups the route's findings by this key (a rule with `group_by`).
+    pub group_by: Option<fn(&Finding) -> String>,
 }
 
 impl Route {
@@ -31,6 +34,7 @@ impl Route {
             severities: severities.to_vec(),
             options: RuleOptions::default(),
             severity_override: None,
+            group_by: None,
         }
     }
 }
@@ -85,6 +89,29 @@ impl Planner for FakePlanner {
                 }
                 let marker = Marker::new(r.team, &finding.id);
                 let severity = r.severity_override.unwrap_or(finding.severity);
+                if let Some(group_by) = r.group_by {
+                    let key = group_by(finding);
+                    let view = GroupView::new(
+                        key.clone(),
+                        Marker::group(r.team, &key),
+                        vec![GroupItem::of(finding, severity)],
+                    );
+                    let group = group_ticket(&view);
+                    return Ok(PlannedTicket {
+                        team: Arc::from(r.team),
+                        rule: Arc::from(r.rule),
+                        target: r.target.to_owned(),
+                        payload: group.payload,
+                        marker,
+                        table: None,
+                        severity,
+                        severity_note: None,
+                        severity_fields: group.fields,
+                        options: r.options,
+                        sla: None,
+                        group: Some(key),
+                    });
+                }
                 Ok(PlannedTicket {
                     team: Arc::from(r.team),
                     rule: Arc::from(r.rule),
@@ -100,6 +127,7 @@ impl Planner for FakePlanner {
                     severity_fields: priority(severity),
                     options: r.options,
                     sla: None,
+                    group: None,
                 })
             })
             .collect()
@@ -123,5 +151,54 @@ impl Planner for FakePlanner {
         _finding: &Finding,
     ) -> Result<Option<SeverityRefresh>, PlanError> {
         Ok(None)
+    }
+
+    fn render_group(
+        &self,
+        team: &str,
+        rule: &str,
+        _finding: &Finding,
+        view: &GroupView,
+    ) -> Result<GroupTicket, PlanError> {
+        let grouping = lock(&self.routes)
+            .iter()
+            .any(|r| r.team == team && r.rule == rule && r.group_by.is_some());
+        if !grouping {
+            return Err(PlanError::new(format!("{team}/{rule} does not group")));
+        }
+        Ok(group_ticket(view))
+    }
+}
+
+/// The fake's group ticket: the key and open count as summary, one line per item (`[x]` when
+/// resolved) as description, priority by the highest open severity.
+pub fn group_ticket(view: &GroupView) -> GroupTicket {
+    let summary = format!("{}: {} open", view.key, view.open_count());
+    let description = view
+        .items
+        .iter()
+        .map(|i| {
+            format!(
+                "[{}] {} {}",
+                if i.resolved { "x" } else { " " },
+                i.severity,
+                i.id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let severity = view.max_severity();
+    let mut fields = priority(severity);
+    fields.insert("summary".into(), summary.clone().into());
+    fields.insert("description".into(), description.clone().into());
+    GroupTicket {
+        payload: serde_json::json!({
+            "fields": { "summary": summary, "description": description },
+            "labels": [view.marker.as_str(), crate::marker::BRIDGE_LABEL],
+        }),
+        table: None,
+        fields,
+        severity,
+        sla: None,
     }
 }

@@ -113,6 +113,11 @@ impl MemoryStore {
             .is_some_and(|(_, until)| *until > Instant::now())
     }
 
+    /// Drops the record of `marker`, as a crash before it was written would have left things.
+    pub fn forget(&self, marker: &Marker) {
+        lock(&self.entries).remove(marker);
+    }
+
     pub fn records(&self) -> Vec<Record> {
         lock(&self.entries)
             .values()

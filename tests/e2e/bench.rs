@@ -890,6 +890,12 @@ impl FindingBuilder {
         self
     }
 
+    /// The finding resolved: `RecordState` ARCHIVED.
+    pub fn archived(mut self) -> FindingBuilder {
+        self.json["RecordState"] = Value::String("ARCHIVED".to_owned());
+        self
+    }
+
     pub fn body(&self) -> String {
         self.json.to_string()
     }

@@ -18,5 +18,6 @@ mod reconcile;
 mod worker;
 
 mod acceptance;
+mod groups;
 mod poller;
 mod sla;

@@ -23,6 +23,7 @@ mod detective_contract;
 mod fuzz_regressions;
 mod grafana_dashboard;
 mod group;
+mod group_sync;
 mod http_resilience;
 mod jira_contract;
 mod mapping;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use findings_bridge::finding::{Schema, WriteBackId};
+use findings_bridge::mapping::group::GroupItem;
 use findings_bridge::mapping::sla::{RenderedEscalation, SlaState};
 use findings_bridge::marker::Marker;
 use findings_bridge::retry::Retryable;
 use findings_bridge::store::dynamodb::DynamoStore;
 use findings_bridge::store::sqlite::SqliteStore;
-use findings_bridge::mapping::group::GroupItem;
 use findings_bridge::store::{Claim, Grouping, Intent, Record, Store, StoreError, SyncFields};
 use findings_bridge::ticket::TicketRef;
 
@@ -85,11 +85,13 @@ fn group_record(key: &str) -> Record {
                 resource: "arn:aws:s3:::bucket-1".to_owned(),
                 severity: "HIGH".to_owned(),
                 resolved: false,
-                console_url: "https://console.aws.amazon.com/securityhub/home#/findings?x=1".to_owned(),
+                console_url: "https://console.aws.amazon.com/securityhub/home#/findings?x=1"
+                    .to_owned(),
                 schema: Schema::Asff,
                 write_back: WriteBackId::Asff {
                     id: "arn:aws:securityhub:us-east-1:111122223333:finding/1".to_owned(),
-                    product_arn: "arn:aws:securityhub:us-east-1::product/aws/securityhub".to_owned(),
+                    product_arn: "arn:aws:securityhub:us-east-1::product/aws/securityhub"
+                        .to_owned(),
                 },
             },
             GroupItem {

@@ -107,8 +107,12 @@ impl Lifecycle {
                 held.store_err()(e)
             })?;
         // What `reconcile` rebuilds the record from, should the store ever lose it.
-        let payload =
-            system.attach_provenance(&planned.payload, &provenance(held, finding, planned));
+        // A group ticket is no one finding's: it carries none (its record is rebuilt from its
+        // members' records).
+        let payload = match planned.group {
+            None => system.attach_provenance(&planned.payload, &provenance(held, finding, planned)),
+            Some(_) => planned.payload.clone(),
+        };
         match system.create(&payload, planned.table.as_deref()).await {
             Ok(ticket) => Ok((ticket, Action::Created)),
             Err(e) if e.is_outcome_unknown() => {

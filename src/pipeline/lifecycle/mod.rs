@@ -25,6 +25,7 @@ mod claims;
 mod create;
 mod error;
 mod freshness;
+mod group;
 mod outcome;
 mod pause;
 mod planner;
@@ -39,7 +40,9 @@ pub use freshness::fingerprint;
 use freshness::{is_stale, newer, parse_time, state_text};
 use outcome::count_action;
 pub use outcome::{Action, Outcome, TeamOutcome};
-pub use planner::{PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh};
+pub use planner::{
+    GroupTicket, PlanError, PlanFailure, PlannedTicket, Planner, RuleOptions, SeverityRefresh,
+};
 pub use vouch::{MarkerSearch, VOUCHED_SINCE};
 use writeback::{PendingWrite, notified};
 
@@ -90,6 +93,9 @@ pub struct Lifecycle {
     vouched_since: std::sync::OnceLock<i64>,
     /// Paused connections and rules: their work is not attempted.
     health: Arc<Health>,
+    /// One local queue per group being worked on, so the findings of one group in this process
+    /// take the group's claim in turn instead of finding it busy ([`group`]).
+    group_turns: Mutex<HashMap<Marker, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The store's name in [`Health`].
@@ -123,6 +129,7 @@ impl Lifecycle {
             marker_search: MarkerSearch::default(),
             vouched_since: std::sync::OnceLock::new(),
             health: Arc::new(Health::new()),
+            group_turns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -327,14 +334,37 @@ impl Lifecycle {
         planned: Option<&PlannedTicket>,
         writes: &mut Vec<PendingWrite>,
     ) -> Result<Option<TeamOutcome>, LifecycleError> {
+        if let Some(p) = planned {
+            self.check_paused(team, &p.target, &p.rule)?;
+        }
+        let result = self
+            .under_claim(team, marker, async |held, claimed| {
+                self.decide(held, finding, planned, claimed, writes).await
+            })
+            .await;
+        if let Err(e) = &result
+            && !matches!(e, LifecycleError::Busy { .. })
+        {
+            tracing::warn!(finding_id = %finding.id, team = %team, error = %e, transient = e.is_transient(), "ticket work failed");
+        }
+        result.map_err(|e| self.blame(e, planned))
+    }
+
+    /// Takes the claim on `marker` under a new owner, runs `work` with the lease renewed until it
+    /// ends, and releases the claim (best effort) when the work fails; the work itself hands a
+    /// successful claim back (`put` or `release`). [`LifecycleError::Busy`] when another unit of
+    /// work holds it.
+    async fn under_claim<T>(
+        &self,
+        team: &Arc<str>,
+        marker: &Marker,
+        work: impl AsyncFnOnce(&Held<'_>, Claimed) -> Result<T, LifecycleError>,
+    ) -> Result<T, LifecycleError> {
         let owner = format!(
             "{}:{}",
             self.owner_id,
             self.next_work.fetch_add(1, Ordering::Relaxed)
         );
-        if let Some(p) = planned {
-            self.check_paused(team, &p.target, &p.rule)?;
-        }
         // Registered before the claim call: an abort while it is in flight still gets released.
         self.hold(&owner, marker);
         let held = Held {
@@ -352,7 +382,7 @@ impl Lifecycle {
                 marker: marker.clone(),
             }),
             Ok(Claim::Acquired(claimed)) => {
-                let work = self.decide(&held, finding, planned, claimed, writes);
+                let work = work(&held, claimed);
                 let work = tokio::select! {
                     result = work => result,
                     () = self.keep_lease(marker, &held.owner) => unreachable!("keep_lease never returns"),
@@ -368,13 +398,12 @@ impl Lifecycle {
                     {
                         telemetry::claim_lost("write");
                     }
-                    tracing::warn!(finding_id = %finding.id, team = %team, error = %e, transient = e.is_transient(), "ticket work failed");
                 }
                 work
             }
         };
         self.unhold(&held.owner);
-        result.map_err(|e| self.blame(e, planned))
+        result
     }
 
     async fn decide(
@@ -387,8 +416,19 @@ impl Lifecycle {
     ) -> Result<Option<TeamOutcome>, LifecycleError> {
         let Claimed { record, intent } = claimed;
         match (record, planned) {
-            (Some(record), planned) if record.ticket.is_some() => self
-                .update(held, finding, planned, record, intent, writes)
+            (Some(record), planned) if record.ticket.is_some() => {
+                if let Some(crate::store::Grouping::Member { key, marker }) = record.group.clone() {
+                    return self
+                        .follow_member(held, finding, planned, record, &key, &marker, writes)
+                        .await
+                        .map(Some);
+                }
+                self.update(held, finding, planned, record, intent, writes)
+                    .await
+                    .map(Some)
+            }
+            (_, Some(planned)) if planned.group.is_some() => self
+                .join_group(held, finding, planned, intent, writes)
                 .await
                 .map(Some),
             (_, Some(planned)) => self
@@ -485,3 +525,6 @@ mod context_tests;
 
 #[cfg(test)]
 mod fault_tests;
+
+#[cfg(test)]
+mod group_tests;

@@ -7,7 +7,9 @@ pub(super) fn count_action(action: &Action, system: &str, team: &str, finding: &
     match action {
         Action::Created | Action::Replaced { .. } => telemetry::ticket_created(system, team),
         Action::Recovered => telemetry::dedup_hit(DedupKind::Recovered),
-        Action::SeverityChanged { .. } => telemetry::ticket_updated(system, team),
+        Action::SeverityChanged { .. } | Action::Joined | Action::ItemResolved => {
+            telemetry::ticket_updated(system, team)
+        }
         Action::Closed => telemetry::ticket_closed(system, team),
         Action::Reopened => telemetry::ticket_reopened(system, team),
         Action::Noop => {
@@ -58,6 +60,11 @@ pub enum Action {
     /// The team was enlisted on the finding but holds no ticket (its create was stale, refused
     /// or not recorded yet elsewhere): nothing to follow.
     Untracked,
+    /// The finding joined its group's existing ticket (listed as an item of it).
+    Joined,
+    /// The finding resolved and was ticked off on its group's ticket, which other open
+    /// findings keep open.
+    ItemResolved,
 }
 
 impl Action {
@@ -76,6 +83,8 @@ impl Action {
             Action::Stale => "stale",
             Action::SkippedResolved => "skipped_resolved",
             Action::Untracked => "untracked",
+            Action::Joined => "joined",
+            Action::ItemResolved => "item_resolved",
         }
     }
 }

@@ -75,6 +75,26 @@ pub struct PlannedTicket {
     pub options: RuleOptions,
     /// Due date and rendered escalation (`RenderedTicket::sla`), recorded with the ticket.
     pub sla: Option<SlaState>,
+    /// The rendered group key when the rule groups (`group_by`): the finding joins the ticket
+    /// of that group instead of getting its own, and `payload` is the group ticket as this
+    /// finding alone would start it.
+    pub group: Option<String>,
+}
+
+/// A group ticket as its items stand now ([`Planner::render_group`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupTicket {
+    /// The create request body (carrying the group marker).
+    pub payload: serde_json::Value,
+    /// ServiceNow table of the rule; `None` for Jira.
+    pub table: Option<String>,
+    /// What an update of the existing ticket sends to make it current: summary, description
+    /// and the severity fields for the group's severity.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The highest open severity of the items.
+    pub severity: Severity,
+    /// Due date for that severity.
+    pub sla: Option<SlaState>,
 }
 
 /// Severity as a rule that still matches would render it today.
@@ -108,4 +128,15 @@ pub trait Planner: Send + Sync {
         rule: &str,
         finding: &Finding,
     ) -> Result<Option<SeverityRefresh>, PlanError>;
+
+    /// Renders the group ticket of a grouping rule as `view` stands now, with `finding` (the one
+    /// being processed) as the template's finding. Fails when the rule no longer exists or no
+    /// longer groups; the ticket is then followed without re-rendering.
+    fn render_group(
+        &self,
+        team: &str,
+        rule: &str,
+        finding: &Finding,
+        view: &crate::mapping::group::GroupView,
+    ) -> Result<GroupTicket, PlanError>;
 }

@@ -10,6 +10,9 @@ pub(super) struct PendingWrite {
     pub(super) status: Option<WorkflowStatus>,
     pub(super) severity: Option<Severity>,
     pub(super) note: String,
+    /// The group whose ticket the note names: its record learns the status too, so status sync
+    /// does not write the same status to every item again.
+    pub(super) group: Option<Marker>,
 }
 
 /// The NOTIFIED write-back naming a ticket, with the severity a rule chose when it differs from
@@ -45,6 +48,7 @@ pub(super) fn notified(
         status: Some(WorkflowStatus::Notified),
         severity: overridden.then_some(severity),
         note,
+        group: None,
     }
 }
 
@@ -90,6 +94,14 @@ impl Lifecycle {
                         .await
                     {
                         tracing::warn!(marker = %w.marker, error = %e, "could not record the status written to Security Hub");
+                    }
+                    if let Some(group) = &w.group
+                        && let Err(e) = self
+                            .store
+                            .set_sync_status(group, None, Some(status.as_str()))
+                            .await
+                    {
+                        tracing::warn!(marker = %group, error = %e, "could not record the status written to Security Hub");
                     }
                 }
             }
