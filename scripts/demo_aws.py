@@ -16,6 +16,9 @@ EVENTBRIDGE = [
     "guardduty-eventbridge.json",
     "inspector-cve-eventbridge.json",
     "cspm-control-failed.json",
+    # One CSPM control failing in two member accounts: the platform team groups these per
+    # control, so both land on one ticket.
+    "cspm-control-failed-org.json",
     "ocsf-detection.json",
     "ocsf-compliance.json",
     "custom-action.json",
