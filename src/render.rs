@@ -31,6 +31,7 @@ mod sla;
 pub use context::template_context;
 use context::{FindingView, context_from, context_with};
 pub use group::{GroupRoute, RenderedGroup, group_key, render_group};
+pub use sla::is_due_field;
 
 /// Jira `summary`: at most 255 characters, one line.
 pub const JIRA_SUMMARY_LIMIT: usize = 255;

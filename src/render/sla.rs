@@ -19,6 +19,11 @@ fn due_key(kind: TargetKind) -> &'static str {
     }
 }
 
+/// Whether `field` is the due date field of either ticket system (`duedate`, `due_date`).
+pub fn is_due_field(field: &str) -> bool {
+    field == due_key(TargetKind::Jira) || field == due_key(TargetKind::ServiceNow)
+}
+
 /// Adds the due date field of a rule with an `sla` to a severity update: the rendered one, or
 /// the value that clears it (the new severity has no SLA entry).
 pub(super) fn due_field(

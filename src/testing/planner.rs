@@ -96,7 +96,7 @@ impl Planner for FakePlanner {
                         Marker::group(r.team, &key),
                         vec![GroupItem::of(finding, severity)],
                     );
-                    let group = group_ticket(&view);
+                    let group = group_ticket(&view, finding);
                     return Ok(PlannedTicket {
                         team: Arc::from(r.team),
                         rule: Arc::from(r.rule),
@@ -157,7 +157,7 @@ impl Planner for FakePlanner {
         &self,
         team: &str,
         rule: &str,
-        _finding: &Finding,
+        finding: &Finding,
         view: &GroupView,
     ) -> Result<GroupTicket, PlanError> {
         let grouping = lock(&self.routes)
@@ -166,13 +166,14 @@ impl Planner for FakePlanner {
         if !grouping {
             return Err(PlanError::new(format!("{team}/{rule} does not group")));
         }
-        Ok(group_ticket(view))
+        Ok(group_ticket(view, finding))
     }
 }
 
 /// The fake's group ticket: the key and open count as summary, one line per item (`[x]` when
-/// resolved) as description, priority by the highest open severity.
-pub fn group_ticket(view: &GroupView) -> GroupTicket {
+/// resolved) as description, priority by the highest open severity, and a due date taken from
+/// the processed finding (as a real SLA counts from that finding's first observation).
+pub fn group_ticket(view: &GroupView, finding: &Finding) -> GroupTicket {
     let summary = format!("{}: {} open", view.key, view.open_count());
     let description = view
         .items
@@ -191,6 +192,10 @@ pub fn group_ticket(view: &GroupView) -> GroupTicket {
     let mut fields = priority(severity);
     fields.insert("summary".into(), summary.clone().into());
     fields.insert("description".into(), description.clone().into());
+    fields.insert(
+        "duedate".into(),
+        finding.updated_at.clone().unwrap_or_default().into(),
+    );
     GroupTicket {
         payload: serde_json::json!({
             "fields": { "summary": summary, "description": description },

@@ -430,3 +430,24 @@ async fn a_full_group_continues_on_a_second_ticket() {
     );
     assert_eq!(h.jira.is_done(&first_ticket.key), Some(false));
 }
+
+#[tokio::test]
+async fn the_due_date_moves_with_the_groups_severity_not_with_each_member() {
+    let h = harness();
+    actions(&h, &finding("s3/1", H, "2026-11-28T10:00:00Z")).await;
+    h.jira.clear_calls();
+    actions(&h, &finding("s3/2", H, "2026-11-28T10:01:00Z")).await;
+    let updates = field_updates(&h);
+    assert_eq!(updates.len(), 1);
+    assert!(
+        !updates[0].contains_key("duedate"),
+        "same severity: the due date stays: {updates:?}"
+    );
+    actions(&h, &finding("s3/3", C, "2026-11-28T10:02:00Z")).await;
+    let updates = field_updates(&h);
+    assert_eq!(
+        updates.last().map(|u| u["duedate"].clone()),
+        Some(serde_json::json!("2026-11-28T10:02:00Z")),
+        "a higher severity brings the due date of its SLA"
+    );
+}

@@ -205,12 +205,19 @@ impl Lifecycle {
         }
 
         // Summary, description and priority as the items now say, sent only when they changed.
+        // The due date is rendered from the finding at hand, so it moves only with the group's
+        // severity; otherwise each member would move it to its own first observation.
         match &rendered {
             Ok(rendered) => {
+                let severity_moved = rendered.severity.as_str() != next.severity;
+                let mut fields = rendered.fields.clone();
+                if !severity_moved && !created {
+                    fields.retain(|name, _| !crate::render::is_due_field(name));
+                }
                 let print = fields_print(&rendered.fields);
                 if print != next.fingerprint {
                     let update = FieldUpdate {
-                        fields: rendered.fields.clone(),
+                        fields,
                         ..FieldUpdate::default()
                     };
                     system
@@ -219,7 +226,7 @@ impl Lifecycle {
                         .map_err(group.ticket_err())?;
                     next.fingerprint = print;
                 }
-                if rendered.severity.as_str() != next.severity {
+                if severity_moved {
                     actions.push(Action::SeverityChanged {
                         from: next.severity.clone(),
                         to: rendered.severity,
@@ -309,8 +316,11 @@ fn group_record(
     }
 }
 
-/// What the group ticket's rendered fields hash to: equal → nothing to send.
+/// What the group ticket's rendered fields hash to, the due date aside (it follows the group's
+/// severity, not each member): equal → nothing to send.
 fn fields_print(fields: &serde_json::Map<String, serde_json::Value>) -> String {
-    let text = serde_json::Value::Object(fields.clone()).to_string();
+    let mut fields = fields.clone();
+    fields.retain(|name, _| !crate::render::is_due_field(name));
+    let text = serde_json::Value::Object(fields).to_string();
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }
