@@ -451,3 +451,52 @@ async fn the_due_date_moves_with_the_groups_severity_not_with_each_member() {
         "a higher severity brings the due date of its SLA"
     );
 }
+
+#[tokio::test]
+async fn a_join_whose_ticket_update_failed_is_retried_whole_and_lists_the_finding_once() {
+    let h = harness();
+    actions(&h, &finding("s3/1", H, "2026-11-28T10:00:00Z")).await;
+    let second = finding("s3/2", H, "2026-11-28T10:01:00Z");
+    h.jira
+        .fail("update_fields", testing::transient("update_fields"));
+    let failed = h.lifecycle.process(&second).await;
+    assert!(
+        failed
+            .failures
+            .first()
+            .is_some_and(LifecycleError::is_transient),
+        "{:?}",
+        failed.failures
+    );
+    // Nothing half-done is kept: neither claim held, the finding not recorded.
+    assert!(!h.store.is_claimed(&Marker::group("platform", "s3")));
+    assert!(!h.store.is_claimed(&Marker::new("platform", "s3/2")));
+    assert!(h.store.record(&Marker::new("platform", "s3/2")).is_none());
+    testing::lock(&h.jira.failures).clear();
+    assert_eq!(actions(&h, &second).await, vec![Action::Joined]);
+    assert_eq!(h.jira.creates(), 1);
+    assert_eq!(
+        items(&group_record(&h, "s3")),
+        vec![("s3/1".to_owned(), false), ("s3/2".to_owned(), false)]
+    );
+}
+
+#[tokio::test]
+async fn a_tick_off_comment_whose_answer_was_lost_is_not_posted_twice() {
+    let h = harness();
+    actions(&h, &finding("s3/1", H, "2026-11-28T10:00:00Z")).await;
+    actions(&h, &finding("s3/2", H, "2026-11-28T10:01:00Z")).await;
+    let fixed = archived(finding("s3/1", H, "2026-11-28T11:00:00Z"));
+    // The comment is posted, its answer lost: the work fails and the message comes back.
+    *testing::lock(&h.jira.ambiguous) = 1;
+    let failed = h.lifecycle.process(&fixed).await;
+    assert!(!failed.failures.is_empty());
+    assert_eq!(actions(&h, &fixed).await, vec![Action::ItemResolved]);
+    let tick_offs = h
+        .jira
+        .comments()
+        .iter()
+        .filter(|c| c.contains("Resolved in Security Hub"))
+        .count();
+    assert_eq!(tick_offs, 1, "{:?}", h.jira.comments());
+}
