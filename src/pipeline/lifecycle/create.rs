@@ -204,25 +204,7 @@ impl Lifecycle {
             self.find_or_create(held, finding, planned, None, intent.as_ref(), search)
                 .await?
         };
-        let mut record = Record {
-            marker: held.marker.clone(),
-            finding_id: finding.id.clone(),
-            team: held.team.to_string(),
-            schema: finding.schema,
-            write_back: finding.write_back.clone(),
-            rule: planned.rule.to_string(),
-            ticket: Some(ticket.clone()),
-            updated_at: finding.updated_at.clone(),
-            fingerprint: fingerprint(planned.severity, finding),
-            severity: planned.severity.as_str().to_owned(),
-            finding_resolved: false,
-            closed_by_bridge: false,
-            status_to_hub: None,
-            status_from_ticket: None,
-            modified_at: chrono::Utc::now().timestamp(),
-            sla: planned.sla.clone(),
-            group: None,
-        };
+        let mut record = first_record(held, finding, planned, &ticket);
         if action == Action::Recovered {
             // What the recovered ticket reflects is unknown: follow it from scratch (a finished
             // ticket of an active finding recurs; a resolved finding closes it).
@@ -336,6 +318,35 @@ impl Lifecycle {
         followed.actions.insert(0, Action::Recovered);
         followed.actions.retain(|a| *a != Action::Noop);
         Ok(Some(followed))
+    }
+}
+
+/// The record of a (finding, team) whose ticket `planned` just made or found: what the finding
+/// and the route say, nothing synced yet.
+pub(super) fn first_record(
+    held: &Held<'_>,
+    finding: &Finding,
+    planned: &PlannedTicket,
+    ticket: &TicketRef,
+) -> Record {
+    Record {
+        marker: held.marker.clone(),
+        finding_id: finding.id.clone(),
+        team: held.team.to_string(),
+        schema: finding.schema,
+        write_back: finding.write_back.clone(),
+        rule: planned.rule.to_string(),
+        ticket: Some(ticket.clone()),
+        updated_at: finding.updated_at.clone(),
+        fingerprint: fingerprint(planned.severity, finding),
+        severity: planned.severity.as_str().to_owned(),
+        finding_resolved: false,
+        closed_by_bridge: false,
+        status_to_hub: None,
+        status_from_ticket: None,
+        modified_at: chrono::Utc::now().timestamp(),
+        sla: planned.sla.clone(),
+        group: None,
     }
 }
 

@@ -333,29 +333,14 @@ impl Lifecycle {
         ticket: &TicketRef,
         group_key: &str,
     ) -> Record {
-        Record {
-            marker: held.marker.clone(),
-            finding_id: finding.id.clone(),
-            team: held.team.to_string(),
-            schema: finding.schema,
-            write_back: finding.write_back.clone(),
-            rule: planned.rule.to_string(),
-            ticket: Some(ticket.clone()),
-            updated_at: finding.updated_at.clone(),
-            fingerprint: fingerprint(planned.severity, finding),
-            severity: planned.severity.as_str().to_owned(),
-            finding_resolved: false,
-            closed_by_bridge: false,
-            status_to_hub: None,
-            status_from_ticket: None,
-            modified_at: chrono::Utc::now().timestamp(),
-            // Due dates and escalation are the group ticket's (its record carries them).
-            sla: None,
-            group: Some(Grouping::Member {
-                key: group_key.to_owned(),
-                marker: Marker::group(held.team, group_key),
-            }),
-        }
+        let mut record = super::create::first_record(held, finding, planned, ticket);
+        // Due dates and escalation are the group ticket's (its record carries them).
+        record.sla = None;
+        record.group = Some(Grouping::Member {
+            key: group_key.to_owned(),
+            marker: Marker::group(held.team, group_key),
+        });
+        record
     }
 }
 
