@@ -294,3 +294,88 @@ impl StatusSync {
         Ok(cleared)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(changed_by: Option<String>, resolution: Option<String>) -> Candidate {
+        Candidate {
+            connection: "jira".to_owned(),
+            ticket: TicketRef {
+                system: "jira".to_owned(),
+                key: "SEC-12".to_owned(),
+                id: "10012".to_owned(),
+                table: None,
+                url: "https://acme.atlassian.net/browse/SEC-12".to_owned(),
+            },
+            marker: Marker::new("appsec", "finding-1"),
+            status: TicketStatus {
+                name: "Risk Accepted".to_owned(),
+                category: "done".to_owned(),
+                done: true,
+                resolution,
+                changed_by,
+            },
+            updated_at: None,
+        }
+    }
+
+    fn until() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2027, 3, 1, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn the_note_says_who_and_why_when_known_and_leaves_out_what_is_not() {
+        let both = candidate(Some("Jane Doe".into()), Some("Won't Fix".into()));
+        assert_eq!(
+            accepted_note("Jira", &both, until()),
+            "Risk accepted in Jira SEC-12 (Risk Accepted) by Jane Doe (resolution: Won't Fix) \
+             until 2027-03-01T00:00:00Z; set to SUPPRESSED by findings-bridge status sync, which \
+             sets it back to NEW then. https://acme.atlassian.net/browse/SEC-12"
+        );
+        let why = accepted_note("Jira", &candidate(None, Some("Won't Fix".into())), until());
+        assert!(
+            why.starts_with(
+                "Risk accepted in Jira SEC-12 (Risk Accepted) (resolution: Won't Fix) until "
+            ),
+            "{why}"
+        );
+        let who = accepted_note("Jira", &candidate(Some("Jane Doe".into()), None), until());
+        assert!(
+            who.starts_with("Risk accepted in Jira SEC-12 (Risk Accepted) by Jane Doe until "),
+            "{who}"
+        );
+        let neither = accepted_note("Jira", &candidate(None, None), until());
+        assert!(
+            neither.starts_with("Risk accepted in Jira SEC-12 (Risk Accepted) until "),
+            "{neither}"
+        );
+        assert!(!neither.contains("unknown"), "{neither}");
+    }
+
+    #[test]
+    fn long_facts_give_way_so_the_note_keeps_its_link_within_the_limit() {
+        let long = |c: &str| Some(c.repeat(600));
+        for (by, why) in [
+            (long("n"), long("r")),
+            (None, long("r")),
+            (long("n"), None),
+            (Some("Jane Doe".to_owned()), long("r")),
+        ] {
+            let note = accepted_note("Jira", &candidate(by.clone(), why.clone()), until());
+            assert!(note.chars().count() <= NOTE_LIMIT, "{note}");
+            assert!(
+                note.ends_with("https://acme.atlassian.net/browse/SEC-12"),
+                "{note}"
+            );
+            assert!(note.contains("until 2027-03-01T00:00:00Z;"), "{note}");
+            if by.as_deref() == Some("Jane Doe") {
+                assert!(
+                    note.contains(" by Jane Doe ("),
+                    "the resolution gives way first: {note}"
+                );
+            }
+        }
+    }
+}
