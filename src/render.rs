@@ -432,7 +432,7 @@ impl Renderer<'_> {
 
 /// Summaries and short descriptions are single-line fields: any whitespace or control run
 /// becomes one space.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for word in s
         .split(|c: char| c.is_whitespace() || c.is_control())

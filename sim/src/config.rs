@@ -274,6 +274,12 @@ pub struct SimConfig {
     /// The Jira user's time zone: what `/myself` reports as `timeZone`, and the zone JQL date
     /// literals (`updated >= "2026-03-04 09:30"`) are read in, as Jira reads them.
     pub jira_time_zone: chrono_tz::Tz,
+    /// The display name of the person `SharedState::transition_issue` acts as: the author of
+    /// the Jira changelog entries it makes.
+    pub human_name: String,
+    /// The ServiceNow user name of the person `SharedState::set_servicenow_state` acts as:
+    /// `sys_updated_by` (and `resolved_by`/`closed_by`) of the records it changes.
+    pub human_user: String,
 }
 
 impl Default for SimConfig {
@@ -292,6 +298,8 @@ impl Default for SimConfig {
             rate_limit_per_sec: None,
             setup: crate::setup::Setup::default(),
             jira_time_zone: chrono_tz::Tz::UTC,
+            human_name: "Jane Doe".to_owned(),
+            human_user: "jane.doe".to_owned(),
         }
     }
 }
@@ -314,6 +322,8 @@ impl fmt::Debug for SimConfig {
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("setup", &self.setup)
             .field("jira_time_zone", &self.jira_time_zone)
+            .field("human_name", &self.human_name)
+            .field("human_user", &self.human_user)
             .finish()
     }
 }

@@ -20,6 +20,8 @@ use crate::reply::Rejection;
 use crate::state::{JiraComment, JiraIssue, SharedState};
 
 const TEXT_LIMIT: usize = 32_767;
+/// The display name of the API user (`/myself`), the author of the changes clients make.
+pub(crate) const API_USER_NAME: &str = "findings-bridge (simulated)";
 const SUMMARY_LIMIT: usize = 255;
 pub(crate) const PRIORITIES: &[(&str, &str)] = &[
     ("1", "Highest"),
@@ -118,17 +120,30 @@ pub(crate) mod workflow {
         }
     }
 
-    pub fn move_to(issue: &mut JiraIssue, to: Status, by: &str) {
+    /// Moves `issue` to `to` as `by` (`api`, `human`) whose display name is `author`; a done
+    /// status sets the resolution (`resolution`, else the status's name), any other clears it.
+    pub fn move_to(
+        issue: &mut JiraIssue,
+        to: Status,
+        by: &str,
+        author: &str,
+        resolution: Option<&str>,
+    ) {
+        let now = Utc::now();
         if issue.status != to.name {
             issue.status_history.push(StatusChange {
                 from: issue.status.clone(),
                 to: to.name.to_owned(),
                 by: by.to_owned(),
+                author: author.to_owned(),
+                at: now,
             });
         }
         issue.status = to.name.to_owned();
         issue.status_category = to.category.to_owned();
-        issue.updated = Utc::now();
+        issue.resolution =
+            (to.category == "done").then(|| resolution.unwrap_or(to.name).to_owned());
+        issue.updated = now;
     }
 }
 
@@ -173,6 +188,7 @@ pub fn routes() -> Router<SharedState> {
             "/rest/api/{ver}/issue/{key}/properties/{property}",
             get(get_issue_property),
         )
+        .merge(crate::jira_changelog::routes())
 }
 
 pub(crate) fn error(status: StatusCode, messages: &[&str], errors: Map<String, Value>) -> Response {
@@ -187,7 +203,7 @@ fn field_errors(errors: Map<String, Value>) -> Response {
     error(StatusCode::BAD_REQUEST, &[], errors)
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         &["Issue does not exist or you do not have permission to see it."],
@@ -241,7 +257,7 @@ fn parse_json(body: &Bytes) -> Result<Value, Rejection> {
     })
 }
 
-fn timestamp(t: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
 }
 
@@ -538,6 +554,7 @@ async fn create_issue(
         updated: now,
         created_instant: Instant::now(),
         properties,
+        resolution: None,
     };
     jira.issues.push(issue);
     drop(guard);
@@ -574,7 +591,7 @@ async fn myself(
         "accountId": account_id,
         "accountType": "atlassian",
         "emailAddress": cfg.jira_email,
-        "displayName": "findings-bridge (simulated)",
+        "displayName": API_USER_NAME,
         "active": true,
         "timeZone": cfg.jira_time_zone.name(),
         "locale": "en_US",
@@ -744,10 +761,9 @@ fn issue_json(issue: &JiraIssue, ver: Ver, base: &str, filter: &FieldFilter) -> 
     );
     fields.insert(
         "resolution".into(),
-        if issue.status_category == "done" {
-            json!({"name": issue.status})
-        } else {
-            Value::Null
+        match &issue.resolution {
+            Some(name) => json!({"name": name}),
+            None => Value::Null,
         },
     );
     fields.insert("issuetype".into(), json!({"name": issue.issue_type}));
@@ -777,7 +793,7 @@ fn issue_json(issue: &JiraIssue, ver: Ver, base: &str, filter: &FieldFilter) -> 
     })
 }
 
-fn find_issue<'a>(issues: &'a mut [JiraIssue], key: &str) -> Option<&'a mut JiraIssue> {
+pub(crate) fn find_issue<'a>(issues: &'a mut [JiraIssue], key: &str) -> Option<&'a mut JiraIssue> {
     issues
         .iter_mut()
         .find(|i| i.key.eq_ignore_ascii_case(key) || i.id == key)
@@ -786,6 +802,8 @@ fn find_issue<'a>(issues: &'a mut [JiraIssue], key: &str) -> Option<&'a mut Jira
 #[derive(Deserialize)]
 struct GetIssueParams {
     fields: Option<String>,
+    /// `changelog` adds the issue's status changes (Data Center's way to read them).
+    expand: Option<String>,
 }
 
 async fn get_issue(
@@ -804,7 +822,11 @@ async fn get_issue(
         return not_found();
     };
     let filter = FieldFilter::from_csv(params.fields.as_deref(), FieldFilter::All);
-    axum::Json(issue_json(issue, ver, &base, &filter)).into_response()
+    let mut body = issue_json(issue, ver, &base, &filter);
+    if crate::jira_changelog::wants_changelog(params.expand.as_deref()) {
+        body["changelog"] = crate::jira_changelog::expanded(issue);
+    }
+    axum::Json(body).into_response()
 }
 
 fn new_comment(st_next: &mut u64, body: Value) -> JiraComment {
@@ -1061,7 +1083,10 @@ async fn do_transition(
             Map::new(),
         );
     };
-    workflow::move_to(issue, t.to, "api");
+    let resolution = body
+        .pointer("/fields/resolution/name")
+        .and_then(Value::as_str);
+    workflow::move_to(issue, t.to, "api", API_USER_NAME, resolution);
     for body in new_comments {
         let c = new_comment(&mut jira.next_comment_id, body);
         issue.comments.push(c);

@@ -12,7 +12,7 @@
 //!
 //! | Service | Paths |
 //! |---|---|
-//! | Jira Cloud / DC | `/rest/api/{3,2}/issue[/{key}[/transitions\|/comment\|/properties/{property}]]` (`GET …/comment` pages with `orderBy=-created`; issue properties are set with the create's `properties`), `POST\|GET /rest/api/3/search/jql`, `/rest/api/2/search` (`/rest/api/3/search` is 410 Gone), `GET /rest/api/{3,2}/myself`, `GET /rest/api/{3,2}/project/{key}` |
+//! | Jira Cloud / DC | `/rest/api/{3,2}/issue[/{key}[/transitions\|/comment\|/properties/{property}\|/changelog]]` (`GET …/comment` pages with `orderBy=-created`; issue properties are set with the create's `properties`; `GET …/changelog` pages status changes by `startAt`, and `GET …/issue/{key}?expand=changelog` carries them too), `POST\|GET /rest/api/3/search/jql`, `/rest/api/2/search` (`/rest/api/3/search` is 410 Gone), `GET /rest/api/{3,2}/myself`, `GET /rest/api/{3,2}/project/{key}` |
 //! | ServiceNow | `POST /oauth_token.do`, `/api/now/table/{table}[/{sys_id}]` (`sysparm_display_value=true` reads journal fields back as text) |
 //! | Security Hub | `PATCH /findings/batchupdate`, `PATCH /findingsv2/batchupdatev2` |
 //! | Operator | `GET /_sim/{tickets[?view=summary],writebacks,findings,stats,faults}`, `POST /_sim/faults`, `POST /_sim/jira/{key}/transition`, `POST /_sim/servicenow/{table}/{sys_id}/state`, `POST /_sim/findings/errors` |
@@ -50,6 +50,9 @@ mod servicenow;
 pub mod setup;
 pub mod snquery;
 pub mod state;
+
+// Risk acceptance note (issue 15): the Jira changelog.
+mod jira_changelog;
 
 pub use config::{AmbiguousMode, Faults, RefuseCredentials, SimConfig, System};
 pub use server::{SimHandle, Simulator};

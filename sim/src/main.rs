@@ -109,6 +109,12 @@ struct Args {
     /// The Jira user's IANA time zone (`/myself`'s `timeZone`), which JQL dates are read in.
     #[arg(long, env = "SIM_JIRA_TIME_ZONE", default_value = "UTC")]
     jira_time_zone: chrono_tz::Tz,
+    /// Display name of the person `/_sim/jira/{key}/transition` acts as (the changelog author).
+    #[arg(long, default_value = "Jane Doe")]
+    human_name: String,
+    /// ServiceNow user name of the person `/_sim/servicenow/…/state` acts as (`sys_updated_by`).
+    #[arg(long, default_value = "jane.doe")]
+    human_user: String,
 }
 
 impl Args {
@@ -148,6 +154,8 @@ impl Args {
             // changes it.
             setup: findings_bridge_sim::Setup::default(),
             jira_time_zone: self.jira_time_zone,
+            human_name: self.human_name,
+            human_user: self.human_user,
         })
     }
 }

@@ -56,6 +56,9 @@ pub struct JiraIssue {
     pub(crate) created_instant: Instant,
     /// Issue properties (entity properties) set with the create's `properties`, by key.
     pub properties: Map<String, Value>,
+    /// `fields.resolution.name`: set when the issue moves to a done status (the transition's
+    /// `fields.resolution`, else the status's own name), cleared when it moves out of one.
+    pub resolution: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -71,6 +74,12 @@ pub struct StatusChange {
     pub to: String,
     /// `api` when the bridge (or any client) transitioned, `human` for simulated users.
     pub by: String,
+    /// The display name the changelog shows as the change's author: the API user's for `api`
+    /// ([`crate::jira::API_USER_NAME`]), [`SimConfig::human_name`] (or the name a test gave)
+    /// for `human`.
+    pub author: String,
+    /// When it happened (the changelog entry's `created`).
+    pub at: DateTime<Utc>,
 }
 
 /// A row of any ServiceNow table; values are strings as the Table API returns them.
@@ -406,7 +415,21 @@ impl SharedState {
     }
 
     /// A human moving the ticket to `status_name` in Jira's UI, whatever the workflow would allow.
+    /// The changelog names [`SimConfig::human_name`] as the author.
     pub fn transition_issue(&self, key: &str, status_name: &str) -> Result<JiraIssue, SimError> {
+        let author = self.config.human_name.clone();
+        self.transition_issue_as(key, status_name, &author, None)
+    }
+
+    /// [`SharedState::transition_issue`] by the person whose display name is `author`, with
+    /// `resolution` as the resolution when the status is a done one (`None`: the status name).
+    pub fn transition_issue_as(
+        &self,
+        key: &str,
+        status_name: &str,
+        author: &str,
+        resolution: Option<&str>,
+    ) -> Result<JiraIssue, SimError> {
         let status = workflow::status_by_name(status_name)
             .ok_or_else(|| SimError::NoSuchStatus(status_name.to_owned()))?;
         let mut guard = self.lock();
@@ -416,7 +439,7 @@ impl SharedState {
             .iter_mut()
             .find(|i| i.key == key || i.id == key)
             .ok_or_else(|| SimError::NoSuchIssue(key.to_owned()))?;
-        workflow::move_to(issue, status, "human");
+        workflow::move_to(issue, status, "human", author, resolution);
         Ok(issue.clone())
     }
 
@@ -445,7 +468,7 @@ impl SharedState {
             return Err(SimError::InvalidState(state.to_owned()));
         }
         let mut guard = self.lock();
-        let user = self.config.servicenow_user.clone();
+        let user = self.config.human_user.clone();
         let record = guard
             .servicenow
             .records

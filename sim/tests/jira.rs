@@ -757,3 +757,84 @@ async fn issue_properties_set_on_create_are_read_back_and_deleted_issues_are_gon
         "deleted issues are not searched"
     );
 }
+
+#[tokio::test]
+async fn the_changelog_names_who_moved_the_issue_in_both_shapes_and_done_sets_a_resolution() {
+    let sim = start(SimConfig::default()).await;
+    let c = client();
+    let key = create_issue(&c, &sim, "Root MFA disabled", &["findings-bridge"]).await;
+    // The API user starts work (with a transition), a person accepts it with a resolution.
+    let start_work = transition_id(&c, &sim, &key, "indeterminate", "Start Progress").await;
+    let a = send(
+        jira3(&c, &sim, Method::POST, &format!("/issue/{key}/transitions"))
+            .json(&json!({"transition": {"id": start_work}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    sim.state
+        .transition_issue_as(&key, "Won't Do", "Ada O'Brien", Some("Won't Fix"))
+        .unwrap();
+
+    let a = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/changelog?startAt=1&maxResults=1"),
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        (&a.body["startAt"], &a.body["total"], &a.body["isLast"]),
+        (&json!(1), &json!(2), &json!(true))
+    );
+    let newest = &a.body["values"][0];
+    assert_eq!(newest["author"]["displayName"], "Ada O'Brien");
+    assert_eq!(newest["items"][0]["field"], "status");
+    assert_eq!(newest["items"][0]["fromString"], "In Progress");
+    assert_eq!(newest["items"][0]["toString"], "Won't Do");
+    let first = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}/changelog"),
+    ))
+    .await;
+    assert_eq!(first.body["isLast"], true);
+    assert_eq!(
+        first.body["values"][0]["author"]["displayName"],
+        "findings-bridge (simulated)"
+    );
+
+    let dc = send(jira2(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}?expand=changelog&fields=status,resolution"),
+    ))
+    .await;
+    assert_eq!(dc.status, StatusCode::OK);
+    let histories = dc.body["changelog"]["histories"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    assert_eq!(histories.len(), 2);
+    assert_eq!(histories[1]["author"]["displayName"], "Ada O'Brien");
+    assert_eq!(dc.body["fields"]["resolution"]["name"], "Won't Fix");
+
+    // Reopened: no resolution; done by the default human: the status's name.
+    sim.state.transition_issue(&key, "To Do").unwrap();
+    let open = send(jira3(
+        &c,
+        &sim,
+        Method::GET,
+        &format!("/issue/{key}?fields=resolution"),
+    ))
+    .await;
+    assert_eq!(open.body["fields"]["resolution"], Value::Null);
+    let done = sim.state.transition_issue(&key, "Done").unwrap();
+    assert_eq!(done.resolution.as_deref(), Some("Done"));
+    assert_eq!(
+        done.status_history.last().map(|c| c.author.as_str()),
+        Some("Jane Doe")
+    );
+}

@@ -5,9 +5,10 @@
 //! - **Accepting.** When the decision writes SUPPRESSED through such an entry, the expiry goes
 //!   into the store's schedule ([`Store::schedule_acceptance`]) *before* the write, so an
 //!   acceptance the store could not schedule is never applied. The write-back note names the
-//!   ticket it was accepted in, the ticket status (the reason), and the end (RFC 3339). The
-//!   ticket systems' status reads carry neither the last updater nor the resolution, so the note
-//!   says "accepted in <ticket>" rather than naming a person.
+//!   ticket it was accepted in and its status, who accepted (ServiceNow's status read says:
+//!   `sys_updated_by`; Jira's needs one more read, its changelog, made here only:
+//!   [`StatusSync::attribute`]), why (the resolution the status read carries) and the end
+//!   (RFC 3339), leaving out what the ticket system does not say.
 //! - **Following the ticket.** A later status that moves to another timed acceptance writes
 //!   again with the new date (the schedule entry is replaced); one that suppresses without `for`,
 //!   or any other status written back, removes the entry.
@@ -24,6 +25,8 @@
 use chrono::TimeZone;
 
 use super::*;
+use crate::aws::securityhub::NOTE_LIMIT;
+use crate::mapping::template::{TRUNCATION_MARK, cut_to_limit};
 use crate::pipeline::lifecycle::comment_once_on;
 use crate::store::{Acceptance, MAX_ACCEPTANCES};
 
@@ -37,17 +40,43 @@ enum Expiry {
     Superseded,
 }
 
-/// The write-back note of an acceptance: who (the ticket it was accepted in), why (its status)
-/// and until when.
+/// The write-back note of an acceptance: where (the ticket and its status), who (when the
+/// ticket system says), why (the resolution, when there is one) and until when, e.g.
+/// `Risk accepted in Jira SEC-12 (Won't Do) by Jane Doe (resolution: Won't Fix) until
+/// 2027-03-01T10:00:00Z; set to SUPPRESSED by …`. What is unknown is left out of the sentence.
+/// Who and why are people's text: plain one-line text already ([`crate::ticket::attribution`]),
+/// shortened here (the resolution first, then the name) so the note keeps its link within
+/// Security Hub's [`NOTE_LIMIT`] characters.
 pub(super) fn accepted_note(system: &str, candidate: &Candidate, until: DateTime<Utc>) -> String {
-    format!(
-        "Risk accepted in {system} {} ({}) until {}; set to SUPPRESSED by findings-bridge status \
-         sync, which sets it back to NEW then. {}",
-        candidate.ticket.key,
-        candidate.status.name,
-        until.to_rfc3339_opts(SecondsFormat::Secs, true),
-        candidate.ticket.url
-    )
+    let note = |by: Option<&str>, why: Option<&str>| {
+        format!(
+            "Risk accepted in {system} {} ({}){}{} until {}; set to SUPPRESSED by findings-bridge \
+             status sync, which sets it back to NEW then. {}",
+            candidate.ticket.key,
+            candidate.status.name,
+            by.map(|n| format!(" by {n}")).unwrap_or_default(),
+            why.map(|r| format!(" (resolution: {r})"))
+                .unwrap_or_default(),
+            until.to_rfc3339_opts(SecondsFormat::Secs, true),
+            candidate.ticket.url
+        )
+    };
+    let mut by = candidate.status.changed_by.clone();
+    let mut why = candidate.status.resolution.clone();
+    for _ in 0..2 {
+        let text = note(by.as_deref(), why.as_deref());
+        let over = text.chars().count().saturating_sub(NOTE_LIMIT);
+        if over == 0 {
+            return text;
+        }
+        // The resolution gives way first, then the name; a fact cut to nothing is left out.
+        let fact = if why.is_some() { &mut why } else { &mut by };
+        *fact = fact.take().and_then(|f| {
+            let keep = f.chars().count().saturating_sub(over);
+            (keep > TRUNCATION_MARK.chars().count()).then(|| cut_to_limit(&f, keep).into_owned())
+        });
+    }
+    note(by.as_deref(), why.as_deref())
 }
 
 fn expired_note(system: &str, ticket: &TicketRef, until: &str) -> String {
@@ -93,6 +122,28 @@ impl StatusSync {
                  suppressed until some run out",
                 candidate.ticket.key
             )))
+        }
+    }
+
+    /// Who accepted, when the status read did not say: the one extra read the ticket system
+    /// needs for it (Jira's changelog), made only for a timed acceptance about to be written.
+    /// Best effort: whatever the read answers (an error, an unknown outcome), the acceptance is
+    /// written, and the note leaves out who.
+    pub(super) async fn attribute(&self, candidate: &mut Candidate) {
+        if candidate.status.changed_by.is_some() {
+            return;
+        }
+        let Some(system) = self.tickets.get(&candidate.connection) else {
+            return;
+        };
+        match system
+            .status_changed_by(&candidate.ticket, &candidate.status.name)
+            .await
+        {
+            Ok(by) => candidate.status.changed_by = by,
+            Err(e) => {
+                tracing::warn!(ticket = %candidate.ticket.key, status = %candidate.status.name, error = %e, "could not read who accepted the risk; the note leaves it out");
+            }
         }
     }
 
@@ -241,5 +292,90 @@ impl StatusSync {
             tracing::info!(marker = %acceptance.marker, "the acceptance was renewed while it expired; the new date stays scheduled");
         }
         Ok(cleared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(changed_by: Option<String>, resolution: Option<String>) -> Candidate {
+        Candidate {
+            connection: "jira".to_owned(),
+            ticket: TicketRef {
+                system: "jira".to_owned(),
+                key: "SEC-12".to_owned(),
+                id: "10012".to_owned(),
+                table: None,
+                url: "https://acme.atlassian.net/browse/SEC-12".to_owned(),
+            },
+            marker: Marker::new("appsec", "finding-1"),
+            status: TicketStatus {
+                name: "Risk Accepted".to_owned(),
+                category: "done".to_owned(),
+                done: true,
+                resolution,
+                changed_by,
+            },
+            updated_at: None,
+        }
+    }
+
+    fn until() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2027, 3, 1, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn the_note_says_who_and_why_when_known_and_leaves_out_what_is_not() {
+        let both = candidate(Some("Jane Doe".into()), Some("Won't Fix".into()));
+        assert_eq!(
+            accepted_note("Jira", &both, until()),
+            "Risk accepted in Jira SEC-12 (Risk Accepted) by Jane Doe (resolution: Won't Fix) \
+             until 2027-03-01T00:00:00Z; set to SUPPRESSED by findings-bridge status sync, which \
+             sets it back to NEW then. https://acme.atlassian.net/browse/SEC-12"
+        );
+        let why = accepted_note("Jira", &candidate(None, Some("Won't Fix".into())), until());
+        assert!(
+            why.starts_with(
+                "Risk accepted in Jira SEC-12 (Risk Accepted) (resolution: Won't Fix) until "
+            ),
+            "{why}"
+        );
+        let who = accepted_note("Jira", &candidate(Some("Jane Doe".into()), None), until());
+        assert!(
+            who.starts_with("Risk accepted in Jira SEC-12 (Risk Accepted) by Jane Doe until "),
+            "{who}"
+        );
+        let neither = accepted_note("Jira", &candidate(None, None), until());
+        assert!(
+            neither.starts_with("Risk accepted in Jira SEC-12 (Risk Accepted) until "),
+            "{neither}"
+        );
+        assert!(!neither.contains("unknown"), "{neither}");
+    }
+
+    #[test]
+    fn long_facts_give_way_so_the_note_keeps_its_link_within_the_limit() {
+        let long = |c: &str| Some(c.repeat(600));
+        for (by, why) in [
+            (long("n"), long("r")),
+            (None, long("r")),
+            (long("n"), None),
+            (Some("Jane Doe".to_owned()), long("r")),
+        ] {
+            let note = accepted_note("Jira", &candidate(by.clone(), why.clone()), until());
+            assert!(note.chars().count() <= NOTE_LIMIT, "{note}");
+            assert!(
+                note.ends_with("https://acme.atlassian.net/browse/SEC-12"),
+                "{note}"
+            );
+            assert!(note.contains("until 2027-03-01T00:00:00Z;"), "{note}");
+            if by.as_deref() == Some("Jane Doe") {
+                assert!(
+                    note.contains(" by Jane Doe ("),
+                    "the resolution gives way first: {note}"
+                );
+            }
+        }
     }
 }

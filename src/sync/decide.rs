@@ -68,7 +68,7 @@ impl StatusSync {
     /// The heart of it: should this ticket's status be written to its finding?
     pub(super) async fn decide(
         &self,
-        candidate: Candidate,
+        mut candidate: Candidate,
         record: Option<Record>,
     ) -> Result<Decision, StoreError> {
         let record = match record {
@@ -133,7 +133,11 @@ impl StatusSync {
             }
         }
         let accepted_until = match acceptance {
-            Some(lasts) => Some(self.schedule_acceptance(&candidate, lasts).await?),
+            Some(lasts) => {
+                let until = self.schedule_acceptance(&candidate, lasts).await?;
+                self.attribute(&mut candidate).await;
+                Some(until)
+            }
             None => None,
         };
         Ok(Decision::Write(Box::new(Pending {

@@ -279,6 +279,8 @@ mod tests {
             name: name.to_owned(),
             category: category.to_owned(),
             done: category == "done",
+            resolution: None,
+            changed_by: None,
         }
     }
 
@@ -287,6 +289,8 @@ mod tests {
             name: label.to_owned(),
             category: code.to_owned(),
             done: crate::ticket::servicenow::status::is_done(code),
+            resolution: None,
+            changed_by: None,
         }
     }
 

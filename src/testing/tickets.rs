@@ -63,6 +63,10 @@ pub struct FakeTickets {
     pub hang_polls: Mutex<bool>,
     /// When each hung poll was abandoned (its future dropped), on Tokio's clock.
     abandoned: std::sync::Arc<Mutex<Vec<tokio::time::Instant>>>,
+    /// What `status_changed_by` answers (the failure `status_changed_by` overrides it).
+    pub status_author: Mutex<Option<String>>,
+    /// `status_changed_by` reads so far (ticket key, status).
+    pub status_author_reads: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeTickets {
@@ -81,6 +85,8 @@ impl FakeTickets {
             polled: Default::default(),
             hang_polls: Mutex::new(false),
             abandoned: Default::default(),
+            status_author: Mutex::new(None),
+            status_author_reads: Mutex::new(Vec::new()),
         }
     }
 
@@ -408,11 +414,7 @@ impl TicketSystem for FakeTickets {
         Box::pin(async move {
             self.check("status", Call::Status(ticket.key.clone()))?;
             let done = self.is_done(&ticket.key).unwrap_or(false);
-            Ok(TicketStatus {
-                name: if done { "Done" } else { "To Do" }.into(),
-                category: if done { "done" } else { "new" }.into(),
-                done,
-            })
+            Ok(status_of(done))
         })
     }
 
@@ -502,6 +504,22 @@ impl TicketSystem for FakeTickets {
             })
         })
     }
+
+    // ---- risk acceptance note (issue 15) ----
+
+    fn status_changed_by<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        status: &'a str,
+    ) -> crate::ticket::BoxFuture<'a, Result<Option<String>, TicketError>> {
+        Box::pin(async move {
+            lock(&self.status_author_reads).push((ticket.key.clone(), status.to_owned()));
+            if let Some(e) = lock(&self.failures).get("status_changed_by") {
+                return Err(e.clone());
+            }
+            Ok(lock(&self.status_author).clone())
+        })
+    }
 }
 
 fn status_of(done: bool) -> TicketStatus {
@@ -509,6 +527,8 @@ fn status_of(done: bool) -> TicketStatus {
         name: if done { "Done" } else { "To Do" }.into(),
         category: if done { "done" } else { "new" }.into(),
         done,
+        resolution: None,
+        changed_by: None,
     }
 }
 

@@ -15,6 +15,9 @@ pub mod provenance;
 pub mod servicenow;
 pub mod settings;
 
+// Risk acceptance note (issue 15): who changed a status and why, as plain text.
+pub mod attribution;
+
 use std::fmt;
 use std::future::Future;
 
@@ -47,6 +50,16 @@ pub struct TicketStatus {
     pub category: String,
     /// True when the ticket counts as finished (Jira category `done`; ServiceNow 6, 7, 8).
     pub done: bool,
+    /// Why the ticket was finished, when the read says (Jira `fields.resolution.name`;
+    /// ServiceNow `close_code` and `close_notes`): one line, cut by [`attribution::fact`]. Only
+    /// the reads status sync makes ask for it; decisions never depend on it (statuses are
+    /// matched by `name` and `category`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Who moved the ticket to this status, when the read says (ServiceNow `sys_updated_by`);
+    /// Jira's needs the extra read [`TicketSystem::status_changed_by`]. One line, cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
 }
 
 /// A ticket found by its marker.
@@ -405,6 +418,21 @@ pub trait TicketSystem: Send + Sync {
         &'a self,
         ticket: &'a TicketRef,
     ) -> BoxFuture<'a, Result<Presence, TicketError>>;
+
+    // ---- risk acceptance note (issue 15) ----
+
+    /// Who moved `ticket` to its current status `status` (its name), for a system whose status
+    /// read does not say ([`TicketStatus::changed_by`] is `None`): Jira reads the issue's
+    /// changelog, an extra request, so status sync asks only for a timed risk acceptance.
+    /// `Ok(None)` when the system cannot tell, or its newest status change is not to `status`.
+    fn status_changed_by<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        status: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, TicketError>> {
+        let _ = (ticket, status);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// [`TicketSystem`] written with `async fn`: what the clients implement, each method meaning what
@@ -513,6 +541,17 @@ pub trait AsyncTicketSystem: Send + Sync {
         &self,
         ticket: &TicketRef,
     ) -> impl Future<Output = Result<Presence, TicketError>> + Send;
+
+    // ---- risk acceptance note (issue 15) ----
+
+    fn status_changed_by(
+        &self,
+        ticket: &TicketRef,
+        status: &str,
+    ) -> impl Future<Output = Result<Option<String>, TicketError>> + Send {
+        let _ = (ticket, status);
+        async { Ok(None) }
+    }
 }
 
 impl<T: AsyncTicketSystem> TicketSystem for T {
@@ -653,6 +692,16 @@ impl<T: AsyncTicketSystem> TicketSystem for T {
         ticket: &'a TicketRef,
     ) -> BoxFuture<'a, Result<Presence, TicketError>> {
         Box::pin(AsyncTicketSystem::presence(self, ticket))
+    }
+
+    // ---- risk acceptance note (issue 15) ----
+
+    fn status_changed_by<'a>(
+        &'a self,
+        ticket: &'a TicketRef,
+        status: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, TicketError>> {
+        Box::pin(AsyncTicketSystem::status_changed_by(self, ticket, status))
     }
 }
 

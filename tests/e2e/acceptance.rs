@@ -1,6 +1,7 @@
 //! Risk acceptance that expires, end to end: `findings-bridge run` on a DynamoDB table (moto) and
 //! the simulator. The ticket moves to `Won't Do`, which the team's map makes a three-second
-//! acceptance; the worker writes SUPPRESSED and is stopped; the acceptance runs out while no
+//! acceptance; the worker writes SUPPRESSED with a note naming who accepted and why, and is
+//! stopped; the acceptance runs out while no
 //! worker runs; the restarted worker sets the finding back to NEW and reopens the ticket with one
 //! comment, and a third start repeats none of it (the simulator's write-backs, comments and
 //! transitions are counted).
@@ -131,8 +132,11 @@ async fn an_acceptance_expiring_while_the_worker_is_down_reopens_once() {
         .find(|w| w.request["Workflow"]["Status"].as_str() == Some("SUPPRESSED"))
         .and_then(|w| w.request["Note"]["Text"].as_str().map(str::to_owned))
         .expect("the suppression has a note");
+    // Who moved it (the simulator's human, from the changelog) and why (the resolution).
     assert!(
-        note.starts_with(&format!("Risk accepted in Jira {key} (Won't Do) until ")),
+        note.starts_with(&format!(
+            "Risk accepted in Jira {key} (Won't Do) by Jane Doe (resolution: Won't Do) until "
+        )),
         "{note}"
     );
     stop(first).await;

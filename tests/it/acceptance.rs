@@ -247,9 +247,11 @@ async fn an_acceptance_says_where_why_and_until_when_and_is_scheduled() {
     );
     let until = at(1) + chrono::Duration::days(90);
     let note = notes(&h).pop().expect("a note was written");
+    // Who (the changelog's author of the move) and why (the resolution) come from Jira.
     assert!(
         note.starts_with(&format!(
-            "Risk accepted in Jira {} (Won't Do) until {}; set to SUPPRESSED",
+            "Risk accepted in Jira {} (Won't Do) by Jane Doe (resolution: Won't Do) until {}; \
+             set to SUPPRESSED",
             ticket.key,
             text(until)
         )),
@@ -305,7 +307,10 @@ async fn a_re_acceptance_moves_the_date_and_another_status_clears_it() {
     assert_eq!(schedule(h).await[0].until, until.timestamp_millis());
     let note = notes(h).pop().unwrap();
     assert!(
-        note.contains(&format!("(Done) until {}", text(until))),
+        note.contains(&format!(
+            "(Done) by Jane Doe (resolution: Done) until {}",
+            text(until)
+        )),
         "{note}"
     );
 
@@ -708,4 +713,184 @@ async fn a_full_schedule_refuses_new_markers_but_moves_known_ones() {
     }
     assert!(!sqlite.schedule_acceptance(&extra).await.unwrap());
     assert!(sqlite.schedule_acceptance(&entry(0, 5)).await.unwrap());
+}
+
+// ---- The note: who accepted and why -----------------------------------------------------------
+
+/// The Jira Cloud changelog endpoint, as the simulator counts its requests.
+const CHANGELOG: &str = "GET /rest/api/3/issue/{key}/changelog";
+
+#[tokio::test]
+async fn the_note_names_who_accepted_and_why_after_one_changelog_read() {
+    let h = harness_with(50, SimConfig::default(), TIMED).await;
+    let (ticket, _) = h.jira_ticket(0).await;
+    // People's text is plain text: markup stays as it is, line breaks become spaces.
+    h.sim
+        .state
+        .transition_issue_as(
+            &ticket.key,
+            "Won't Do",
+            "Ada \"<b>\"\nO'Brien",
+            Some("Won't Fix; see SEC-1\r\n"),
+        )
+        .unwrap();
+    let report = sim_sync(&h, at(1)).await.poll_once().await;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.written, 1, "{report:?}");
+    let until = at(1) + chrono::Duration::days(90);
+    let note = notes(&h).pop().expect("a note was written");
+    assert!(
+        note.starts_with(&format!(
+            "Risk accepted in Jira {} (Won't Do) by Ada \"<b>\" O'Brien (resolution: Won't Fix; \
+             see SEC-1) until {}; set to SUPPRESSED",
+            ticket.key,
+            text(until)
+        )),
+        "{note}"
+    );
+    assert!(note.ends_with(&ticket.url), "{note}");
+    assert_eq!(h.sim.state.request_count(CHANGELOG), 1);
+}
+
+#[tokio::test]
+async fn status_changes_that_are_no_timed_acceptance_read_no_changelog() {
+    let h = harness_with(50, SimConfig::default(), TIMED_THEN_FOREVER).await;
+    let (ticket, marker) = h.jira_ticket(0).await;
+    let sync = sim_sync(&h, at(1)).await;
+    // Suppressed for good (no `for`), on the poll path: written, no extra read.
+    h.sim.state.transition_issue(&ticket.key, "Done").unwrap();
+    let report = sync.poll_once().await;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.written, 1, "{report:?}");
+    let note = notes(&h).pop().unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "Jira {} moved to Done; set to SUPPRESSED",
+            ticket.key
+        )),
+        "{note}"
+    );
+    // Back to work (NOTIFIED), on the webhook path: no extra read either.
+    h.sim
+        .state
+        .transition_issue(&ticket.key, "In Progress")
+        .unwrap();
+    let outcome = sync
+        .sync_ticket("jira", &marker, Some(&ticket.key))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        TicketSyncOutcome::Written {
+            status: WorkflowStatus::Notified
+        }
+    );
+    assert_eq!(h.sim.state.request_count(CHANGELOG), 0);
+    // The timed acceptance is the one that reads it.
+    h.sim
+        .state
+        .transition_issue(&ticket.key, "Won't Do")
+        .unwrap();
+    sync.sync_ticket("jira", &marker, Some(&ticket.key))
+        .await
+        .unwrap();
+    assert_eq!(h.sim.state.request_count(CHANGELOG), 1);
+    let note = notes(&h).pop().unwrap();
+    assert!(
+        note.contains("(Won't Do) by Jane Doe (resolution: Won't Do) until "),
+        "{note}"
+    );
+}
+
+/// ServiceNow: `Resolved` accepts the risk for 30 days.
+const SERVICENOW_TIMED: &str = r#"
+team = "payments"
+
+[[rules]]
+name = "to-servicenow"
+order = 2
+target = "servicenow"
+status_map = { "Resolved" = { status = "SUPPRESSED", for = "30d" } }
+[rules.criteria]
+AwsAccountId = [{ Value = "000000000000", Comparison = "EQUALS" }]
+[rules.servicenow]
+short_description = "{{ finding.title }}"
+"#;
+
+#[tokio::test]
+async fn a_servicenow_acceptance_names_the_updater_and_the_close_code_from_the_status_read() {
+    let h = harness_with(50, SimConfig::default(), SERVICENOW_TIMED).await;
+    let (ticket, marker) = h.servicenow_ticket(0).await;
+    h.sim
+        .state
+        .set_servicenow_state("incident", &ticket.id, "6")
+        .unwrap();
+    let outcome = sim_sync(&h, at(1))
+        .await
+        .sync_ticket("servicenow", &marker, Some(&ticket.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        TicketSyncOutcome::Written {
+            status: WorkflowStatus::Suppressed
+        }
+    );
+    let until = at(1) + chrono::Duration::days(30);
+    let note = notes(&h).pop().unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "Risk accepted in ServiceNow {} (Resolved) by jane.doe (resolution: Solved \
+             (Permanently): Resolved by a person in the simulator) until {}; set to SUPPRESSED",
+            ticket.key,
+            text(until)
+        )),
+        "{note}"
+    );
+    // Who and why came with the one status read.
+    assert_eq!(
+        h.sim
+            .state
+            .request_count("GET /api/now/table/incident/{sys_id}"),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_read_of_who_accepted_still_writes_the_acceptance_without_who() {
+    let errors = [
+        findings_bridge::testing::unknown("status_changed_by"),
+        transient("status_changed_by"),
+        findings_bridge::testing::permanent("status_changed_by"),
+    ];
+    for error in errors {
+        let w = World::new();
+        w.tickets.fail("status_changed_by", error.clone());
+        // Written and scheduled (asserted inside), whatever the read answered.
+        let (ticket, _) = w.accepted().await;
+        let note = &w.writer.updates()[0].note;
+        assert!(
+            note.starts_with(&format!(
+                "Risk accepted in Jira {} (Done) until ",
+                ticket.key
+            )),
+            "{error:?}: {note}"
+        );
+        assert_eq!(
+            w.tickets.status_author_reads.lock().unwrap().clone(),
+            [(ticket.key.clone(), "Done".to_owned())]
+        );
+    }
+    // The same read answered: the note names the person.
+    let w = World::new();
+    *w.tickets.status_author.lock().unwrap() = Some("Jane Doe".to_owned());
+    let (ticket, _) = w.accepted().await;
+    let note = &w.writer.updates()[0].note;
+    assert!(
+        note.starts_with(&format!(
+            "Risk accepted in Jira {} (Done) by Jane Doe until ",
+            ticket.key
+        )),
+        "{note}"
+    );
 }

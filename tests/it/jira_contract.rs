@@ -75,9 +75,29 @@ fn status_body(name: &str, category: &str) -> Value {
 }
 
 async fn mount_status(server: &MockServer, version: JiraApiVersion, name: &str, category: &str) {
+    mount_status_fields(server, version, "status", name, category).await;
+}
+
+/// The status read of `status()`, which asks for the resolution too (the risk acceptance note).
+async fn mount_status_read(
+    server: &MockServer,
+    version: JiraApiVersion,
+    name: &str,
+    category: &str,
+) {
+    mount_status_fields(server, version, "status,resolution", name, category).await;
+}
+
+async fn mount_status_fields(
+    server: &MockServer,
+    version: JiraApiVersion,
+    fields: &str,
+    name: &str,
+    category: &str,
+) {
     Mock::given(method("GET"))
         .and(path(format!("{}/issue/PAY-7", api(version))))
-        .and(query_param("fields", "status"))
+        .and(query_param("fields", fields))
         .and(header("authorization", auth(version)))
         .respond_with(ResponseTemplate::new(200).set_body_json(status_body(name, category)))
         .expect(1)
@@ -537,7 +557,7 @@ async fn reopen_falls_back_to_an_in_progress_status() {
 async fn status_reads_name_and_category() {
     for version in BOTH {
         let server = MockServer::start().await;
-        mount_status(&server, version, "Won't Do", "done").await;
+        mount_status_read(&server, version, "Won't Do", "done").await;
         let status = client(&server, version).status(&ticket()).await.unwrap();
         assert_eq!(status.name, "Won't Do");
         assert_eq!(status.category, "done");
@@ -558,8 +578,7 @@ const UPDATED_JQL: &str =
 #[tokio::test]
 async fn updated_since_pages_by_token_on_cloud() {
     let server = MockServer::start().await;
-    let base =
-        json!({"jql": UPDATED_JQL, "fields": ["status", "labels", "updated"], "maxResults": 2});
+    let base = json!({"jql": UPDATED_JQL, "fields": ["status", "labels", "updated", "resolution"], "maxResults": 2});
     let pages = [
         (
             None,
@@ -627,7 +646,7 @@ async fn updated_since_pages_by_start_at_on_data_center() {
             .and(header("authorization", DC_AUTH))
             .and(body_json(
                 json!({"jql": UPDATED_JQL, "startAt": start_at, "maxResults": 2,
-                "fields": ["status", "labels", "updated"]}),
+                "fields": ["status", "labels", "updated", "resolution"]}),
             ))
             .respond_with(ResponseTemplate::new(200).set_body_json(response))
             .expect(1)
@@ -741,7 +760,7 @@ async fn secrets_stay_out_of_debug_and_errors() {
 #[tokio::test]
 async fn the_client_is_usable_as_a_shared_trait_object() {
     let server = MockServer::start().await;
-    mount_status(&server, JiraApiVersion::V3, "To Do", "new").await;
+    mount_status_read(&server, JiraApiVersion::V3, "To Do", "new").await;
     let system: Arc<dyn TicketSystem> = Arc::new(client(&server, JiraApiVersion::V3));
     assert_eq!(system.name(), "jira");
     let status = system.status(&ticket()).await.unwrap();
@@ -818,7 +837,7 @@ async fn mount_search_in_zone(server: &MockServer, bound: &str, times: u64) {
     Mock::given(method("POST"))
         .and(path("/rest/api/3/search/jql"))
         .and(body_json(
-            json!({"jql": jql, "fields": ["status", "labels", "updated"], "maxResults": 50}),
+            json!({"jql": jql, "fields": ["status", "labels", "updated", "resolution"], "maxResults": 50}),
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "issues": [issue(1, "2024-05-01T05:08:00.000-0700")], "isLast": true})))
@@ -910,4 +929,230 @@ async fn a_user_without_a_known_time_zone_fails_the_poll_without_searching() {
             "{body}: no search without a zone"
         );
     }
+}
+
+// ---- Who moved an issue to its status, and why (the risk acceptance note) ---------------------
+
+/// A changelog entry by `author` at `created`: a status change to `to`, or (`to` = None) an edit
+/// of the summary.
+fn history(n: u32, author: &str, created: &str, to: Option<&str>) -> Value {
+    let items = match to {
+        Some(to) => json!([
+            {"field": "resolution", "fieldtype": "jira", "fromString": null, "toString": "Won't Fix"},
+            {"field": "status", "fieldtype": "jira", "from": "3", "fromString": "In Progress",
+             "to": "10002", "toString": to},
+        ]),
+        None => json!([{"field": "summary", "fieldtype": "jira", "toString": "renamed"}]),
+    };
+    json!({"id": n.to_string(), "author": {"accountId": format!("acc-{n}"), "displayName": author},
+        "created": created, "items": items})
+}
+
+/// `count` summary edits, one a minute from 2024-05-01 10:00.
+fn edits(from: u32, count: u32) -> Vec<Value> {
+    (from..from + count)
+        .map(|n| {
+            let created = format!(
+                "2024-05-{:02}T{:02}:{:02}:00.000+0000",
+                1 + n / 1440,
+                (n / 60) % 24,
+                n % 60
+            );
+            history(n, "Editor", &created, None)
+        })
+        .collect()
+}
+
+async fn mount_changelog_page(server: &MockServer, start: u64, total: u64, values: Vec<Value>) {
+    let is_last = start + values.len() as u64 >= total;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/PAY-7/changelog"))
+        .and(query_param("startAt", start.to_string()))
+        .and(query_param("maxResults", "100"))
+        .and(header("authorization", CLOUD_AUTH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "startAt": start, "maxResults": 100, "total": total, "isLast": is_last,
+            "values": values})))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn cloud_reads_the_changelogs_last_page_for_the_newest_status_change() {
+    let server = MockServer::start().await;
+    // 150 entries: an older move by someone else on the first page, the newest on the second.
+    let mut first = edits(0, 100);
+    first[10] = history(
+        10,
+        "Old Hand",
+        "2024-04-01T10:00:00.000+0000",
+        Some("Won't Do"),
+    );
+    let mut last = edits(100, 50);
+    last[40] = history(
+        140,
+        "Jane\nDoe",
+        "2024-05-02T10:00:00.000+0000",
+        Some("Won't Do"),
+    );
+    mount_changelog_page(&server, 0, 150, first).await;
+    mount_changelog_page(&server, 100, 150, last).await;
+    let jira = client(&server, JiraApiVersion::V3);
+    assert_eq!(
+        jira.status_changed_by(&ticket(), "Won't Do").await.unwrap(),
+        Some("Jane Doe".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn cloud_walks_back_from_the_last_page_to_the_newest_status_change() {
+    let server = MockServer::start().await;
+    // 250 entries; the only status change is on the first page: the last page (150…249) and the
+    // one before it (100…199) are read, then the first decides.
+    let mut first = edits(0, 100);
+    first[99] = history(
+        99,
+        "Jane Doe",
+        "2024-05-01T01:39:00.000+0000",
+        Some("Won't Do"),
+    );
+    mount_changelog_page(&server, 0, 250, first).await;
+    mount_changelog_page(&server, 150, 250, edits(150, 100)).await;
+    mount_changelog_page(&server, 100, 250, edits(100, 100)).await;
+    let jira = client(&server, JiraApiVersion::V3);
+    assert_eq!(
+        jira.status_changed_by(&ticket(), "Won't Do").await.unwrap(),
+        Some("Jane Doe".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_newest_status_change_elsewhere_or_none_names_nobody() {
+    let server = MockServer::start().await;
+    // Moved on since the status was read: not the person who accepted.
+    let values = vec![
+        history(
+            1,
+            "Jane Doe",
+            "2024-05-01T10:00:00.000+0000",
+            Some("Won't Do"),
+        ),
+        history(2, "Bot", "2024-05-01T11:00:00.000+0000", Some("To Do")),
+    ];
+    mount_changelog_page(&server, 0, 2, values).await;
+    let jira = client(&server, JiraApiVersion::V3);
+    assert_eq!(
+        jira.status_changed_by(&ticket(), "Won't Do").await.unwrap(),
+        None
+    );
+
+    let empty = MockServer::start().await;
+    mount_changelog_page(&empty, 0, 0, Vec::new()).await;
+    let jira = client(&empty, JiraApiVersion::V3);
+    assert_eq!(
+        jira.status_changed_by(&ticket(), "Done").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn data_center_reads_the_changelog_expanded_on_the_issue() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/2/issue/PAY-7"))
+        .and(query_param("expand", "changelog"))
+        .and(query_param("fields", "status"))
+        .and(header("authorization", DC_AUTH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        "id": "10007", "key": "PAY-7",
+        "fields": {"status": {"name": "Won't Do", "statusCategory": {"key": "done"}}},
+        "changelog": {"startAt": 0, "maxResults": 3, "total": 3, "histories": [
+            history(1, "Old Hand", "2024-04-01T10:00:00.000+0000", Some("Won't Do")),
+            history(2, "Jane Doe", "2024-05-01T10:00:00.000+0000", Some("Won't Do")),
+            history(3, "Editor", "2024-05-02T10:00:00.000+0000", None),
+        ]}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let jira = client(&server, JiraApiVersion::V2);
+    assert_eq!(
+        jira.status_changed_by(&ticket(), "won't do").await.unwrap(),
+        Some("Jane Doe".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_changelog_is_an_error_for_the_caller_to_leave_out() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/PAY-7/changelog"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+            "errorMessages": ["You do not have the permission to see the specified issue."]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let jira = client(&server, JiraApiVersion::V3);
+    let err = jira
+        .status_changed_by(&ticket(), "Won't Do")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains(TOKEN), "{err}");
+}
+
+#[tokio::test]
+async fn status_and_poll_reads_carry_the_resolution() {
+    for version in BOTH {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(format!("{}/issue/PAY-7", api(version))))
+            .and(query_param("fields", "status,resolution"))
+            .and(header("authorization", auth(version)))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": "10007", "key": "PAY-7", "fields": {
+                    "status": {"name": "Won't Do", "statusCategory": {"key": "done"}},
+                    "resolution": {"id": "10001", "name": "Won't\nFix"}}})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let status = client(&server, version).status(&ticket()).await.unwrap();
+        assert_eq!(
+            status.resolution.as_deref(),
+            Some("Won't Fix"),
+            "{version:?}"
+        );
+        assert_eq!(
+            status.changed_by, None,
+            "Jira's status read does not say who"
+        );
+    }
+    // Unresolved (`null`): no resolution.
+    let server = MockServer::start().await;
+    mount_time_zone(&server, JiraApiVersion::V3, "UTC").await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/search/jql"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"isLast": true, "issues": [
+            {"id": "10001", "key": "PAY-1", "fields": {
+                "labels": ["findings-bridge", "fb-0123456789abcdef0123456789abcdef"],
+                "updated": "2024-05-01T12:08:00.000+0000", "resolution": null,
+                "status": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}}}},
+            {"id": "10002", "key": "PAY-2", "fields": {
+                "labels": ["findings-bridge", "fb-0123456789abcdef0123456789abcdef"],
+                "updated": "2024-05-01T12:09:00.000+0000", "resolution": {"name": "Done"},
+                "status": {"name": "Done", "statusCategory": {"key": "done"}}}}]})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let page = client(&server, JiraApiVersion::V3)
+        .updated_since("2024-05-01T12:07:30Z", None)
+        .await
+        .unwrap();
+    let resolutions: Vec<Option<&str>> = page
+        .tickets
+        .iter()
+        .map(|t| t.status.resolution.as_deref())
+        .collect();
+    assert_eq!(resolutions, [None, Some("Done")]);
 }

@@ -61,9 +61,13 @@ fn ticket(server: &MockServer) -> TicketRef {
 }
 
 async fn mount_state(server: &MockServer, code: &str, label: &str) {
+    mount_state_fields(server, "state,sys_updated_on", code, label).await;
+}
+
+async fn mount_state_fields(server: &MockServer, fields: &str, code: &str, label: &str) {
     Mock::given(method("GET"))
         .and(path(RECORD))
-        .and(query_param("sysparm_fields", "state,sys_updated_on"))
+        .and(query_param("sysparm_fields", fields))
         .and(query_param("sysparm_display_value", "all"))
         .and(header("authorization", BASIC))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"result": {
@@ -407,7 +411,15 @@ async fn reopen_leaves_an_open_record_alone() {
 #[tokio::test]
 async fn status_reports_label_code_and_done() {
     let server = MockServer::start().await;
-    mount_state(&server, "6", "Resolved").await;
+    // `status()` also asks who changed the record and why it was closed (the risk acceptance
+    // note); the record here answers neither.
+    mount_state_fields(
+        &server,
+        "state,sys_updated_on,sys_updated_by,close_code,close_notes",
+        "6",
+        "Resolved",
+    )
+    .await;
     let status = client(&server).status(&ticket(&server)).await.unwrap();
     assert_eq!(status.name, "Resolved");
     assert_eq!(status.category, "6");
@@ -442,7 +454,7 @@ async fn updated_since_pages_by_offset() {
             ))
             .and(query_param(
                 "sysparm_fields",
-                "sys_id,number,state,sys_updated_on,correlation_id",
+                "sys_id,number,state,sys_updated_on,correlation_id,sys_updated_by,close_code,close_notes",
             ))
             .and(query_param("sysparm_limit", "2"))
             .and(query_param("sysparm_offset", offset))
@@ -744,4 +756,71 @@ async fn updated_since_in_polls_the_named_table() {
         .unwrap_err();
     assert!(!error.is_transient(), "{error}");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+// ---- Who changed a record and why it was closed (the risk acceptance note) --------------------
+
+#[tokio::test]
+async fn status_and_poll_reads_carry_the_updater_and_the_close_code() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(RECORD))
+        .and(query_param(
+            "sysparm_fields",
+            "state,sys_updated_on,sys_updated_by,close_code,close_notes",
+        ))
+        .and(query_param("sysparm_display_value", "all"))
+        .and(header("authorization", BASIC))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"result": {
+            "state": {"value": "7", "display_value": "Closed"},
+            "sys_updated_on": {"value": "2024-05-01 12:00:00", "display_value": "2024-05-01 14:00:00"},
+            "sys_updated_by": {"value": "jane.doe", "display_value": "jane.doe"},
+            "close_code": {"value": "risk_accepted", "display_value": "Risk Accepted"},
+            "close_notes": {"value": "Compensating control:\nWAF rule 12", "display_value": "Compensating control:\nWAF rule 12"}}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let status = client(&server).status(&ticket(&server)).await.unwrap();
+    assert_eq!(status.name, "Closed");
+    assert_eq!(status.changed_by.as_deref(), Some("jane.doe"));
+    assert_eq!(
+        status.resolution.as_deref(),
+        Some("Risk Accepted: Compensating control: WAF rule 12")
+    );
+    // ServiceNow's read says who: the sync needs no extra read.
+    assert_eq!(
+        client(&server)
+            .status_changed_by(&ticket(&server), "Closed")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    let poll = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/now/table/incident"))
+        .and(query_param(
+            "sysparm_fields",
+            "sys_id,number,state,sys_updated_on,correlation_id,sys_updated_by,close_code,close_notes",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"result": [{
+            "sys_id": {"value": "0123456789abcdef0123456789abcdef", "display_value": "0123456789abcdef0123456789abcdef"},
+            "number": {"value": "INC0010001", "display_value": "INC0010001"},
+            "state": {"value": "8", "display_value": "Canceled"},
+            "sys_updated_on": {"value": "2024-05-01 12:08:00", "display_value": "2024-05-01 14:08:00"},
+            "correlation_id": {"value": "fb-0123456789abcdef0123456789abcdef", "display_value": "fb-0123456789abcdef0123456789abcdef"},
+            "sys_updated_by": {"value": "john.roe", "display_value": "john.roe"},
+            "close_code": {"value": "", "display_value": ""},
+            "close_notes": {"value": "False positive", "display_value": "False positive"}}]})))
+        .expect(1)
+        .mount(&poll)
+        .await;
+    let page = client(&poll)
+        .updated_since("2024-05-01T14:07:30+02:00", None)
+        .await
+        .unwrap();
+    let status = &page.tickets[0].status;
+    assert_eq!(status.changed_by.as_deref(), Some("john.roe"));
+    assert_eq!(status.resolution.as_deref(), Some("False positive"));
 }

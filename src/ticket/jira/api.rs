@@ -78,17 +78,39 @@ impl JiraClient {
         operation: &'static str,
         ticket: &TicketRef,
     ) -> Result<TicketStatus, TicketError> {
+        self.read_status(operation, ticket, "status").await
+    }
+
+    /// [`JiraClient::current_status`] with the resolution too (`fields=status,resolution`, the
+    /// same one request): the read status sync makes.
+    pub(super) async fn status_with_resolution(
+        &self,
+        operation: &'static str,
+        ticket: &TicketRef,
+    ) -> Result<TicketStatus, TicketError> {
+        self.read_status(operation, ticket, "status,resolution")
+            .await
+    }
+
+    async fn read_status(
+        &self,
+        operation: &'static str,
+        ticket: &TicketRef,
+        fields: &str,
+    ) -> Result<TicketStatus, TicketError> {
         let mut url = self.api(&["issue", &ticket.key]);
-        url.query_pairs_mut().append_pair("fields", "status");
+        url.query_pairs_mut().append_pair("fields", fields);
         let issue: Issue = decode(operation, self.get(operation, url).await?)?;
-        let status = issue.fields.and_then(|f| f.status).ok_or_else(|| {
-            self.conn.http.permanent(
-                operation,
-                None,
-                format!("{} has no status field", ticket.key),
-            )
-        })?;
-        Ok(status.into_ticket_status())
+        issue
+            .fields
+            .and_then(IssueFields::into_ticket_status)
+            .ok_or_else(|| {
+                self.conn.http.permanent(
+                    operation,
+                    None,
+                    format!("{} has no status field", ticket.key),
+                )
+            })
     }
 
     pub(super) async fn transitions(
@@ -259,6 +281,26 @@ pub(super) struct IssueFields {
     /// Read by the reconcile listing only.
     #[serde(default)]
     pub(super) created: Option<String>,
+    /// Read by the status sync only (`null` while unresolved).
+    #[serde(default)]
+    pub(super) resolution: Option<Resolution>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Resolution {
+    #[serde(default)]
+    name: String,
+}
+
+impl IssueFields {
+    /// The status with the resolution when it was asked for; `None` without a status.
+    pub(super) fn into_ticket_status(self) -> Option<TicketStatus> {
+        let mut status = self.status?.into_ticket_status();
+        status.resolution = self
+            .resolution
+            .and_then(|r| crate::ticket::attribution::resolution(&r.name, ""));
+        Some(status)
+    }
 }
 
 #[derive(Debug, Deserialize)]

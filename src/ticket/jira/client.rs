@@ -230,7 +230,7 @@ impl AsyncTicketSystem for JiraClient {
     }
 
     async fn status(&self, ticket: &TicketRef) -> Result<TicketStatus, TicketError> {
-        self.current_status("status", ticket).await
+        self.status_with_resolution("status", ticket).await
     }
 
     /// Jira needs no resolution note, so `note` is not sent; the lifecycle comments itself.
@@ -308,7 +308,7 @@ impl AsyncTicketSystem for JiraClient {
             .search(
                 OP,
                 &jql,
-                &["status", "labels", "updated"],
+                &["status", "labels", "updated", "resolution"],
                 self.page_size,
                 cursor,
             )
@@ -348,5 +348,15 @@ impl AsyncTicketSystem for JiraClient {
 
     async fn presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
         self.issue_presence(ticket).await
+    }
+
+    // ---- risk acceptance note (issue 15): see `changelog` ----
+
+    async fn status_changed_by(
+        &self,
+        ticket: &TicketRef,
+        status: &str,
+    ) -> Result<Option<String>, TicketError> {
+        self.status_author(ticket, status).await
     }
 }

@@ -88,16 +88,18 @@ impl JiraClient {
         issues
             .into_iter()
             .filter_map(|issue| {
-                let fields = issue.fields.unwrap_or_default();
-                let Some(status) = fields.status else {
+                let mut fields = issue.fields.unwrap_or_default();
+                let marker = fields.labels.iter().find_map(|l| Marker::parse(l));
+                let (updated, created) = (fields.updated.take(), fields.created.take());
+                let Some(status) = fields.into_ticket_status() else {
                     tracing::warn!(key = issue.key, "search result without status; skipped");
                     return None;
                 };
                 Some(BridgeIssue {
-                    marker: fields.labels.iter().find_map(|l| Marker::parse(l)),
-                    status: status.into_ticket_status(),
-                    updated_at: time(fields.updated),
-                    created_at: time(fields.created),
+                    marker,
+                    status,
+                    updated_at: time(updated),
+                    created_at: time(created),
                     ticket: self.ticket_ref(issue.id, issue.key),
                 })
             })

@@ -8,7 +8,8 @@
 //! [`TicketSystem`](crate::ticket::TicketSystem) implementation), [`meta`] (what creating an
 //! issue needs, read without creating anything, for `preflight`), [`zone`] (the user's time
 //! zone, which JQL dates are read in); `listing` is what `reconcile` reads: every bridge issue,
-//! the provenance property, whether an issue still exists.
+//! the provenance property, whether an issue still exists; `changelog` says who moved an issue
+//! to its status (the risk acceptance note).
 
 mod api;
 pub mod client;
@@ -20,6 +21,9 @@ pub mod query;
 pub mod status;
 pub mod webhook;
 pub mod zone;
+
+// Risk acceptance note (issue 15): who moved an issue to its status.
+mod changelog;
 
 pub use client::JiraClient;
 pub use config::{DEFAULT_SEARCH_CONSISTENCY, JiraApiVersion, JiraAuth, JiraConfig};

@@ -41,6 +41,8 @@ impl Status {
             done: self.is_done(),
             name: self.name,
             category,
+            resolution: None,
+            changed_by: None,
         }
     }
 }

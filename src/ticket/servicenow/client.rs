@@ -17,7 +17,9 @@ use super::listing::with_provenance;
 use super::oauth::bearer;
 use super::query::{MARKER_MATCHES, RECORD_FIELDS, marker_query, updated_since_query, valid_table};
 use super::record::{Envelope, field, table_gone};
-use super::status::{RESOLVED, labels, needs_resolution, state_of, valid_state_code};
+use super::status::{
+    ATTRIBUTION_FIELDS, RESOLVED, labels, needs_resolution, state_of, valid_state_code,
+};
 use crate::marker::Marker;
 use crate::ticket::connection::Connection;
 use crate::ticket::http::{
@@ -221,6 +223,19 @@ impl ServiceNowClient {
     ) -> Result<TicketStatus, TicketError> {
         let record = self
             .record_fields(operation, ticket, "state,sys_updated_on", "all")
+            .await?;
+        Ok(state_of(&record))
+    }
+
+    /// [`Self::record`] with who changed it and why it was closed (the status sync's read).
+    async fn attributed_record(
+        &self,
+        operation: &'static str,
+        ticket: &TicketRef,
+    ) -> Result<TicketStatus, TicketError> {
+        let fields = format!("state,sys_updated_on,{ATTRIBUTION_FIELDS}");
+        let record = self
+            .record_fields(operation, ticket, &fields, "all")
             .await?;
         Ok(state_of(&record))
     }
@@ -451,7 +466,7 @@ impl AsyncTicketSystem for ServiceNowClient {
     }
 
     async fn status(&self, ticket: &TicketRef) -> Result<TicketStatus, TicketError> {
-        self.record("status", ticket).await
+        self.attributed_record("status", ticket).await
     }
 
     /// Polls the default table. The watermark is compared in UTC: give the integration user the
@@ -494,7 +509,7 @@ impl AsyncTicketSystem for ServiceNowClient {
         };
         let table = self.table(OP, Some(table))?;
         let (records, count) = self
-            .bridge_page(OP, table, &query, "sys_updated_on", offset)
+            .bridge_page(OP, table, &query, "sys_updated_on", offset, true)
             .await?;
         let tickets = records
             .into_iter()

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::client::ServiceNowClient;
 use super::query::rfc3339_from_glide;
 use super::record::{Envelope, field, table_gone};
-use super::status::state_of;
+use super::status::{ATTRIBUTION_FIELDS, state_of};
 use crate::marker::{BRIDGE_LABEL, Marker};
 use crate::ticket::listing::{ListedPage, ListedTicket, Presence, presence_of};
 use crate::ticket::provenance::{Provenance, ProvenanceRead};
@@ -85,7 +85,7 @@ impl ServiceNowClient {
         };
         let table = self.table(OP, Some(&tables[index]))?;
         let (records, count) = self
-            .bridge_page(OP, table, &bridge_query(), "sys_created_on", offset)
+            .bridge_page(OP, table, &bridge_query(), "sys_created_on", offset, false)
             .await
             .map_err(table_gone)?;
         let tickets = records
@@ -109,7 +109,8 @@ impl ServiceNowClient {
 
     /// One page of bridge records of `table` matching `query` from `offset` (the status sync's
     /// and reconcile's): each as a ticket with its marker, status and the glide time `time_field`
-    /// as RFC 3339; and how many records the page held.
+    /// as RFC 3339; and how many records the page held. `attributed` also reads who changed
+    /// each record and why it was closed (the status sync's poll).
     pub(super) async fn bridge_page(
         &self,
         operation: &'static str,
@@ -117,14 +118,16 @@ impl ServiceNowClient {
         query: &str,
         time_field: &str,
         offset: u64,
+        attributed: bool,
     ) -> Result<(Vec<BridgeRecord>, u64), TicketError> {
+        let mut fields = format!("sys_id,number,state,{time_field},correlation_id");
+        if attributed {
+            fields = format!("{fields},{ATTRIBUTION_FIELDS}");
+        }
         let mut url = self.table_url(table);
         url.query_pairs_mut()
             .append_pair("sysparm_query", query)
-            .append_pair(
-                "sysparm_fields",
-                &format!("sys_id,number,state,{time_field},correlation_id"),
-            )
+            .append_pair("sysparm_fields", &fields)
             .append_pair("sysparm_limit", &self.page_size.to_string())
             .append_pair("sysparm_offset", &offset.to_string())
             .append_pair("sysparm_display_value", "all")

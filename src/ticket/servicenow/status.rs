@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::record::field;
-use crate::ticket::TicketStatus;
+use crate::ticket::{TicketStatus, attribution};
 
 /// What an out-of-the-box state means to the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,8 @@ pub(super) fn valid_state_code(value: &str) -> Option<String> {
 }
 
 /// A record's `state` as a status: its display label when the record has one, else the
-/// out-of-the-box label, else the code.
+/// out-of-the-box label, else the code. Who and why come from [`ATTRIBUTION_FIELDS`] when the
+/// read asked for them.
 pub(super) fn state_of(record: &serde_json::Map<String, Value>) -> TicketStatus {
     let (code, label) = field(record, "state");
     let name = label.filter(|l| !l.is_empty()).unwrap_or_else(|| {
@@ -90,11 +91,36 @@ pub(super) fn state_of(record: &serde_json::Map<String, Value>) -> TicketStatus 
             .find(|(c, _, _)| *c == code)
             .map_or_else(|| code.clone(), |(_, l, _)| (*l).to_owned())
     });
+    let (resolution, changed_by) = attribution_of(record, &code);
     TicketStatus {
         done: is_done(&code),
         name,
         category: code,
+        resolution,
+        changed_by,
     }
+}
+
+/// The columns that say who last changed a record and why it was closed: what the status
+/// sync's reads ask for besides the state (same request).
+pub(super) const ATTRIBUTION_FIELDS: &str = "sys_updated_by,close_code,close_notes";
+
+/// `sys_updated_by`, and the close code with the close notes, of a record in state `code`
+/// (display values where the read has them). An open out-of-the-box state has no resolution:
+/// a close code left from before a reopen says nothing about it.
+fn attribution_of(
+    record: &serde_json::Map<String, Value>,
+    code: &str,
+) -> (Option<String>, Option<String>) {
+    let text = |name: &str| {
+        let (value, display) = field(record, name);
+        display.filter(|d| !d.trim().is_empty()).unwrap_or(value)
+    };
+    let resolution = match meaning(code) {
+        Some(StateMeaning::Open) => None,
+        _ => attribution::resolution(&text("close_code"), &text("close_notes")),
+    };
+    (resolution, attribution::name(&text("sys_updated_by")))
 }
 
 #[cfg(test)]
@@ -108,6 +134,33 @@ mod tests {
         assert_eq!(valid_state_code("Resolved").as_deref(), Some("6"));
         assert_eq!(valid_state_code("6^ORstate=1"), None);
         assert_eq!(valid_state_code("Done"), None);
+    }
+
+    #[test]
+    fn a_closed_record_says_who_and_why_an_open_one_only_who() {
+        let record = |state: &str| {
+            serde_json::json!({
+                "state": {"value": state, "display_value": "x"},
+                "sys_updated_by": {"value": "jane.doe", "display_value": "jane.doe"},
+                "close_code": {"value": "risk_accepted", "display_value": "Risk Accepted"},
+                "close_notes": "Accepted by the CISO\nuntil Q3",
+            })
+            .as_object()
+            .cloned()
+            .unwrap()
+        };
+        let closed = state_of(&record("7"));
+        assert_eq!(closed.changed_by.as_deref(), Some("jane.doe"));
+        assert_eq!(
+            closed.resolution.as_deref(),
+            Some("Risk Accepted: Accepted by the CISO until Q3")
+        );
+        let reopened = state_of(&record("2"));
+        assert_eq!(reopened.resolution, None);
+        assert_eq!(reopened.changed_by.as_deref(), Some("jane.doe"));
+        // A read that did not ask says nothing.
+        let plain = state_of(serde_json::json!({"state": "6"}).as_object().unwrap());
+        assert_eq!((plain.resolution, plain.changed_by), (None, None));
     }
 
     #[test]
