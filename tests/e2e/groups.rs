@@ -104,6 +104,12 @@ async fn one_ticket_per_group_across_three_replicas_closed_by_the_last_resolutio
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(bench.jira_count(), 1, "one ticket for eight findings");
+    // What eight new findings of one group cost (for BENCHMARKS): requests by endpoint.
+    println!(
+        "eight findings of one group: {:?}; Security Hub write-back calls: {}",
+        bench.requests(),
+        bench.sim.state.writebacks().len()
+    );
     let issue = &group_issues(&bench)[0];
     assert_eq!(
         issue.priority.as_deref(),
