@@ -60,14 +60,19 @@ fn notes_with(record: &ServiceNowRecord, needle: &str) -> usize {
         .count()
 }
 
-/// Stops a worker with SIGTERM and waits for it to exit.
-async fn stop(mut worker: WorkerProcess) {
-    worker.terminate();
-    assert!(
-        worker.wait(Duration::from_secs(60)).await.is_some(),
-        "{}",
-        worker.log_tail(40)
-    );
+/// Stops workers with SIGTERM (all at once: each may finish a long poll first) and waits for
+/// each to exit.
+async fn stop(workers: Vec<WorkerProcess>) {
+    for worker in &workers {
+        worker.terminate();
+    }
+    for mut worker in workers {
+        assert!(
+            worker.wait(Duration::from_secs(60)).await.is_some(),
+            "{}",
+            worker.log_tail(40)
+        );
+    }
 }
 
 // ---- SLA due dates and escalation ----------------------------------------------------------
@@ -165,7 +170,7 @@ async fn an_overdue_servicenow_incident_is_escalated_once_across_a_worker_restar
         breaches(addr).await == Some(1.0)
     })
     .await;
-    stop(worker).await;
+    stop(vec![worker]).await;
     assert_escalated_once(&bench, &first);
 
     // A new process on the same store: it escalates a new breach, which shows its loop read
@@ -186,7 +191,7 @@ async fn an_overdue_servicenow_incident_is_escalated_once_across_a_worker_restar
         || async { breaches(addr).await == Some(1.0) },
     )
     .await;
-    stop(worker).await;
+    stop(vec![worker]).await;
     assert_escalated_once(&bench, &first);
     assert_escalated_once(&bench, &second);
     assert_eq!(incidents(&bench).len(), 2);
@@ -276,6 +281,21 @@ async fn grouped_servicenow_incidents_close_when_the_last_finding_resolves_and_r
             })
         })
         .collect();
+    // Two messages at a time per replica, all three polling before the findings arrive: the
+    // six findings of the new group are spread over the replicas.
+    let replicas: Vec<WorkerProcess> = (1..=3)
+        .map(|n| {
+            bench.spawn(
+                &format!("sn-replica-{n}"),
+                &store,
+                &[("BRIDGE_CONCURRENCY", "2")],
+                &[],
+            )
+        })
+        .collect();
+    for replica in &replicas {
+        replica.http_addr(Duration::from_secs(30)).await;
+    }
     bench
         .send_all(
             &findings
@@ -284,9 +304,6 @@ async fn grouped_servicenow_incidents_close_when_the_last_finding_resolves_and_r
                 .collect::<Vec<_>>(),
         )
         .await;
-    let replicas: Vec<WorkerProcess> = (1..=3)
-        .map(|n| bench.spawn(&format!("sn-replica-{n}"), &store, &[], &[]))
-        .collect();
 
     eventually(
         Duration::from_secs(180),
@@ -359,12 +376,21 @@ async fn grouped_servicenow_incidents_close_when_the_last_finding_resolves_and_r
         "{:?}",
         record.get("close_notes")
     );
-    assert_eq!(
-        notes_with(record, "Resolved in Security Hub:"),
-        MEMBERS - 1,
-        "{:#?}",
-        record.journal
-    );
+    // Each tick-off note ends with its finding's console link: every finding but the one that
+    // closed the incident is ticked off, once.
+    let ticks: Vec<&str> = record
+        .journal_of("work_notes")
+        .filter(|n| n.starts_with("Resolved in Security Hub:"))
+        .collect();
+    assert_eq!(ticks.len(), MEMBERS - 1, "{ticks:#?}");
+    for n in 0..MEMBERS {
+        let tail = format!("sngroup-{n}");
+        let of_n = ticks
+            .iter()
+            .filter(|t| t.trim_end().ends_with(&tail))
+            .count();
+        assert!(of_n <= 1, "finding {n} ticked off {of_n} times: {ticks:#?}");
+    }
     assert_eq!(
         notes_with(record, "Every finding of this group is resolved"),
         1,
@@ -410,9 +436,7 @@ async fn grouped_servicenow_incidents_close_when_the_last_finding_resolves_and_r
     );
     assert_eq!(incidents(&bench).len(), 1, "still one incident");
     assert_eq!(bench.jira_count(), 0);
-    for replica in replicas {
-        stop(replica).await;
-    }
+    stop(replicas).await;
     assert!(
         bench.dlq_messages().await.is_empty(),
         "nothing dead-lettered"
