@@ -318,6 +318,24 @@ fn enter_state(fields: &mut BTreeMap<String, String>, previous: Option<&str>, us
     fields.insert("active".into(), active.to_string());
 }
 
+/// Appends to the record's `state_history` when `fields` (its new values) change its state.
+fn record_state_change(
+    record: &mut ServiceNowRecord,
+    previous: Option<&str>,
+    fields: &BTreeMap<String, String>,
+    by: &str,
+) {
+    let to = fields.get("state").map_or("", String::as_str);
+    let from = previous.unwrap_or("");
+    if from != to {
+        record.state_history.push(crate::state::StatusChange {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            by: by.to_owned(),
+        });
+    }
+}
+
 /// The incident data policy: a resolved or closed incident needs a resolution code and notes.
 fn data_policy(fields: &BTreeMap<String, String>) -> Result<(), Rejection> {
     let state = fields.get("state").map_or("", String::as_str);
@@ -594,6 +612,7 @@ async fn create_record(
                 created_by: user.clone(),
             })
             .collect(),
+        state_history: Vec::new(),
     };
     let out = record_json(&record, params.sysparm_fields.as_deref(), display);
     sn.records.push(record);
@@ -753,6 +772,7 @@ async fn update_record(
     merged.insert("sys_mod_count".into(), mod_count.to_string());
     merged.insert("sys_updated_on".into(), now.clone());
     merged.insert("sys_updated_by".into(), user.clone());
+    record_state_change(record, previous_state.as_deref(), &merged, "api");
     record.fields = merged;
     record
         .journal
@@ -781,6 +801,8 @@ pub(crate) fn human_state_change(record: &mut ServiceNowRecord, state: &str, use
         }
     }
     enter_state(&mut record.fields, previous.as_deref(), user);
+    let fields = record.fields.clone();
+    record_state_change(record, previous.as_deref(), &fields, "human");
     record.fields.insert("sys_updated_on".into(), now_text());
     record
         .fields
@@ -835,6 +857,29 @@ mod tests {
             recompute_priority(&mut f);
             assert_eq!(f["priority"], p);
         }
+    }
+
+    #[test]
+    fn state_history_records_changes_only() {
+        let mut record = ServiceNowRecord {
+            table: "incident".into(),
+            sys_id: "1".into(),
+            fields: BTreeMap::from([("state".to_owned(), "1".to_owned())]),
+            journal: Vec::new(),
+            state_history: Vec::new(),
+        };
+        let same = record.fields.clone();
+        record_state_change(&mut record, Some("1"), &same, "api");
+        assert!(record.state_history.is_empty());
+        human_state_change(&mut record, "6", "sim");
+        let resolved = BTreeMap::from([("state".to_owned(), "2".to_owned())]);
+        record_state_change(&mut record, Some("6"), &resolved, "api");
+        let moves: Vec<(&str, &str, &str)> = record
+            .state_history
+            .iter()
+            .map(|c| (c.from.as_str(), c.to.as_str(), c.by.as_str()))
+            .collect();
+        assert_eq!(moves, [("1", "6", "human"), ("6", "2", "api")]);
     }
 
     #[test]

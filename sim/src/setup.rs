@@ -363,6 +363,7 @@ fn record(table: &str, kind: &str, name: &str, fields: &[(&str, String)]) -> Ser
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect(),
         journal: Vec::new(),
+        state_history: Vec::new(),
     }
 }
 

@@ -90,11 +90,22 @@ pub struct ServiceNowRecord {
     pub fields: BTreeMap<String, String>,
     /// Journal entries (`work_notes`, `comments`), which the Table API never returns as values.
     pub journal: Vec<JournalEntry>,
+    /// Changes of `state` in order (`by`: `api` through the Table API, `human` for simulated
+    /// users), so tests can tell how often the bridge resolved or reopened a record.
+    pub state_history: Vec<StatusChange>,
 }
 
 impl ServiceNowRecord {
     pub fn get(&self, field: &str) -> Option<&str> {
         self.fields.get(field).map(String::as_str)
+    }
+
+    /// The texts of the journal entries of `field` (`work_notes`, `comments`), oldest first.
+    pub fn journal_of<'a>(&'a self, field: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.journal
+            .iter()
+            .filter(move |j| j.field == field)
+            .map(|j| j.value.as_str())
     }
 }
 

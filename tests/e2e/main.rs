@@ -21,3 +21,5 @@ mod acceptance;
 mod groups;
 mod poller;
 mod sla;
+
+mod servicenow_e2e;
