@@ -328,10 +328,13 @@ fn record_state_change(
     let to = fields.get("state").map_or("", String::as_str);
     let from = previous.unwrap_or("");
     if from != to {
+        let author = fields.get("sys_updated_by").cloned().unwrap_or_default();
         record.state_history.push(crate::state::StatusChange {
             from: from.to_owned(),
             to: to.to_owned(),
             by: by.to_owned(),
+            author,
+            at: chrono::Utc::now(),
         });
     }
 }

@@ -713,6 +713,46 @@ async fn sqlite_store_survives_a_reopen() {
     );
 }
 
+/// The SDK retries a write whose answer was lost; when the first attempt went through, the
+/// retry finds the lease released and fails its condition. That is the write having happened,
+/// not a lost claim — unless the item holds something else or someone's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_a_put_retried_after_it_applied_is_not_a_lost_claim() {
+    let store = dynamodb().await;
+    let m = marker("retried-put");
+    let record = asff_record("retried-put");
+    expect_acquired(store.claim(&m, "a", LEASE).await);
+    store.put(&record, "a", SyncFields::Replace).await.unwrap();
+    // The same request again, as the SDK's retry would send it.
+    let mut retry = record.clone();
+    retry.modified_at += 1;
+    store
+        .put(&retry, "a", SyncFields::Replace)
+        .await
+        .expect("a retried put that had applied succeeds");
+    // Status sync wrote meanwhile: a retry that keeps the sync fields still matches.
+    store
+        .set_sync_status(&m, Some("Done"), Some("RESOLVED"))
+        .await
+        .unwrap();
+    store.put(&record, "a", SyncFields::Keep).await.unwrap();
+    // Something else stored: a lost claim.
+    let mut other = record.clone();
+    other.severity = "LOW".to_owned();
+    assert!(matches!(
+        store.put(&other, "a", SyncFields::Replace).await,
+        Err(StoreError::LostClaim(_))
+    ));
+    // Someone holds the key now: a lost claim, whatever the item says.
+    expect_acquired(store.claim(&m, "b", LEASE).await);
+    let mut stored = store.get(&m).await.unwrap().expect("record");
+    stored.modified_at = record.modified_at;
+    assert!(matches!(
+        store.put(&stored, "a", SyncFields::Replace).await,
+        Err(StoreError::LostClaim(_))
+    ));
+}
+
 #[tokio::test]
 /// A missing table is the deployment's fault, not any finding's: the store connection pauses
 /// (Refused) instead of dead-lettering what arrives meanwhile, and the message names the table.

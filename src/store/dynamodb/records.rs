@@ -16,10 +16,38 @@ impl DynamoStore {
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => match classify(&self.table, "put", e) {
+                Failure::ConditionFailed if self.already_written(record, sync).await => Ok(()),
                 Failure::ConditionFailed => Err(StoreError::LostClaim(record.marker.to_string())),
                 Failure::Store(e) => Err(e),
             },
         }
+    }
+
+    /// Whether a `put` refused for its condition had in fact been applied: the SDK retries a
+    /// request whose answer was lost (a timeout, a cut connection), and when the first attempt
+    /// went through, the retry finds the lease it released and fails. The item then holds no
+    /// lease and exactly this record (its change time and, with [`SyncFields::Keep`], the
+    /// sync fields aside), which is what the caller meant to store. Any doubt is a lost claim.
+    async fn already_written(&self, record: &Record, sync: SyncFields) -> bool {
+        let Ok(Some(item)) = self.get_item(record_key(&record.marker), "put").await else {
+            return false;
+        };
+        if item.contains_key(LEASE_OWNER) || item.contains_key(INTENT) {
+            return false;
+        }
+        let Ok(Some(mut stored)) = decode_record(&self.table, record.marker.as_str(), &item) else {
+            return false;
+        };
+        stored.modified_at = record.modified_at;
+        if sync == SyncFields::Keep {
+            stored.status_from_ticket = record.status_from_ticket.clone();
+            stored.status_to_hub = record.status_to_hub.clone();
+        }
+        let same = stored == *record;
+        if same {
+            tracing::info!(marker = %record.marker, "a record write refused on its retry had been applied by its first attempt");
+        }
+        same
     }
 
     /// The `UpdateItem` of [`DynamoStore::put_item`] under `condition` (which may use `#owner`,
