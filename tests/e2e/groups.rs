@@ -70,6 +70,21 @@ async fn one_ticket_per_group_across_three_replicas_closed_by_the_last_resolutio
             })
         })
         .collect();
+    // Every replica is up before the findings arrive, each taking two messages at a time, so
+    // the group's first findings really are spread over the three processes.
+    let replicas: Vec<WorkerProcess> = (1..=3)
+        .map(|n| {
+            bench.spawn(
+                &format!("replica-{n}"),
+                &store,
+                &[("BRIDGE_CONCURRENCY", "2")],
+                &[],
+            )
+        })
+        .collect();
+    for replica in &replicas {
+        replica.http_addr(Duration::from_secs(60)).await;
+    }
     bench
         .send_all(
             &findings
@@ -78,9 +93,6 @@ async fn one_ticket_per_group_across_three_replicas_closed_by_the_last_resolutio
                 .collect::<Vec<_>>(),
         )
         .await;
-    let replicas: Vec<WorkerProcess> = (1..=3)
-        .map(|n| bench.spawn(&format!("replica-{n}"), &store, &[], &[]))
-        .collect();
 
     let listed = || async {
         let issues = group_issues(&bench);
