@@ -111,16 +111,17 @@ impl BatchingWriter {
             arrived: Instant::now(),
             reply,
         };
-        if self.queue().send(request).is_err() {
-            return Err(flusher_gone());
+        if let Err(mpsc::error::SendError(request)) = self.queue().send(request) {
+            // The flusher is gone (only a panic ends it while this writer lives): write-backs
+            // still go out, one call each, as without batching.
+            return self.inner.write(request.updates).await;
         }
-        answer.await.unwrap_or_else(|_| Err(flusher_gone()))
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteError::Transient(
+                "the write-back queue stopped before answering".into(),
+            ))
+        })
     }
-}
-
-/// The flusher stopped (it panicked): the caller learns its write-back did not go out.
-fn flusher_gone() -> WriteError {
-    WriteError::Transient("the write-back queue stopped before answering".into())
 }
 
 impl FindingWriter for BatchingWriter {

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::finding::{WorkflowStatus, WriteBackId};
+use crate::retry::Retryable;
 
 const WINDOW: Duration = Duration::from_millis(200);
 
@@ -14,6 +15,7 @@ struct Inner {
     calls: Mutex<Vec<(Instant, Vec<WorkflowUpdate>)>>,
     refuse: Vec<String>,
     fail_on: Option<String>,
+    panic_on: Option<String>,
 }
 
 impl Inner {
@@ -36,6 +38,11 @@ impl FindingWriter for Inner {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), updates.clone()));
+            if let Some(id) = &self.panic_on
+                && updates.iter().any(|u| &u.finding_id == id)
+            {
+                panic!("inner writer bug ({id})");
+            }
             if let Some(id) = &self.fail_on
                 && updates.iter().any(|u| &u.finding_id == id)
             {
@@ -331,6 +338,29 @@ async fn the_flusher_ends_when_the_writer_is_dropped() {
     while Arc::strong_count(&inner) > 1 {
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn if_the_flusher_dies_its_callers_fail_transiently_and_later_writes_go_straight_through() {
+    let inner = Arc::new(Inner {
+        panic_on: Some("f-panic".into()),
+        ..Inner::default()
+    });
+    let writer = batching(&inner, WINDOW);
+    let err = writer
+        .write(vec![update("f-panic", "n")])
+        .await
+        .expect_err("the flush panicked");
+    assert!(err.is_transient(), "{err}");
+    let started = Instant::now();
+    let report = writer
+        .write(vec![update("f-1", "n")])
+        .await
+        .expect("written without the queue");
+    assert_eq!(report.processed, 1);
+    let calls = inner.calls();
+    assert_eq!(inner.ids_per_call(), vec![vec!["f-panic"], vec!["f-1"]]);
+    assert_eq!(calls[1].0, started, "no window without the flusher");
 }
 
 #[test]
