@@ -177,6 +177,12 @@ impl Config {
         }
     }
 
+    /// How long the lifecycle's Security Hub write-backs wait to share a call
+    /// (`BRIDGE_WRITEBACK_WINDOW`, milliseconds, default 200, at most 1000; zero: no batching).
+    pub fn writeback_window(&self) -> anyhow::Result<Duration> {
+        crate::aws::securityhub::batching::window_from_lookup(self.lookup())
+    }
+
     /// This host's name (`HOSTNAME`, else `/etc/hostname`), for claim owners.
     pub fn hostname(&self) -> String {
         self.get("HOSTNAME")
@@ -285,5 +291,21 @@ mod tests {
         assert_eq!(policy("always").unwrap(), MarkerSearch::Always);
         let err = policy("never").unwrap_err().to_string();
         assert!(err.contains(MARKER_SEARCH_ENV), "{err}");
+    }
+
+    #[test]
+    fn writeback_window_defaults_to_200_ms_and_refuses_what_it_cannot_use() {
+        use crate::aws::securityhub::batching::WRITEBACK_WINDOW_ENV;
+        let window = |v: &str| Config::from_pairs([(WRITEBACK_WINDOW_ENV, v)]).writeback_window();
+        assert_eq!(
+            Config::default().writeback_window().unwrap(),
+            Duration::from_millis(200)
+        );
+        assert_eq!(window("0").unwrap(), Duration::ZERO);
+        assert_eq!(window("1000").unwrap(), Duration::from_secs(1));
+        for bad in ["1001", "fast", "-5"] {
+            let err = format!("{:#}", window(bad).unwrap_err());
+            assert!(err.contains(WRITEBACK_WINDOW_ENV), "{bad}: {err}");
+        }
     }
 }

@@ -620,3 +620,111 @@ async fn an_empty_write_sends_nothing() {
     assert_eq!(report.processed, 0);
     assert!(received(&server).await.is_empty());
 }
+
+/// The batching writer with the real writer inside: concurrent write-backs share requests.
+mod batching {
+    use super::*;
+    use findings_bridge::aws::securityhub::batching::{BatchingWriter, DEFAULT_WINDOW};
+    use findings_bridge::aws::securityhub::{WriteError, WriteReport};
+    use std::sync::Arc;
+
+    /// Writes each batch from its own task through `batching`, all spawned before any runs (the
+    /// flusher, started by the first write, is queued behind them on this single-threaded runtime:
+    /// every caller is waiting before it looks, whatever the clock says); the outcomes in order.
+    async fn write_concurrently(
+        batching: &Arc<BatchingWriter>,
+        batches: Vec<Vec<WorkflowUpdate>>,
+    ) -> Vec<Result<WriteReport, WriteError>> {
+        let callers: Vec<_> = batches
+            .into_iter()
+            .map(|updates| {
+                let batching = Arc::clone(batching);
+                tokio::spawn(async move { batching.write(updates).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for caller in callers {
+            outcomes.push(caller.await.expect("caller task"));
+        }
+        outcomes
+    }
+
+    async fn batching_writer(server: &MockServer) -> Arc<BatchingWriter> {
+        let inner: Arc<dyn FindingWriter> = Arc::new(writer(server).await);
+        Arc::new(BatchingWriter::new(inner, DEFAULT_WINDOW))
+    }
+
+    #[tokio::test]
+    async fn twenty_concurrent_write_backs_with_one_note_go_out_as_one_request() {
+        let server = MockServer::start().await;
+        Mock::given(method("PATCH"))
+            .and(path(V1_PATH))
+            .respond_with(ok_v1())
+            .mount(&server)
+            .await;
+        let note = "Tracked in jira SEC-1: https://jira.example/browse/SEC-1 (group KEY, fb-1)";
+        let batches = (0..20)
+            .map(|n| vec![asff_update(n, Some(WorkflowStatus::Notified), note)])
+            .collect();
+
+        for outcome in write_concurrently(&batching_writer(&server).await, batches).await {
+            let report = outcome.expect("written");
+            assert_eq!(report.processed, 1);
+            assert!(report.unprocessed.is_empty());
+        }
+
+        let requests = received(&server).await;
+        assert_eq!(requests.len(), 1, "one BatchUpdateFindings for all twenty");
+        assert_eq!(requests[0].method.as_str(), "PATCH");
+        let body = body(&requests[0]);
+        assert_eq!(
+            body["FindingIdentifiers"],
+            Value::Array((0..20).map(asff_identifier).collect())
+        );
+        assert_eq!(body["Note"]["Text"], note);
+        assert_eq!(body["Workflow"]["Status"], "NOTIFIED");
+    }
+
+    #[tokio::test]
+    async fn a_finding_refused_in_a_shared_request_is_reported_to_its_own_caller_only() {
+        let server = MockServer::start().await;
+        Mock::given(method("PATCH"))
+            .and(path(V1_PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "ProcessedFindings": [asff_identifier(1), asff_identifier(3)],
+                "UnprocessedFindings": [{
+                    "FindingIdentifier": asff_identifier(2),
+                    "ErrorCode": "FindingNotFound",
+                    "ErrorMessage": "Finding not found"
+                }]
+            })))
+            .mount(&server)
+            .await;
+        let batches = (1..=3)
+            .map(|n| {
+                vec![asff_update(
+                    n,
+                    Some(WorkflowStatus::Notified),
+                    "Ticket SEC-1",
+                )]
+            })
+            .collect();
+
+        let outcomes = write_concurrently(&batching_writer(&server).await, batches).await;
+        let reports: Vec<WriteReport> = outcomes.into_iter().map(|o| o.expect("written")).collect();
+        assert_eq!(received(&server).await.len(), 1);
+        assert_eq!(
+            reports[1].unprocessed,
+            vec![Unprocessed {
+                finding_id: "finding-2".into(),
+                code: "FindingNotFound".into(),
+                message: "Finding not found".into(),
+            }]
+        );
+        assert_eq!(reports[1].processed, 0);
+        for other in [&reports[0], &reports[2]] {
+            assert_eq!(other.processed, 1);
+            assert!(other.unprocessed.is_empty());
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! written. The real client on `aws-sdk-securityhub`
 //! (`BatchUpdateFindings` for ASFF, `BatchUpdateFindingsV2` for OCSF, batches of ≤100, unprocessed
 //! entries retried or reported) comes with the status sync issue and implements this same trait.
+//! [`batching::BatchingWriter`] wraps a writer so that concurrent callers' updates share calls.
 
+pub mod batching;
 pub mod client;
 
 use crate::finding::{Severity, WorkflowStatus, WriteBackId};

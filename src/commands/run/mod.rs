@@ -21,6 +21,7 @@ pub use wiring::{
 };
 use wiring::{WorkerReadiness, spawn_reload_on_sighup};
 
+use crate::aws::securityhub::batching::BatchingWriter;
 use crate::aws::securityhub::client::SecurityHubWriter;
 use crate::aws::securityhub::{FindingWriter, NoopWriter};
 use crate::config::Config;
@@ -112,6 +113,7 @@ pub async fn run(
     let metrics = crate::runtime::telemetry::install_metrics();
     // Every setting is checked before the SDK's configuration chain is loaded, once.
     let tickets = config.tickets()?;
+    let writeback_window = config.writeback_window()?;
     let sdk = crate::aws::sdk_config(config.aws()?).await;
     let connections = ticket_connections(tickets, || async { Ok(sdk.clone()) }).await?;
     let systems = connections.systems.clone();
@@ -216,11 +218,25 @@ pub async fn run(
 
     let owner = owner_id(config);
     let investigator = investigator(config, &sdk)?;
-    let lifecycle = Lifecycle::new(store, systems, writer, Arc::new(planner), owner.clone())
-        .with_investigator(investigator)
-        .with_tasks(tasks.clone())
-        .with_marker_search(config.marker_search()?)
-        .with_health(health);
+    // The lifecycle's write-backs (one per finding, the same note for every finding of a group)
+    // are merged across findings; the status sync batches its own per poll and keeps `writer`.
+    let lifecycle_writer: Arc<dyn FindingWriter> =
+        if settings.write_back && !writeback_window.is_zero() {
+            Arc::new(BatchingWriter::new(writer, writeback_window))
+        } else {
+            writer
+        };
+    let lifecycle = Lifecycle::new(
+        store,
+        systems,
+        lifecycle_writer,
+        Arc::new(planner),
+        owner.clone(),
+    )
+    .with_investigator(investigator)
+    .with_tasks(tasks.clone())
+    .with_marker_search(config.marker_search()?)
+    .with_health(health);
     let mut config = WorkerConfig::new(settings.queue_url.clone(), owner);
     config.dlq_url = settings.dlq_url.clone();
     config.concurrency = settings.concurrency.max(1);
