@@ -389,6 +389,36 @@ impl Bench {
             .collect()
     }
 
+    /// A fresh DynamoDB table on moto for several replicas; returns its `BRIDGE_STORE` value.
+    pub async fn dynamodb_store(&self, prefix: &str) -> String {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.aws);
+        let table = support::unique(prefix);
+        findings_bridge::store::dynamodb::DynamoStore::create_table_for_tests(&dynamodb, &table)
+            .await
+            .expect("records table on moto");
+        format!("dynamodb:{table}")
+    }
+
+    /// `n` workers on `store`, each taking two messages at a time, all polling before this
+    /// returns: findings sent afterwards are spread over the processes, so races between
+    /// replicas really happen.
+    pub async fn replicas_ready(&self, name: &str, n: usize, store: &str) -> Vec<WorkerProcess> {
+        let replicas: Vec<WorkerProcess> = (1..=n)
+            .map(|i| {
+                self.spawn(
+                    &format!("{name}-{i}"),
+                    store,
+                    &[("BRIDGE_CONCURRENCY", "2")],
+                    &[],
+                )
+            })
+            .collect();
+        for replica in &replicas {
+            replica.http_addr(Duration::from_secs(60)).await;
+        }
+        replicas
+    }
+
     /// Writes one more team file into the bench's mapping directory (before a worker starts).
     pub fn write_team(&self, file: &str, toml: &str) {
         std::fs::write(self.mappings.join(file), toml).expect("team file");

@@ -10,9 +10,8 @@ use crate::bench as e2e;
 
 use std::time::Duration;
 
-use e2e::{Bench, FindingBuilder, Teams, WorkerProcess, eventually};
+use e2e::{Bench, FindingBuilder, Teams, eventually};
 use findings_bridge::marker::Marker;
-use findings_bridge::store::dynamodb::DynamoStore;
 use findings_bridge_sim::Faults;
 use findings_bridge_sim::state::JiraIssue;
 
@@ -54,12 +53,7 @@ async fn one_ticket_per_group_across_three_replicas_closed_by_the_last_resolutio
     let _timing = e2e::exclusive().await;
     let bench = Bench::start(Teams::JiraOnly, Faults::none()).await;
     bench.write_team("appsec.toml", GROUPED_TEAM);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&bench.aws);
-    let table = crate::support::unique("e2e-groups");
-    DynamoStore::create_table_for_tests(&dynamodb, &table)
-        .await
-        .expect("records table on moto");
-    let store = format!("dynamodb:{table}");
+    let store = bench.dynamodb_store("e2e-groups").await;
 
     let findings: Vec<FindingBuilder> = (0..8)
         .map(|n| {
@@ -72,19 +66,7 @@ async fn one_ticket_per_group_across_three_replicas_closed_by_the_last_resolutio
         .collect();
     // Every replica is up before the findings arrive, each taking two messages at a time, so
     // the group's first findings really are spread over the three processes.
-    let replicas: Vec<WorkerProcess> = (1..=3)
-        .map(|n| {
-            bench.spawn(
-                &format!("replica-{n}"),
-                &store,
-                &[("BRIDGE_CONCURRENCY", "2")],
-                &[],
-            )
-        })
-        .collect();
-    for replica in &replicas {
-        replica.http_addr(Duration::from_secs(60)).await;
-    }
+    let replicas = bench.replicas_ready("replica", 3, &store).await;
     bench
         .send_all(
             &findings

@@ -265,12 +265,7 @@ async fn grouped_servicenow_incidents_close_when_the_last_finding_resolves_and_r
  {
     let _timing = e2e::exclusive().await;
     let bench = servicenow_bench(GROUPED_TEAM).await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&bench.aws);
-    let table = crate::support::unique("e2e-sn-groups");
-    findings_bridge::store::dynamodb::DynamoStore::create_table_for_tests(&dynamodb, &table)
-        .await
-        .expect("records table on moto");
-    let store = format!("dynamodb:{table}");
+    let store = bench.dynamodb_store("e2e-sn-groups").await;
 
     let findings: Vec<FindingBuilder> = (0..MEMBERS)
         .map(|n| {
@@ -283,19 +278,7 @@ async fn grouped_servicenow_incidents_close_when_the_last_finding_resolves_and_r
         .collect();
     // Two messages at a time per replica, all three polling before the findings arrive: the
     // six findings of the new group are spread over the replicas.
-    let replicas: Vec<WorkerProcess> = (1..=3)
-        .map(|n| {
-            bench.spawn(
-                &format!("sn-replica-{n}"),
-                &store,
-                &[("BRIDGE_CONCURRENCY", "2")],
-                &[],
-            )
-        })
-        .collect();
-    for replica in &replicas {
-        replica.http_addr(Duration::from_secs(30)).await;
-    }
+    let replicas = bench.replicas_ready("sn-replica", 3, &store).await;
     bench
         .send_all(
             &findings
