@@ -233,6 +233,7 @@ impl StatusSync {
     /// Writes in batches of at most `batch`, then records what Security Hub applied.
     pub(super) async fn write(&self, pendings: Vec<Pending>) -> Vec<(Pending, WriteResult)> {
         let mut results = Vec::with_capacity(pendings.len());
+        let mut recorded_markers: HashSet<Marker> = HashSet::new();
         let mut rest = pendings.into_iter().peekable();
         while rest.peek().is_some() {
             let batch: Vec<Pending> = rest.by_ref().take(self.config.batch_size()).collect();
@@ -264,7 +265,9 @@ impl StatusSync {
                             }
                             None => {
                                 processed += 1;
-                                let result = self.recorded(&pending).await;
+                                // A group ticket's items share its record: recorded once.
+                                let first = recorded_markers.insert(pending.record.marker.clone());
+                                let result = self.recorded(&pending, first).await;
                                 batch_results.push((pending, result));
                             }
                         }
@@ -292,7 +295,10 @@ impl StatusSync {
     /// Records a status Security Hub applied. If the store write fails the status was still
     /// written; the next poll finds `status_to_hub` stale and writes the same state again, which
     /// is harmless.
-    pub(super) async fn recorded(&self, pending: &Pending) -> WriteResult {
+    ///
+    /// `first`: the first write of this record in this call (the items of a group ticket share
+    /// one record; only the first stores what was written).
+    pub(super) async fn recorded(&self, pending: &Pending, first: bool) -> WriteResult {
         let candidate = &pending.candidate;
         telemetry::sync_status_written(pending.status);
         tracing::info!(
@@ -304,6 +310,9 @@ impl StatusSync {
             status = pending.status.as_str(),
             "ticket status written to Security Hub"
         );
+        if !first {
+            return WriteResult::Written(pending.status);
+        }
         if let Err(e) = self
             .store
             .set_sync_status(
