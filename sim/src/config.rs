@@ -268,6 +268,10 @@ pub struct SimConfig {
     pub servicenow_token_ttl: Duration,
     /// Requests per second accepted on the API paths before answering 429.
     pub rate_limit_per_sec: Option<u32>,
+    /// Whether Jira, ServiceNow and Security Hub each count their own window of
+    /// `rate_limit_per_sec` requests, as the real services do (each has its own quota), instead
+    /// of all of them sharing one.
+    pub rate_limit_per_system: bool,
     /// How the Jira projects and the ServiceNow instance are set up (create screens,
     /// permissions, columns, groups): the starting value of `SharedState::setup`.
     pub setup: crate::setup::Setup,
@@ -296,6 +300,7 @@ impl Default for SimConfig {
             servicenow_client_secret: "sim-client-secret".to_owned(),
             servicenow_token_ttl: Duration::from_secs(1800),
             rate_limit_per_sec: None,
+            rate_limit_per_system: false,
             setup: crate::setup::Setup::default(),
             jira_time_zone: chrono_tz::Tz::UTC,
             human_name: "Jane Doe".to_owned(),
@@ -320,6 +325,7 @@ impl fmt::Debug for SimConfig {
             .field("servicenow_client_secret", &HIDDEN)
             .field("servicenow_token_ttl", &self.servicenow_token_ttl)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("rate_limit_per_system", &self.rate_limit_per_system)
             .field("setup", &self.setup)
             .field("jira_time_zone", &self.jira_time_zone)
             .field("human_name", &self.human_name)

@@ -123,6 +123,24 @@ fn family(path: &str) -> Family {
 }
 
 impl Family {
+    /// Position of the system's own rate-limit window.
+    fn index(&self) -> usize {
+        match self {
+            Family::Jira => 0,
+            Family::ServiceNow => 1,
+            Family::SecurityHub => 2,
+        }
+    }
+
+    /// How the statistics name the system.
+    fn name(&self) -> &'static str {
+        match self {
+            Family::Jira => "jira",
+            Family::ServiceNow => "servicenow",
+            Family::SecurityHub => "securityhub",
+        }
+    }
+
     /// The system whose credentials these paths take (Security Hub's are AWS's: never refused).
     fn system(&self) -> Option<System> {
         match self {
@@ -169,7 +187,8 @@ enum Injected {
 }
 
 /// Decides the fate of the next request and advances the fault schedule.
-fn decide(st: &SharedState) -> (Duration, Option<Injected>) {
+fn decide(st: &SharedState, family: &Family) -> (Duration, Option<Injected>) {
+    let per_system = st.config().rate_limit_per_system;
     let mut guard = st.lock();
     let faults = guard.faults.clone();
     if !faults.latency.is_zero() {
@@ -177,15 +196,21 @@ fn decide(st: &SharedState) -> (Duration, Option<Injected>) {
     }
     if let Some(limit) = guard.rate_limit {
         let now = Instant::now();
-        let (start, count) = match guard.rate_window {
+        let window = if per_system { family.index() } else { 0 };
+        let (start, count) = match guard.rate_windows[window] {
             Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
                 (start, count)
             }
             _ => (now, 0),
         };
-        guard.rate_window = Some((start, count + 1));
+        guard.rate_windows[window] = Some((start, count + 1));
         if count >= limit {
-            guard.fault_stats.rate_limited_429 += 1;
+            let stats = &mut guard.fault_stats;
+            stats.rate_limited_429 += 1;
+            *stats
+                .rate_limited_429_by_system
+                .entry(family.name().to_owned())
+                .or_insert(0) += 1;
             return (
                 faults.latency,
                 Some(Injected::RateLimited { retry_after: 1 }),
@@ -287,7 +312,7 @@ pub(crate) async fn api_layer(State(st): State<SharedState>, req: Request, next:
         }
         return refused(&fam, &path);
     }
-    let (latency, injected) = decide(&st);
+    let (latency, injected) = decide(&st, &fam);
     // A slow server commits somewhere in the middle of the time it takes: half the latency comes
     // before the handler and half after it, so a client that gives up may leave a committed write
     // behind. Injected errors never reach the handler and get all of it up front.

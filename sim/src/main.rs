@@ -52,6 +52,10 @@ struct Args {
     /// Requests per second accepted before answering 429.
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Jira, ServiceNow and Security Hub each get their own `--rate-limit` window, as the real
+    /// services' quotas are their own; without it every API request counts against one window.
+    #[arg(long, requires = "rate_limit")]
+    rate_limit_per_system: bool,
     /// Milliseconds a new Jira issue stays invisible to search (`search_delay_ms` of /_sim/faults).
     #[arg(long, default_value_t = 0)]
     search_delay_ms: u64,
@@ -150,6 +154,7 @@ impl Args {
             servicenow_client_secret: self.servicenow_client_secret,
             servicenow_token_ttl: Duration::from_secs(self.token_ttl_secs),
             rate_limit_per_sec: self.rate_limit,
+            rate_limit_per_system: self.rate_limit_per_system,
             // The standalone simulator starts with the default set-up; `POST /_sim/setup`
             // changes it.
             setup: findings_bridge_sim::Setup::default(),

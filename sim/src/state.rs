@@ -171,6 +171,9 @@ pub struct FaultStats {
     pub errors_500: u64,
     pub burst_429: u64,
     pub rate_limited_429: u64,
+    /// `rate_limited_429` by system (`jira`, `servicenow`, `securityhub`), so a load test can
+    /// tell how much of each system's own budget was used.
+    pub rate_limited_429_by_system: BTreeMap<String, u64>,
     /// Committed creates answered 502 Bad Gateway.
     pub ambiguous_502: u64,
     /// Committed creates whose connection was reset instead of answered.
@@ -240,8 +243,10 @@ pub(crate) struct Inner {
     /// Ambiguous creates so far under the current faults (the `rotate` mode's position).
     pub ambiguous_seq: u64,
     pub rate_limit: Option<u32>,
-    /// Start of the current one-second window and the requests seen in it.
-    pub rate_window: Option<(Instant, u32)>,
+    /// Start of the current one-second window and the requests seen in it: one window for all
+    /// systems, or with `SimConfig::rate_limit_per_system` one per system (Jira, ServiceNow,
+    /// Security Hub, in that order).
+    pub rate_windows: [Option<(Instant, u32)>; 3],
     /// How the simulated systems are set up (see [`crate::setup`]).
     pub setup: crate::setup::Setup,
 }
@@ -275,7 +280,7 @@ impl SharedState {
             create_seq: 0,
             ambiguous_seq: 0,
             rate_limit: config.rate_limit_per_sec,
-            rate_window: None,
+            rate_windows: [None; 3],
             setup: config.setup.clone(),
         };
         Self {
@@ -422,7 +427,7 @@ impl SharedState {
     pub fn set_rate_limit(&self, per_sec: Option<u32>) {
         let mut guard = self.lock();
         guard.rate_limit = per_sec;
-        guard.rate_window = None;
+        guard.rate_windows = [None; 3];
     }
 
     /// A human moving the ticket to `status_name` in Jira's UI, whatever the workflow would allow.

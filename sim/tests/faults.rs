@@ -138,6 +138,45 @@ async fn rate_limit_answers_429_beyond_the_limit_per_second() {
 }
 
 #[tokio::test]
+async fn per_system_rate_limits_count_each_system_on_its_own() {
+    let sim = start(SimConfig {
+        rate_limit_per_sec: Some(2),
+        rate_limit_per_system: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client();
+    // Fill Jira's window until it refuses; ServiceNow's own window still has room at once.
+    let mut jira = Vec::new();
+    while jira.last() != Some(&429) {
+        jira.push(
+            send(jira3(&c, &sim, Method::GET, "/issue/SEC-404"))
+                .await
+                .status
+                .as_u16(),
+        );
+        assert!(jira.len() <= 10, "Jira never refused: {jira:?}");
+    }
+    let servicenow = send(servicenow(
+        &c,
+        &sim,
+        Method::GET,
+        "/incident?sysparm_limit=1",
+    ))
+    .await
+    .status;
+    assert_eq!(servicenow, StatusCode::OK, "ServiceNow's budget is its own");
+    let faults = sim.state.stats().faults;
+    assert!(faults.rate_limited_429 >= 1);
+    assert_eq!(
+        faults.rate_limited_429_by_system.get("jira"),
+        Some(&faults.rate_limited_429),
+        "every refusal was Jira's"
+    );
+    assert_eq!(faults.rate_limited_429_by_system.get("servicenow"), None);
+}
+
+#[tokio::test]
 async fn latency_delays_api_answers_but_not_operator_views() {
     let sim = start(SimConfig {
         faults: Faults {
