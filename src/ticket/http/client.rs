@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::admission::{CreateGate, CreateTurn};
 use super::clock::Clock;
 use super::config::{ClientConfigError, HttpSettings};
 use super::errors::{
@@ -18,6 +19,10 @@ use super::rate_limit::RateLimiter;
 use super::retry_after::{near_limit, per_issue_limit, server_wait};
 use crate::runtime::telemetry;
 use crate::ticket::{Blame, TicketError};
+
+/// How the message of a request abandoned unsent behind the rate limit begins
+/// ([`TicketError::is_busy`](crate::ticket::TicketError::is_busy)).
+pub const NOT_SENT: &str = "not sent: waited past";
 
 /// Whether a request may be sent again when its outcome is not known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,8 @@ pub struct HttpClient {
     client: reqwest::Client,
     settings: HttpSettings,
     limiter: Arc<RateLimiter>,
+    /// Creates on their way through `limiter` (see [`super::admission`]).
+    creates: Arc<CreateGate>,
     clock: Arc<dyn Clock>,
     /// Swapped when the connection's credentials rotate ([`HttpClient::replace_scrub`]).
     scrub: std::sync::RwLock<Vec<SecretString>>,
@@ -93,11 +100,13 @@ impl HttpClient {
             settings.burst,
             clock.clone(),
         ));
+        let creates = CreateGate::new(Arc::clone(&limiter), settings.send_window);
         Ok(HttpClient {
             system,
             client,
             settings: settings.clone(),
             limiter,
+            creates,
             clock,
             scrub: std::sync::RwLock::new(scrub),
         })
@@ -115,6 +124,11 @@ impl HttpClient {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// A turn to start a create (see [`super::admission`]); hold it until the create returns.
+    pub async fn create_turn(&self) -> CreateTurn {
+        self.creates.turn().await
     }
 
     /// Sends the request `build` makes (called again for every attempt), retrying transient
@@ -249,20 +263,28 @@ impl HttpClient {
         let method = request.method().clone();
         let path = request.url().path().to_owned();
         let queued = std::time::Instant::now();
-        self.limiter.acquire().await;
+        // A request that must be sent by a deadline gives its token up rather than take one it
+        // cannot use: a token spent on an abandoned request is a slot of the limit left empty.
+        let acquired = match send_by {
+            Some(by) => self.limiter.acquire_by(by).await,
+            None => {
+                self.limiter.acquire().await;
+                true
+            }
+        };
         let waited = queued.elapsed();
         // Only the client-side limiter's wait: a server's 429 shows as outcome `rate_limited` on
         // the request latency, and its `Retry-After` in the retry loop's debug log.
         if waited >= Duration::from_millis(1) {
             telemetry::rate_limit_wait(self.system, waited.as_secs_f64());
         }
-        if send_by.is_some_and(|by| self.clock.now() > by) {
+        if !acquired || send_by.is_some_and(|by| self.clock.now() > by) {
             // Queued behind the rate limit for too long: whoever holds this request's intent
             // now assumes it can no longer arrive, so it must not.
             return Outcome::Retry {
                 status: None,
                 message: format!(
-                    "not sent: waited past the {}s send window for the rate limit",
+                    "{NOT_SENT} the {}s send window for the rate limit",
                     self.settings.send_window.as_secs()
                 ),
                 server_wait: None,

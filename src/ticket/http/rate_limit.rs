@@ -95,16 +95,45 @@ impl RateLimiter {
 
     /// Takes one token, waiting for it when the bucket is empty.
     pub async fn acquire(&self) {
+        self.take(None).await;
+    }
+
+    /// [`RateLimiter::acquire`] for a request that is worthless after `deadline` (this
+    /// limiter's clock): it queues like any other, but when its token would come after the
+    /// deadline it leaves the queue without one, so the token goes to the next caller instead
+    /// of to a request that is not sent. Whether a token was taken.
+    pub async fn acquire_by(&self, deadline: Duration) -> bool {
+        self.take(Some(deadline)).await
+    }
+
+    async fn take(&self, deadline: Option<Duration>) -> bool {
         if !self.limited() {
-            return;
+            return true;
         }
+        let late = |at: Duration| deadline.is_some_and(|d| at > d);
         // Holding the lock while sleeping is deliberate: it keeps later callers queued behind
         // the one that waits, which is what makes the limiter fair.
-        let mut bucket = self.state.lock().await;
+        let mut bucket = match (self.state.try_lock(), deadline) {
+            (Ok(bucket), _) => bucket,
+            (Err(_), None) => self.state.lock().await,
+            (Err(_), Some(deadline)) => {
+                let Some(left) = deadline.checked_sub(self.clock.now()) else {
+                    return false;
+                };
+                tokio::select! {
+                    biased;
+                    bucket = self.state.lock() => bucket,
+                    () = self.clock.sleep(left) => return false,
+                }
+            }
+        };
         self.refill(&mut bucket);
         if bucket.tokens < 1.0 {
             let missing = 1.0 - bucket.tokens;
             let wait = Duration::from_secs_f64(missing / self.rate());
+            if late(self.clock.now() + wait) {
+                return false;
+            }
             self.waits.fetch_add(1, Ordering::Relaxed);
             self.clock.sleep(wait).await;
             self.refill(&mut bucket);
@@ -113,6 +142,7 @@ impl RateLimiter {
             bucket.tokens = bucket.tokens.max(1.0);
         }
         bucket.tokens -= 1.0;
+        true
     }
 
     fn limited(&self) -> bool {
@@ -233,6 +263,45 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use crate::ticket::http::{ManualClock, TokioClock};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_with_a_deadline_leaves_its_token_to_the_next_when_it_would_be_late() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let bucket = Arc::new(RateLimiter::new(1.0, 1, clock.clone()));
+        let start = tokio::time::Instant::now();
+        bucket.acquire().await; // the burst: the next token is due at 1 s
+
+        // Alone at the bucket: due after its deadline, it returns at once with nothing taken.
+        assert!(
+            !bucket
+                .acquire_by(clock.now() + Duration::from_millis(500))
+                .await
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        // Queued behind a caller that holds the bucket until 1 s: it leaves at its deadline.
+        let ahead = tokio::spawn({
+            let bucket = Arc::clone(&bucket);
+            async move { bucket.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !bucket
+                .acquire_by(clock.now() + Duration::from_millis(500))
+                .await
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        ahead.await.expect("the caller ahead gets its token");
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+
+        // Neither late request took a token: the next is due at 2 s, and one in time gets it.
+        assert!(
+            bucket
+                .acquire_by(clock.now() + Duration::from_secs(5))
+                .await
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_caller_can_ask_how_many_may_go_and_when_the_next_may() {
