@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 pub use planner::{FakePlanner, Route, priority};
 pub use store::MemoryStore;
-pub use tickets::{Call, FakeTickets, permanent, transient, unknown, unusable};
+pub use tickets::{Call, FakeTickets, permanent, rate_limited, transient, unknown, unusable};
 pub use writer::RecordingWriter;
 
 use crate::finding::{

@@ -51,6 +51,8 @@ pub struct FakeTickets {
     /// The next this many creates (and comments) are committed and then answered with an
     /// unknown outcome, like a gateway that lost the backend's answer.
     pub ambiguous: Mutex<u32>,
+    /// The next this many creates are refused for the rate (429, nothing made).
+    pub busy: Mutex<u32>,
     /// What `settle_time` answers.
     pub settle: Mutex<Duration>,
     /// Comments that reached a ticket: (key, text).
@@ -79,6 +81,7 @@ impl FakeTickets {
             search_lags: Mutex::new(false),
             create_delay: Duration::from_millis(5),
             ambiguous: Mutex::new(0),
+            busy: Mutex::new(0),
             settle: Mutex::new(Duration::ZERO),
             posted: Mutex::new(Vec::new()),
             finish: tokio::sync::watch::channel(false).0,
@@ -115,13 +118,7 @@ impl FakeTickets {
 
     /// Takes one ambiguous answer if any are left.
     fn take_ambiguous(&self) -> bool {
-        let mut left = lock(&self.ambiguous);
-        if *left > 0 {
-            *left -= 1;
-            true
-        } else {
-            false
-        }
+        take_one(&self.ambiguous)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -236,6 +233,27 @@ pub fn transient(operation: &'static str) -> TicketError {
     }
 }
 
+/// Refused for the rate until the client gave up: provably not applied.
+pub fn rate_limited(operation: &'static str) -> TicketError {
+    TicketError::Transient {
+        system: "jira",
+        operation,
+        status: Some(429),
+        message: "Rate limit exceeded. (gave up after 2 attempt(s) in 4s)".into(),
+    }
+}
+
+/// Counts one down if any are left.
+fn take_one(left: &Mutex<u32>) -> bool {
+    let mut left = lock(left);
+    if *left > 0 {
+        *left -= 1;
+        true
+    } else {
+        false
+    }
+}
+
 pub fn permanent(operation: &'static str) -> TicketError {
     TicketError::Permanent {
         system: "jira",
@@ -319,6 +337,9 @@ impl TicketSystem for FakeTickets {
     ) -> crate::ticket::BoxFuture<'a, Result<TicketRef, TicketError>> {
         Box::pin(async move {
             self.check("create", Call::Create(payload.clone()))?;
+            if take_one(&self.busy) {
+                return Err(rate_limited("create"));
+            }
             let mut finish = self.finish.subscribe();
             tokio::select! {
                 () = tokio::time::sleep(self.create_delay) => {}

@@ -234,6 +234,21 @@ impl TicketError {
         }
     }
 
+    /// The system was too busy to take the request and it was provably not applied: refused
+    /// with 429 until the caller gave up, or never sent because the client-side rate limit had
+    /// no room for it in time. Nothing is wrong with the request or the system; it can go again.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            TicketError::Transient {
+                status, message, ..
+            } => {
+                *status == Some(429)
+                    || (status.is_none() && message.starts_with(http::client::NOT_SENT))
+            }
+            _ => false,
+        }
+    }
+
     /// The request may have taken effect although it reported an error.
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(self, TicketError::OutcomeUnknown { .. })
@@ -433,6 +448,16 @@ pub trait TicketSystem: Send + Sync {
         let _ = (ticket, status);
         Box::pin(async { Ok(None) })
     }
+
+    // ---- admission of creates (issue 14) ----
+
+    /// Waits until a create may start on this connection: held from before the create's intent
+    /// is written until the create has returned, so that the creates in progress are no more
+    /// than the rate limit can send within the send window (see [`http::admission`]). Systems
+    /// without a rate limit admit every create at once.
+    fn create_turn(&self) -> BoxFuture<'_, http::CreateTurn> {
+        Box::pin(async { http::CreateTurn::free() })
+    }
 }
 
 /// [`TicketSystem`] written with `async fn`: what the clients implement, each method meaning what
@@ -551,6 +576,12 @@ pub trait AsyncTicketSystem: Send + Sync {
     ) -> impl Future<Output = Result<Option<String>, TicketError>> + Send {
         let _ = (ticket, status);
         async { Ok(None) }
+    }
+
+    // ---- admission of creates (issue 14) ----
+
+    fn create_turn(&self) -> impl Future<Output = http::CreateTurn> + Send {
+        async { http::CreateTurn::free() }
     }
 }
 
@@ -702,6 +733,12 @@ impl<T: AsyncTicketSystem> TicketSystem for T {
         status: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, TicketError>> {
         Box::pin(AsyncTicketSystem::status_changed_by(self, ticket, status))
+    }
+
+    // ---- admission of creates (issue 14) ----
+
+    fn create_turn(&self) -> BoxFuture<'_, http::CreateTurn> {
+        Box::pin(AsyncTicketSystem::create_turn(self))
     }
 }
 

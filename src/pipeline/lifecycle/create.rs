@@ -4,6 +4,14 @@
 
 use super::*;
 
+/// How long a create the ticket system is too busy to take (429s, or no room in the rate limit
+/// within the send window) is tried again in turn, in the process, before its message is given
+/// back to the queue. Meanwhile the claim and the message are kept alive as for any work.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(120);
+/// The least time between two such tries (a server's `Retry-After` was already waited out by
+/// the HTTP client within the send window).
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+
 impl Lifecycle {
     /// Every ticket carrying the marker, with the one to follow: the oldest live one, else the
     /// newest finished one. More than one live ticket is a duplicate the bridge made (or a
@@ -64,7 +72,9 @@ impl Lifecycle {
     /// Creates a ticket for `planned` unless one carrying the marker exists: with an intent
     /// (an earlier create whose outcome is unknown) only once the search can be trusted. The
     /// create is preceded by its own intent and sent at most once; a lost answer leaves the
-    /// intent for whoever holds the claim after the settle time.
+    /// intent for whoever holds the claim after the settle time. A create the system was too
+    /// busy to take (provably not made) goes again in turn, behind a new intent, for up to
+    /// [`BUSY_RETRY_FOR`].
     pub(super) async fn find_or_create(
         &self,
         held: &Held<'_>,
@@ -88,24 +98,6 @@ impl Lifecycle {
                 return Ok((found.ticket, Action::Recovered));
             }
         }
-        let started = now_millis();
-        let settle = i64::try_from(system.settle_time().as_millis()).unwrap_or(i64::MAX);
-        let intent = Intent {
-            owner: held.owner.clone(),
-            system: planned.target.clone(),
-            started_at: started,
-            search_after: started.saturating_add(settle),
-        };
-        // Conditional on our lease: a lost claim is noticed here, before anything is sent.
-        self.store
-            .set_intent(held.marker, &held.owner, Some(&intent))
-            .await
-            .map_err(|e| {
-                if matches!(e, StoreError::LostClaim(_)) {
-                    telemetry::claim_lost("intent");
-                }
-                held.store_err()(e)
-            })?;
         // What `reconcile` rebuilds the record from, should the store ever lose it.
         // A group ticket is no one finding's: it carries none (its record is rebuilt from its
         // members' records).
@@ -113,23 +105,60 @@ impl Lifecycle {
             None => system.attach_provenance(&planned.payload, &provenance(held, finding, planned)),
             Some(_) => planned.payload.clone(),
         };
-        match system.create(&payload, planned.table.as_deref()).await {
-            Ok(ticket) => Ok((ticket, Action::Created)),
-            Err(e) if e.is_outcome_unknown() => {
-                tracing::warn!(team = %held.team, marker = %held.marker, error = %e, "create outcome unknown; the marker is searched for after the settle time");
-                let remaining = intent.search_after - now_millis();
-                Err(LifecycleError::Settling {
-                    team: held.team.clone(),
-                    marker: held.marker.clone(),
-                    wait: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
-                })
-            }
-            Err(e) => {
-                // Refused, or never sent: nothing was created, so the intent can go.
-                if let Err(clear) = self.store.set_intent(held.marker, &held.owner, None).await {
-                    tracing::debug!(marker = %held.marker, error = %clear, "could not clear the intent of a create that failed; the next holder searches first");
+        let busy_until = tokio::time::Instant::now() + BUSY_RETRY_FOR;
+        loop {
+            // Our turn first (a flood's queue for the rate limit is waited out here, before the
+            // intent, so the create is not left to miss its send window behind it), held until
+            // the create has returned.
+            let turn = system.create_turn().await;
+            let started = now_millis();
+            let settle = i64::try_from(system.settle_time().as_millis()).unwrap_or(i64::MAX);
+            let intent = Intent {
+                owner: held.owner.clone(),
+                system: planned.target.clone(),
+                started_at: started,
+                search_after: started.saturating_add(settle),
+            };
+            // Conditional on our lease: a lost claim is noticed here, before anything is sent.
+            // A later round replaces the intent with its own, later one.
+            self.store
+                .set_intent(held.marker, &held.owner, Some(&intent))
+                .await
+                .map_err(|e| {
+                    if matches!(e, StoreError::LostClaim(_)) {
+                        telemetry::claim_lost("intent");
+                    }
+                    held.store_err()(e)
+                })?;
+            match system.create(&payload, planned.table.as_deref()).await {
+                Ok(ticket) => return Ok((ticket, Action::Created)),
+                Err(e) if e.is_outcome_unknown() => {
+                    tracing::warn!(team = %held.team, marker = %held.marker, error = %e, "create outcome unknown; the marker is searched for after the settle time");
+                    let remaining = intent.search_after - now_millis();
+                    return Err(LifecycleError::Settling {
+                        team: held.team.clone(),
+                        marker: held.marker.clone(),
+                        wait: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
+                    });
                 }
-                Err(held.ticket_err()(e))
+                Err(e) if e.is_busy() && tokio::time::Instant::now() < busy_until => {
+                    // Refused for the rate, or not sent in time: provably not made. Another
+                    // turn here costs one store write; giving the message back would cost its
+                    // whole round trip and a backoff, and in a flood every message would make
+                    // it several times until the redrive policy parks it.
+                    drop(turn);
+                    tracing::debug!(team = %held.team, marker = %held.marker, error = %e, "create not taken: the ticket system is busy; trying again in turn");
+                    // Never a tight loop of intent writes, however quickly the refusal came.
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(e) => {
+                    // Refused, or never sent: nothing was created, so the intent can go.
+                    if let Err(clear) = self.store.set_intent(held.marker, &held.owner, None).await
+                    {
+                        tracing::debug!(marker = %held.marker, error = %clear, "could not clear the intent of a create that failed; the next holder searches first");
+                    }
+                    return Err(held.ticket_err()(e));
+                }
             }
         }
     }

@@ -742,3 +742,49 @@ async fn a_lost_replacement_is_found_and_follows_a_later_resolution() {
         Some("PAY-2".to_owned())
     );
 }
+
+/// A flood: the ticket system refuses creates for its rate (or the client's limiter has no room
+/// in the send window). Provably nothing was made, so the create goes again in turn, in the
+/// process, behind a new intent — not back to the queue, where every message of a flood would
+/// make the round trip several times and end parked by the redrive policy.
+#[tokio::test]
+async fn a_create_the_system_is_too_busy_for_goes_again_in_turn_not_back_to_the_queue() {
+    let h = Harness::new(vec![payments()]);
+    *lock(&h.jira.busy) = 2;
+    let a = h.replica("a");
+    let f = finding("f-1", H, "2026-11-28T10:00:00Z");
+
+    let outcome = followed(&a, &f, "created after two refusals").await;
+    assert_eq!(
+        outcome.team("payments").unwrap().actions,
+        vec![Action::Created]
+    );
+    assert_eq!(h.jira.creates(), 3, "two refused, one made");
+    assert_eq!(h.jira.tickets().len(), 1);
+    assert!(h.store.intent(&marker()).is_none());
+    assert!(h.store.record(&marker()).is_some());
+    assert_eq!(h.writer.updates().len(), 1);
+}
+
+/// ... but not for ever: a system that stays too busy gets the message back to the queue, with
+/// nothing made and the intent cleared (nothing can be in the air).
+#[tokio::test(start_paused = true)]
+async fn a_create_refused_for_longer_than_the_busy_retry_goes_back_with_nothing_made() {
+    let h = Harness::new(vec![payments()]);
+    *lock(&h.jira.busy) = u32::MAX;
+    let a = h.replica("a");
+    let f = finding("f-1", H, "2026-11-28T10:00:00Z");
+    let started = tokio::time::Instant::now();
+
+    let err = a.process(&f).await.into_result().expect_err("still busy");
+    assert!(!settling(&err), "nothing is in the air: {err}");
+    assert!(err.to_string().contains("Rate limit exceeded"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(120),
+        "tried again in the process first"
+    );
+    assert!(h.jira.creates() > 1);
+    assert!(h.jira.tickets().is_empty());
+    assert!(h.store.intent(&marker()).is_none(), "no intent left behind");
+    assert!(!h.store.is_claimed(&marker()));
+}

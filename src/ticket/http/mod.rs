@@ -15,9 +15,11 @@
 //!   virtual clock for tests that also talk to real sockets.
 //!
 //! Parts: [`config`] (settings and their parsers), [`clock`], [`rate_limit`] (the token bucket),
+//! [`admission`] (how many creates may be on their way through the bucket at once),
 //! [`retry_after`] (what the server asked us to wait), [`errors`] (what is retriable, error
 //! text), [`client`] (the request loop) and [`token`] (a shared OAuth token).
 
+pub mod admission;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod rate_limit;
 pub mod retry_after;
 pub mod token;
 
+pub use admission::{CreateGate, CreateTurn};
 pub use client::{Delivery, HttpClient, HttpResponse};
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{ClientConfigError, HttpSettings, rate_limit_setting, seconds_setting};

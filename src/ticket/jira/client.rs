@@ -359,4 +359,8 @@ impl AsyncTicketSystem for JiraClient {
     ) -> Result<Option<String>, TicketError> {
         self.status_author(ticket, status).await
     }
+
+    async fn create_turn(&self) -> crate::ticket::http::CreateTurn {
+        self.conn.http.create_turn().await
+    }
 }

@@ -546,4 +546,8 @@ impl AsyncTicketSystem for ServiceNowClient {
     async fn presence(&self, ticket: &TicketRef) -> Result<Presence, TicketError> {
         self.record_presence(ticket).await
     }
+
+    async fn create_turn(&self) -> crate::ticket::http::CreateTurn {
+        self.conn.http.create_turn().await
+    }
 }
