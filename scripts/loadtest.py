@@ -24,6 +24,10 @@ Scenarios (BENCHMARKS.md has the method and the figures):
   credentials   the Jira API token is refused (401) for a minute in the middle of the run, with a
                 redrive policy that a minute of redeliveries would exhaust: findings must be
                 parked, not dead-lettered, and get their tickets once the token works again
+  shared-limit  Jira, ServiceNow and Security Hub each with a rate limit of their own, low enough
+                that Jira is the bottleneck, and every replica configured with the whole limit
+                (JIRA_RATE_LIMIT = SERVICENOW_RATE_LIMIT = the limit): how much of the one budget
+                the replicas' adaptive limiters use between them ("of limit" = the bottleneck's)
 
 Each has defaults of its own (SCENARIO_DEFAULTS); a flag given on the command line wins, and
 --smoke picks the small CI variant (SMOKE_DEFAULTS).
@@ -74,7 +78,10 @@ TEMPLATE_WEIGHTS = {
     "bare-asff.json": 1,
     "custom-action.json": 1,
 }
-SCENARIOS = ("baseline", "faults", "kill", "queue-outage", "ambiguous", "reorder", "rolling", "lease-loss", "credentials")
+SCENARIOS = (
+    "baseline", "faults", "kill", "queue-outage", "ambiguous", "reorder", "rolling", "lease-loss", "credentials",
+    "shared-limit",
+)
 
 # Every knob and its value unless the scenario, --smoke or the command line says otherwise.
 DEFAULTS = dict(
@@ -87,6 +94,16 @@ DEFAULTS = dict(
     # worth of findings), so the run measures the bridge against the ticket system's limit and
     # not the emulator's speed (BENCHMARKS.md).
     rate_limit=40,
+    # Each of Jira, ServiceNow and Security Hub counts its own window of rate_limit requests (as
+    # their real quotas are separate) instead of all three sharing one.
+    rate_limit_per_system=False,
+    # With rate_limit_per_system: Security Hub's own limit (None: rate_limit).
+    securityhub_rate_limit=None,
+    # Windows on whole seconds (a limit with a reset time) instead of opened by the first
+    # request after the last one ended, whose gaps cost a tenth of a limit of a few per second.
+    rate_limit_aligned=False,
+    # JIRA_RATE_LIMIT and SERVICENOW_RATE_LIMIT of every worker; None: the worker's default.
+    worker_rate_limit=None,
     send_rate=0.0,
     error_rate=0.1,
     burst_every=200,
@@ -158,6 +175,18 @@ SCENARIO_DEFAULTS = {
         visibility_timeout=5,
         max_receive=3,
     ),
+    "shared-limit": dict(
+        findings=3000,
+        # About 60 % of the findings route to Jira: at 10 requests/s its budget is exhausted
+        # before moto (about 20 findings/s here) is, so the run measures the limiters, not moto.
+        rate_limit=10,
+        rate_limit_per_system=True,
+        rate_limit_aligned=True,
+        # Write-backs have a quota of their own in AWS; here it is kept out of the way (each
+        # worker sends at most 10/s of them) so the ticket system is the one being shared.
+        securityhub_rate_limit=100,
+        worker_rate_limit=10,
+    ),
 }
 # `--smoke`: what CI can afford (well under a minute each on 2 cores).
 _SMOKE_COMMON = dict(concurrency=16, latency_ms=5, rate_limit=200)
@@ -174,6 +203,7 @@ SMOKE_DEFAULTS = {
     "lease-loss": dict(_SMOKE_COMMON, findings=60, timeout=120),
     # 20 s of refusal: still longer than the 3 x 5 s the redrive policy allows.
     "credentials": dict(_SMOKE_COMMON, findings=60, workers=2, send_rate=3.0, refuse_secs=20.0, timeout=180),
+    "shared-limit": dict(findings=100, concurrency=16, latency_ms=5, timeout=90),
 }
 TICKET_PATHS = ("/rest/", "/api/now/", "/oauth_token")
 WRITEBACK_ENDPOINTS = ("PATCH /findings/batchupdate", "PATCH /findingsv2/batchupdatev2")
@@ -628,6 +658,12 @@ class Env:
         ]
         if cfg.rate_limit:
             sim_cmd += ["--rate-limit", str(cfg.rate_limit)]
+            if cfg.rate_limit_aligned:
+                sim_cmd += ["--rate-limit-aligned"]
+            if cfg.rate_limit_per_system:
+                sim_cmd += ["--rate-limit-per-system"]
+                if cfg.securityhub_rate_limit is not None:
+                    sim_cmd += ["--securityhub-rate-limit", str(cfg.securityhub_rate_limit)]
         if scenario == "faults":
             sim_cmd += [
                 "--error-rate", str(cfg.error_rate),
@@ -760,6 +796,8 @@ def worker_env(args, cfg, env: Env, queue_url: str, dlq_url: str) -> dict:
         "SERVICENOW_REQUEST_TIMEOUT": cfg.request_timeout,
         "BRIDGE_AWS_TIMEOUT": cfg.aws_timeout,
         "BRIDGE_AWS_ATTEMPT_TIMEOUT": cfg.aws_attempt_timeout,
+        "JIRA_RATE_LIMIT": cfg.worker_rate_limit,
+        "SERVICENOW_RATE_LIMIT": cfg.worker_rate_limit,
     }
     for name, value in optional.items():
         if value is not None:
@@ -1081,6 +1119,11 @@ def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
         "sim_requests_accepted": accepted,
         "sim_accepted_per_s": round(accepted / window, 2),
         "rate_limit_utilisation": round(accepted / window / cfg.rate_limit, 3) if cfg.rate_limit else None,
+        "rate_limit_per_system": cfg.rate_limit_per_system,
+        "worker_rate_limit": cfg.worker_rate_limit,
+        "rate_limit_aligned": cfg.rate_limit_aligned,
+        "securityhub_rate_limit": cfg.securityhub_rate_limit if cfg.rate_limit_per_system else None,
+        "utilisation_by_system": utilisation_by_system(cfg, stats, tickets, first_send),
         "sim_requests_per_ticket": round(requests / total_tickets, 2) if total_tickets else None,
         "ticket_requests_per_ticket": round(ticket_requests / total_tickets, 2) if total_tickets else None,
         "writebacks_per_100_tickets": round(writebacks * 100 / total_tickets, 1) if total_tickets else None,
@@ -1099,6 +1142,12 @@ def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
         "worker_exit_codes": [w.exit_codes for w in workers],
         "work_dir": str(run["work"]),
     }
+    if cfg.rate_limit and cfg.rate_limit_per_system:
+        # Each system has a budget of its own: the figure that says how well the replicas share
+        # one is the bottleneck's, the system whose budget the run used the most of.
+        busiest = max(result["utilisation_by_system"].values(), key=lambda u: u["of_limit"] or 0)
+        result["rate_limit_utilisation"] = busiest["of_limit"]
+        result["sim_accepted_per_s"] = busiest["accepted_per_s"]
     result["ok"] = (
         not result["timed_out"]
         and result["producer_error"] is None
@@ -1113,6 +1162,50 @@ def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
         # The pause must have been visible, and every worker must have resumed by itself.
         result["ok"] = result["ok"] and result["paused_seen_by_workers"] > 0 and result["ready_at_end"] is True
     return result
+
+
+SYSTEM_PATHS = {
+    "jira": ("/rest/",),
+    "servicenow": ("/api/now/", "/oauth_token"),
+    "securityhub": ("/findings",),
+}
+
+
+def utilisation_by_system(cfg, stats: dict, tickets: list[dict], first_send: float) -> dict:
+    """Per system: requests it accepted (not refused by the rate limit; injected 429 bursts and
+    500s are not counted per system, and the scenarios that read this inject none), per second
+    from the first send until that system's last ticket was created (Security Hub: the last
+    ticket of any system), and that as a share of the rate limit. A share of *its own* budget
+    only with per-system windows; with one shared window the run's overall figure is the one to
+    read."""
+    if not cfg.rate_limit:
+        return {}
+    faults = stats.get("faults", {})
+    limited = faults.get("rate_limited_429_by_system", {})
+    last = {}
+    for t in tickets:
+        if t.get("created") and (t.get("marker") or "").startswith("fb-"):
+            last[t["system"]] = max(last.get(t["system"], 0.0), parse_time(t["created"]))
+    end_any = max(last.values(), default=first_send)
+    out = {}
+    for system, prefixes in SYSTEM_PATHS.items():
+        requests = sum(v for k, v in stats["requests"].items() if k.split(" ", 1)[-1].startswith(prefixes))
+        if not requests:
+            continue
+        accepted = requests - limited.get(system, 0)
+        window = max(last.get(system, end_any) - first_send, 1e-9)
+        limit = cfg.rate_limit
+        if system == "securityhub" and cfg.rate_limit_per_system and cfg.securityhub_rate_limit is not None:
+            limit = cfg.securityhub_rate_limit
+        out[system] = {
+            "limit": limit,
+            "requests": requests,
+            "rate_limited": limited.get(system, 0),
+            "window_s": round(window, 2),
+            "accepted_per_s": round(accepted / window, 2),
+            "of_limit": round(accepted / window / limit, 3) if limit else None,
+        }
+    return out
 
 
 COLUMNS = [
@@ -1217,6 +1310,20 @@ def main() -> int:
     k.add_argument("--concurrency", type=int, help="BRIDGE_CONCURRENCY of each worker")
     k.add_argument("--latency-ms", type=int, help="simulator latency on every API request")
     k.add_argument("--rate-limit", type=int, help="simulator requests per second (0: none)")
+    k.add_argument(
+        "--rate-limit-per-system",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a --rate-limit window for each of Jira, ServiceNow and Security Hub instead of one for all",
+    )
+    k.add_argument(
+        "--rate-limit-aligned",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rate-limit windows on whole seconds instead of opened by the first request after the last",
+    )
+    k.add_argument("--securityhub-rate-limit", type=int, help="with --rate-limit-per-system: Security Hub's own limit")
+    k.add_argument("--worker-rate-limit", type=int, help="JIRA_RATE_LIMIT and SERVICENOW_RATE_LIMIT of every worker")
     k.add_argument("--send-rate", type=float, help="messages per second from the producer (0: as fast as it can)")
     k.add_argument("--error-rate", type=float, help="faults: share of 500s")
     k.add_argument("--burst-every", type=int, help="faults: requests between 429 bursts")

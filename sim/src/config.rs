@@ -272,6 +272,15 @@ pub struct SimConfig {
     /// `rate_limit_per_sec` requests, as the real services do (each has its own quota), instead
     /// of all of them sharing one.
     pub rate_limit_per_system: bool,
+    /// With `rate_limit_per_system`: Security Hub's own requests per second, when they are not
+    /// `rate_limit_per_sec` (AWS's write-back quota is unrelated to the ticket systems').
+    pub securityhub_rate_limit_per_sec: Option<u32>,
+    /// Rate-limit windows start on whole seconds counted from the simulator's start (a limit
+    /// with a reset time), instead of with the first request after the last window ended. With
+    /// the latter, the time until that first request is capacity nobody can use, which at a few
+    /// requests per second is a tenth of the limit or more: a load test that holds throughput
+    /// against the limit wants aligned windows.
+    pub rate_limit_aligned: bool,
     /// How the Jira projects and the ServiceNow instance are set up (create screens,
     /// permissions, columns, groups): the starting value of `SharedState::setup`.
     pub setup: crate::setup::Setup,
@@ -301,6 +310,8 @@ impl Default for SimConfig {
             servicenow_token_ttl: Duration::from_secs(1800),
             rate_limit_per_sec: None,
             rate_limit_per_system: false,
+            securityhub_rate_limit_per_sec: None,
+            rate_limit_aligned: false,
             setup: crate::setup::Setup::default(),
             jira_time_zone: chrono_tz::Tz::UTC,
             human_name: "Jane Doe".to_owned(),
@@ -326,6 +337,11 @@ impl fmt::Debug for SimConfig {
             .field("servicenow_token_ttl", &self.servicenow_token_ttl)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("rate_limit_per_system", &self.rate_limit_per_system)
+            .field(
+                "securityhub_rate_limit_per_sec",
+                &self.securityhub_rate_limit_per_sec,
+            )
+            .field("rate_limit_aligned", &self.rate_limit_aligned)
             .field("setup", &self.setup)
             .field("jira_time_zone", &self.jira_time_zone)
             .field("human_name", &self.human_name)

@@ -188,18 +188,30 @@ enum Injected {
 
 /// Decides the fate of the next request and advances the fault schedule.
 fn decide(st: &SharedState, family: &Family) -> (Duration, Option<Injected>) {
-    let per_system = st.config().rate_limit_per_system;
+    let config = st.config();
+    let per_system = config.rate_limit_per_system;
     let mut guard = st.lock();
     let faults = guard.faults.clone();
     if !faults.latency.is_zero() {
         guard.fault_stats.delayed += 1;
     }
-    if let Some(limit) = guard.rate_limit {
+    if let Some(shared) = guard.rate_limit {
         let now = Instant::now();
         let window = if per_system { family.index() } else { 0 };
+        let limit = match family {
+            Family::SecurityHub if per_system => {
+                config.securityhub_rate_limit_per_sec.unwrap_or(shared)
+            }
+            _ => shared,
+        };
         let (start, count) = match guard.rate_windows[window] {
             Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
                 (start, count)
+            }
+            _ if config.rate_limit_aligned => {
+                let epoch = guard.rate_epoch;
+                let whole = Duration::from_secs(now.duration_since(epoch).as_secs());
+                (epoch + whole, 0)
             }
             _ => (now, 0),
         };
@@ -428,6 +440,32 @@ mod tests {
         assert!(!is_create(&Method::POST, "/rest/api/3/search/jql"));
         assert!(!is_create(&Method::PATCH, "/api/now/table/incident/0123"));
         assert!(!is_create(&Method::GET, "/api/now/table/incident"));
+    }
+
+    /// Requests at 0.5 s, 0.9 s and 1.05 s against 2 per second: an aligned window starts
+    /// again at 1 s, a floating one (opened by the first request) lasts until 1.5 s.
+    async fn third_request_refused(aligned: bool) -> bool {
+        let st = SharedState::new(
+            crate::SimConfig {
+                rate_limit_per_sec: Some(2),
+                rate_limit_aligned: aligned,
+                ..crate::SimConfig::default()
+            },
+            "http://127.0.0.1:0".to_owned(),
+        );
+        let mut refused = Vec::new();
+        for at_ms in [500, 400, 150] {
+            tokio::time::advance(Duration::from_millis(at_ms)).await;
+            refused.push(decide(&st, &Family::Jira).1.is_some());
+        }
+        assert_eq!(refused[..2], [false, false], "two fit in the first window");
+        refused[2]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aligned_rate_windows_start_on_whole_seconds() {
+        assert!(!third_request_refused(true).await);
+        assert!(third_request_refused(false).await);
     }
 
     #[test]

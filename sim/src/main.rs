@@ -56,6 +56,13 @@ struct Args {
     /// services' quotas are their own; without it every API request counts against one window.
     #[arg(long, requires = "rate_limit")]
     rate_limit_per_system: bool,
+    /// Security Hub's own requests per second with `--rate-limit-per-system` (default: `--rate-limit`).
+    #[arg(long, requires = "rate_limit_per_system")]
+    securityhub_rate_limit: Option<u32>,
+    /// Rate-limit windows start on whole seconds from the simulator's start (default: with the
+    /// first request after the previous window ended, which leaves the time until then unused).
+    #[arg(long, requires = "rate_limit")]
+    rate_limit_aligned: bool,
     /// Milliseconds a new Jira issue stays invisible to search (`search_delay_ms` of /_sim/faults).
     #[arg(long, default_value_t = 0)]
     search_delay_ms: u64,
@@ -155,6 +162,8 @@ impl Args {
             servicenow_token_ttl: Duration::from_secs(self.token_ttl_secs),
             rate_limit_per_sec: self.rate_limit,
             rate_limit_per_system: self.rate_limit_per_system,
+            securityhub_rate_limit_per_sec: self.securityhub_rate_limit,
+            rate_limit_aligned: self.rate_limit_aligned,
             // The standalone simulator starts with the default set-up; `POST /_sim/setup`
             // changes it.
             setup: findings_bridge_sim::Setup::default(),

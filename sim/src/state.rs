@@ -247,6 +247,8 @@ pub(crate) struct Inner {
     /// systems, or with `SimConfig::rate_limit_per_system` one per system (Jira, ServiceNow,
     /// Security Hub, in that order).
     pub rate_windows: [Option<(Instant, u32)>; 3],
+    /// Where aligned rate-limit windows count their seconds from.
+    pub rate_epoch: Instant,
     /// How the simulated systems are set up (see [`crate::setup`]).
     pub setup: crate::setup::Setup,
 }
@@ -281,6 +283,7 @@ impl SharedState {
             ambiguous_seq: 0,
             rate_limit: config.rate_limit_per_sec,
             rate_windows: [None; 3],
+            rate_epoch: Instant::now(),
             setup: config.setup.clone(),
         };
         Self {

@@ -177,6 +177,37 @@ async fn per_system_rate_limits_count_each_system_on_its_own() {
 }
 
 #[tokio::test]
+async fn security_hub_can_have_a_per_system_limit_of_its_own() {
+    let sim = start(SimConfig {
+        rate_limit_per_sec: Some(100),
+        rate_limit_per_system: true,
+        // None at all: every write-back is refused while the ticket systems' budget is untouched.
+        securityhub_rate_limit_per_sec: Some(0),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client();
+    let writeback = send(
+        c.patch(format!("{}/findings/batchupdate", sim.base_url))
+            .json(&json!({"FindingIdentifiers": []})),
+    )
+    .await;
+    assert_eq!(writeback.status, StatusCode::TOO_MANY_REQUESTS);
+    let jira = send(jira3(&c, &sim, Method::GET, "/issue/SEC-404")).await;
+    assert_eq!(
+        jira.status,
+        StatusCode::NOT_FOUND,
+        "Jira's budget is its own"
+    );
+    let faults = sim.state.stats().faults;
+    assert_eq!(
+        faults.rate_limited_429_by_system.get("securityhub"),
+        Some(&1)
+    );
+    assert_eq!(faults.rate_limited_429, 1);
+}
+
+#[tokio::test]
 async fn latency_delays_api_answers_but_not_operator_views() {
     let sim = start(SimConfig {
         faults: Faults {
