@@ -1597,13 +1597,15 @@ mod batch_reads {
     use super::*;
 
     async fn get_many_reads_what_get_reads_for_every_marker(store: &dyn Store) {
-        let recorded: Vec<Marker> = (0..105)
-            .map(|i| marker(&format!("batch-{i}")))
-            .collect();
+        let recorded: Vec<Marker> = (0..105).map(|i| marker(&format!("batch-{i}"))).collect();
         for (i, m) in recorded.iter().enumerate() {
             expect_acquired(store.claim(m, "a", LEASE).await);
             store
-                .put(&asff_record(&format!("batch-{i}")), "a", SyncFields::Replace)
+                .put(
+                    &asff_record(&format!("batch-{i}")),
+                    "a",
+                    SyncFields::Replace,
+                )
                 .await
                 .unwrap();
         }

@@ -85,3 +85,109 @@ impl DynamoStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wiremock::matchers::{body_string_contains, header, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+    use crate::finding::{Schema, WriteBackId};
+
+    fn record(finding: &str) -> Record {
+        Record {
+            marker: Marker::new("payments", finding),
+            finding_id: finding.into(),
+            team: "payments".into(),
+            schema: Schema::Asff,
+            write_back: WriteBackId::Asff {
+                id: finding.into(),
+                product_arn: "arn:aws:securityhub:eu-west-1::product/aws/guardduty".into(),
+            },
+            rule: "all".into(),
+            ticket: None,
+            updated_at: None,
+            fingerprint: "f".into(),
+            severity: "HIGH".into(),
+            finding_resolved: false,
+            closed_by_bridge: false,
+            status_to_hub: None,
+            status_from_ticket: None,
+            modified_at: 1,
+            sla: None,
+            group: None,
+        }
+    }
+
+    /// A stored item as DynamoDB's JSON protocol carries it.
+    fn wire(value: &AttributeValue) -> serde_json::Value {
+        use serde_json::json;
+        match value {
+            AttributeValue::S(s) => json!({ "S": s }),
+            AttributeValue::N(n) => json!({ "N": n }),
+            AttributeValue::Bool(b) => json!({ "BOOL": b }),
+            AttributeValue::Null(_) => json!({ "NULL": true }),
+            AttributeValue::L(items) => json!({ "L": items.iter().map(wire).collect::<Vec<_>>() }),
+            AttributeValue::M(fields) => {
+                json!({ "M": fields.iter().map(|(k, v)| (k.clone(), wire(v))).collect::<serde_json::Map<_, _>>() })
+            }
+            other => panic!("not used by records: {other:?}"),
+        }
+    }
+
+    fn item(record: &Record) -> serde_json::Value {
+        let mut item = super::super::encode_record(record).unwrap();
+        item.insert(PK.to_owned(), record_key(&record.marker));
+        serde_json::Value::Object(item.iter().map(|(k, v)| (k.clone(), wire(v))).collect())
+    }
+
+    fn json(body: serde_json::Value) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_raw(body.to_string(), "application/x-amz-json-1.0")
+    }
+
+    /// Keys DynamoDB hands back unprocessed are read one by one, and their records are in the
+    /// answer like the others.
+    #[tokio::test]
+    async fn unprocessed_keys_are_read_with_get_item() {
+        let (first, second) = (record("batch-1"), record("batch-2"));
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(header("x-amz-target", "DynamoDB_20120810.BatchGetItem"))
+            .and(body_string_contains("\"ConsistentRead\":true"))
+            .respond_with(json(serde_json::json!({
+                "Responses": { "t": [item(&first)] },
+                "UnprocessedKeys": { "t": {
+                    "Keys": [{ "pk": { "S": format!("rec#{}", second.marker) } }],
+                    "ConsistentRead": true
+                } }
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(header("x-amz-target", "DynamoDB_20120810.GetItem"))
+            .and(body_string_contains(second.marker.as_str()))
+            .respond_with(json(serde_json::json!({ "Item": item(&second) })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .endpoint_url(server.uri())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), "t".into());
+
+        let records = store
+            .get_records(&[first.marker.clone(), second.marker.clone()])
+            .await
+            .unwrap();
+
+        assert_eq!(records.len(), 2);
+        assert_eq!(records.get(&first.marker), Some(&first));
+        assert_eq!(records.get(&second.marker), Some(&second));
+    }
+}
