@@ -1,5 +1,8 @@
-//! Reading many records in one request (`BatchGetItem`): the status sync's poll page, whose
-//! tickets are mostly ones the bridge just created, would otherwise cost one `GetItem` each.
+//! Reading many records in one request (`BatchGetItem`, [`Store::get_many`]): the status sync's
+//! poll page, whose tickets are mostly ones the bridge just created, and a first-seen finding's
+//! check of every team the routing did not pick would otherwise cost one `GetItem` per record.
+//! Any failure (one unreadable record included) fails the whole read; both callers then fall
+//! back to reading record by record, so each error is still reported against its own record.
 
 use std::collections::HashMap;
 
