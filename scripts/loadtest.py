@@ -49,6 +49,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import signal
 import socket
 import statistics
@@ -1009,6 +1010,7 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         parked_counts = [w.metric("findings_bridge_messages_parked_total") for w in workers if w.pid is not None]
         parked = sum(c for c in parked_counts if c is not None) if any(c is not None for c in parked_counts) else None
 
+        aws_requests = scrape_aws_requests(workers)
         for w in workers:
             w.sample_rss()
             if w.alive():
@@ -1037,7 +1039,44 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         fault_notes=fault_notes, dlq_visible=dlq_visible, dlq_in_flight=dlq_in_flight,
         visible=visible, in_flight=in_flight + delayed, parked=parked, ready_at_end=ready_at_end,
     )
+    run["aws_requests"] = aws_requests
     return verdict(args, cfg, scenario, run_no, run)
+
+
+AWS_REQUESTS_METRIC = "findings_bridge_aws_requests_total"
+
+
+def scrape_aws_requests(workers) -> dict[str, float] | None:
+    """AWS requests the live workers sent, summed over workers, by "Service.Operation" (from
+    `findings_bridge_aws_requests_total` on /metrics; scraped just before SIGTERM, so shutdown's
+    calls are not in it, nor those of an incarnation a scenario killed). None if no worker
+    answered, or the build does not export the series."""
+    by_op: dict[str, float] = collections.Counter()
+    answered = False
+    for w in workers:
+        if w.pid is None:
+            continue
+        got = http_get(f"http://127.0.0.1:{w.http_port}/metrics")
+        if got is None or got[0] != 200:
+            continue
+        for line in got[1].decode(errors="replace").splitlines():
+            if not line.startswith(AWS_REQUESTS_METRIC + "{"):
+                continue
+            answered = True
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+            by_op[f"{labels.get('service', '?')}.{labels.get('operation', '?')}"] += float(line.rsplit(" ", 1)[1])
+    return dict(sorted(by_op.items())) if answered else None
+
+
+def aws_request_fields(by_op: dict[str, float] | None, findings: int) -> dict:
+    """The run's AWS calls per finding, in all and by operation (for the JSON and the table)."""
+    if by_op is None or not findings:
+        return {"aws_requests": None, "aws_calls_per_finding": None, "aws_calls_per_finding_by_op": None}
+    return {
+        "aws_requests": {k: int(v) for k, v in by_op.items()},
+        "aws_calls_per_finding": round(sum(by_op.values()) / findings, 2),
+        "aws_calls_per_finding_by_op": {k: round(v / findings, 3) for k, v in by_op.items()},
+    }
 
 
 def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
@@ -1148,6 +1187,7 @@ def verdict(args, cfg, scenario: str, run_no: int, run: dict) -> dict:
         busiest = max(result["utilisation_by_system"].values(), key=lambda u: u["of_limit"] or 0)
         result["rate_limit_utilisation"] = busiest["of_limit"]
         result["sim_accepted_per_s"] = busiest["accepted_per_s"]
+    result.update(aws_request_fields(run.get("aws_requests"), len(findings)))
     result["ok"] = (
         not result["timed_out"]
         and result["producer_error"] is None
@@ -1230,6 +1270,7 @@ COLUMNS = [
     ("p99 s", "latency_p99_s", "{:.2f}"),
     ("max RSS MiB", "peak_rss_mib", None),
     ("CPU s/1k", "cpu_s_per_1000_findings", "{:.2f}"),
+    ("AWS/finding", "aws_calls_per_finding", "{:.2f}"),
     ("ok", "ok", "{}"),
 ]
 

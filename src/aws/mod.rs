@@ -3,6 +3,7 @@
 
 pub mod detective;
 pub mod errors;
+pub mod metered;
 pub mod secrets;
 pub mod securityhub;
 pub mod sqs;

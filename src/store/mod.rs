@@ -401,6 +401,24 @@ pub trait Store: Send + Sync {
         marker: &'a Marker,
         until: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Reads the records of several markers (the status sync's poll page) as [`Store::get`]
+    /// does, strongly consistent; a marker without a record is absent from the map. The default
+    /// reads them one by one; DynamoDB reads up to 100 in one request.
+    fn get_many<'a>(
+        &'a self,
+        markers: &'a [Marker],
+    ) -> BoxFuture<'a, Result<std::collections::HashMap<Marker, Record>, StoreError>> {
+        Box::pin(async move {
+            let mut records = std::collections::HashMap::with_capacity(markers.len());
+            for marker in markers {
+                if let Some(record) = self.get(marker).await? {
+                    records.insert(marker.clone(), record);
+                }
+            }
+            Ok(records)
+        })
+    }
 }
 
 /// One page of [`Store::records_page`].

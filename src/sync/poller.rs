@@ -136,8 +136,12 @@ impl StatusSync {
         let mut newest: Option<DateTime<Utc>> = None;
         let mut failed = !complete;
         let mut handled: Vec<Candidate> = Vec::new();
+        let mut records = self.prefetch(&candidates).await;
         for candidate in candidates {
-            match self.decide(candidate.clone(), None).await {
+            // Each prefetched record serves one candidate: a later one for the same marker reads
+            // it again, after what deciding the first may have written.
+            let record = records.remove(&candidate.marker);
+            match self.decide(candidate.clone(), record).await {
                 Ok(Decision::Write(pending)) => pendings.push(*pending),
                 Ok(Decision::Skip(reason)) => {
                     report.skip(reason);
@@ -240,6 +244,24 @@ impl StatusSync {
                 name.to_owned(),
                 current.to_rfc3339_opts(SecondsFormat::Millis, true),
             );
+        }
+    }
+
+    /// The records of a poll's candidates, in one batch read: most of a poll's tickets are ones
+    /// the bridge just created, and one read each was most of the status sync's store calls.
+    /// On failure nothing is prefetched and each decision reads its own record (and reports its
+    /// own error), as it would without the batch.
+    async fn prefetch(&self, candidates: &[Candidate]) -> HashMap<Marker, Record> {
+        if candidates.is_empty() {
+            return HashMap::new();
+        }
+        let markers: Vec<Marker> = candidates.iter().map(|c| c.marker.clone()).collect();
+        match self.store.get_many(&markers).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::debug!(error = %e, count = markers.len(), "batch read of the poll's records failed; reading them one by one");
+                HashMap::new()
+            }
         }
     }
 

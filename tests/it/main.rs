@@ -43,4 +43,5 @@ mod store;
 mod sync;
 mod webhook;
 
+mod aws_requests;
 mod poller;

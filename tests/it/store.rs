@@ -1590,3 +1590,42 @@ mod reconcile {
         drop_record_only_under_the_claim_and_never_over_a_pending_create,
     );
 }
+
+/// `get_many`: what `get` reads, for many markers at once (DynamoDB: `BatchGetItem`, 100 keys a
+/// request, so 105 markers take two).
+mod batch_reads {
+    use super::*;
+
+    async fn get_many_reads_what_get_reads_for_every_marker(store: &dyn Store) {
+        let recorded: Vec<Marker> = (0..105).map(|i| marker(&format!("batch-{i}"))).collect();
+        for (i, m) in recorded.iter().enumerate() {
+            expect_acquired(store.claim(m, "a", LEASE).await);
+            store
+                .put(
+                    &asff_record(&format!("batch-{i}")),
+                    "a",
+                    SyncFields::Replace,
+                )
+                .await
+                .unwrap();
+        }
+        // A key that only ever held a claim, and one never written: no record either way.
+        let claim_only = marker("batch-claim-only");
+        expect_acquired(store.claim(&claim_only, "b", LEASE).await);
+        let absent = marker("batch-absent");
+        let mut asked = recorded.clone();
+        asked.push(claim_only);
+        asked.push(absent);
+
+        let records = store.get_many(&asked).await.unwrap();
+
+        assert_eq!(records.len(), recorded.len());
+        for m in &recorded {
+            assert_eq!(records.get(m), store.get(m).await.unwrap().as_ref(), "{m}");
+            assert!(records.contains_key(m), "{m}");
+        }
+        assert!(store.get_many(&[]).await.unwrap().is_empty());
+    }
+
+    suite!(get_many_reads_what_get_reads_for_every_marker);
+}

@@ -40,6 +40,7 @@ impl Investigator {
             .region(aws_sdk_detective::config::Region::new(
                 cfg.graph_arn.region().to_owned(),
             ))
+            .interceptor(crate::aws::metered::CountRequests)
             .build();
         Investigator::new(Client::from_conf(conf), cfg)
     }

@@ -143,6 +143,7 @@ impl SecurityHubWriter {
             .with_max_backoff(configured.max_backoff());
         let config = aws_sdk_securityhub::config::Builder::from(sdk_config)
             .retry_config(retry)
+            .interceptor(crate::aws::metered::CountRequests)
             .build();
         SecurityHubWriter::new(Client::from_conf(config))
     }

@@ -42,7 +42,7 @@ pub async fn command(config: &Config, args: ReplayArgs) -> anyhow::Result<ExitCo
     opts.dry_run = args.dry_run;
 
     let sdk = crate::aws::sdk_config(config.aws()?).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = crate::aws::metered::sqs(&sdk);
     let mut deps = ReplayDeps::new(Arc::new(
         SqsQueue::new(sqs.clone(), &args.from).reading_all_attributes(),
     ));

@@ -90,7 +90,7 @@ where
         None
     } else {
         let sdk = sdk().await?;
-        Some(Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)))
+        Some(Arc::new(crate::aws::metered::secrets_manager(&sdk)))
     };
     let mut loaded: BTreeMap<&'static str, Credentials> = BTreeMap::new();
     for (name, secret) in arns {

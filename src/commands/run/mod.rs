@@ -142,7 +142,7 @@ pub async fn run(
     } else {
         Arc::new(NoopWriter)
     };
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = crate::aws::metered::sqs(&sdk);
 
     let sync_config = config.sync(Some(settings.sync_interval))?;
     let (sla_interval, sla_lease) = (sync_config.sla_interval, sync_config.lease);

@@ -116,7 +116,7 @@ pub async fn build_store(
                 .with_context(|| format!("opening the SQLite store {}", path.display()))?,
         ),
         StoreSpec::DynamoDb(table) => Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
+            crate::aws::metered::dynamodb(sdk),
             table.clone(),
         )),
     })

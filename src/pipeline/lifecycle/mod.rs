@@ -29,6 +29,7 @@ mod group;
 mod outcome;
 mod pause;
 mod planner;
+mod recorded;
 mod update;
 mod vouch;
 mod writeback;
@@ -244,6 +245,7 @@ impl Lifecycle {
         // followed under their claim, so one whose create is in flight elsewhere is retried
         // rather than missed.
         let mut others: Vec<Arc<str>> = Vec::new();
+        let mut unindexed: Vec<Arc<str>> = Vec::new();
         for team in self.planner.teams() {
             if planned_teams.contains(&*team) {
                 continue;
@@ -256,14 +258,12 @@ impl Lifecycle {
             }
             // A finding the index has not seen (first sight, or recorded before the index
             // existed): only a stored record can name a ticket here.
-            match self.store.get(&Marker::new(&team, &finding.id)).await {
-                Ok(Some(_)) => others.push(team),
-                Ok(None) => {}
-                Err(source) => outcome
-                    .failures
-                    .push(LifecycleError::Store { team, source }),
-            }
+            unindexed.push(team);
         }
+        others.extend(
+            self.recorded_teams(&finding.id, unindexed, &mut outcome.failures)
+                .await,
+        );
         for team in &others {
             let marker = Marker::new(team, &finding.id);
             results.push(self.follow(team, &marker, finding, None, &mut writes).await);

@@ -277,3 +277,10 @@ pub fn sla_breach(team: &str) {
 pub fn acceptance_expired(team: &str) {
     counter!(names::ACCEPTANCES_EXPIRED, "team" => team.to_owned()).increment(1);
 }
+
+/// Counts one request (attempt) sent to AWS (see [`names::AWS_REQUESTS`]). The SDK names its
+/// services and operations with static strings, so the labels are a handful of series.
+pub fn aws_request(service: &str, operation: &str) {
+    counter!(names::AWS_REQUESTS, "service" => service.to_owned(), "operation" => operation.to_owned())
+        .increment(1);
+}

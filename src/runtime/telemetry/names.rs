@@ -87,6 +87,10 @@ pub const SLA_BREACHES: &str = "findings_bridge_sla_breaches_total";
 /// Risk acceptances (a `status_map` entry with `for`) that ran out, by `team`: the finding was set
 /// back to NEW and its ticket reopened, by the status-sync leader, once per acceptance.
 pub const ACCEPTANCES_EXPIRED: &str = "findings_bridge_acceptances_expired_total";
+/// Requests sent to AWS, by `service` (the SDK's name: `SQS`, `DynamoDB`, `SecurityHub`, `Detective`,
+/// `Secrets Manager`) and `operation` (the API name, e.g. `ReceiveMessage`), each attempt of a
+/// retried call counted: what the worker's CPU and the service quotas pay for.
+pub const AWS_REQUESTS: &str = "findings_bridge_aws_requests_total";
 
 /// How a series is exported, for its `# TYPE` and `# HELP` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +251,10 @@ const SERIES: &[Series] = &[
     Series::counter(
         ACCEPTANCES_EXPIRED,
         "Risk acceptances that ran out, by team: finding set back to NEW and ticket reopened.",
+    ),
+    Series::counter(
+        AWS_REQUESTS,
+        "Requests sent to AWS (each attempt), by service and operation.",
     ),
 ];
 

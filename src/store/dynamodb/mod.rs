@@ -37,6 +37,7 @@ use super::{
 use crate::marker::Marker;
 
 mod acceptance;
+mod batch;
 mod claims;
 mod coordination;
 mod items;
@@ -454,6 +455,13 @@ impl Store for DynamoStore {
         until: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.clear_acceptance_item(marker, until))
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        markers: &'a [Marker],
+    ) -> BoxFuture<'a, Result<HashMap<Marker, Record>, StoreError>> {
+        Box::pin(self.get_records(markers))
     }
 }
 
