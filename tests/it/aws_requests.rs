@@ -36,30 +36,35 @@ fn json(body: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(body.to_owned(), "application/x-amz-json-1.0")
 }
 
+/// `target` (the `X-Amz-Target` of a JSON-protocol operation) is answered `body`, exactly once.
+async fn answers_once(server: &MockServer, target: &str, body: &str) {
+    Mock::given(method("POST"))
+        .and(header("x-amz-target", target))
+        .respond_with(json(body))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
 /// Each client is asked for an operation no other test of this binary sends, so the counts
 /// cannot move under it.
 #[tokio::test]
 async fn one_call_on_each_client_counts_one_request_with_its_service_and_operation() {
     metrics();
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(header("x-amz-target", "AmazonSQS.ListQueues"))
-        .respond_with(json(r#"{"QueueUrls":[]}"#))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(header("x-amz-target", "DynamoDB_20120810.ListTables"))
-        .respond_with(json(r#"{"TableNames":[]}"#))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(header("x-amz-target", "secretsmanager.ListSecrets"))
-        .respond_with(json(r#"{"SecretList":[]}"#))
-        .expect(1)
-        .mount(&server)
-        .await;
+    answers_once(&server, "AmazonSQS.ListQueues", r#"{"QueueUrls":[]}"#).await;
+    answers_once(
+        &server,
+        "DynamoDB_20120810.ListTables",
+        r#"{"TableNames":[]}"#,
+    )
+    .await;
+    answers_once(
+        &server,
+        "secretsmanager.ListSecrets",
+        r#"{"SecretList":[]}"#,
+    )
+    .await;
     let sdk = aws_config(&server.uri()).await;
     let before = (
         requests("SQS", "ListQueues"),
