@@ -51,6 +51,7 @@ import pathlib
 import random
 import re
 import signal
+import sqlite3
 import socket
 import statistics
 import subprocess
@@ -105,6 +106,9 @@ DEFAULTS = dict(
     rate_limit_aligned=False,
     # JIRA_RATE_LIMIT and SERVICENOW_RATE_LIMIT of every worker; None: the worker's default.
     worker_rate_limit=None,
+    # The workers' store: "dynamodb" (the table on moto, any number of workers) or "sqlite" (a
+    # file in the run's directory: one worker, the single-replica deployment).
+    store="dynamodb",
     send_rate=0.0,
     error_rate=0.1,
     burst_every=200,
@@ -776,7 +780,7 @@ def worker_env(args, cfg, env: Env, queue_url: str, dlq_url: str) -> dict:
         AWS_ENDPOINT_URL_SECURITYHUB=env.sim,
         BRIDGE_QUEUE_URL=queue_url,
         BRIDGE_DLQ_URL=dlq_url,
-        BRIDGE_STORE="dynamodb:findings-bridge",
+        BRIDGE_STORE=f"sqlite:{env.work / 'store.db'}" if cfg.store == "sqlite" else "dynamodb:findings-bridge",
         BRIDGE_HTTP_ADDR="127.0.0.1:0",
         BRIDGE_CONCURRENCY=str(cfg.concurrency),
         BRIDGE_VISIBILITY_TIMEOUT=str(cfg.visibility_timeout),
@@ -804,6 +808,25 @@ def worker_env(args, cfg, env: Env, queue_url: str, dlq_url: str) -> dict:
         if value is not None:
             out[name] = str(value)
     return out
+
+
+def vouch_sqlite_store(path: pathlib.Path, worker, deadline: float) -> None:
+    """The SQLite twin of the table's start-of-use mark (Env.create_resources): once the worker
+    has created its store's schema, and before any finding is sent (the worker reads the mark at
+    its first create), say the store has been in use for an hour."""
+    in_use_since = str(int((RUN_STARTED - dt.timedelta(hours=1)).timestamp() * 1000))
+    while True:
+        try:
+            with sqlite3.connect(path, timeout=10) as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO watermarks (name, value, updated_at) VALUES (?, ?, ?)",
+                    ("store:vouched-since", in_use_since, int(time.time() * 1000)),
+                )
+            return
+        except sqlite3.OperationalError as e:  # no file or no schema yet
+            if time.monotonic() > deadline or not worker.alive():
+                raise RuntimeError(f"the worker's SQLite store {path} never got its schema: {e}") from e
+            time.sleep(0.2)
 
 
 def create_requests(stats: dict) -> int:
@@ -885,6 +908,8 @@ def run_scenario(args, cfg, scenario: str, run_no: int, templates: list[Template
         t0 = time.time()
         for w in workers:
             w.start()
+        if cfg.store == "sqlite":
+            vouch_sqlite_store(env.work / "store.db", workers[0], time.monotonic() + 30)
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         log(f"{scenario} run {run_no}: {len(findings)} findings ({len(reordered)} resolved first), "
@@ -1328,6 +1353,8 @@ def check(p: argparse.ArgumentParser, cfg: argparse.Namespace, scenario: str) ->
             p.error(f"{scenario}: --{name.replace('_', '-')} must be between 0 and 1")
     if cfg.findings < 1 or cfg.workers < 1 or cfg.concurrency < 1:
         p.error(f"{scenario}: --findings, --workers and --concurrency must be at least 1")
+    if cfg.store == "sqlite" and (cfg.workers != 1 or scenario in ("kill", "rolling", "lease-loss")):
+        p.error(f"{scenario}: --store sqlite is the single-replica store: one worker, no kill, rolling or lease-loss")
 
 
 def main() -> int:
@@ -1365,6 +1392,7 @@ def main() -> int:
     )
     k.add_argument("--securityhub-rate-limit", type=int, help="with --rate-limit-per-system: Security Hub's own limit")
     k.add_argument("--worker-rate-limit", type=int, help="JIRA_RATE_LIMIT and SERVICENOW_RATE_LIMIT of every worker")
+    k.add_argument("--store", choices=("dynamodb", "sqlite"), help="the workers' store (sqlite: one worker)")
     k.add_argument("--send-rate", type=float, help="messages per second from the producer (0: as fast as it can)")
     k.add_argument("--error-rate", type=float, help="faults: share of 500s")
     k.add_argument("--burst-every", type=int, help="faults: requests between 429 bursts")
