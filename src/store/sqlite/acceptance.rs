@@ -62,7 +62,8 @@ impl SqliteStore {
             MAX_ACCEPTANCES,
             acceptance.marker.clone(),
             move |tx| {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO acceptances (marker, connection, until_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (marker) DO UPDATE
                         SET connection = excluded.connection, until_ms = excluded.until_ms",
@@ -127,23 +128,23 @@ impl SqliteStore {
         let location = Arc::clone(&self.location);
         self.run("clear_acceptance", move |conn| {
             let ctx = |e| classify(&location, "clear_acceptance", e);
-            let removed = conn
-                .execute(
-                    "DELETE FROM acceptances WHERE marker = ?1 AND (?2 IS NULL OR until_ms = ?2)",
-                    params![marker, until],
-                )
-                .map_err(ctx)?;
+            let removed = exec(
+                conn,
+                "DELETE FROM acceptances WHERE marker = ?1 AND (?2 IS NULL OR until_ms = ?2)",
+                params![marker, until],
+            )
+            .map_err(ctx)?;
             if removed > 0 || until.is_none() {
                 return Ok(true);
             }
-            let other: Option<i64> = conn
-                .query_row(
-                    "SELECT until_ms FROM acceptances WHERE marker = ?1",
-                    params![marker],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(ctx)?;
+            let other: Option<i64> = query_row(
+                conn,
+                "SELECT until_ms FROM acceptances WHERE marker = ?1",
+                params![marker],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(ctx)?;
             Ok(other.is_none())
         })
     }

@@ -110,7 +110,8 @@ impl SqliteStore {
         self.run("acquire_lease", move |conn| {
             let now = now_millis();
             let until = now.saturating_add(lease_millis(ttl));
-            conn.query_row(
+            query_row(
+                conn,
                 "INSERT INTO leases (name, owner, until_ms, granted_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (name) DO UPDATE
                     SET owner = excluded.owner,
@@ -137,7 +138,8 @@ impl SqliteStore {
         let owner = owner.to_owned();
         let location = Arc::clone(&self.location);
         self.run("release_lease", move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE leases SET owner = NULL, until_ms = 0 WHERE name = ?1 AND owner = ?2",
                 params![name, owner],
             )
@@ -160,25 +162,27 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(ctx)?;
-            let stored: Option<i64> = tx
-                .query_row(
-                    "SELECT fence FROM watermark_fences WHERE name = ?1",
-                    params![name],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(ctx)?;
+            let stored: Option<i64> = query_row(
+                &tx,
+                "SELECT fence FROM watermark_fences WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(ctx)?;
             if stored.is_some_and(|stored| stored > fence) {
                 return Ok(false);
             }
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO watermarks (name, value, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE
                     SET value = excluded.value, updated_at = excluded.updated_at",
                 params![name, value, now_millis()],
             )
             .map_err(ctx)?;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO watermark_fences (name, fence) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET fence = excluded.fence",
                 params![name, fence],
@@ -200,7 +204,8 @@ impl SqliteStore {
             MAX_SYNC_RETRIES,
             retry.marker.clone(),
             move |tx| {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO sync_retries (marker, connection, attempts, due_ms)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (marker) DO UPDATE
@@ -235,13 +240,13 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(ctx)?;
-            let (rows, present): (i64, bool) = tx
-                .query_row(
-                    &format!("SELECT count(*), coalesce(max(marker = ?1), 0) FROM {table}"),
-                    params![marker.as_str()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .map_err(ctx)?;
+            let (rows, present): (i64, bool) = query_row(
+                &tx,
+                &format!("SELECT count(*), coalesce(max(marker = ?1), 0) FROM {table}"),
+                params![marker.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(ctx)?;
             if !present && usize::try_from(rows).unwrap_or(usize::MAX) >= max {
                 return Ok(false);
             }
@@ -302,7 +307,8 @@ impl SqliteStore {
         let marker = marker.as_str().to_owned();
         let location = Arc::clone(&self.location);
         self.run("remove_sync_retry", move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "DELETE FROM sync_retries WHERE marker = ?1",
                 params![marker],
             )

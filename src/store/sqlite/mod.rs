@@ -1,17 +1,21 @@
 //! The embedded store: one SQLite file, for a single replica (or a few processes on one host).
 //!
-//! rusqlite is blocking, so every call runs on tokio's blocking pool behind one `Mutex<Connection>`
-//! per store; a store is cheap to share (`Arc<dyn Store>`) and the mutex serializes tasks of one
-//! process. Across processes on the same file, SQLite's own write lock makes each claim atomic: a
+//! rusqlite is blocking, so every call runs on the store's own thread, which owns the connection
+//! and works through the calls of all tasks one after another (they would wait for each other on
+//! the connection anyway): a busy store keeps one thread running instead of waking a pool thread
+//! per call, and the hot statements are parsed once (the connection's statement cache). A store
+//! is cheap to share (`Arc<dyn Store>`). Across processes on the same file, SQLite's own write lock makes each claim atomic: a
 //! claim is a single `INSERT … ON CONFLICT DO UPDATE … WHERE` statement, so two connections can
 //! never both see the lease as free. The file runs in WAL mode with a busy timeout, so readers do
 //! not block the writer and a short wait on the lock is not an error.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use super::{
     BoxFuture, Claim, Claimed, FindingState, Intent, Record, Store, StoreError, SyncFields,
@@ -29,9 +33,19 @@ use schema::migrate;
 /// [`StoreError::Unavailable`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Statements kept prepared per connection: every statement the store runs more than once fits.
+const STATEMENT_CACHE: usize = 64;
+
+/// One store call for the store's thread; it answers its caller itself.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
 /// Dedup store on a SQLite file (`BRIDGE_STORE=sqlite:PATH`).
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The store thread's queue; the thread ends when the last clone of the store is dropped.
+    jobs: mpsc::Sender<Job>,
+    /// The store thread's connection, for tests that look at the file directly.
+    #[cfg(test)]
     conn: Arc<Mutex<Connection>>,
     /// For error messages: which file an operator has to look at.
     location: Arc<str>,
@@ -72,31 +86,69 @@ impl SqliteStore {
         migrate(&mut conn, &location)?;
         coordination::ensure_tables(&mut conn, &location)?;
         acceptance::ensure_table(&mut conn, &location)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let conn = Arc::new(Mutex::new(conn));
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let owned = Arc::clone(&conn);
+        std::thread::Builder::new()
+            .name("sqlite-store".to_owned())
+            .spawn(move || {
+                for job in queue {
+                    // A panicking call leaves the connection intact (SQLite rolls back an
+                    // unfinished transaction), so a poisoned lock is still usable; its caller
+                    // sees the call aborted (its answer channel is dropped).
+                    let mut guard = owned
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut guard)));
+                }
+            })
+            .map_err(|e| {
+                StoreError::Fatal(format!(
+                    "sqlite store {location}: cannot start its thread: {e}"
+                ))
+            })?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            jobs,
+            #[cfg(test)]
+            conn,
             location: location.into(),
         })
     }
 
-    /// Runs `op` on the blocking pool with the connection locked.
+    /// Runs `op` on the store's thread with the connection.
     fn run<T, F>(&self, op: &'static str, f: F) -> BoxFuture<'_, Result<T, StoreError>>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        let location = Arc::clone(&self.location);
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have gone (cancelled); the call still ran to its end.
+            let _ = answer.send(f(conn));
+        });
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                // A panic while holding the lock leaves the connection itself intact (SQLite
-                // rolls back an unfinished transaction), so a poisoned lock is still usable.
-                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                f(&mut guard)
-            })
-            .await
-            .map_err(|e| StoreError::Fatal(format!("sqlite store {location}: {op} aborted: {e}")))?
+            let aborted =
+                || StoreError::Fatal(format!("sqlite store {}: {op} aborted", self.location));
+            self.jobs.send(job).map_err(|_| aborted())?;
+            answered.await.map_err(|_| aborted())?
         })
     }
+}
+
+/// `execute` through the connection's statement cache.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the connection's statement cache.
+fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
 }
 
 /// Busy / locked / I/O trouble will likely pass; anything else (corruption, a schema this code
@@ -156,7 +208,8 @@ fn write_record(
         Some(t) => (Some(t.system.clone()), Some(t.key.clone())),
         None => (None, None),
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE records
             SET record = ?1, finding_id = ?2, team = ?3, ticket_system = ?4,
                 ticket_key = ?5, modified_at = ?6, intent = NULL,
@@ -185,14 +238,14 @@ fn read_finding(
     location: &str,
     key: &str,
 ) -> Result<Option<FindingRow>, StoreError> {
-    let row: Option<(String, Option<String>, Option<i64>)> = tx
-        .query_row(
-            "SELECT teams, resolved_at, resolved_ms FROM findings WHERE finding_key = ?1",
-            params![key],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()
-        .map_err(|e| classify(location, "finding", e))?;
+    let row: Option<(String, Option<String>, Option<i64>)> = query_row(
+        tx,
+        "SELECT teams, resolved_at, resolved_ms FROM findings WHERE finding_key = ?1",
+        params![key],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .optional()
+    .map_err(|e| classify(location, "finding", e))?;
     row.map(|(teams, at, ms)| {
         let teams: Vec<String> = serde_json::from_str(&teams).map_err(|e| {
             StoreError::Fatal(format!(
@@ -219,9 +272,9 @@ impl Store for SqliteStore {
             let until = now.saturating_add(lease_millis(lease));
             // One statement: SQLite holds the write lock for all of it, so the check of the old
             // lease and the write of the new one cannot interleave with another connection.
-            let returned: Option<(Option<String>, Option<String>)> = conn
-                .query_row(
-                    "INSERT INTO records (marker, lease_owner, lease_until, modified_at)
+            let returned: Option<(Option<String>, Option<String>)> = query_row(
+                conn,
+                "INSERT INTO records (marker, lease_owner, lease_until, modified_at)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (marker) DO UPDATE
                         SET lease_owner = excluded.lease_owner,
@@ -230,11 +283,11 @@ impl Store for SqliteStore {
                          OR records.lease_until IS NULL
                          OR records.lease_until < ?4
                      RETURNING record, intent",
-                    params![marker, owner, until, now],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-                .map_err(|e| classify(&location, "claim", e))?;
+                params![marker, owner, until, now],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| classify(&location, "claim", e))?;
             let Some((record, intent)) = returned else {
                 return Ok(Claim::Busy);
             };
@@ -260,13 +313,13 @@ impl Store for SqliteStore {
         let location = Arc::clone(&self.location);
         self.run("renew", move |conn| {
             let now = now_millis();
-            let changed = conn
-                .execute(
-                    "UPDATE records SET lease_until = ?1
+            let changed = exec(
+                conn,
+                "UPDATE records SET lease_until = ?1
                       WHERE marker = ?2 AND lease_owner = ?3 AND lease_until >= ?4",
-                    params![now.saturating_add(lease_millis(lease)), marker, owner, now],
-                )
-                .map_err(|e| classify(&location, "renew", e))?;
+                params![now.saturating_add(lease_millis(lease)), marker, owner, now],
+            )
+            .map_err(|e| classify(&location, "renew", e))?;
             Ok(changed == 1)
         })
     }
@@ -285,12 +338,12 @@ impl Store for SqliteStore {
             let json = json.map_err(|e| {
                 StoreError::Fatal(format!("intent on {marker} cannot be serialized: {e}"))
             })?;
-            let changed = conn
-                .execute(
-                    "UPDATE records SET intent = ?1 WHERE marker = ?2 AND lease_owner = ?3",
-                    params![json, marker, owner],
-                )
-                .map_err(|e| classify(&location, "set_intent", e))?;
+            let changed = exec(
+                conn,
+                "UPDATE records SET intent = ?1 WHERE marker = ?2 AND lease_owner = ?3",
+                params![json, marker, owner],
+            )
+            .map_err(|e| classify(&location, "set_intent", e))?;
             if changed == 0 {
                 return Err(StoreError::LostClaim(marker));
             }
@@ -315,14 +368,14 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(ctx)?;
-            let stored: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT record FROM records WHERE marker = ?1 AND lease_owner = ?2",
-                    params![marker, owner],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(ctx)?;
+            let stored: Option<Option<String>> = query_row(
+                &tx,
+                "SELECT record FROM records WHERE marker = ?1 AND lease_owner = ?2",
+                params![marker, owner],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(ctx)?;
             let Some(stored) = stored else {
                 return Err(StoreError::LostClaim(marker));
             };
@@ -348,20 +401,26 @@ impl Store for SqliteStore {
         let location = Arc::clone(&self.location);
         self.run("release", move |conn| {
             let ctx = |e| classify(&location, "release", e);
+            // One transaction, one commit (one sync of the log) for both statements.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ctx)?;
             // A claim that never led to a record or a create leaves nothing worth keeping.
-            conn.execute(
+            exec(
+                &tx,
                 "DELETE FROM records WHERE marker = ?1 AND lease_owner = ?2
                     AND record IS NULL AND intent IS NULL",
                 params![marker, owner],
             )
             .map_err(ctx)?;
-            conn.execute(
+            exec(
+                &tx,
                 "UPDATE records SET lease_owner = NULL, lease_until = NULL
                   WHERE marker = ?1 AND lease_owner = ?2",
                 params![marker, owner],
             )
             .map_err(ctx)?;
-            Ok(())
+            tx.commit().map_err(ctx)
         })
     }
 
@@ -395,7 +454,8 @@ impl Store for SqliteStore {
                 let json = serde_json::to_string(&teams).map_err(|e| {
                     StoreError::Fatal(format!("teams of {finding_id} cannot be serialized: {e}"))
                 })?;
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO findings (finding_key, finding_id, teams, modified_at)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (finding_key) DO UPDATE
@@ -442,7 +502,8 @@ impl Store for SqliteStore {
                 .and_then(|(_, _, ms)| *ms)
                 .is_none_or(|stored| millis > stored);
             if newer {
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO findings
                         (finding_key, finding_id, teams, resolved_at, resolved_ms, modified_at)
                      VALUES (?1, ?2, '[]', ?3, ?4, ?5)
@@ -486,14 +547,14 @@ impl Store for SqliteStore {
         let marker = marker.as_str().to_owned();
         let location = Arc::clone(&self.location);
         self.run("get", move |conn| {
-            let json: Option<Option<String>> = conn
-                .query_row(
-                    "SELECT record FROM records WHERE marker = ?1",
-                    params![marker],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| classify(&location, "get", e))?;
+            let json: Option<Option<String>> = query_row(
+                conn,
+                "SELECT record FROM records WHERE marker = ?1",
+                params![marker],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| classify(&location, "get", e))?;
             json.flatten()
                 .map(|json| decode_record(&location, &marker, &json))
                 .transpose()
@@ -522,14 +583,14 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(ctx)?;
-            let json: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT record FROM records WHERE marker = ?1",
-                    params![marker],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(ctx)?;
+            let json: Option<Option<String>> = query_row(
+                &tx,
+                "SELECT record FROM records WHERE marker = ?1",
+                params![marker],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(ctx)?;
             let Some(json) = json.flatten() else {
                 return Ok(());
             };
@@ -545,7 +606,8 @@ impl Store for SqliteStore {
             let json = serde_json::to_string(&record).map_err(|e| {
                 StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
             })?;
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE records SET record = ?1, modified_at = ?2 WHERE marker = ?3",
                 params![json, now, marker],
             )
@@ -558,7 +620,8 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         let location = Arc::clone(&self.location);
         self.run("watermark", move |conn| {
-            conn.query_row(
+            query_row(
+                conn,
                 "SELECT value FROM watermarks WHERE name = ?1",
                 params![name],
                 |row| row.get(0),
@@ -577,7 +640,8 @@ impl Store for SqliteStore {
         let value = value.to_owned();
         let location = Arc::clone(&self.location);
         self.run("set_watermark", move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO watermarks (name, value, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE
                     SET value = excluded.value, updated_at = excluded.updated_at",
@@ -591,7 +655,7 @@ impl Store for SqliteStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let location = Arc::clone(&self.location);
         self.run("ping", move |conn| {
-            conn.query_row("SELECT count(*) FROM schema_version", [], |row| {
+            query_row(conn, "SELECT count(*) FROM schema_version", [], |row| {
                 row.get::<_, i64>(0)
             })
             .map_err(|e| classify(&location, "ping", e))?;
@@ -697,6 +761,77 @@ mod tests {
             SqliteStore::open(&path),
             Err(StoreError::Fatal(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_is_reported_and_the_store_carries_on() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let marker = Marker::new("team", "finding");
+        let panicked = store
+            .run("boom", |_conn| -> Result<(), StoreError> {
+                panic!("a bug in one store call")
+            })
+            .await;
+        match panicked {
+            Err(StoreError::Fatal(msg)) => assert!(msg.contains("boom aborted"), "{msg}"),
+            other => panic!("expected Fatal, got {other:?}"),
+        }
+        // The store's thread survived the panic and the connection still works.
+        assert!(matches!(
+            store.claim(&marker, "owner", Duration::from_secs(30)).await,
+            Ok(Claim::Acquired(_))
+        ));
+        assert!(
+            store
+                .renew(&marker, "owner", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_from_many_tasks_are_all_answered_in_their_own_order() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let name = format!("mark-{i}");
+                    for round in 0..5 {
+                        store
+                            .set_watermark(&name, &round.to_string())
+                            .await
+                            .unwrap();
+                        let read = store.watermark(&name).await.unwrap();
+                        assert_eq!(read.as_deref(), Some(round.to_string().as_str()));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
+    #[test]
+    fn the_store_thread_ends_with_the_last_clone_of_the_store() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let conn = Arc::clone(&store.conn);
+        let clone = store.clone();
+        drop(store);
+        // One clone still holds the queue: the thread (and its handle on the connection) stay.
+        assert_eq!(Arc::strong_count(&conn), 3);
+        drop(clone);
+        // The thread notices the closed queue, returns and drops its handle. Wait for that; the
+        // minute is only there so that a thread that never ends fails instead of hanging.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while Arc::strong_count(&conn) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store thread outlived its store"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[tokio::test]
