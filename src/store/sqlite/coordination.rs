@@ -159,11 +159,8 @@ impl SqliteStore {
         let location = Arc::clone(&self.location);
         self.run("set_watermark_fenced", move |conn| {
             let ctx = |e| classify(&location, "set_watermark_fenced", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
             let stored: Option<i64> = query_row(
-                &tx,
+                conn,
                 "SELECT fence FROM watermark_fences WHERE name = ?1",
                 params![name],
                 |row| row.get(0),
@@ -174,7 +171,7 @@ impl SqliteStore {
                 return Ok(false);
             }
             exec(
-                &tx,
+                conn,
                 "INSERT INTO watermarks (name, value, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE
                     SET value = excluded.value, updated_at = excluded.updated_at",
@@ -182,13 +179,12 @@ impl SqliteStore {
             )
             .map_err(ctx)?;
             exec(
-                &tx,
+                conn,
                 "INSERT INTO watermark_fences (name, fence) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET fence = excluded.fence",
                 params![name, fence],
             )
             .map_err(ctx)?;
-            tx.commit().map_err(ctx)?;
             Ok(true)
         })
     }
@@ -223,7 +219,7 @@ impl SqliteStore {
         )
     }
 
-    /// Runs `upsert` for `marker` in `table` (keyed by `marker`) in one immediate transaction,
+    /// Runs `upsert` for `marker` in `table` (keyed by `marker`) in the same store call,
     /// unless the table already holds `max` rows and none for `marker`: then `false`, nothing
     /// written. A known marker is always updated, so a full table still moves its entries.
     pub(super) fn capped_upsert(
@@ -232,16 +228,13 @@ impl SqliteStore {
         table: &'static str,
         max: usize,
         marker: Marker,
-        upsert: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize> + Send + 'static,
+        upsert: impl FnOnce(&Connection) -> rusqlite::Result<usize> + Send + 'static,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let location = Arc::clone(&self.location);
         self.run(operation, move |conn| {
             let ctx = |e| classify(&location, operation, e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
             let (rows, present): (i64, bool) = query_row(
-                &tx,
+                conn,
                 &format!("SELECT count(*), coalesce(max(marker = ?1), 0) FROM {table}"),
                 params![marker.as_str()],
                 |row| Ok((row.get(0)?, row.get(1)?)),
@@ -250,8 +243,7 @@ impl SqliteStore {
             if !present && usize::try_from(rows).unwrap_or(usize::MAX) >= max {
                 return Ok(false);
             }
-            upsert(&tx).map_err(ctx)?;
-            tx.commit().map_err(ctx)?;
+            upsert(conn).map_err(ctx)?;
             Ok(true)
         })
     }

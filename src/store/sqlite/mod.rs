@@ -1,15 +1,17 @@
 //! The embedded store: one SQLite file, for a single replica (or a few processes on one host).
 //!
-//! rusqlite is blocking, so every call runs on the store's own thread, which owns the connection
-//! and works through the calls of all tasks one after another (they would wait for each other on
-//! the connection anyway): a busy store keeps one thread running instead of waking a pool thread
-//! per call, and the hot statements are parsed once (the connection's statement cache). A store
-//! is cheap to share (`Arc<dyn Store>`). Across processes on the same file, SQLite's own write lock makes each claim atomic: a
-//! claim is a single `INSERT … ON CONFLICT DO UPDATE … WHERE` statement, so two connections can
-//! never both see the lease as free. The file runs in WAL mode with a busy timeout, so readers do
-//! not block the writer and a short wait on the lock is not an error.
+//! rusqlite is blocking, so every call runs on the store's own thread (`thread.rs`), which owns
+//! the connection and works through the calls of all tasks in rounds: every call waiting is run
+//! in one transaction, each in a savepoint of its own, and answered once that transaction is
+//! committed. A busy store syncs its log once per round rather than once per call, and keeps one
+//! thread running instead of waking a pool thread per call; the hot statements are parsed once
+//! (the connection's statement cache). A store is cheap to share (`Arc<dyn Store>`).
+//!
+//! Across processes on the same file, SQLite's write lock makes each call atomic: a round holds
+//! it from its `BEGIN IMMEDIATE` to its commit, so two connections can never both see a lease
+//! as free. The file runs in WAL mode with a busy timeout, so readers do not block the writer and
+//! a short wait on the lock is not an error.
 
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +29,7 @@ mod acceptance;
 mod coordination;
 mod reconcile;
 mod schema;
+mod thread;
 use schema::migrate;
 
 /// How long a statement waits for another connection's write lock before reporting
@@ -36,14 +39,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Statements kept prepared per connection: every statement the store runs more than once fits.
 const STATEMENT_CACHE: usize = 64;
 
-/// One store call for the store's thread; it answers its caller itself.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
 /// Dedup store on a SQLite file (`BRIDGE_STORE=sqlite:PATH`).
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// The store thread's queue; the thread ends when the last clone of the store is dropped.
-    jobs: mpsc::Sender<Job>,
+    /// The store thread's queue (`thread.rs`); the thread ends when the last clone of the store
+    /// is dropped.
+    calls: mpsc::Sender<Box<dyn thread::Call>>,
     /// The store thread's connection, for tests that look at the file directly.
     #[cfg(test)]
     conn: Arc<Mutex<Connection>>,
@@ -88,49 +89,38 @@ impl SqliteStore {
         acceptance::ensure_table(&mut conn, &location)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let conn = Arc::new(Mutex::new(conn));
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (calls, queue) = mpsc::channel();
         let owned = Arc::clone(&conn);
+        let name: Arc<str> = location.clone().into();
         std::thread::Builder::new()
             .name("sqlite-store".to_owned())
-            .spawn(move || {
-                for job in queue {
-                    // A panicking call leaves the connection intact (SQLite rolls back an
-                    // unfinished transaction), so a poisoned lock is still usable; its caller
-                    // sees the call aborted (its answer channel is dropped).
-                    let mut guard = owned
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut guard)));
-                }
-            })
+            .spawn(move || thread::serve(owned, queue, name))
             .map_err(|e| {
                 StoreError::Fatal(format!(
                     "sqlite store {location}: cannot start its thread: {e}"
                 ))
             })?;
         Ok(SqliteStore {
-            jobs,
+            calls,
             #[cfg(test)]
             conn,
             location: location.into(),
         })
     }
 
-    /// Runs `op` on the store's thread with the connection.
+    /// Runs `op` on the store's thread, as one call of a round (see `thread.rs`): it happens
+    /// whole or not at all, and is answered once it is committed.
     fn run<T, F>(&self, op: &'static str, f: F) -> BoxFuture<'_, Result<T, StoreError>>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            // The caller may have gone (cancelled); the call still ran to its end.
-            let _ = answer.send(f(conn));
-        });
+        let (reply, answered) = oneshot::channel();
+        let call = thread::Pending::new(op, Arc::clone(&self.location), f, reply);
         Box::pin(async move {
             let aborted =
                 || StoreError::Fatal(format!("sqlite store {}: {op} aborted", self.location));
-            self.jobs.send(job).map_err(|_| aborted())?;
+            self.calls.send(Box::new(call)).map_err(|_| aborted())?;
             answered.await.map_err(|_| aborted())?
         })
     }
@@ -194,9 +184,9 @@ fn decode_intent(location: &str, marker: &str, json: &str) -> Result<Intent, Sto
 }
 
 /// Writes `record` on its key with the columns that index it, and releases the lease and any
-/// intent: the end of a `put` (and of an `adopt`), inside the caller's transaction.
+/// intent: the end of a `put` (and of an `adopt`), inside the caller's store call.
 fn write_record(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     location: &str,
     op: &str,
     record: &Record,
@@ -232,9 +222,9 @@ fn write_record(
 /// A finding's index entry: its teams, and the tombstone as text and as unix milliseconds.
 type FindingRow = (Vec<String>, Option<String>, Option<i64>);
 
-/// Reads one finding's index entry inside a transaction.
+/// Reads one finding's index entry.
 fn read_finding(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     location: &str,
     key: &str,
 ) -> Result<Option<FindingRow>, StoreError> {
@@ -365,11 +355,8 @@ impl Store for SqliteStore {
             let ctx = |e| classify(&location, "put", e);
             // Read-modify-write under the write lock: the sync fields a concurrent
             // `set_sync_status` wrote are carried over, not overwritten.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
             let stored: Option<Option<String>> = query_row(
-                &tx,
+                conn,
                 "SELECT record FROM records WHERE marker = ?1 AND lease_owner = ?2",
                 params![marker, owner],
                 |row| row.get(0),
@@ -386,8 +373,8 @@ impl Store for SqliteStore {
                 record.status_from_ticket = stored.status_from_ticket;
                 record.status_to_hub = stored.status_to_hub;
             }
-            write_record(&tx, &location, "put", &record)?;
-            tx.commit().map_err(ctx)
+            write_record(conn, &location, "put", &record)?;
+            Ok(())
         })
     }
 
@@ -401,26 +388,22 @@ impl Store for SqliteStore {
         let location = Arc::clone(&self.location);
         self.run("release", move |conn| {
             let ctx = |e| classify(&location, "release", e);
-            // One transaction, one commit (one sync of the log) for both statements.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
             // A claim that never led to a record or a create leaves nothing worth keeping.
             exec(
-                &tx,
+                conn,
                 "DELETE FROM records WHERE marker = ?1 AND lease_owner = ?2
                     AND record IS NULL AND intent IS NULL",
                 params![marker, owner],
             )
             .map_err(ctx)?;
             exec(
-                &tx,
+                conn,
                 "UPDATE records SET lease_owner = NULL, lease_until = NULL
                   WHERE marker = ?1 AND lease_owner = ?2",
                 params![marker, owner],
             )
             .map_err(ctx)?;
-            tx.commit().map_err(ctx)
+            Ok(())
         })
     }
 
@@ -435,10 +418,7 @@ impl Store for SqliteStore {
         self.run("enlist", move |conn| {
             let ctx = |e| classify(&location, "enlist", e);
             let key = finding_key(&finding_id);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
-            let before = read_finding(&tx, &location, &key)?;
+            let before = read_finding(conn, &location, &key)?;
             let state = match &before {
                 Some((teams, resolved_at, _)) => FindingState {
                     teams: teams.clone(),
@@ -455,7 +435,7 @@ impl Store for SqliteStore {
                     StoreError::Fatal(format!("teams of {finding_id} cannot be serialized: {e}"))
                 })?;
                 exec(
-                    &tx,
+                    conn,
                     "INSERT INTO findings (finding_key, finding_id, teams, modified_at)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (finding_key) DO UPDATE
@@ -464,7 +444,6 @@ impl Store for SqliteStore {
                 )
                 .map_err(ctx)?;
             }
-            tx.commit().map_err(ctx)?;
             Ok(state)
         })
     }
@@ -485,10 +464,7 @@ impl Store for SqliteStore {
                     "resolution time {updated_at:?} of {finding_id} is not RFC 3339"
                 ))
             })?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
-            let before = read_finding(&tx, &location, &key)?;
+            let before = read_finding(conn, &location, &key)?;
             let mut state = match &before {
                 Some((teams, resolved_at, _)) => FindingState {
                     teams: teams.clone(),
@@ -503,7 +479,7 @@ impl Store for SqliteStore {
                 .is_none_or(|stored| millis > stored);
             if newer {
                 exec(
-                    &tx,
+                    conn,
                     "INSERT INTO findings
                         (finding_key, finding_id, teams, resolved_at, resolved_ms, modified_at)
                      VALUES (?1, ?2, '[]', ?3, ?4, ?5)
@@ -516,7 +492,6 @@ impl Store for SqliteStore {
                 .map_err(ctx)?;
                 state.resolved_at = Some(updated_at);
             }
-            tx.commit().map_err(ctx)?;
             Ok(state)
         })
     }
@@ -528,9 +503,7 @@ impl Store for SqliteStore {
         let finding_id = finding_id.to_owned();
         let location = Arc::clone(&self.location);
         self.run("finding", move |conn| {
-            let ctx = |e| classify(&location, "finding", e);
-            let tx = conn.transaction().map_err(ctx)?;
-            let state = match read_finding(&tx, &location, &finding_key(&finding_id))? {
+            let state = match read_finding(conn, &location, &finding_key(&finding_id))? {
                 Some((teams, resolved_at, _)) => FindingState {
                     teams,
                     resolved_at,
@@ -538,7 +511,6 @@ impl Store for SqliteStore {
                 },
                 None => FindingState::default(),
             };
-            tx.commit().map_err(ctx)?;
             Ok(state)
         })
     }
@@ -580,11 +552,8 @@ impl Store for SqliteStore {
             let ctx = |e| classify(&location, "set_sync_status", e);
             // Read-modify-write under the write lock, so a concurrent `put` from another
             // connection lands either wholly before or wholly after.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
             let json: Option<Option<String>> = query_row(
-                &tx,
+                conn,
                 "SELECT record FROM records WHERE marker = ?1",
                 params![marker],
                 |row| row.get(0),
@@ -607,12 +576,12 @@ impl Store for SqliteStore {
                 StoreError::Fatal(format!("record {marker} cannot be serialized: {e}"))
             })?;
             exec(
-                &tx,
+                conn,
                 "UPDATE records SET record = ?1, modified_at = ?2 WHERE marker = ?3",
                 params![json, now, marker],
             )
             .map_err(ctx)?;
-            tx.commit().map_err(ctx)
+            Ok(())
         })
     }
 

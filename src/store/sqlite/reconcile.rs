@@ -14,7 +14,7 @@ struct KeyState {
 }
 
 fn key_state(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     location: &str,
     op: &str,
     marker: &str,
@@ -83,11 +83,7 @@ impl SqliteStore {
         let record = record.clone();
         self.run("adopt", move |conn| {
             let marker = record.marker.as_str().to_owned();
-            let ctx = |e| classify(&location, "adopt", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
-            let state = key_state(&tx, &location, "adopt", &marker)?;
+            let state = key_state(conn, &location, "adopt", &marker)?;
             let Some(state) = state.filter(|s| s.lease_owner.as_deref() == Some(owner.as_str()))
             else {
                 return Err(StoreError::LostClaim(marker));
@@ -98,8 +94,7 @@ impl SqliteStore {
             if state.has_intent {
                 return Ok(Adoption::CreatePending);
             }
-            write_record(&tx, &location, "adopt", &record)?;
-            tx.commit().map_err(ctx)?;
+            write_record(conn, &location, "adopt", &record)?;
             Ok(Adoption::Adopted)
         })
     }
@@ -114,10 +109,7 @@ impl SqliteStore {
         let owner = owner.to_owned();
         self.run("drop_record", move |conn| {
             let ctx = |e| classify(&location, "drop_record", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ctx)?;
-            let state = key_state(&tx, &location, "drop_record", &marker)?;
+            let state = key_state(conn, &location, "drop_record", &marker)?;
             let Some(state) = state.filter(|s| s.lease_owner.as_deref() == Some(owner.as_str()))
             else {
                 return Err(StoreError::LostClaim(marker));
@@ -125,9 +117,8 @@ impl SqliteStore {
             if state.has_intent {
                 return Ok(false);
             }
-            tx.execute("DELETE FROM records WHERE marker = ?1", params![marker])
+            conn.execute("DELETE FROM records WHERE marker = ?1", params![marker])
                 .map_err(ctx)?;
-            tx.commit().map_err(ctx)?;
             Ok(true)
         })
     }
