@@ -84,6 +84,11 @@ impl SqliteStore {
         let _mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(ctx)?;
+        // Every commit syncs the log: an intent that was answered survives a crash of the host,
+        // not just of the process (`NORMAL` would lose the last commits with the host and could
+        // let a create be sent again). The group commit (`thread.rs`) pays for it.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(ctx)?;
         migrate(&mut conn, &location)?;
         coordination::ensure_tables(&mut conn, &location)?;
         acceptance::ensure_table(&mut conn, &location)?;
@@ -217,6 +222,18 @@ fn write_record(
     )
     .map_err(|e| classify(location, op, e))?;
     Ok(())
+}
+
+/// The record stored on `marker`, as JSON: `None` without a row, or with only a claim on it.
+fn record_json(conn: &Connection, marker: &str) -> rusqlite::Result<Option<String>> {
+    query_row(
+        conn,
+        "SELECT record FROM records WHERE marker = ?1",
+        params![marker],
+        |row| row.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map(Option::flatten)
 }
 
 /// A finding's index entry: its teams, and the tombstone as text and as unix milliseconds.
@@ -519,15 +536,8 @@ impl Store for SqliteStore {
         let marker = marker.as_str().to_owned();
         let location = Arc::clone(&self.location);
         self.run("get", move |conn| {
-            let json: Option<Option<String>> = query_row(
-                conn,
-                "SELECT record FROM records WHERE marker = ?1",
-                params![marker],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| classify(&location, "get", e))?;
-            json.flatten()
+            record_json(conn, &marker)
+                .map_err(|e| classify(&location, "get", e))?
                 .map(|json| decode_record(&location, &marker, &json))
                 .transpose()
         })
@@ -552,15 +562,7 @@ impl Store for SqliteStore {
             let ctx = |e| classify(&location, "set_sync_status", e);
             // Read-modify-write under the write lock, so a concurrent `put` from another
             // connection lands either wholly before or wholly after.
-            let json: Option<Option<String>> = query_row(
-                conn,
-                "SELECT record FROM records WHERE marker = ?1",
-                params![marker],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(ctx)?;
-            let Some(json) = json.flatten() else {
+            let Some(json) = record_json(conn, &marker).map_err(ctx)? else {
                 return Ok(());
             };
             let mut record = decode_record(&location, &marker, &json)?;
@@ -697,6 +699,10 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "every commit syncs the log (FULL)");
     }
 
     #[test]
