@@ -441,6 +441,17 @@ mod tests {
         assert!(fixed.refused_share > 0.5, "{fixed:?}");
     }
 
+    /// The same at 5 requests per second, the limit `scripts/loadtest --scenario shared-limit`
+    /// measures the bridge at: one request more or less is a fifth of a window there, and the
+    /// limiters alone still fill them. (What the bridge loses around them in that scenario is
+    /// elsewhere: BENCHMARKS.md.)
+    #[tokio::test(start_paused = true)]
+    async fn replicas_sharing_a_low_limit_fill_it_too() {
+        let adaptive = share_limit(RateLimiter::adaptive, 5, 120).await;
+        assert!(adaptive.utilisation >= 0.97, "{adaptive:?}");
+        assert!(adaptive.refused_share < 0.25, "{adaptive:?}");
+    }
+
     #[derive(Debug)]
     struct Shared {
         utilisation: f64,
@@ -448,33 +459,44 @@ mod tests {
     }
 
     async fn share_one_limit(make: fn(f64, u32, Arc<dyn Clock>) -> RateLimiter) -> Shared {
+        share_limit(make, 40, 60).await
+    }
+
+    /// Three replicas of 32 tasks, each limiter configured with the whole `limit`, for `seconds`.
+    async fn share_limit(
+        make: fn(f64, u32, Arc<dyn Clock>) -> RateLimiter,
+        limit: u64,
+        seconds: u64,
+    ) -> Shared {
         use std::sync::Mutex;
-        const LIMIT: u64 = 40;
-        const SECONDS: u64 = 60;
         let start = tokio::time::Instant::now();
         // (window index, requests seen in it), accepted, refused.
         let server = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64)));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..3 {
-            let limiter = Arc::new(make(40.0, 40, Arc::new(TokioClock::new())));
+            let limiter = Arc::new(make(
+                limit as f64,
+                limit as u32,
+                Arc::new(TokioClock::new()),
+            ));
             for _ in 0..32 {
                 let (limiter, server) = (limiter.clone(), server.clone());
                 tasks.spawn(async move {
-                    while start.elapsed() < Duration::from_secs(SECONDS) {
+                    while start.elapsed() < Duration::from_secs(seconds) {
                         limiter.acquire().await;
                         // 50 ms there and back, the server counting at arrival.
                         tokio::time::sleep(Duration::from_millis(25)).await;
                         let ok = {
                             let mut s = server.lock().unwrap();
                             let window = start.elapsed().as_secs();
-                            if window >= SECONDS {
+                            if window >= seconds {
                                 return;
                             }
                             if window != s.0 {
                                 (s.0, s.1) = (window, 0);
                             }
                             s.1 += 1;
-                            let ok = s.1 <= LIMIT;
+                            let ok = s.1 <= limit;
                             if ok {
                                 s.2 += 1
                             } else {
@@ -496,7 +518,7 @@ mod tests {
         while tasks.join_next().await.is_some() {}
         let (_, _, accepted, refused) = *server.lock().unwrap();
         Shared {
-            utilisation: accepted as f64 / (LIMIT * SECONDS) as f64,
+            utilisation: accepted as f64 / (limit * seconds) as f64,
             refused_share: refused as f64 / (accepted + refused) as f64,
         }
     }
