@@ -1270,7 +1270,36 @@ def utilisation_by_system(cfg, stats: dict, tickets: list[dict], first_send: flo
             "accepted_per_s": round(accepted / window, 2),
             "of_limit": round(accepted / window / limit, 3) if limit else None,
         }
+        seconds = faults.get("rate_accepted_by_second", {}).get(system)
+        if seconds and limit:
+            out[system]["windows"] = window_fill(seconds, limit)
     return out
+
+
+def window_fill(seconds: list[int], limit: int, edge: int = 10) -> dict:
+    """How full the simulator's aligned one-second windows of one system were, from its first
+    window that let a request through to its last: how many were full, and the requests the
+    others could still have taken ("missing"), split into the first and last `edge` seconds
+    (ramp-up, the run's tail) and the rest (the steady state, where the clients' limiters are
+    on trial)."""
+    used = [i for i, n in enumerate(seconds) if n]
+    if not used:
+        return {}
+    span = seconds[used[0] : used[-1] + 1]
+    missing = [max(limit - n, 0) for n in span]
+    short = collections.Counter(m for m in missing if m)
+    head, tail = missing[:edge], missing[edge:][-edge:] if len(missing) > edge else []
+    middle = missing[edge:-edge] if len(missing) > 2 * edge else []
+    return {
+        "seconds": len(span),
+        "full": sum(1 for m in missing if not m),
+        "short_by": {str(k): v for k, v in sorted(short.items())},
+        "missing": sum(missing),
+        "missing_first_s": sum(head),
+        "missing_last_s": sum(tail),
+        "missing_between": sum(middle),
+        "steady_of_limit": round(1 - sum(middle) / (len(middle) * limit), 3) if middle else None,
+    }
 
 
 COLUMNS = [

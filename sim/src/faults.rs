@@ -216,6 +216,18 @@ fn decide(st: &SharedState, family: &Family) -> (Duration, Option<Injected>) {
             _ => (now, 0),
         };
         guard.rate_windows[window] = Some((start, count + 1));
+        if config.rate_limit_aligned && count < limit {
+            let second = now.duration_since(guard.rate_epoch).as_secs() as usize;
+            let seconds = guard
+                .fault_stats
+                .rate_accepted_by_second
+                .entry(family.name().to_owned())
+                .or_default();
+            if seconds.len() <= second {
+                seconds.resize(second + 1, 0);
+            }
+            seconds[second] += 1;
+        }
         if count >= limit {
             let stats = &mut guard.fault_stats;
             stats.rate_limited_429 += 1;
@@ -466,6 +478,34 @@ mod tests {
     async fn aligned_rate_windows_start_on_whole_seconds() {
         assert!(!third_request_refused(true).await);
         assert!(third_request_refused(false).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aligned_windows_count_what_each_second_let_through() {
+        let st = SharedState::new(
+            crate::SimConfig {
+                rate_limit_per_sec: Some(2),
+                rate_limit_aligned: true,
+                rate_limit_per_system: true,
+                ..crate::SimConfig::default()
+            },
+            "http://127.0.0.1:0".to_owned(),
+        );
+        // Second 0: three Jira requests (the third refused); second 1: nothing; second 2: one
+        // Jira and one ServiceNow request.
+        for (at_ms, family) in [
+            (100, Family::Jira),
+            (100, Family::Jira),
+            (100, Family::Jira),
+            (1900, Family::Jira),
+            (0, Family::ServiceNow),
+        ] {
+            tokio::time::advance(Duration::from_millis(at_ms)).await;
+            decide(&st, &family);
+        }
+        let seconds = st.lock().fault_stats.rate_accepted_by_second.clone();
+        assert_eq!(seconds["jira"], [2, 0, 1]);
+        assert_eq!(seconds["servicenow"], [0, 0, 1]);
     }
 
     #[test]

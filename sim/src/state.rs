@@ -174,6 +174,10 @@ pub struct FaultStats {
     /// `rate_limited_429` by system (`jira`, `servicenow`, `securityhub`), so a load test can
     /// tell how much of each system's own budget was used.
     pub rate_limited_429_by_system: BTreeMap<String, u64>,
+    /// With aligned rate-limit windows: by system, the requests each whole second since the
+    /// simulator started let through (index = second), so a load test can see which windows
+    /// its clients left part-empty, and when.
+    pub rate_accepted_by_second: BTreeMap<String, Vec<u32>>,
     /// Committed creates answered 502 Bad Gateway.
     pub ambiguous_502: u64,
     /// Committed creates whose connection was reset instead of answered.
