@@ -53,6 +53,9 @@ pub struct FakeTickets {
     pub ambiguous: Mutex<u32>,
     /// The next this many creates are refused for the rate (429, nothing made).
     pub busy: Mutex<u32>,
+    /// How long each of the next creates waits for its turn (`create_turn`), in order: a
+    /// flood's queue at the rate limit.
+    pub turn_waits: Mutex<std::collections::VecDeque<Duration>>,
     /// What `settle_time` answers.
     pub settle: Mutex<Duration>,
     /// Comments that reached a ticket: (key, text).
@@ -82,6 +85,7 @@ impl FakeTickets {
             create_delay: Duration::from_millis(5),
             ambiguous: Mutex::new(0),
             busy: Mutex::new(0),
+            turn_waits: Mutex::new(std::collections::VecDeque::new()),
             settle: Mutex::new(Duration::ZERO),
             posted: Mutex::new(Vec::new()),
             finish: tokio::sync::watch::channel(false).0,
@@ -291,6 +295,16 @@ impl TicketSystem for FakeTickets {
 
     fn settle_time(&self) -> Duration {
         *lock(&self.settle)
+    }
+
+    fn create_turn(&self) -> crate::ticket::BoxFuture<'_, crate::ticket::http::CreateTurn> {
+        Box::pin(async move {
+            let wait = lock(&self.turn_waits).pop_front();
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            crate::ticket::http::CreateTurn::free()
+        })
     }
 
     fn probe(&self) -> crate::ticket::BoxFuture<'_, Result<(), TicketError>> {

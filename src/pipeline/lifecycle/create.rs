@@ -6,7 +6,9 @@ use super::*;
 
 /// How long a create the ticket system is too busy to take (429s, or no room in the rate limit
 /// within the send window) is tried again in turn, in the process, before its message is given
-/// back to the queue. Meanwhile the claim and the message are kept alive as for any work.
+/// back to the queue: counted from the first refusal, not from the start, since in a flood the
+/// wait for a turn alone can be longer (that wait is the rate limit working, not the system
+/// refusing). Meanwhile the claim and the message are kept alive as for any work.
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(120);
 /// The least time between two such tries (a server's `Retry-After` was already waited out by
 /// the HTTP client within the send window).
@@ -105,7 +107,8 @@ impl Lifecycle {
             None => system.attach_provenance(&planned.payload, &provenance(held, finding, planned)),
             Some(_) => planned.payload.clone(),
         };
-        let busy_until = tokio::time::Instant::now() + BUSY_RETRY_FOR;
+        // When the system first refused this create for its rate.
+        let mut busy_since: Option<tokio::time::Instant> = None;
         loop {
             // Our turn first (a flood's queue for the rate limit is waited out here, before the
             // intent, so the create is not left to miss its send window behind it), held until
@@ -141,7 +144,13 @@ impl Lifecycle {
                         wait: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
                     });
                 }
-                Err(e) if e.is_busy() && tokio::time::Instant::now() < busy_until => {
+                Err(e)
+                    if e.is_busy()
+                        && busy_since
+                            .get_or_insert_with(tokio::time::Instant::now)
+                            .elapsed()
+                            < BUSY_RETRY_FOR =>
+                {
                     // Refused for the rate, or not sent in time: provably not made. Another
                     // turn here costs one store write; giving the message back would cost its
                     // whole round trip and a backoff, and in a flood every message would make

@@ -766,6 +766,33 @@ async fn a_create_the_system_is_too_busy_for_goes_again_in_turn_not_back_to_the_
     assert_eq!(h.writer.updates().len(), 1);
 }
 
+/// In a flood the wait for a turn can outlast the busy retry's two minutes on its own (the p99 of
+/// a 1,500-finding flood at 5 requests/s is three minutes): that wait is the rate limit working,
+/// so a refusal after it still goes again in turn instead of sending the message back for half a
+/// minute — the tail that left the last windows of such a flood empty.
+#[tokio::test(start_paused = true)]
+async fn the_wait_for_a_turn_does_not_use_up_the_busy_retry() {
+    let h = Harness::new(vec![payments()]);
+    lock(&h.jira.turn_waits).push_back(Duration::from_secs(150));
+    *lock(&h.jira.busy) = 1;
+    let a = h.replica("a");
+    let f = finding("f-1", H, "2026-11-28T10:00:00Z");
+
+    let outcome = followed(
+        &a,
+        &f,
+        "created after a long wait for a turn and one refusal",
+    )
+    .await;
+    assert_eq!(
+        outcome.team("payments").unwrap().actions,
+        vec![Action::Created]
+    );
+    assert_eq!(h.jira.creates(), 2, "one refused, one made");
+    assert!(h.store.intent(&marker()).is_none());
+    assert!(h.store.record(&marker()).is_some());
+}
+
 /// ... but not for ever: a system that stays too busy gets the message back to the queue, with
 /// nothing made and the intent cleared (nothing can be in the air).
 #[tokio::test(start_paused = true)]
