@@ -245,7 +245,19 @@ impl Worker {
                     Err(_) => break,
                 },
             };
-            let room = (semaphore.available_permits() + 1).min(MAX_MESSAGES_PER_CALL);
+            // Under load, gather room for a few messages before receiving again (below).
+            let mut permits = vec![first];
+            if !gather_room(
+                &semaphore,
+                &mut permits,
+                receive_batch(config.concurrency),
+                &shutdown,
+            )
+            .await
+            {
+                break;
+            }
+            let room = (semaphore.available_permits() + permits.len()).min(MAX_MESSAGES_PER_CALL);
             let receive = {
                 let queue = shared.queue.clone();
                 let (wait, visibility) = (config.wait_time, config.visibility_timeout);
@@ -296,7 +308,7 @@ impl Worker {
                     messages
                 }
                 Err(e) => {
-                    drop(first);
+                    drop(permits);
                     receive_failures += 1;
                     if !e.is_transient() && receive_failures >= 3 {
                         tracing::error!(error = %e, "cannot receive from the queue; stopping");
@@ -312,7 +324,6 @@ impl Worker {
                 }
             };
             telemetry::messages_received(messages.len() as u64);
-            let mut first = Some(first);
             for message in messages {
                 shared.count(|s| s.received += 1);
                 tracing::debug!(message_id = %message.message_id, receive_count = message.receive_count, "received");
@@ -337,7 +348,7 @@ impl Worker {
                     tracing::info!(message_id = %message.message_id, receive_count = message.receive_count, "redelivered while in flight");
                     continue;
                 }
-                let permit = match first.take() {
+                let permit = match permits.pop() {
                     Some(p) => p,
                     None => match semaphore.clone().acquire_owned().await {
                         Ok(p) => p,
@@ -410,6 +421,46 @@ impl Worker {
             None => Ok(summary),
         }
     }
+}
+
+/// How long a receive waits for more room when the worker is busy (`gather_room`).
+const RECEIVE_GATHER: Duration = Duration::from_millis(250);
+
+/// How many messages' room the worker gathers before it receives again: a quarter of its
+/// concurrency (at most one receive's worth), so at least three quarters of it stay at work while
+/// room gathers.
+fn receive_batch(concurrency: usize) -> usize {
+    (concurrency / 4).clamp(1, MAX_MESSAGES_PER_CALL)
+}
+
+/// Gathers permits into `permits` until there is room for `batch` messages or `RECEIVE_GATHER`
+/// has passed. Without it a busy worker, whose tasks end one at a time, receives again for every
+/// task that ends: one `ReceiveMessage` per message, each an AWS request (CPU, SQS's per-request
+/// bill) bringing one message. Messages wait in the queue meanwhile, which they would do anyway: at
+/// least three quarters of the concurrency is at work. An idle or lightly loaded worker has the
+/// room at once and does not wait. Returns false when shutdown fires.
+async fn gather_room(
+    semaphore: &Arc<Semaphore>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+    batch: usize,
+    shutdown: &Shutdown,
+) -> bool {
+    if semaphore.available_permits() + permits.len() >= batch {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + RECEIVE_GATHER;
+    while permits.len() < batch {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return false,
+            _ = tokio::time::sleep_until(deadline) => break,
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(p) => permits.push(p),
+                Err(_) => return false,
+            },
+        }
+    }
+    true
 }
 
 /// Makes messages received after shutdown began visible again at once, untouched.

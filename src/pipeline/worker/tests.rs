@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ struct FakeQueue {
     visibility_changes: Mutex<Vec<(String, Duration)>>,
     sent: Mutex<Vec<(String, BTreeMap<String, String>)>>,
     fail_delete_once: Mutex<HashSet<String>>,
+    /// How many messages each receive returned, in order.
+    receives: Mutex<Vec<usize>>,
+    /// How many entries each delete request had, in order.
+    delete_batches: Mutex<Vec<usize>>,
 }
 
 impl FakeQueue {
@@ -139,6 +143,7 @@ impl Queue for FakeQueue {
                     })
                     .collect();
                 if !got.is_empty() || now >= deadline {
+                    lock(&self.receives).push(got.len());
                     return Ok(got);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -152,6 +157,7 @@ impl Queue for FakeQueue {
     ) -> BoxFuture<'a, Result<Vec<DeleteFailure>, QueueError>> {
         Box::pin(async move {
             assert!(entries.len() <= 10, "SQS rejects batches over 10");
+            lock(&self.delete_batches).push(entries.len());
             let mut failures = Vec::new();
             let mut messages = lock(&self.messages);
             for entry in entries {
@@ -242,11 +248,14 @@ impl Queue for FakeQueue {
     }
 }
 
-/// Counts creates running at the same time.
+/// Counts creates running at the same time; with `serialise` set, creates run one at a time
+/// (a ticket system's rate limit, in short), so tasks end one at a time.
 struct CountingTickets {
     inner: FakeTickets,
     running: AtomicUsize,
     peak: AtomicUsize,
+    serialise: AtomicBool,
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl TicketSystem for CountingTickets {
@@ -288,6 +297,10 @@ impl TicketSystem for CountingTickets {
         table: Option<&'a str>,
     ) -> BoxFuture<'a, Result<crate::ticket::TicketRef, crate::ticket::TicketError>> {
         Box::pin(async move {
+            let _turn = match self.serialise.load(Ordering::SeqCst) {
+                true => Some(self.turn.lock().await),
+                false => None,
+            };
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
             let result = self.inner.create(payload, table).await;
@@ -390,6 +403,8 @@ fn setup(messages: &[(&str, &str)], create_delay: Duration) -> Setup {
             inner,
             running: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            serialise: AtomicBool::new(false),
+            turn: tokio::sync::Mutex::new(()),
         }),
         planner: Arc::new(FakePlanner::new(vec![Route::new(
             "payments",
@@ -641,6 +656,95 @@ async fn no_more_messages_are_worked_on_than_the_concurrency_allows() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(s.queue.deleted().len(), 9);
     assert_eq!(s.tickets.peak.load(Ordering::SeqCst), 2);
+    s.stop(run).await;
+}
+
+fn numbered(count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| (format!("m{i}"), format!("f-{i} HIGH {T}")))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_again() {
+    let bodies = numbered(40);
+    let refs: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    // Creates one at a time, 100 ms each: the worker's tasks end one every 100 ms.
+    let s = setup(&refs, Duration::from_millis(100));
+    s.tickets.serialise.store(true, Ordering::SeqCst);
+    let mut c = config();
+    c.concurrency = 16;
+    let run = s.start(c, true);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(s.queue.deleted().len(), 40);
+    assert_eq!(s.tickets.inner.creates(), 40);
+    let receives: Vec<usize> = lock(&s.queue.receives)
+        .iter()
+        .copied()
+        .filter(|n| *n > 0)
+        .collect();
+    // 10 + 6 at the start, then room for ~3 gathered each time (2.5 tasks end per 250 ms):
+    // about ten receives in all. Receiving for every task that ends takes 26.
+    assert!(
+        receives.len() <= 14,
+        "a receive per ended task: {} receives bringing {receives:?}",
+        receives.len()
+    );
+    s.stop(run).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_that_finish_one_at_a_time_share_delete_requests() {
+    let bodies = numbered(40);
+    let refs: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let s = setup(&refs, Duration::from_millis(100));
+    s.tickets.serialise.store(true, Ordering::SeqCst);
+    let mut c = config();
+    c.concurrency = 16;
+    let run = s.start(c, true);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(s.queue.deleted().len(), 40);
+    let batches = lock(&s.queue.delete_batches).clone();
+    // One task ends every 100 ms and a delete waits 200 ms for others: two or three a request.
+    // Deleting each at once takes 40.
+    assert!(
+        batches.len() <= 24,
+        "a delete per message: {} requests of {batches:?}",
+        batches.len()
+    );
+    s.stop(run).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_worker_still_takes_a_new_message_within_the_gather_time() {
+    let bodies = numbered(15);
+    let refs: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    // 15 of 16 slots busy for a minute: room for 4 does not come, the one free slot must serve.
+    let s = setup(&refs, Duration::from_secs(60));
+    let mut c = config();
+    c.concurrency = 16;
+    let run = s.start(c, true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        s.queue.deleted().is_empty(),
+        "the fifteen are still at work"
+    );
+    s.queue.push("late", &format!("f-late HIGH {T}"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.queue.receive_count("late"),
+        1,
+        "received within the gather time and a poll"
+    );
     s.stop(run).await;
 }
 

@@ -29,18 +29,29 @@ pub(super) async fn with_heartbeat<F: Future<Output = Disposition>>(
     }
 }
 
+/// How long a finished message may wait for others to share its `DeleteMessageBatch`.
+const DELETE_GATHER: Duration = Duration::from_millis(200);
+
 /// Deletes finished messages in batches of up to 10, retrying failed entries once. A message
 /// leaves the in-flight table only here, so a redelivery meanwhile updates the handle we use.
+///
+/// A finished message waits up to `DELETE_GATHER` (a tenth of the visibility timeout if that is
+/// shorter) for others: a busy worker's tasks end one at a time, and deleting each at once costs
+/// one request per message. The wait changes nothing that matters: the finding's work is done and
+/// recorded, and a copy delivered meanwhile is known to be in flight here (and would find the work
+/// done). At shutdown the channel closes and what is gathered is deleted at once.
 pub(super) async fn delete_loop(
     shared: Arc<Shared>,
     mut finished: mpsc::UnboundedReceiver<String>,
 ) {
+    let gather = DELETE_GATHER.min(shared.config.visibility_timeout / 10);
     while let Some(first) = finished.recv().await {
         let mut ids = vec![first];
+        let deadline = tokio::time::Instant::now() + gather;
         while ids.len() < MAX_MESSAGES_PER_CALL {
-            match finished.try_recv() {
-                Ok(id) => ids.push(id),
-                Err(_) => break,
+            match tokio::time::timeout_at(deadline, finished.recv()).await {
+                Ok(Some(id)) => ids.push(id),
+                Ok(None) | Err(_) => break,
             }
         }
         let mut failed = delete_batch(&shared, &ids).await;
