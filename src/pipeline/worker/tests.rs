@@ -659,25 +659,32 @@ async fn no_more_messages_are_worked_on_than_the_concurrency_allows() {
     s.stop(run).await;
 }
 
-fn numbered(count: usize) -> Vec<(String, String)> {
-    (0..count)
+/// A worker with concurrency 16 started on `count` messages, one finding each, whose creates take
+/// `create_delay` — one at a time with `serialise` (its tasks then end one by one).
+fn start_busy(
+    count: usize,
+    create_delay: Duration,
+    serialise: bool,
+) -> (Setup, tokio::task::JoinHandle<anyhow::Result<RunSummary>>) {
+    let bodies: Vec<(String, String)> = (0..count)
         .map(|i| (format!("m{i}"), format!("f-{i} HIGH {T}")))
-        .collect()
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_again() {
-    let bodies = numbered(40);
+        .collect();
     let refs: Vec<(&str, &str)> = bodies
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    // Creates one at a time, 100 ms each: the worker's tasks end one every 100 ms.
-    let s = setup(&refs, Duration::from_millis(100));
-    s.tickets.serialise.store(true, Ordering::SeqCst);
+    let s = setup(&refs, create_delay);
+    s.tickets.serialise.store(serialise, Ordering::SeqCst);
     let mut c = config();
     c.concurrency = 16;
     let run = s.start(c, true);
+    (s, run)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_again() {
+    // Creates one at a time, 100 ms each: the worker's tasks end one every 100 ms.
+    let (s, run) = start_busy(40, Duration::from_millis(100), true);
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(s.queue.deleted().len(), 40);
     assert_eq!(s.tickets.inner.creates(), 40);
@@ -698,16 +705,7 @@ async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_agai
 
 #[tokio::test(start_paused = true)]
 async fn messages_that_finish_one_at_a_time_share_delete_requests() {
-    let bodies = numbered(40);
-    let refs: Vec<(&str, &str)> = bodies
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let s = setup(&refs, Duration::from_millis(100));
-    s.tickets.serialise.store(true, Ordering::SeqCst);
-    let mut c = config();
-    c.concurrency = 16;
-    let run = s.start(c, true);
+    let (s, run) = start_busy(40, Duration::from_millis(100), true);
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(s.queue.deleted().len(), 40);
     let batches = lock(&s.queue.delete_batches).clone();
@@ -723,16 +721,8 @@ async fn messages_that_finish_one_at_a_time_share_delete_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn a_busy_worker_still_takes_a_new_message_within_the_gather_time() {
-    let bodies = numbered(15);
-    let refs: Vec<(&str, &str)> = bodies
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     // 15 of 16 slots busy for a minute: room for 4 does not come, the one free slot must serve.
-    let s = setup(&refs, Duration::from_secs(60));
-    let mut c = config();
-    c.concurrency = 16;
-    let run = s.start(c, true);
+    let (s, run) = start_busy(15, Duration::from_secs(60), false);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         s.queue.deleted().is_empty(),
