@@ -681,12 +681,19 @@ fn start_busy(
     (s, run)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_again() {
-    // Creates one at a time, 100 ms each: the worker's tasks end one every 100 ms.
+/// Forty messages whose creates run one at a time, 100 ms each (the worker's tasks end one every
+/// 100 ms), worked through to the end.
+async fn forty_ending_one_at_a_time() -> (Setup, tokio::task::JoinHandle<anyhow::Result<RunSummary>>)
+{
     let (s, run) = start_busy(40, Duration::from_millis(100), true);
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(s.queue.deleted().len(), 40);
+    (s, run)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_again() {
+    let (s, run) = forty_ending_one_at_a_time().await;
     assert_eq!(s.tickets.inner.creates(), 40);
     let receives: Vec<usize> = lock(&s.queue.receives)
         .iter()
@@ -705,9 +712,7 @@ async fn a_busy_worker_gathers_room_for_several_messages_before_it_receives_agai
 
 #[tokio::test(start_paused = true)]
 async fn messages_that_finish_one_at_a_time_share_delete_requests() {
-    let (s, run) = start_busy(40, Duration::from_millis(100), true);
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(s.queue.deleted().len(), 40);
+    let (s, run) = forty_ending_one_at_a_time().await;
     let batches = lock(&s.queue.delete_batches).clone();
     // One task ends every 100 ms and a delete waits 200 ms for others: two or three a request.
     // Deleting each at once takes 40.
